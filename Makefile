@@ -1,0 +1,28 @@
+# vqjax: `make demo` and `make test` each create .venv and install what they need.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test bench clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.installed-%: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PIP) install -e ".[$*]"
+	touch $@
+
+demo: $(VENV)/.installed-data
+	$(PY) -m vqjax.demo --out runs/demo
+
+test: $(VENV)/.installed-test $(VENV)/.installed-data
+	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+
+bench: $(VENV)/.installed-bench $(VENV)/.installed-data
+	$(PY) benchmarks/bench_vq.py
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,292 @@
+"""Codebook state and the remedies against codebook collapse, as pure functions.
+
+* EMA codebook (van den Oord et al. 2017, appendix; Razavi et al. 2019): :func:`ema_init` / :func:`ema_update`,
+  an optax-style ``(init, update)`` pair over the NamedTuple :class:`EMAState`, with Laplace smoothing and
+  support for gradient accumulation (statistics accumulate and fold in only on chosen steps).
+* k-means++ seeding (Arthur & Vassilvitskii 2007) and Lloyd's k-means: :func:`kmeans_plusplus`, :func:`kmeans`.
+* Dead-code replacement (Dhariwal et al. 2020, Jukebox; Zeghidour et al. 2021, SoundStream):
+  :func:`usage_update` and :func:`replace_dead_codes`.
+* SimVQ (Zhu et al. 2024, "Addressing Representation Collapse in Vector Quantized Models with One Linear
+  Layer"): :func:`simvq_init`, :func:`simvq_codebook`.
+* Factorised low-dimensional lookup (Yu et al. 2022, ViT-VQGAN; Kumar et al. 2023, DAC) is
+  ``vqjax.search.l2_normalize`` plus linear projections, wired in ``vqjax.nn.VectorQuantizer(code_dim=...)``.
+
+Batch statistics are sums over the whole (global) batch computed inside ``jit``: with the batch sharded over a
+mesh, XLA inserts the all-reduce, so 8 devices and 1 device produce the same update.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vqjax import checks, indexing, search
+
+__all__ = [
+    "EMAState",
+    "CodeStats",
+    "code_statistics",
+    "ema_init",
+    "ema_update",
+    "ema_set_codes",
+    "usage_update",
+    "sample_rows",
+    "replace_dead_codes",
+    "KMeansResult",
+    "kmeans_plusplus",
+    "kmeans",
+    "simvq_init",
+    "simvq_codebook",
+]
+
+
+class CodeStats(NamedTuple):
+    """Sufficient statistics of one batch for a codebook of K codes.
+
+    Attributes:
+      counts: float32 ``[K]``: how many vectors chose each code.
+      sums: float32 ``[K, D]``: the sum of the vectors that chose each code.
+    """
+
+    counts: jax.Array
+    sums: jax.Array
+
+
+def code_statistics(z: jax.Array, codes: jax.Array, num_codes: int) -> CodeStats:
+    """Per-code counts and vector sums of ``z [..., D]`` assigned to ``codes [...]`` (global over a sharded batch)."""
+    x = z.reshape(-1, z.shape[-1]).astype(jnp.float32)
+    flat = codes.reshape(-1)
+    return CodeStats(indexing.bincount(flat, num_codes), indexing.scatter_add_rows(x, flat, num_codes))
+
+
+class EMAState(NamedTuple):
+    """State of an exponential-moving-average codebook.
+
+    Attributes:
+      codebook: float32 ``[K, D]``: ``embed_sum / smoothed(cluster_size)``, the codebook to search.
+      cluster_size: float32 ``[K]``: EMA of per-step assignment counts.
+      embed_sum: float32 ``[K, D]``: EMA of per-step sums of assigned vectors.
+      pending: :class:`CodeStats` accumulated since the last applied update (gradient accumulation).
+    """
+
+    codebook: jax.Array
+    cluster_size: jax.Array
+    embed_sum: jax.Array
+    pending: CodeStats
+
+
+def ema_init(codebook: jax.Array) -> EMAState:
+    """EMA state that starts at ``codebook [K, D]`` (counts 1, so the codebook is unchanged until updated)."""
+    codebook = search.check_codebook("ema_init: codebook", codebook).astype(jnp.float32)
+    num_codes = codebook.shape[0]
+    return EMAState(codebook=codebook, cluster_size=jnp.ones((num_codes,), jnp.float32), embed_sum=codebook,
+                    pending=CodeStats(jnp.zeros((num_codes,), jnp.float32), jnp.zeros_like(codebook)))
+
+
+def _smoothed_codebook(cluster_size: jax.Array, embed_sum: jax.Array, eps: float) -> jax.Array:
+    num_codes = cluster_size.shape[0]
+    total = jnp.sum(cluster_size)
+    smoothed = (cluster_size + eps) / (total + num_codes * eps) * total
+    return embed_sum / jnp.maximum(smoothed, eps)[:, None]
+
+
+def ema_update(state: EMAState, z: jax.Array, codes: jax.Array, *, decay: float = 0.99, eps: float = 1e-5,
+               apply: bool | jax.Array = True) -> EMAState:
+    """Adds a batch's statistics and, when ``apply``, folds everything pending into the EMA codebook.
+
+    Update rule (with ``n, s`` the counts and sums pending since the last applied step)::
+
+        cluster_size <- decay * cluster_size + (1 - decay) * n
+        embed_sum    <- decay * embed_sum    + (1 - decay) * s
+        N            =  sum(cluster_size)
+        smoothed     =  (cluster_size + eps) / (N + K * eps) * N        # Laplace smoothing
+        codebook     =  embed_sum / smoothed
+
+    With gradient accumulation over ``m`` micro-batches, pass ``apply=(micro_step == m - 1)``: the applied
+    update is the one a single batch of all ``m`` micro-batches would give.
+
+    Args:
+      state: current :class:`EMAState`.
+      z: ``[..., D]`` vectors (the encoder outputs that were quantized).
+      codes: int ``[...]`` their assigned codes.
+      decay: EMA decay in [0, 1).
+      eps: Laplace smoothing constant (> 0).
+      apply: Python or traced bool: fold the pending statistics into the codebook now.
+
+    Returns:
+      the new :class:`EMAState`.
+    """
+    checks.check_probability("ema_update: decay", decay)
+    if not eps > 0:
+        raise ValueError(f"ema_update: eps must be > 0; got {eps}")
+    num_codes, dim = state.codebook.shape
+    z = checks.as_float_array("ema_update: z", z, last_dim=dim)
+    if codes.shape != z.shape[:-1]:
+        raise ValueError(f"ema_update: codes must have shape z.shape[:-1] = {tuple(z.shape[:-1])}; "
+                         f"got {tuple(codes.shape)}")
+    batch = code_statistics(z, codes, num_codes)
+    pending = CodeStats(state.pending.counts + batch.counts, state.pending.sums + batch.sums)
+    cluster_size = decay * state.cluster_size + (1.0 - decay) * pending.counts
+    embed_sum = decay * state.embed_sum + (1.0 - decay) * pending.sums
+    applied = EMAState(_smoothed_codebook(cluster_size, embed_sum, eps), cluster_size, embed_sum,
+                       CodeStats(jnp.zeros_like(pending.counts), jnp.zeros_like(pending.sums)))
+    if isinstance(apply, bool):
+        return applied if apply else state._replace(pending=pending)
+    held = state._replace(pending=pending)
+    return jax.tree.map(lambda a, b: jnp.where(apply, a, b), applied, held)
+
+
+def ema_set_codes(state: EMAState, mask: jax.Array, vectors: jax.Array, count: float | jax.Array) -> EMAState:
+    """Overwrites the codes where ``mask [K]`` with ``vectors [K, D]``, giving them EMA count ``count``.
+
+    Used by dead-code replacement and k-means initialisation of an EMA codebook.
+    """
+    m = mask[:, None]
+    vectors = vectors.astype(jnp.float32)
+    cluster_size = jnp.where(mask, count, state.cluster_size)
+    return state._replace(codebook=jnp.where(m, vectors, state.codebook),
+                          cluster_size=cluster_size,
+                          embed_sum=jnp.where(m, vectors * cluster_size[:, None], state.embed_sum))
+
+
+def usage_update(usage: jax.Array, codes: jax.Array, *, decay: float = 0.99) -> jax.Array:
+    """EMA of per-step code counts, ``usage <- decay * usage + (1 - decay) * bincount(codes)``: ``[K]``."""
+    checks.check_probability("usage_update: decay", decay)
+    return decay * usage + (1.0 - decay) * indexing.bincount(codes, usage.shape[0])
+
+
+def sample_rows(key: jax.Array, x: jax.Array, num: int, weights: jax.Array | None = None) -> jax.Array:
+    """``num`` rows of ``x [N, D]`` drawn with replacement, uniformly or with probability ∝ ``weights [N]``.
+
+    Inverse-CDF sampling (a cumulative sum and ``searchsorted``): ``O(N + num log N)`` memory and time, never
+    an ``N x num`` matrix. All-zero weights fall back to uniform sampling.
+    """
+    n = x.shape[0]
+    u = jax.random.uniform(key, (num,), jnp.float32)
+    if weights is None:
+        idx = jnp.minimum((u * n).astype(jnp.int32), n - 1)
+    else:
+        w = jnp.maximum(weights.astype(jnp.float32), 0.0)
+        w = jnp.where(jnp.sum(w) > 0, w, jnp.ones_like(w))
+        cdf = jnp.cumsum(w)
+        idx = jnp.searchsorted(cdf, u * cdf[-1], side="right").astype(jnp.int32)
+        idx = jnp.minimum(idx, n - 1)
+    return indexing.gather_rows(x, idx)
+
+
+def replace_dead_codes(key: jax.Array, codebook: jax.Array, usage: jax.Array, z: jax.Array, *,
+                       threshold: float, errors: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Re-seeds codes whose usage EMA fell below ``threshold`` with vectors from the batch.
+
+    A dead code ``k`` (``usage[k] < threshold``) becomes a batch vector drawn with probability proportional to
+    ``errors`` (its quantization error, so badly represented regions get codes first) or uniformly.
+
+    Args:
+      key: PRNG key.
+      codebook: ``[K, D]``.
+      usage: ``[K]`` EMA of per-step counts (:func:`usage_update` or ``EMAState.cluster_size``).
+      z: ``[..., D]`` batch vectors.
+      threshold: codes with ``usage < threshold`` are dead (expected uses per step).
+      errors: optional ``[...]`` non-negative sampling weights (e.g. distance to the nearest code).
+
+    Returns:
+      ``(new_codebook [K, D], dead [K] bool)``.
+    """
+    checks.check_nonnegative("replace_dead_codes: threshold", threshold)
+    x = z.reshape(-1, z.shape[-1])
+    weights = None if errors is None else errors.reshape(-1)
+    dead = usage < threshold
+    fresh = sample_rows(key, lax.stop_gradient(x), codebook.shape[0], weights).astype(codebook.dtype)
+    return jnp.where(dead[:, None], fresh, codebook), dead
+
+
+class KMeansResult(NamedTuple):
+    """Result of :func:`kmeans`: ``centers [K, D]``, ``codes [N]`` int32, ``inertia`` (mean squared distance)."""
+
+    centers: jax.Array
+    codes: jax.Array
+    inertia: jax.Array
+
+
+def kmeans_plusplus(key: jax.Array, x: jax.Array, num_codes: int) -> jax.Array:
+    """k-means++ seeding (Arthur & Vassilvitskii 2007): ``[num_codes, D]`` rows of ``x [N, D]``.
+
+    Each next center is drawn with probability ∝ squared distance to the nearest chosen center; memory is
+    ``O(N * D)``. When every point is already a center (``num_codes > N`` distinct points) the draw is uniform.
+    """
+    checks.check_positive_int("kmeans_plusplus: num_codes", num_codes)
+    x = checks.as_float_array("kmeans_plusplus: x", x, min_rank=2).astype(jnp.float32)
+    x = x.reshape(-1, x.shape[-1])
+    keys = jax.random.split(key, num_codes)
+    first = sample_rows(keys[0], x, 1)[0]
+    centers = jnp.zeros((num_codes, x.shape[1]), jnp.float32).at[0].set(first)
+    min_d = jnp.sum((x - first) ** 2, axis=-1)
+
+    def body(i, carry):
+        centers, min_d = carry
+        c = sample_rows(keys[i], x, 1, min_d)[0]
+        return centers.at[i].set(c), jnp.minimum(min_d, jnp.sum((x - c) ** 2, axis=-1))
+
+    centers, _ = lax.fori_loop(1, num_codes, body, (centers, min_d))
+    return centers
+
+
+def kmeans(key: jax.Array, x: jax.Array, num_codes: int, *, iters: int = 10, init: jax.Array | None = None,
+           chunk_size: int | None = None) -> KMeansResult:
+    """Lloyd's k-means from k-means++ seeds, memory-bounded through the chunked nearest-code search.
+
+    Each iteration assigns every point to its nearest center (:func:`vqjax.search.nearest_code`) and moves each
+    center to the mean of its points; a center with no points keeps its place.
+
+    Args:
+      key: PRNG key for the seeding.
+      x: ``[N, D]`` (or ``[..., D]``) data.
+      num_codes: K.
+      iters: Lloyd iterations (>= 0).
+      init: optional ``[K, D]`` starting centers instead of k-means++.
+      chunk_size: search chunk size.
+
+    Returns:
+      :class:`KMeansResult` for the final centers.
+    """
+    checks.check_positive_int("kmeans: num_codes", num_codes)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"kmeans: iters must be a non-negative int; got {iters!r}")
+    x = checks.as_float_array("kmeans: x", x, min_rank=2).astype(jnp.float32)
+    x = x.reshape(-1, x.shape[-1])
+    centers = kmeans_plusplus(key, x, num_codes) if init is None else search.check_codebook(
+        "kmeans: init", init, x.shape[1]).astype(jnp.float32)
+
+    def step(_, centers):
+        codes = search.nearest_code(x, centers, chunk_size=chunk_size).codes
+        stats = code_statistics(x, codes, num_codes)
+        means = stats.sums / jnp.maximum(stats.counts, 1.0)[:, None]
+        return jnp.where((stats.counts > 0)[:, None], means, centers)
+
+    centers = lax.fori_loop(0, iters, step, centers)
+    res = search.nearest_code(x, centers, chunk_size=chunk_size)
+    return KMeansResult(centers, res.codes, jnp.mean(res.distances))
+
+
+def simvq_init(key: jax.Array, num_codes: int, dim: int) -> tuple[jax.Array, jax.Array]:
+    """SimVQ parameters: a frozen Gaussian basis ``[K, D]`` (std ``D**-0.5``) and a learned map ``[D, D]``.
+
+    SimVQ reparameterises the codebook as ``C = basis @ W`` with ``basis`` frozen and ``W`` learned, so every
+    gradient step moves the whole codebook (the span of ``W``) rather than the few selected codes, which keeps
+    all codes in use. ``W`` starts at the identity here, so the initial codebook is the basis itself.
+
+    Returns:
+      ``(basis [K, D] float32, projection [D, D] float32)``.
+    """
+    checks.check_positive_int("simvq_init: num_codes", num_codes)
+    checks.check_positive_int("simvq_init: dim", dim)
+    basis = jax.random.normal(key, (num_codes, dim), jnp.float32) * dim ** -0.5
+    return basis, jnp.eye(dim, dtype=jnp.float32)
+
+
+def simvq_codebook(basis: jax.Array, projection: jax.Array) -> jax.Array:
+    """The SimVQ codebook ``stop_gradient(basis) @ projection``: ``[K, D]``; gradients reach only ``projection``."""
+    return jnp.dot(lax.stop_gradient(basis).astype(jnp.float32), projection.astype(jnp.float32))

@@ -1,0 +1,5 @@
+"""Layer 3: Flax linen modules that own codebook parameters and statistics and call the pure quantizers."""
+
+from vqjax.nn.vq import CODEBOOK_INITS, CODEBOOK_LEARNING, STATS, VectorQuantizer
+
+__all__ = ["VectorQuantizer", "CODEBOOK_LEARNING", "CODEBOOK_INITS", "STATS"]

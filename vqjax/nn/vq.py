@@ -1,0 +1,274 @@
+"""``VectorQuantizer``: the Flax linen module around :func:`vqjax.vq` and the codebook remedies."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from jax import lax
+
+from vqjax import checks, codebook as cbk, metrics, regularizers, search
+from vqjax.quantizers.base import Quantized
+from vqjax.quantizers.vq import ESTIMATORS, vq, vq_decode, vq_encode
+
+__all__ = ["VectorQuantizer", "CODEBOOK_LEARNING", "CODEBOOK_INITS", "STATS"]
+
+CODEBOOK_LEARNING = ("gradient", "ema", "simvq")
+CODEBOOK_INITS = ("random", "kmeans")
+STATS = "vq_stats"
+
+
+class VectorQuantizer(nn.Module):
+    """Vector quantizer with a learned codebook and the usual remedies against codebook collapse.
+
+    Called as ``module.apply(variables, z, train=..., mutable=['vq_stats'], rngs={'vq': key})`` and returns a
+    :class:`vqjax.Quantized`. ``encode(z) -> codes`` and ``decode(codes) -> values`` (via ``method=``) give
+    ``decode(encode(z)) == module(z, train=False).values`` exactly.
+
+    Codebook learning (``codebook_learning``):
+      * ``'gradient'``: the codebook is a parameter trained by the codebook loss (van den Oord et al. 2017).
+      * ``'ema'``: exponential moving averages of assignments (``vqjax.codebook.ema_update``), kept in the
+        ``vq_stats`` collection; no codebook loss.
+      * ``'simvq'``: ``C = basis @ W`` with a frozen random basis (in ``vq_stats``) and a learned ``W``
+        (Zhu et al. 2024).
+
+    Remedies: ``codebook_init='kmeans'`` fits the codebook to the first training batch (k-means++ and ``kmeans_iters``
+    Lloyd steps); ``dead_code_threshold > 0`` re-seeds codes whose usage EMA (expected uses per step, decay
+    ``decay``) falls below it with batch vectors drawn in proportion to their quantization error;
+    ``entropy_weight`` adds the chunked entropy regulariser; ``orthogonal_weight`` the orthogonality loss;
+    ``code_dim`` searches in a low-dimensional projected space (factorised codes, ViT-VQGAN/DAC; combine with
+    ``metric='cosine'`` for their l2-normalised lookup). For the ``'gradient'`` and ``'simvq'`` forms, k-means
+    and dead-code re-seeding write an additive ``offset`` in ``vq_stats`` (``codebook = learned + offset``),
+    which is the pure-functional equivalent of overwriting those rows in place.
+
+    In training, codebook statistics change only when the ``vq_stats`` collection is mutable. With gradient
+    accumulation pass ``apply_update=False`` on all but the last micro-batch: EMA statistics accumulate and fold
+    in together. Randomness (k-means seeding, re-seeding, Gumbel sampling) comes from the ``'vq'`` rng stream,
+    or, when none is given, from a key derived from a step counter.
+
+    Attributes:
+      codebook_size: K (> 0).
+      dim: D of the input's last axis (> 0).
+      codebook_learning: 'gradient', 'ema' or 'simvq'.
+      metric: 'l2' or 'cosine'.
+      estimator: 'ste', 'rotation' or 'gumbel' (gumbel samples only when ``train``; evaluation is nearest-code).
+      beta: commitment weight.
+      decay: EMA decay of codebook statistics and usage.
+      eps: Laplace smoothing of the EMA codebook.
+      codebook_init: 'random' or 'kmeans'.
+      kmeans_iters: Lloyd iterations for ``codebook_init='kmeans'``.
+      dead_code_threshold: usage EMA below which a code is re-seeded (0 disables).
+      entropy_weight, entropy_temperature, diversity_weight: the entropy regulariser.
+      orthogonal_weight: weight of the orthogonality loss on the codebook.
+      code_dim: search dimension for factorised codes (None: search in ``dim``).
+      gumbel_temperature: Gumbel-softmax temperature.
+      chunk_size: codes per search step.
+      check_finite: refuse NaN/Inf inputs.
+    """
+
+    codebook_size: int
+    dim: int
+    codebook_learning: str = "gradient"
+    metric: str = "l2"
+    estimator: str = "ste"
+    beta: float = 0.25
+    decay: float = 0.99
+    eps: float = 1e-5
+    codebook_init: str = "random"
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 0.0
+    entropy_weight: float = 0.0
+    entropy_temperature: float = 0.01
+    diversity_weight: float = 1.0
+    orthogonal_weight: float = 0.0
+    code_dim: int | None = None
+    gumbel_temperature: float = 1.0
+    chunk_size: int | None = None
+    check_finite: bool = False
+
+    def _validate(self):
+        name = "VectorQuantizer"
+        checks.check_positive_int(f"{name}: codebook_size", self.codebook_size)
+        checks.check_positive_int(f"{name}: dim", self.dim)
+        checks.check_choice(f"{name}: codebook_learning", self.codebook_learning, CODEBOOK_LEARNING)
+        checks.check_choice(f"{name}: metric", self.metric, search.METRICS)
+        checks.check_choice(f"{name}: estimator", self.estimator, ESTIMATORS)
+        checks.check_choice(f"{name}: codebook_init", self.codebook_init, CODEBOOK_INITS)
+        checks.check_probability(f"{name}: decay", self.decay)
+        for field in ("beta", "dead_code_threshold", "entropy_weight", "diversity_weight", "orthogonal_weight"):
+            checks.check_nonnegative(f"{name}: {field}", getattr(self, field))
+        for field in ("eps", "entropy_temperature", "gumbel_temperature"):
+            if checks.check_nonnegative(f"{name}: {field}", getattr(self, field)) == 0:
+                raise ValueError(f"{name}: {field} must be > 0; got {getattr(self, field)}")
+        if isinstance(self.kmeans_iters, bool) or not isinstance(self.kmeans_iters, int) or self.kmeans_iters < 0:
+            raise ValueError(f"{name}: kmeans_iters must be a non-negative int; got {self.kmeans_iters!r}")
+        if self.code_dim is not None:
+            checks.check_positive_int(f"{name}: code_dim", self.code_dim)
+        if self.chunk_size is not None:
+            checks.check_positive_int(f"{name}: chunk_size", self.chunk_size)
+
+    def setup(self):
+        self._validate()
+        k, cd = self.codebook_size, self.search_dim
+        if self.code_dim is not None:
+            self.project_in = nn.Dense(cd, name="project_in")
+            self.project_out = nn.Dense(self.dim, name="project_out")
+        if self.codebook_learning == "ema":
+            state = cbk.ema_init(jax.random.normal(self.make_rng("params"), (k, cd), jnp.float32)) \
+                if self.is_initializing() else None
+            self.ema_codebook = self.variable(STATS, "codebook", lambda: state.codebook)
+            self.cluster_size = self.variable(STATS, "cluster_size", lambda: state.cluster_size)
+            self.embed_sum = self.variable(STATS, "embed_sum", lambda: state.embed_sum)
+            self.pending_counts = self.variable(STATS, "pending_counts", lambda: state.pending.counts)
+            self.pending_sums = self.variable(STATS, "pending_sums", lambda: state.pending.sums)
+        else:
+            if self.codebook_learning == "gradient":
+                self.codebook = self.param("codebook", nn.initializers.normal(1.0), (k, cd), jnp.float32)
+            else:
+                self.basis = self.variable(STATS, "basis", lambda: cbk.simvq_init(self.make_rng("params"), k, cd)[0])
+                self.projection = self.param("projection", lambda _: jnp.eye(cd, dtype=jnp.float32))
+            self.usage_ema = self.variable(STATS, "usage", lambda: jnp.zeros((k,), jnp.float32))
+            if self.uses_offset:
+                self.offset = self.variable(STATS, "offset", lambda: jnp.zeros((k, cd), jnp.float32))
+        if self.codebook_init == "kmeans":
+            self.initialized = self.variable(STATS, "initialized", lambda: jnp.array(False))
+        self.step = self.variable(STATS, "step", lambda: jnp.zeros((), jnp.int32))
+
+    @property
+    def search_dim(self) -> int:
+        return self.code_dim or self.dim
+
+    @property
+    def uses_offset(self) -> bool:
+        return self.codebook_learning != "ema" and (self.codebook_init == "kmeans" or self.dead_code_threshold > 0)
+
+    def _learned_codebook(self) -> jax.Array:
+        if self.codebook_learning == "gradient":
+            return self.codebook
+        return cbk.simvq_codebook(self.basis.value, self.projection)
+
+    def current_codebook(self) -> jax.Array:
+        """The codebook searched now: float32 ``[K, search_dim]``."""
+        if self.codebook_learning == "ema":
+            return self.ema_codebook.value
+        cb = self._learned_codebook()
+        return cb + self.offset.value if self.uses_offset else cb
+
+    def _usage(self) -> jax.Array:
+        return self.cluster_size.value if self.codebook_learning == "ema" else self.usage_ema.value
+
+    def _key(self) -> jax.Array:
+        if self.has_rng("vq"):
+            return self.make_rng("vq")
+        return jax.random.fold_in(jax.random.key(0), self.step.value)
+
+    def _project_in(self, z):
+        z = checks.as_float_array("VectorQuantizer: z", z, last_dim=self.dim)
+        return self.project_in(z) if self.code_dim is not None else z
+
+    def _search_space(self, zc):
+        return search.l2_normalize(zc.astype(jnp.float32)) if self.metric == "cosine" else zc.astype(jnp.float32)
+
+    def _set_codes(self, mask, vectors, count):
+        """Overwrites codes where ``mask`` (EMA state, or the offset of a learned codebook)."""
+        if self.codebook_learning == "ema":
+            state = cbk.ema_set_codes(self._ema_state(), mask, vectors, count)
+            self._store_ema(state)
+        else:
+            learned = self._learned_codebook()
+            target = jnp.where(mask[:, None], vectors, learned + self.offset.value)
+            self.offset.value = lax.stop_gradient(target - learned)
+            self.usage_ema.value = jnp.where(mask, count, self.usage_ema.value)
+
+    def _ema_state(self) -> cbk.EMAState:
+        return cbk.EMAState(self.ema_codebook.value, self.cluster_size.value, self.embed_sum.value,
+                            cbk.CodeStats(self.pending_counts.value, self.pending_sums.value))
+
+    def _store_ema(self, state: cbk.EMAState):
+        self.ema_codebook.value = state.codebook
+        self.cluster_size.value = state.cluster_size
+        self.embed_sum.value = state.embed_sum
+        self.pending_counts.value = state.pending.counts
+        self.pending_sums.value = state.pending.sums
+
+    def _kmeans_init(self, x, key):
+        """On the first training call: k-means on the batch becomes the codebook (each code's count >= 1)."""
+        current, usage = self.current_codebook().astype(jnp.float32), self._usage()
+
+        def fit(_):
+            res = cbk.kmeans(key, x, self.codebook_size, iters=self.kmeans_iters, chunk_size=self.chunk_size)
+            counts = cbk.code_statistics(x, res.codes, self.codebook_size).counts
+            return res.centers, jnp.maximum(counts, 1.0)
+
+        fresh = ~self.initialized.value
+        centers, counts = lax.cond(fresh, fit, lambda _: (current, usage), None)
+        self._set_codes(jnp.full((self.codebook_size,), fresh), lax.stop_gradient(centers), counts)
+        self.initialized.value = jnp.array(True)
+
+    def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool = True) -> Quantized:
+        """Quantizes ``z [..., dim]``; see the class docstring. Returns :class:`vqjax.Quantized`."""
+        zc = self._project_in(z)
+        mutable = train and self.is_mutable_collection(STATS) and not self.is_initializing()
+        needs_state = self.codebook_learning == "ema" or self.codebook_init == "kmeans" or self.dead_code_threshold > 0
+        if train and needs_state and not mutable and not self.is_initializing():
+            raise ValueError(
+                "VectorQuantizer: training with codebook_learning='ema', codebook_init='kmeans' or dead_code_threshold > 0 "
+                f"updates the '{STATS}' collection; call apply(..., train=True, mutable=['{STATS}'])")
+        zs = self._search_space(zc)
+        flat = zs.reshape(-1, zs.shape[-1])
+        key = self._key() if mutable or (train and self.estimator == "gumbel") else None
+        if mutable and self.codebook_init == "kmeans":
+            self._kmeans_init(lax.stop_gradient(flat), jax.random.fold_in(key, 1))
+
+        codebook = self.current_codebook()
+        estimator = self.estimator if train or self.estimator != "gumbel" else "ste"
+        q = vq(zc, codebook, metric=self.metric, estimator=estimator, beta=self.beta,
+               codebook_weight=0.0 if self.codebook_learning == "ema" else 1.0,
+               entropy_weight=self.entropy_weight, entropy_temperature=self.entropy_temperature,
+               diversity_weight=self.diversity_weight, gumbel_temperature=self.gumbel_temperature,
+               key=None if key is None else jax.random.fold_in(key, 2), chunk_size=self.chunk_size,
+               check_finite=self.check_finite)
+        loss, stats = q.loss, dict(q.metrics)
+        if self.orthogonal_weight > 0:
+            ortho = regularizers.orthogonal_loss(codebook)
+            loss = loss + self.orthogonal_weight * ortho
+            stats["orthogonal"] = ortho
+
+        if mutable:
+            self._update_stats(flat, q, codebook, key, apply_update)
+        if mutable:
+            self.step.value = self.step.value + 1
+        if self.dead_code_threshold > 0:
+            stats["dead_codes"] = metrics.dead_code_count(self._usage(), self.dead_code_threshold)
+
+        values = self.project_out(q.values) if self.code_dim is not None else q.values
+        return Quantized(values.astype(z.dtype), q.codes, loss, stats)
+
+    def _update_stats(self, flat, q, codebook, key, apply_update):
+        codes = lax.stop_gradient(q.codes).reshape(-1)
+        x = lax.stop_gradient(flat)
+        if self.codebook_learning == "ema":
+            self._store_ema(cbk.ema_update(self._ema_state(), x, codes, decay=self.decay, eps=self.eps,
+                                           apply=apply_update))
+        else:
+            usage = cbk.usage_update(self.usage_ema.value, codes, decay=self.decay)
+            self.usage_ema.value = jnp.where(apply_update, usage, self.usage_ema.value)
+        if self.dead_code_threshold > 0:
+            err = jnp.sum((x - lax.stop_gradient(q.values).reshape(x.shape).astype(jnp.float32)) ** 2, axis=-1)
+            fresh, dead = cbk.replace_dead_codes(jax.random.fold_in(key, 3), lax.stop_gradient(codebook),
+                                                 self._usage(), x, threshold=self.dead_code_threshold,
+                                                 errors=err)
+            dead = dead & jnp.asarray(apply_update)
+            self._set_codes(dead, fresh, self.dead_code_threshold)
+
+    def encode(self, z: jax.Array) -> jax.Array:
+        """int32 codes ``z.shape[:-1]`` of the nearest codes."""
+        return vq_encode(self._project_in(z), self.current_codebook(), metric=self.metric,
+                         chunk_size=self.chunk_size)
+
+    def decode(self, codes: jax.Array, dtype=jnp.float32) -> jax.Array:
+        """``[..., dim]`` vectors of ``codes`` (after ``project_out`` with ``code_dim``), in ``dtype``."""
+        if self.code_dim is None:
+            return vq_decode(codes, self.current_codebook(), metric=self.metric, dtype=dtype)
+        values = vq_decode(codes, self.current_codebook(), metric=self.metric, dtype=jnp.float32)
+        return self.project_out(values).astype(dtype)

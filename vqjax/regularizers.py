@@ -107,7 +107,7 @@ def entropy_loss(z: jax.Array, codebook: jax.Array, *, temperature: float = 0.01
         m_new = jnp.maximum(m, jnp.max(logits, axis=-1))
         scale = jnp.exp(m - m_new)
         e = jnp.exp(logits - m_new[:, None])
-        el = jnp.where(e > 0, e * logits, 0.0)
+        el = e * jnp.where(chunk[2][None, :], logits, 0.0)   # padding: 0 * 0, never 0 * -inf (nor in the VJP)
         return (m_new, s * scale + jnp.sum(e, -1), t * scale + jnp.sum(el, -1)), None
 
     init = (jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.float32))

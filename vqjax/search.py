@@ -69,10 +69,13 @@ class CodebookChunks(NamedTuple):
 
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-    """``x / max(|x|, eps)`` along ``axis``, computed in float32 and returned in ``x.dtype``."""
+    """``x / max(|x|, eps)`` along ``axis``, computed in float32 and returned in ``x.dtype``.
+
+    Written as ``x * rsqrt(max(|x|², eps²))`` so that the gradient at ``x = 0`` is finite (zero through the norm).
+    """
     xf = x.astype(jnp.float32)
-    norm = jnp.sqrt(jnp.sum(xf * xf, axis=axis, keepdims=True))
-    return (xf / jnp.maximum(norm, eps)).astype(x.dtype)
+    sq = jnp.sum(xf * xf, axis=axis, keepdims=True)
+    return (xf * lax.rsqrt(jnp.maximum(sq, eps * eps))).astype(x.dtype)
 
 
 def default_chunk_size(num_codes: int) -> int:

@@ -1,0 +1,37 @@
+"""Test set-up: 8 fake CPU devices (for sharded-equals-unsharded tests), float32 defaults, hypothesis profile."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def devices():
+    devs = jax.devices()
+    assert len(devs) == 8, f"expected 8 fake CPU devices, got {len(devs)}"
+    return devs
+
+
+class TraceCounter:
+    """Wraps a function and counts how often JAX traces it (for no-recompilation tests)."""
+
+    def __init__(self, fn):
+        self.fn, self.traces = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.traces += 1
+        return self.fn(*args, **kwargs)
+
+
+@pytest.fixture
+def trace_counter():
+    return TraceCounter

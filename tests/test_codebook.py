@@ -1,0 +1,127 @@
+"""Codebook state: EMA update rule, gradient accumulation, k-means, dead-code replacement, SimVQ."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax import codebook as cbk
+from vqjax import search
+
+
+def _setup(n=300, k=12, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d)).astype(np.float32)
+    cb = rng.normal(size=(k, d)).astype(np.float32)
+    codes = np.asarray(search.nearest_code(jnp.asarray(z), jnp.asarray(cb)).codes)
+    return z, cb, codes
+
+
+def test_code_statistics_match_numpy():
+    z, cb, codes = _setup()
+    stats = jax.jit(lambda z, c: cbk.code_statistics(z, c, 12))(z, codes)
+    np.testing.assert_allclose(stats.counts, np.bincount(codes, minlength=12))
+    expected = np.stack([z[codes == k].sum(0) if np.any(codes == k) else np.zeros(5) for k in range(12)])
+    np.testing.assert_allclose(stats.sums, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ema_update_follows_the_rule():
+    z, cb, codes = _setup()
+    decay, eps = 0.9, 1e-5
+    state = cbk.ema_init(jnp.asarray(cb))
+    new = jax.jit(lambda s, z, c: cbk.ema_update(s, z, c, decay=decay, eps=eps))(state, z, codes)
+    counts = np.bincount(codes, minlength=12).astype(np.float64)
+    sums = np.stack([z[codes == k].sum(0) for k in range(12)])
+    cs = decay * 1.0 + (1 - decay) * counts
+    es = decay * cb + (1 - decay) * sums
+    smoothed = (cs + eps) / (cs.sum() + 12 * eps) * cs.sum()
+    np.testing.assert_allclose(new.cluster_size, cs, rtol=1e-6)
+    np.testing.assert_allclose(new.embed_sum, es, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new.codebook, es / smoothed[:, None], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(new.pending.counts, 0.0)
+
+
+def test_ema_gradient_accumulation_equals_one_big_batch():
+    z, cb, codes = _setup(400)
+    state = cbk.ema_init(jnp.asarray(cb))
+    big = cbk.ema_update(state, z, codes, decay=0.95)
+    acc = state
+    for i, part in enumerate(np.split(np.arange(400), 4)):
+        acc = jax.jit(lambda s, z, c, a: cbk.ema_update(s, z, c, decay=0.95, apply=a))(
+            acc, z[part], codes[part], jnp.asarray(i == 3))
+        if i < 3:
+            np.testing.assert_array_equal(acc.codebook, state.codebook)   # held until the chosen step
+    for a, b in zip(jax.tree.leaves(acc), jax.tree.leaves(big)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_ema_refuses_bad_arguments():
+    z, cb, codes = _setup()
+    state = cbk.ema_init(jnp.asarray(cb))
+    with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\); got 1.5"):
+        cbk.ema_update(state, z, codes, decay=1.5)
+    with pytest.raises(ValueError, match=r"codes must have shape z.shape\[:-1\] = \(300,\); got \(299,\)"):
+        cbk.ema_update(state, z, codes[:-1])
+    with pytest.raises(ValueError, match="last dimension 5"):
+        cbk.ema_update(state, z[:, :4], codes)
+
+
+def test_sample_rows_follows_weights():
+    x = jnp.arange(4, dtype=jnp.float32)[:, None]
+    w = jnp.array([0.0, 1.0, 0.0, 3.0])
+    rows = cbk.sample_rows(jax.random.key(0), x, 20000, w)[:, 0]
+    freq = np.bincount(np.asarray(rows, np.int64), minlength=4) / 20000
+    np.testing.assert_allclose(freq, [0, 0.25, 0, 0.75], atol=0.02)
+    uniform = cbk.sample_rows(jax.random.key(1), x, 20000, jnp.zeros(4))[:, 0]   # all-zero weights: uniform
+    np.testing.assert_allclose(np.bincount(np.asarray(uniform, np.int64), minlength=4) / 20000, 0.25, atol=0.02)
+
+
+def test_replace_dead_codes_only_touches_dead_ones():
+    z, cb, _ = _setup()
+    usage = jnp.array([5.0, 0.1, 3.0, 0.0] + [2.0] * 8)
+    new, dead = cbk.replace_dead_codes(jax.random.key(0), jnp.asarray(cb), usage, jnp.asarray(z), threshold=1.0)
+    np.testing.assert_array_equal(dead, np.asarray(usage) < 1.0)
+    np.testing.assert_array_equal(np.asarray(new)[~np.asarray(dead)], cb[~np.asarray(dead)])
+    for row in np.asarray(new)[np.asarray(dead)]:                    # re-seeded from batch vectors
+        assert np.any(np.all(np.isclose(z, row), axis=1))
+
+
+def test_kmeans_plusplus_picks_distinct_data_points():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(500, 3)), jnp.float32)
+    centers = cbk.kmeans_plusplus(jax.random.key(0), x, 20)
+    assert len({tuple(np.round(c, 6)) for c in np.asarray(centers)}) == 20
+    for c in np.asarray(centers):
+        assert np.any(np.all(np.isclose(np.asarray(x), c), axis=1))
+
+
+def test_kmeans_finds_separated_clusters():
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(6, 4)) * 20
+    x = (means[rng.integers(0, 6, 3000)] + rng.normal(size=(3000, 4))).astype(np.float32)
+    res = jax.jit(lambda k, x: cbk.kmeans(k, x, 6, iters=20, chunk_size=4))(jax.random.key(0), x)
+    assert float(res.inertia) < 4 * 1.3          # per-point squared distance ≈ D = 4 at the true centers
+    matched = np.min(((np.asarray(res.centers)[:, None] - means[None]) ** 2).sum(-1), axis=0)
+    assert np.all(matched < 1.0)
+
+
+def test_kmeans_is_lloyd():
+    """One iteration from given centers equals the numpy Lloyd step (empty clusters keep their place)."""
+    z, cb, codes = _setup(200, 8)
+    res = cbk.kmeans(jax.random.key(0), jnp.asarray(z), 8, iters=1, init=jnp.asarray(cb))
+    expected = np.stack([z[codes == k].mean(0) if np.any(codes == k) else cb[k] for k in range(8)])
+    np.testing.assert_allclose(res.centers, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_simvq_codebook_gradient_reaches_only_projection():
+    basis, proj = cbk.simvq_init(jax.random.key(0), 32, 6)
+    np.testing.assert_array_equal(cbk.simvq_codebook(basis, proj), basis)     # identity start
+    w = jax.random.normal(jax.random.key(1), (32, 6))
+    gb, gp = jax.grad(lambda b, p: jnp.sum(w * cbk.simvq_codebook(b, p)), argnums=(0, 1))(basis, proj)
+    np.testing.assert_array_equal(gb, 0.0)
+    np.testing.assert_allclose(gp, basis.T @ w, rtol=1e-5, atol=1e-6)     # d(B W)/dW = Bᵀ g
+
+
+def test_usage_update_is_an_ema_of_counts():
+    usage = jnp.array([1.0, 0.0, 2.0])
+    new = cbk.usage_update(usage, jnp.array([0, 0, 2, 2, 2]), decay=0.5)
+    np.testing.assert_allclose(new, [0.5 + 1.0, 0.0, 1.0 + 1.5])

@@ -1,0 +1,5 @@
+"""Layer 5: data. Bundled real data that loads with no network (see shared/DATA.md)."""
+
+from vqjax.data.bundled import PHOTOS, mnist_digits, photo_patches
+
+__all__ = ["PHOTOS", "photo_patches", "mnist_digits"]

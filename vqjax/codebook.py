@@ -169,7 +169,7 @@ def sample_rows(key: jax.Array, x: jax.Array, num: int, weights: jax.Array | Non
     if weights is None:
         idx = jnp.minimum((u * n).astype(jnp.int32), n - 1)
     else:
-        w = jnp.maximum(weights.astype(jnp.float32), 0.0)
+        w = indexing.replicate(jnp.maximum(weights.astype(jnp.float32), 0.0))
         w = jnp.where(jnp.sum(w) > 0, w, jnp.ones_like(w))
         cdf = jnp.cumsum(w)
         idx = jnp.searchsorted(cdf, u * cdf[-1], side="right").astype(jnp.int32)

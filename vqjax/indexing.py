@@ -11,13 +11,18 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, PartitionSpec as P
 
-__all__ = ["explicit_mesh_active", "gather_rows", "scatter_add_rows", "bincount"]
+__all__ = ["explicit_mesh_active", "replicate", "gather_rows", "scatter_add_rows", "bincount"]
 
 
 def explicit_mesh_active() -> bool:
     """True when the current abstract mesh has at least one ``Explicit`` axis."""
     mesh = jax.sharding.get_abstract_mesh()
     return (not mesh.empty) and any(t == AxisType.Explicit for t in mesh.axis_types)
+
+
+def replicate(x: jax.Array) -> jax.Array:
+    """``x`` replicated over an Explicit mesh (for sequential ops such as ``cumsum``); unchanged otherwise."""
+    return jax.sharding.reshard(x, P()) if explicit_mesh_active() else x
 
 
 def _spec(x: jax.Array) -> tuple:

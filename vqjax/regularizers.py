@@ -98,7 +98,6 @@ def entropy_loss(z: jax.Array, codebook: jax.Array, *, temperature: float = 0.01
     if not temperature > 0:
         raise ValueError(f"entropy_loss: temperature must be > 0; got {temperature}")
     z, queries, offset, chunks = _prepare(z, codebook, metric, chunk_size, "entropy_loss")
-    n = queries.shape[0]
 
     @jax.checkpoint
     def pass1(carry, chunk):
@@ -110,7 +109,8 @@ def entropy_loss(z: jax.Array, codebook: jax.Array, *, temperature: float = 0.01
         el = e * jnp.where(chunk[2][None, :], logits, 0.0)   # padding: 0 * 0, never 0 * -inf (nor in the VJP)
         return (m_new, s * scale + jnp.sum(e, -1), t * scale + jnp.sum(el, -1)), None
 
-    init = (jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.float32), jnp.zeros((n,), jnp.float32))
+    init = (search.rows_like(queries, -jnp.inf, jnp.float32), search.rows_like(queries, 0.0, jnp.float32),
+            search.rows_like(queries, 0.0, jnp.float32))
     (m, s, t), _ = lax.scan(pass1, init, tuple(chunks))
     lse = m + jnp.log(s)
     sample_entropy = jnp.mean(lse - t / s)
@@ -180,7 +180,7 @@ def soft_quantize(z: jax.Array, codebook: jax.Array, *, temperature: float = 1.0
         if not value > 0:
             raise ValueError(f"soft_quantize: {name} must be > 0; got {value}")
     z, queries, offset, chunks = _prepare(z, codebook, metric, chunk_size, "soft_quantize")
-    n, dim = queries.shape
+    dim = queries.shape[1]
     chunk_size = chunks.bias.shape[1]
     # Values combine the codes themselves (normalised for cosine): c = -weights / (2 or 1).
     values_of = (lambda w: -w) if metric == "cosine" else (lambda w: -0.5 * w)
@@ -205,8 +205,9 @@ def soft_quantize(z: jax.Array, codebook: jax.Array, *, temperature: float = 1.0
         return (m_new, s * scale + jnp.sum(e, -1), acc, jnp.where(better, top, best),
                 jnp.where(better, idx + index * chunk_size, best_idx)), None
 
-    init = (jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.float32), jnp.zeros((n, dim), jnp.float32),
-            jnp.full((n,), -jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32))
+    init = (search.rows_like(queries, -jnp.inf, jnp.float32), search.rows_like(queries, 0.0, jnp.float32),
+            search.rows_like(queries, 0.0, jnp.float32, (dim,)), search.rows_like(queries, -jnp.inf, jnp.float32),
+            search.rows_like(queries, 0, jnp.int32))
     indices = jnp.arange(chunks.bias.shape[0], dtype=jnp.int32)
     (_, s, acc, _, codes), _ = lax.scan(body, init, (indices,) + tuple(chunks))
     lead = z.shape[:-1]

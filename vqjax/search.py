@@ -35,6 +35,7 @@ __all__ = [
     "codebook_chunks",
     "chunk_scores",
     "default_chunk_size",
+    "rows_like",
 ]
 
 METRICS = ("l2", "cosine")
@@ -144,8 +145,14 @@ def dense_distances(z: jax.Array, codebook: jax.Array, metric: str = "l2") -> ja
     return jnp.maximum(d, 0.0).reshape(z.shape[:-1] + (codebook.shape[0],))
 
 
+def rows_like(queries: jax.Array, fill, dtype, trailing: tuple[int, ...] = ()) -> jax.Array:
+    """``[N, *trailing]`` filled with ``fill``, sharded like the rows of ``queries`` (scan carries on a mesh)."""
+    base = jnp.zeros_like(queries[:, 0], dtype=dtype)
+    return jnp.broadcast_to(base.reshape(base.shape + (1,) * len(trailing)), base.shape + trailing) + jnp.asarray(
+        fill, dtype)
+
+
 def _scan_argmin(queries: jax.Array, chunks: CodebookChunks) -> tuple[jax.Array, jax.Array]:
-    n = queries.shape[0]
     chunk_size = chunks.bias.shape[1]
 
     def body(carry, inp):
@@ -157,13 +164,12 @@ def _scan_argmin(queries: jax.Array, chunks: CodebookChunks) -> tuple[jax.Array,
         better = val < best
         return (jnp.where(better, val, best), jnp.where(better, idx + start, best_idx), start + chunk_size), None
 
-    init = (jnp.full((n,), jnp.inf, jnp.float32), jnp.zeros((n,), jnp.int32), jnp.int32(0))
+    init = (rows_like(queries, jnp.inf, jnp.float32), rows_like(queries, 0, jnp.int32), jnp.int32(0))
     (best, best_idx, _), _ = lax.scan(body, init, (chunks.weights, chunks.bias))
     return best_idx, best
 
 
 def _scan_topk(queries: jax.Array, chunks: CodebookChunks, top_k: int) -> tuple[jax.Array, jax.Array]:
-    n = queries.shape[0]
     chunk_size = chunks.bias.shape[1]
 
     def body(carry, inp):
@@ -178,7 +184,8 @@ def _scan_topk(queries: jax.Array, chunks: CodebookChunks, top_k: int) -> tuple[
         neg_top, pos = lax.top_k(merged_neg, top_k)
         return (-neg_top, jnp.take_along_axis(merged_idx, pos, axis=-1), start + chunk_size), None
 
-    init = (jnp.full((n, top_k), jnp.inf, jnp.float32), jnp.zeros((n, top_k), jnp.int32), jnp.int32(0))
+    init = (rows_like(queries, jnp.inf, jnp.float32, (top_k,)), rows_like(queries, 0, jnp.int32, (top_k,)),
+            jnp.int32(0))
     (best, best_idx, _), _ = lax.scan(body, init, (chunks.weights, chunks.bias))
     return best_idx, best
 

@@ -82,7 +82,8 @@ def ema_init(codebook: jax.Array) -> EMAState:
     """EMA state that starts at ``codebook [K, D]`` (counts 1, so the codebook is unchanged until updated)."""
     codebook = search.check_codebook("ema_init: codebook", codebook).astype(jnp.float32)
     num_codes = codebook.shape[0]
-    return EMAState(codebook=codebook, cluster_size=jnp.ones((num_codes,), jnp.float32), embed_sum=codebook,
+    return EMAState(codebook=codebook, cluster_size=jnp.ones((num_codes,), jnp.float32),
+                    embed_sum=jnp.array(codebook, copy=True),   # a buffer of its own (safe to donate the state)
                     pending=CodeStats(jnp.zeros((num_codes,), jnp.float32), jnp.zeros_like(codebook)))
 
 

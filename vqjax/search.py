@@ -159,8 +159,10 @@ def _scan_argmin(queries: jax.Array, chunks: CodebookChunks) -> tuple[jax.Array,
         best, best_idx, start = carry
         weights, bias = inp
         d = chunk_scores(queries, weights, bias)
-        idx = jnp.argmin(d, axis=-1).astype(jnp.int32)
         val = jnp.min(d, axis=-1)
+        # First index attaining the minimum, as a plain integer min-reduction (vectorises better than argmin).
+        iota = lax.broadcasted_iota(jnp.int32, d.shape, 1)
+        idx = jnp.min(jnp.where(d <= val[:, None], iota, chunk_size), axis=-1)
         better = val < best
         return (jnp.where(better, val, best), jnp.where(better, idx + start, best_idx), start + chunk_size), None
 

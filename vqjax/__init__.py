@@ -7,7 +7,12 @@ public contract.
 
 from vqjax import checks, codebook, estimators, indexing, metrics, regularizers, search
 from vqjax.estimators import gumbel_softmax, rotation_trick, straight_through
-from vqjax.quantizers import Quantized, vq, vq_decode, vq_encode
+from vqjax.quantizers import (Quantized, aq, aq_decode, aq_encode, bsq, bsq_decode, bsq_encode, fit_aq, fit_pq,
+                              fit_rvq, fsq, fsq_decode, fsq_encode, grouped_fsq, grouped_fsq_decode,
+                              grouped_fsq_encode, grouped_lfq, grouped_lfq_decode, grouped_lfq_encode, lfq, lfq_decode,
+                              lfq_encode, pq, pq_decode, pq_encode, residual_fsq, residual_fsq_decode,
+                              residual_fsq_encode, residual_lfq, residual_lfq_decode, residual_lfq_encode, rvq,
+                              rvq_decode, rvq_encode, vq, vq_decode, vq_encode)
 from vqjax.search import nearest_code
 
 __version__ = "0.1.0"
@@ -17,6 +22,16 @@ __all__ = [
     "vq",
     "vq_encode",
     "vq_decode",
+    "rvq", "rvq_encode", "rvq_decode", "fit_rvq",
+    "residual_fsq", "residual_fsq_encode", "residual_fsq_decode",
+    "residual_lfq", "residual_lfq_encode", "residual_lfq_decode",
+    "pq", "pq_encode", "pq_decode", "fit_pq",
+    "grouped_fsq", "grouped_fsq_encode", "grouped_fsq_decode",
+    "grouped_lfq", "grouped_lfq_encode", "grouped_lfq_decode",
+    "aq", "aq_encode", "aq_decode", "fit_aq",
+    "fsq", "fsq_encode", "fsq_decode",
+    "lfq", "lfq_encode", "lfq_decode",
+    "bsq", "bsq_encode", "bsq_decode",
     "straight_through",
     "rotation_trick",
     "gumbel_softmax",

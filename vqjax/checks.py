@@ -67,12 +67,14 @@ def as_float_array(name: str, x: Any, *, min_rank: int = 1, last_dim: int | None
     return jnp.asarray(x)
 
 
-def as_code_array(name: str, codes: Any, num_codes: int) -> jax.Array:
-    """Returns ``codes`` as an int32 array, checking the range ``[0, num_codes)`` when values are concrete.
+def as_code_array(name: str, codes: Any, num_codes: int, *, low: int = 0) -> jax.Array:
+    """Returns ``codes`` as an int32 array, checking the range ``[low, num_codes)`` when values are concrete.
+
+    ``low=-1`` admits the "absent level" marker of residual codes (see ``vqjax.rvq_decode``).
 
     Raises:
       TypeError: ``codes`` is not an integer array.
-      ValueError: a concrete code is negative or ``>= num_codes``.
+      ValueError: a concrete code is below ``low`` or ``>= num_codes``.
     """
     if not hasattr(codes, "dtype"):
         codes = jnp.asarray(codes)
@@ -80,9 +82,9 @@ def as_code_array(name: str, codes: Any, num_codes: int) -> jax.Array:
         raise TypeError(f"{name} must be an integer array of code indices; got dtype {codes.dtype}")
     if is_concrete(codes) and codes.size:
         lo, hi = int(jnp.min(codes)), int(jnp.max(codes))
-        if lo < 0 or hi >= num_codes:
+        if lo < low or hi >= num_codes:
             raise ValueError(
-                f"{name} must lie in [0, {num_codes}); got values in [{lo}, {hi}]")
+                f"{name} must lie in [{low}, {num_codes}); got values in [{lo}, {hi}]")
     return jnp.asarray(codes, jnp.int32)
 
 

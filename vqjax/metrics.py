@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from vqjax import indexing
 
-__all__ = ["perplexity", "usage", "dead_code_count", "code_metrics"]
+__all__ = ["perplexity", "usage", "dead_code_count", "code_metrics", "sorted_code_metrics"]
+
+_HISTOGRAM_LIMIT = 1 << 16  # above this many codes (and more codes than samples), count by sorting instead
 
 
 def perplexity(counts: jax.Array) -> jax.Array:
@@ -32,6 +35,34 @@ def dead_code_count(usage_ema: jax.Array, threshold: float) -> jax.Array:
 
 
 def code_metrics(codes: jax.Array, num_codes: int) -> dict[str, jax.Array]:
-    """``{'perplexity', 'usage'}`` of the codes of one call (any shape, values in ``[0, num_codes)``)."""
+    """``{'perplexity', 'usage'}`` of the codes of one call (any shape, values in ``[0, num_codes)``).
+
+    A histogram of ``num_codes`` bins for ordinary codebooks; for implicit codebooks larger than both 65536 and
+    the number of codes in the call (FSQ, LFQ, BSQ with millions of codes) the same figures come from
+    :func:`sorted_code_metrics`, so memory follows the batch, not the codebook.
+    """
+    if num_codes > max(_HISTOGRAM_LIMIT, codes.size):
+        return sorted_code_metrics(codes, num_codes)
     counts = indexing.bincount(codes, num_codes)
     return {"perplexity": perplexity(counts), "usage": usage(counts)}
+
+
+def sorted_code_metrics(codes: jax.Array, num_codes: int) -> dict[str, jax.Array]:
+    """Perplexity and usage from sorted codes, in ``O(N log N)`` time and ``O(N)`` memory, for any ``num_codes``.
+
+    With ``c_i`` the number of occurrences of the code at position ``i`` of the sorted array,
+    ``H = -(1/N) Σ_i log(c_i / N)`` (each run of ``c`` equal codes contributes ``c/N log(c/N)``), and usage is
+    the number of runs over ``num_codes``. Equals :func:`code_metrics`' histogram figures up to rounding.
+    """
+    flat = jnp.sort(indexing.replicate(codes.reshape(-1)))
+    n = flat.shape[0]
+    if n == 0:
+        return {"perplexity": jnp.float32(1.0), "usage": jnp.float32(0.0)}
+    pos = jnp.arange(n, dtype=jnp.int32)
+    starts = jnp.concatenate([jnp.ones((1,), bool), flat[1:] != flat[:-1]])
+    ends = jnp.concatenate([flat[1:] != flat[:-1], jnp.ones((1,), bool)])
+    first = lax.cummax(jnp.where(starts, pos, 0))
+    last = lax.cummin(jnp.where(ends, pos, n - 1), reverse=True)
+    counts = (last - first + 1).astype(jnp.float32)
+    entropy = -jnp.mean(jnp.log(counts / n))
+    return {"perplexity": jnp.exp(entropy), "usage": jnp.sum(starts.astype(jnp.float32)) / num_codes}

@@ -114,13 +114,18 @@ class VectorQuantizer(nn.Module):
             self.project_in = nn.Dense(cd, name="project_in")
             self.project_out = nn.Dense(self.dim, name="project_out")
         if self.codebook_learning == "ema":
-            state = cbk.ema_init(jax.random.normal(self.make_rng("params"), (k, cd), jnp.float32)) \
-                if self.is_initializing() else None
-            self.ema_codebook = self.variable(STATS, "codebook", lambda: state.codebook)
-            self.cluster_size = self.variable(STATS, "cluster_size", lambda: state.cluster_size)
-            self.embed_sum = self.variable(STATS, "embed_sum", lambda: state.embed_sum)
-            self.pending_counts = self.variable(STATS, "pending_counts", lambda: state.pending.counts)
-            self.pending_sums = self.variable(STATS, "pending_sums", lambda: state.pending.sums)
+            cache = {}
+
+            def state():   # drawn once, on the first variable that needs initialising
+                if "state" not in cache:
+                    cache["state"] = cbk.ema_init(jax.random.normal(self.make_rng("params"), (k, cd), jnp.float32))
+                return cache["state"]
+
+            self.ema_codebook = self.variable(STATS, "codebook", lambda: state().codebook)
+            self.cluster_size = self.variable(STATS, "cluster_size", lambda: state().cluster_size)
+            self.embed_sum = self.variable(STATS, "embed_sum", lambda: state().embed_sum)
+            self.pending_counts = self.variable(STATS, "pending_counts", lambda: state().pending.counts)
+            self.pending_sums = self.variable(STATS, "pending_sums", lambda: state().pending.sums)
         else:
             if self.codebook_learning == "gradient":
                 self.codebook = self.param("codebook", nn.initializers.normal(1.0), (k, cd), jnp.float32)
@@ -140,7 +145,9 @@ class VectorQuantizer(nn.Module):
 
     @property
     def uses_offset(self) -> bool:
-        return self.codebook_learning != "ema" and (self.codebook_init == "kmeans" or self.dead_code_threshold > 0)
+        # Learned codebooks carry an additive offset in vq_stats, written by k-means starts and dead-code
+        # re-seeding (their own, or a container's through set_codes).
+        return self.codebook_learning != "ema"
 
     def _learned_codebook(self) -> jax.Array:
         if self.codebook_learning == "gradient":
@@ -205,8 +212,21 @@ class VectorQuantizer(nn.Module):
         self._set_codes(jnp.full((self.codebook_size,), fresh), lax.stop_gradient(centers), counts)
         self.initialized.value = jnp.array(True)
 
-    def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool = True) -> Quantized:
-        """Quantizes ``z [..., dim]``; see the class docstring. Returns :class:`vqjax.Quantized`."""
+    def set_codes(self, mask: jax.Array, vectors: jax.Array, count) -> None:
+        """Overwrites the codes where ``mask [K]`` with ``vectors [K, search_dim]`` and usage count ``count``.
+
+        How container modules (``ResidualVQ``, ``AdditiveVQ``) write a jointly fitted k-means start into each
+        level; needs the ``vq_stats`` collection mutable.
+        """
+        self._set_codes(mask, lax.stop_gradient(vectors).astype(jnp.float32), count)
+
+    def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool = True,
+                 codes: jax.Array | None = None) -> Quantized:
+        """Quantizes ``z [..., dim]``; see the class docstring. Returns :class:`vqjax.Quantized`.
+
+        ``codes`` (optional, int ``z.shape[:-1]``) imposes an assignment found elsewhere (the joint beam search of
+        residual and additive quantizers); losses, statistics and remedies then follow those codes.
+        """
         zc = self._project_in(z)
         mutable = train and self.is_mutable_collection(STATS) and not self.is_initializing()
         needs_state = self.codebook_learning == "ema" or self.codebook_init == "kmeans" or self.dead_code_threshold > 0
@@ -227,7 +247,7 @@ class VectorQuantizer(nn.Module):
                entropy_weight=self.entropy_weight, entropy_temperature=self.entropy_temperature,
                diversity_weight=self.diversity_weight, gumbel_temperature=self.gumbel_temperature,
                key=None if key is None else jax.random.fold_in(key, 2), chunk_size=self.chunk_size,
-               check_finite=self.check_finite)
+               check_finite=self.check_finite, codes=codes)
         loss, stats = q.loss, dict(q.metrics)
         if self.orthogonal_weight > 0:
             ortho = regularizers.orthogonal_loss(codebook)

@@ -59,7 +59,7 @@ def vq_decode(codes: jax.Array, codebook: jax.Array, *, metric: str = "l2", dtyp
 def vq(z: jax.Array, codebook: jax.Array, *, metric: str = "l2", estimator: str = "ste", beta: float = 0.25,
        codebook_weight: float = 1.0, entropy_weight: float = 0.0, entropy_temperature: float = 0.01,
        diversity_weight: float = 1.0, gumbel_temperature: float = 1.0, key: jax.Array | None = None,
-       chunk_size: int | None = None, check_finite: bool = False) -> Quantized:
+       chunk_size: int | None = None, check_finite: bool = False, codes: jax.Array | None = None) -> Quantized:
     """Vector-quantizes ``z`` with ``codebook``.
 
     Forward: ``codes = argmin_k d(z, c_k)`` (chunked, never ``N x K``); ``values = c[codes]`` in ``z.dtype``
@@ -93,6 +93,8 @@ def vq(z: jax.Array, codebook: jax.Array, *, metric: str = "l2", estimator: str 
       key: PRNG key, required by ``estimator='gumbel'``.
       chunk_size: codes per search step (default ``min(K, 4096)``).
       check_finite: refuse NaN/Inf in ``z`` and ``codebook`` (see ``vqjax.checks.assert_finite``).
+      codes: optional int ``z.shape[:-1]`` assignment chosen elsewhere (e.g. by the joint beam search of
+        residual or additive quantization); the search is skipped and these codes are used as given.
 
     Returns:
       :class:`vqjax.Quantized` with codes int32 ``z.shape[:-1]`` and metrics 'perplexity', 'usage',
@@ -114,6 +116,12 @@ def vq(z: jax.Array, codebook: jax.Array, *, metric: str = "l2", estimator: str 
     for name, value in (("entropy_temperature", entropy_temperature), ("gumbel_temperature", gumbel_temperature)):
         if checks.check_nonnegative(f"vq: {name}", value) == 0:
             raise ValueError(f"vq: {name} must be > 0; got {value}")
+    if codes is not None:
+        if estimator == "gumbel":
+            raise ValueError("vq: estimator='gumbel' samples its own codes; it cannot take given codes")
+        codes = checks.as_code_array("vq: codes", codes, codebook.shape[0])
+        if codes.shape != z.shape[:-1]:
+            raise ValueError(f"vq: codes must have shape z.shape[:-1] = {tuple(z.shape[:-1])}; got {tuple(codes.shape)}")
     if estimator == "gumbel" and key is None:
         raise ValueError("vq: estimator='gumbel' samples codes and needs key=jax.random.key(...); got key=None")
     if check_finite:
@@ -129,7 +137,8 @@ def vq(z: jax.Array, codebook: jax.Array, *, metric: str = "l2", estimator: str 
         q = indexing.gather_rows(table, codes)
         values = estimators.straight_through(soft.values.astype(z.dtype), q.astype(z.dtype))
     else:
-        codes = search.nearest_code(z, codebook, metric=metric, chunk_size=chunk_size).codes
+        if codes is None:
+            codes = search.nearest_code(z, codebook, metric=metric, chunk_size=chunk_size).codes
         q = indexing.gather_rows(table, codes)
         estimate = estimators.straight_through if estimator == "ste" else estimators.rotation_trick
         values = estimate(zs, q.astype(z.dtype))

@@ -1,0 +1,225 @@
+"""Product quantization (Jégou et al. 2011, "Product Quantization for Nearest Neighbor Search") and the grouped
+("multi-head") forms of VQ, FSQ and LFQ.
+
+``z [..., D]`` is split into ``G`` sub-vectors of ``D / G`` channels; sub-vector ``g`` is vector-quantized with
+its own codebook ``C_g [K, D/G]`` (or one shared ``[K, D/G]`` codebook: grouped VQ). The implicit codebook has
+``K^G`` codes, stored as ``G`` codes per vector (``[..., G]``). The grouped FSQ and LFQ forms apply the scalar
+quantizers to each sub-vector, which also splits more than 31 LFQ bits into int32-sized codes.
+
+Gradients: straight-through or the rotation trick per sub-vector; the codebooks learn through the codebook loss
+``mean|sg(z) - q|²`` (weight ``codebook_weight``) and ``z`` is pulled by the commitment ``β mean|z - sg(q)|²``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from vqjax import checks, codebook as cbk, estimators, indexing, regularizers, search
+from vqjax.quantizers.base import Quantized
+from vqjax.quantizers.fsq import check_levels, fsq, fsq_decode, fsq_encode
+from vqjax.quantizers.lfq import lfq, lfq_decode, lfq_encode
+from vqjax.quantizers.rvq import level_metrics
+
+__all__ = ["pq", "pq_encode", "pq_decode", "fit_pq", "grouped_fsq", "grouped_fsq_encode", "grouped_fsq_decode",
+           "grouped_lfq", "grouped_lfq_encode", "grouped_lfq_decode", "check_group_codebooks"]
+
+
+def check_group_codebooks(name: str, codebooks, dim: int | None, num_groups: int | None) -> jax.Array:
+    """Validates ``[G, K, D/G]`` codebooks (or a shared ``[K, D/G]`` with ``num_groups``); returns ``[G, K, d]``."""
+    fn = name.split(":")[0]
+    codebooks = checks.as_float_array(name, codebooks, min_rank=2)
+    if codebooks.ndim == 2:
+        if num_groups is None:
+            raise ValueError(f"{name}: a shared [K, d] codebook needs num_groups=G; got shape "
+                             f"{tuple(codebooks.shape)} and num_groups=None")
+        checks.check_positive_int(f"{fn}: num_groups", num_groups)
+        codebooks = jnp.broadcast_to(codebooks, (num_groups,) + codebooks.shape)
+    elif codebooks.ndim != 3:
+        raise ValueError(f"{name} must have shape [G, K, D // G] or [K, D // G] with num_groups; got shape "
+                         f"{tuple(codebooks.shape)}")
+    elif num_groups is not None and num_groups != codebooks.shape[0]:
+        raise ValueError(f"{fn}: num_groups must equal G = {codebooks.shape[0]} of [G, K, d] codebooks; "
+                         f"got {num_groups}")
+    groups, num_codes, sub = codebooks.shape
+    if groups == 0 or num_codes == 0 or sub == 0:
+        raise ValueError(f"{name} must hold at least one group, code and channel; got shape {tuple(codebooks.shape)}")
+    if dim is not None and groups * sub != dim:
+        raise ValueError(f"{name}: G * (D // G) = {groups} * {sub} = {groups * sub} must equal D = {dim}, the last "
+                         f"dimension of z; got codebooks of shape {tuple(codebooks.shape)}")
+    return codebooks
+
+
+def _split(z, groups):
+    return z.reshape(z.shape[:-1] + (groups, z.shape[-1] // groups))
+
+
+def _encode(x, codebooks, chunk_size):
+    """``x [N, G, d]`` -> int32 ``[N, G]``."""
+    return jax.vmap(lambda xg, c: search.nearest_code(xg, c, chunk_size=chunk_size).codes, in_axes=(1, 0),
+                    out_axes=1)(x, codebooks)
+
+
+def _decode(codebooks, codes):
+    """``codes [N, G]`` -> float32 ``[N, G, d]``."""
+    return jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(codebooks.astype(jnp.float32), codes)
+
+
+def pq_encode(z: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, chunk_size: int | None = None
+              ) -> jax.Array:
+    """Product codes: int32 ``z.shape[:-1] + (G,)``. See :func:`pq`."""
+    z = checks.as_float_array("pq_encode: z", z)
+    codebooks = check_group_codebooks("pq_encode: codebooks", codebooks, z.shape[-1], num_groups)
+    groups = codebooks.shape[0]
+    x = lax.stop_gradient(z).reshape(-1, groups, z.shape[-1] // groups)
+    return _encode(x, lax.stop_gradient(codebooks), chunk_size).reshape(z.shape[:-1] + (groups,))
+
+
+def pq_decode(codes: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, dtype=None) -> jax.Array:
+    """Concatenated sub-codes: ``codes.shape[:-1] + (G * d,)`` in ``dtype`` (default the codebooks' dtype)."""
+    codebooks = check_group_codebooks("pq_decode: codebooks", codebooks, None, num_groups)
+    groups, num_codes, sub = codebooks.shape
+    codes = checks.as_code_array("pq_decode: codes", codes, num_codes)
+    if codes.ndim < 1 or codes.shape[-1] != groups:
+        raise ValueError(f"pq_decode: codes must have shape [..., G] with G = {groups}; got {tuple(codes.shape)}")
+    flat = codes.reshape(-1, groups)
+    return _decode(codebooks, flat).reshape(codes.shape[:-1] + (groups * sub,)).astype(dtype or codebooks.dtype)
+
+
+def pq(z: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, estimator: str = "ste",
+       beta: float = 0.25, codebook_weight: float = 1.0, chunk_size: int | None = None,
+       check_finite: bool = False) -> Quantized:
+    """Product quantization of ``z [..., D]`` with ``codebooks [G, K, D // G]`` (see the module docstring).
+
+    Args:
+      z: ``[..., D]`` floating (float32 arithmetic; values in ``z.dtype``).
+      codebooks: ``[G, K, D // G]``, or one shared ``[K, D // G]`` with ``num_groups`` (grouped VQ).
+      num_groups: G for a shared codebook (must equal G otherwise).
+      estimator: 'ste' or 'rotation' (per sub-vector).
+      beta: commitment weight; codebook_weight: codebook-loss weight (0 for EMA codebooks).
+      chunk_size: codes per search step.
+      check_finite: refuse NaN/Inf in ``z`` and the codebooks.
+
+    Returns:
+      :class:`vqjax.Quantized` with codes int32 ``z.shape[:-1] + (G,)``; 'perplexity' and 'usage' are means
+      over groups.
+
+    Example:
+      >>> q = vqjax.pq(z, codebooks)                    # z [N, 64], codebooks [8, 256, 8]: 64 bits per vector
+      >>> vqjax.pq_decode(q.codes, codebooks, dtype=z.dtype) == q.values
+    """
+    z = checks.as_float_array("pq: z", z)
+    codebooks = check_group_codebooks("pq: codebooks", codebooks, z.shape[-1], num_groups)
+    checks.check_choice("pq: estimator", estimator, ("ste", "rotation"))
+    checks.check_nonnegative("pq: beta", beta)
+    checks.check_nonnegative("pq: codebook_weight", codebook_weight)
+    if chunk_size is not None:
+        checks.check_positive_int("pq: chunk_size", chunk_size)
+    if check_finite:
+        z = checks.assert_finite("pq: z", z)
+        codebooks = checks.assert_finite("pq: codebooks", codebooks)
+    groups, num_codes, sub = codebooks.shape
+    zg = _split(z, groups)
+    flat = zg.reshape(-1, groups, sub)
+    codes = _encode(lax.stop_gradient(flat), lax.stop_gradient(codebooks), chunk_size)
+    q = _decode(codebooks, codes)                                  # [N, G, d], differentiable w.r.t. codebooks
+    commit = regularizers.commitment_loss(flat, q)
+    cb_loss = regularizers.codebook_loss(flat, q)
+    estimate = estimators.straight_through if estimator == "ste" else estimators.rotation_trick
+    values = estimate(zg, q.reshape(zg.shape).astype(z.dtype)).reshape(z.shape)
+    stats = level_metrics(codes, num_codes)
+    stats.update(commitment=commit, codebook_loss=cb_loss)
+    loss = beta * commit + codebook_weight * cb_loss
+    return Quantized(values, codes.reshape(z.shape[:-1] + (groups,)), loss.astype(jnp.float32), stats)
+
+
+def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, iters: int = 20,
+           chunk_size: int | None = None) -> jax.Array:
+    """Fits PQ codebooks by k-means in each sub-space (all groups at once, vmapped): float32 ``[G, K, D // G]``.
+
+    Args:
+      key: PRNG key; x: ``[N, D]`` data with ``D % num_groups == 0``; num_groups: G; num_codes: K;
+      iters: Lloyd iterations; chunk_size: codes per search step.
+    """
+    x = checks.as_float_array("fit_pq: x", x, min_rank=2).astype(jnp.float32)
+    x = x.reshape(-1, x.shape[-1])
+    checks.check_positive_int("fit_pq: num_groups", num_groups)
+    checks.check_positive_int("fit_pq: num_codes", num_codes)
+    if x.shape[-1] % num_groups:
+        raise ValueError(f"fit_pq: num_groups must divide D = {x.shape[-1]}; got {num_groups}")
+    return _jit_fit_pq(key, x, num_groups, num_codes, iters, chunk_size)
+
+
+def _fit_pq(key, x, groups, num_codes, iters, chunk_size):
+    xs = jnp.moveaxis(x.reshape(x.shape[0], groups, -1), 1, 0)
+    keys = jax.random.split(key, groups)
+    return jax.vmap(lambda k, xg: cbk.kmeans(k, xg, num_codes, iters=iters, chunk_size=chunk_size).centers)(keys, xs)
+
+
+_jit_fit_pq = jax.jit(_fit_pq, static_argnums=(2, 3, 4, 5))
+
+
+# Grouped scalar quantizers: each sub-vector is quantized on its own and gets its own code.
+
+def _check_groups(fn, z, num_groups, per_group=None):
+    checks.check_positive_int(f"{fn}: num_groups", num_groups)
+    if z.shape[-1] % num_groups:
+        raise ValueError(f"{fn}: num_groups must divide the last dimension of z ({z.shape[-1]}); got {num_groups}")
+    if per_group is not None and z.shape[-1] != num_groups * per_group:
+        raise ValueError(f"{fn}: z must have last dimension num_groups * len(levels) = {num_groups * per_group}; "
+                         f"got shape {tuple(z.shape)}")
+
+
+def _regroup(q: Quantized, z) -> Quantized:
+    return q._replace(values=q.values.reshape(z.shape))
+
+
+def grouped_fsq(z: jax.Array, levels: Sequence[int], num_groups: int, **kwargs) -> Quantized:
+    """FSQ on each of ``num_groups`` sub-vectors of ``len(levels)`` channels: codes int32 ``z.shape[:-1] + (G,)``.
+
+    ``kwargs`` go to :func:`vqjax.fsq`.
+    """
+    z = checks.as_float_array("grouped_fsq: z", z)
+    levels = check_levels("grouped_fsq: levels", levels)
+    _check_groups("grouped_fsq", z, num_groups, len(levels))
+    return _regroup(fsq(_split(z, num_groups), levels, **kwargs), z)
+
+
+def grouped_fsq_encode(z: jax.Array, levels: Sequence[int], num_groups: int, **kwargs) -> jax.Array:
+    """Codes of :func:`grouped_fsq`: int32 ``z.shape[:-1] + (G,)``."""
+    z = checks.as_float_array("grouped_fsq_encode: z", z)
+    levels = check_levels("grouped_fsq_encode: levels", levels)
+    _check_groups("grouped_fsq_encode", z, num_groups, len(levels))
+    return fsq_encode(_split(z, num_groups), levels, **kwargs)
+
+
+def grouped_fsq_decode(codes: jax.Array, levels: Sequence[int], *, dtype=jnp.float32) -> jax.Array:
+    """Values of grouped FSQ codes ``[..., G]``: ``codes.shape[:-1] + (G * len(levels),)``."""
+    values = fsq_decode(codes, levels, dtype=dtype)
+    return values.reshape(values.shape[:-2] + (-1,))
+
+
+def grouped_lfq(z: jax.Array, num_groups: int, **kwargs) -> Quantized:
+    """LFQ on each of ``num_groups`` sub-vectors (each <= 31 bits): codes int32 ``z.shape[:-1] + (G,)``.
+
+    ``kwargs`` go to :func:`vqjax.lfq`; the entropy terms are pooled over groups.
+    """
+    z = checks.as_float_array("grouped_lfq: z", z)
+    _check_groups("grouped_lfq", z, num_groups)
+    return _regroup(lfq(_split(z, num_groups), **kwargs), z)
+
+
+def grouped_lfq_encode(z: jax.Array, num_groups: int) -> jax.Array:
+    """Codes of :func:`grouped_lfq`: int32 ``z.shape[:-1] + (G,)``."""
+    z = checks.as_float_array("grouped_lfq_encode: z", z)
+    _check_groups("grouped_lfq_encode", z, num_groups)
+    return lfq_encode(_split(z, num_groups))
+
+
+def grouped_lfq_decode(codes: jax.Array, dim: int, *, scale: float = 1.0, dtype=jnp.float32) -> jax.Array:
+    """Values of grouped LFQ codes ``[..., G]`` with ``dim`` bits per group: ``codes.shape[:-1] + (G * dim,)``."""
+    values = lfq_decode(codes, dim, scale=scale, dtype=dtype)
+    return values.reshape(values.shape[:-2] + (-1,))

@@ -1,0 +1,458 @@
+"""Residual vector quantization (Juang & Gray 1982; Zeghidour et al. 2021, SoundStream; Défossez et al. 2022,
+EnCodec; Kumar et al. 2023, DAC) and residual forms of FSQ and LFQ.
+
+Level ``l`` quantizes what the previous levels left: ``r_0 = z``, ``q_l = C_l[argmin_k |r_l - C_l[k]|²]``,
+``r_{l+1} = r_l - q_l``; the output is ``Σ_l q_l`` and the codes are ``[..., L]``.
+
+* Greedy encoding (``beam_width=1``) takes the nearest code at each level. Beam search (``beam_width=B``) keeps
+  the ``B`` partial sums with the smallest residual at every level (each beam proposes its ``B`` nearest next
+  codes, the best ``B`` of the ``B²`` candidates survive), and the final answer is the better of the best beam
+  and the greedy path for every vector, so it never does worse than greedy.
+* Quantizer dropout (SoundStream, DAC): with ``key`` and ``quantizer_dropout = p``, each vector, with probability
+  ``p``, keeps only its first ``n ~ U{1..L}`` levels; the dropped levels' codes are ``-1`` ("absent"), which
+  :func:`rvq_decode` reads as zero. A model trained so decodes at any bitrate.
+* A shared codebook: pass ``codebooks`` as ``[K, D]`` and ``num_levels``.
+* :func:`residual_fsq` and :func:`residual_lfq`: the same recursion over FSQ/LFQ with shrinking scales.
+
+The gradient to ``z`` is straight-through on the total (``d values / d z = I``) or the rotation trick from ``z``
+to the total; codebooks learn through the codebook loss ``Σ_l mean|sg(r_l) - q_l|²`` (weight
+``codebook_weight``), and the commitment loss ``β Σ_l mean|r_l - sg(q_l)|²`` pulls ``z`` (``r_l`` carries the
+gradient of ``z`` only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from vqjax import checks, codebook as cbk, estimators, indexing, metrics, regularizers, search
+from vqjax.quantizers.base import Quantized
+from vqjax.quantizers.fsq import _bound, _digits, _grid_values, _pack, check_levels, fsq_decode
+from vqjax.quantizers.lfq import bit_entropy, check_bits, check_common, pack_bits, unpack_bits
+
+__all__ = ["rvq", "rvq_encode", "rvq_decode", "residual_fsq", "residual_fsq_encode", "residual_fsq_decode",
+           "residual_lfq", "residual_lfq_encode", "residual_lfq_decode", "greedy_encode", "beam_encode",
+           "decode_sum", "fit_rvq", "check_codebooks", "dropout_mask"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared pieces (also used by pq and aq).
+
+def check_codebooks(name: str, codebooks, dim: int | None, num_levels: int | None, *, allow_shared: bool = True
+                    ) -> jax.Array:
+    """Validates ``[L, K, D]`` codebooks (or a shared ``[K, D]`` with ``num_levels``); returns ``[L, K, D]``."""
+    codebooks = checks.as_float_array(name, codebooks, min_rank=2)
+    if codebooks.ndim == 2 and allow_shared:
+        if num_levels is None:
+            raise ValueError(f"{name}: a shared [K, D] codebook needs num_levels=L; got shape "
+                             f"{tuple(codebooks.shape)} and num_levels=None")
+        checks.check_positive_int(f"{name.split(':')[0]}: num_levels", num_levels)
+        codebooks = jnp.broadcast_to(codebooks, (num_levels,) + codebooks.shape)
+    elif codebooks.ndim != 3:
+        raise ValueError(f"{name} must have shape [L, K, D]{' or [K, D] with num_levels' if allow_shared else ''}; "
+                         f"got shape {tuple(codebooks.shape)}")
+    elif num_levels is not None and num_levels != codebooks.shape[0]:
+        raise ValueError(f"{name.split(':')[0]}: num_levels must equal L = {codebooks.shape[0]} of [L, K, D] "
+                         f"codebooks; got {num_levels}")
+    if codebooks.shape[0] == 0 or codebooks.shape[1] == 0:
+        raise ValueError(f"{name} must hold at least one level and one code; got shape {tuple(codebooks.shape)}")
+    if dim is not None and codebooks.shape[2] != dim:
+        raise ValueError(f"{name} must have D = {dim} (the last dimension of z); got shape {tuple(codebooks.shape)}")
+    return codebooks
+
+
+def decode_sum(codebooks: jax.Array, codes: jax.Array) -> jax.Array:
+    """``Σ_l C_l[codes[..., l]]`` in float32, levels with code ``-1`` skipped: ``codes.shape[:-1] + (D,)``.
+
+    The sum runs level by level in a fixed order, so every caller gets the same bits.
+    """
+    lead = codes.shape[:-1]
+    flat = codes.reshape(-1, codes.shape[-1])
+    table = codebooks.astype(jnp.float32)
+
+    def body(acc, inp):
+        c, code = inp
+        q = indexing.gather_rows(c, jnp.maximum(code, 0))
+        return acc + jnp.where((code >= 0)[:, None], q, 0.0), None
+
+    acc0 = search.rows_like(flat, 0.0, jnp.float32, (table.shape[-1],))
+    total, _ = lax.scan(body, acc0, (table, flat.T))
+    return total.reshape(lead + (table.shape[-1],))
+
+
+def greedy_encode(x: jax.Array, codebooks: jax.Array, *, chunk_size: int | None = None) -> jax.Array:
+    """Greedy residual codes of ``x [N, D]`` for ``codebooks [L, K, D]``: int32 ``[N, L]``."""
+    def body(residual, c):
+        codes = search.nearest_code(residual, c, chunk_size=chunk_size).codes
+        return residual - indexing.gather_rows(c.astype(jnp.float32), codes), codes
+
+    _, codes = lax.scan(body, x.astype(jnp.float32), codebooks)
+    return codes.T
+
+
+def beam_encode(x: jax.Array, codebooks: jax.Array, beam_width: int, *, chunk_size: int | None = None
+                ) -> jax.Array:
+    """Beam-search residual codes of ``x [N, D]``: int32 ``[N, L]``, never worse than :func:`greedy_encode`.
+
+    Memory: ``O(N B D)`` for the beams plus the chunked top-``B`` search over ``N B`` residuals.
+    """
+    x = x.astype(jnp.float32)
+    num_levels, num_codes, _ = codebooks.shape
+    beams = min(beam_width, num_codes)
+    n = x.shape[0]
+    first = search.nearest_code(x, codebooks[0], top_k=beams, chunk_size=chunk_size)
+    residual = x[:, None, :] - indexing.gather_rows(codebooks[0].astype(jnp.float32), first.codes)   # [N, B, D]
+    history = jnp.zeros((n, beams, num_levels), jnp.int32).at[:, :, 0].set(first.codes)
+    levels = jnp.arange(num_levels, dtype=jnp.int32)
+
+    def body(carry, inp):
+        residual, history = carry
+        level, c = inp
+        cand = search.nearest_code(residual.reshape(n * beams, -1), c, top_k=beams, chunk_size=chunk_size)
+        dist = cand.distances.reshape(n, beams * beams)
+        child = cand.codes.reshape(n, beams * beams)
+        _, pick = lax.top_k(-dist, beams)                          # ties: the lower candidate index
+        parent = pick // beams
+        code = jnp.take_along_axis(child, pick, axis=1)            # [N, B]
+        residual = jnp.take_along_axis(residual, parent[:, :, None], axis=1) - indexing.gather_rows(
+            c.astype(jnp.float32), code)
+        history = jnp.take_along_axis(history, parent[:, :, None], axis=1)
+        history = jnp.where(levels == level, code[:, :, None], history)
+        return (residual, history), None
+
+    if num_levels > 1:
+        (residual, history), _ = lax.scan(body, (residual, history), (levels[1:], codebooks[1:]))
+    err = jnp.sum(residual * residual, axis=-1)                    # [N, B]
+    best = jnp.argmin(err, axis=1)
+    beam_codes = jnp.take_along_axis(history, best[:, None, None], axis=1)[:, 0]
+    greedy = greedy_encode(x, codebooks, chunk_size=chunk_size)
+    err_beam = jnp.sum((x - decode_sum(codebooks, beam_codes)) ** 2, axis=-1)
+    err_greedy = jnp.sum((x - decode_sum(codebooks, greedy)) ** 2, axis=-1)
+    return jnp.where((err_beam <= err_greedy)[:, None], beam_codes, greedy)
+
+
+def dropout_mask(key: jax.Array, lead: tuple[int, ...], num_levels: int, rate: float) -> jax.Array:
+    """Quantizer-dropout mask ``lead + (L,)``: with probability ``rate`` a vector keeps its first ``n ~ U{1..L}``."""
+    k_apply, k_n = jax.random.split(key)
+    keep = jax.random.randint(k_n, lead, 1, num_levels + 1)
+    n = jnp.where(jax.random.uniform(k_apply, lead) < rate, keep, num_levels)
+    return jnp.arange(num_levels) < n[..., None]
+
+
+def _common(fn, z, beam_width, chunk_size, quantizer_dropout, key):
+    checks.check_positive_int(f"{fn}: beam_width", beam_width)
+    if chunk_size is not None:
+        checks.check_positive_int(f"{fn}: chunk_size", chunk_size)
+    checks.check_probability(f"{fn}: quantizer_dropout", quantizer_dropout, open_right=False)
+    if quantizer_dropout > 0 and key is None:
+        raise ValueError(f"{fn}: quantizer_dropout > 0 samples the number of levels and needs key=jax.random.key(...); "
+                         f"got key=None")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Residual VQ.
+
+def rvq_encode(z: jax.Array, codebooks: jax.Array, *, num_levels: int | None = None, beam_width: int = 1,
+               chunk_size: int | None = None) -> jax.Array:
+    """Residual codes: int32 ``z.shape[:-1] + (L,)``. See :func:`rvq`."""
+    z = checks.as_float_array("rvq_encode: z", z)
+    codebooks = check_codebooks("rvq_encode: codebooks", codebooks, z.shape[-1], num_levels)
+    _common("rvq_encode", z, beam_width, chunk_size, 0.0, None)
+    x = lax.stop_gradient(z).reshape(-1, z.shape[-1])
+    cb = lax.stop_gradient(codebooks)
+    codes = greedy_encode(x, cb, chunk_size=chunk_size) if beam_width == 1 else beam_encode(
+        x, cb, beam_width, chunk_size=chunk_size)
+    return codes.reshape(z.shape[:-1] + (codebooks.shape[0],))
+
+
+def rvq_decode(codes: jax.Array, codebooks: jax.Array, *, num_levels: int | None = None, dtype=None) -> jax.Array:
+    """``Σ_l C_l[codes[..., l]]`` (code ``-1``: level absent): ``codes.shape[:-1] + (D,)`` in ``dtype``
+    (default the codebooks' dtype)."""
+    codebooks = check_codebooks("rvq_decode: codebooks", codebooks, None, num_levels)
+    codes = checks.as_code_array("rvq_decode: codes", codes, codebooks.shape[1], low=-1)
+    if codes.ndim < 1 or codes.shape[-1] != codebooks.shape[0]:
+        raise ValueError(f"rvq_decode: codes must have shape [..., L] with L = {codebooks.shape[0]}; "
+                         f"got {tuple(codes.shape)}")
+    return decode_sum(codebooks, codes).astype(dtype or codebooks.dtype)
+
+
+def level_metrics(codes: jax.Array, num_codes: int) -> dict[str, jax.Array]:
+    """Mean over the last axis (levels/groups/codebooks) of per-level perplexity and usage."""
+    per = jax.vmap(lambda c: metrics.code_metrics(c, num_codes), in_axes=-1)(codes)
+    return {name: jnp.mean(value) for name, value in per.items()}
+
+
+def rvq(z: jax.Array, codebooks: jax.Array, *, num_levels: int | None = None, beam_width: int = 1,
+        estimator: str = "ste", beta: float = 0.25, codebook_weight: float = 1.0, quantizer_dropout: float = 0.0,
+        key: jax.Array | None = None, chunk_size: int | None = None, check_finite: bool = False) -> Quantized:
+    """Residual vector quantization of ``z [..., D]`` with ``codebooks [L, K, D]`` (see the module docstring).
+
+    Args:
+      z: ``[..., D]`` floating (float32 arithmetic; values in ``z.dtype``).
+      codebooks: ``[L, K, D]``, or a shared ``[K, D]`` with ``num_levels``.
+      num_levels: L for a shared codebook (must equal L otherwise).
+      beam_width: 1 for greedy, ``B > 1`` for beam search (never worse than greedy).
+      estimator: 'ste' or 'rotation' (from ``z`` to the total).
+      beta: commitment weight; codebook_weight: weight of the codebook loss (0 for EMA codebooks).
+      quantizer_dropout: probability that a vector keeps only a random number of levels (needs ``key``).
+      key: PRNG key for quantizer dropout.
+      chunk_size: codes per search step.
+      check_finite: refuse NaN/Inf in ``z`` and the codebooks.
+
+    Returns:
+      :class:`vqjax.Quantized` with codes int32 ``z.shape[:-1] + (L,)`` (``-1`` for dropped levels) and metrics
+      'perplexity' and 'usage' (means over levels), 'commitment', 'codebook_loss'.
+
+    Raises:
+      TypeError / ValueError: bad z or codebooks, unknown estimator, non-positive beam width, dropout outside
+        [0, 1] or without key.
+
+    Example:
+      >>> q = vqjax.rvq(z, codebooks, beam_width=4)              # codebooks [8, 1024, 128]
+      >>> vqjax.rvq_decode(q.codes, codebooks, dtype=z.dtype) == q.values
+    """
+    z = checks.as_float_array("rvq: z", z)
+    codebooks = check_codebooks("rvq: codebooks", codebooks, z.shape[-1], num_levels)
+    checks.check_choice("rvq: estimator", estimator, ("ste", "rotation"))
+    checks.check_nonnegative("rvq: beta", beta)
+    checks.check_nonnegative("rvq: codebook_weight", codebook_weight)
+    _common("rvq", z, beam_width, chunk_size, quantizer_dropout, key)
+    if check_finite:
+        z = checks.assert_finite("rvq: z", z)
+        codebooks = checks.assert_finite("rvq: codebooks", codebooks)
+    num_levels, num_codes, dim = codebooks.shape
+    codes = rvq_encode(z, codebooks, beam_width=beam_width, chunk_size=chunk_size)
+    return residual_outputs(z, codebooks, codes, estimator=estimator, beta=beta, codebook_weight=codebook_weight,
+                            quantizer_dropout=quantizer_dropout, key=key)
+
+
+def residual_outputs(z, codebooks, codes, *, estimator, beta, codebook_weight, quantizer_dropout, key
+                     ) -> Quantized:
+    """Values, losses and metrics of residual codes ``[..., L]`` (shared by :func:`rvq` and ``nn.ResidualVQ``)."""
+    num_levels, num_codes, dim = codebooks.shape
+    x = z.reshape(-1, dim).astype(jnp.float32)
+    flat = codes.reshape(-1, num_levels)
+    # Per-level code vectors (differentiable w.r.t. the codebooks) and residual inputs (differentiable w.r.t. z).
+    q_levels = jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(codebooks.astype(jnp.float32), flat)
+    before = jnp.cumsum(lax.stop_gradient(q_levels), axis=1) - lax.stop_gradient(q_levels)   # Σ_{j<l} q_j
+    r_levels = x[:, None, :] - before
+    commit = num_levels * regularizers.commitment_loss(r_levels, q_levels)
+    cb_loss = num_levels * regularizers.codebook_loss(r_levels, q_levels)
+    stats = level_metrics(flat, num_codes)
+    stats.update(commitment=commit, codebook_loss=cb_loss)
+    if quantizer_dropout > 0:
+        mask = dropout_mask(key, z.shape[:-1], num_levels, quantizer_dropout)
+        codes = jnp.where(mask, codes, -1)
+    total = decode_sum(codebooks, lax.stop_gradient(codes))
+    estimate = estimators.straight_through if estimator == "ste" else estimators.rotation_trick
+    values = estimate(z, total.reshape(z.shape).astype(z.dtype))
+    loss = beta * commit + codebook_weight * cb_loss
+    return Quantized(values, codes.astype(jnp.int32), loss.astype(jnp.float32), stats)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Residual FSQ and LFQ.
+
+def _fsq_scales(levels, num_levels):
+    """Per-level, per-channel scales ``(L_i - 1)^-l`` (vector-quantize-pytorch's ResidualFSQ)."""
+    lv = np.asarray(levels, np.float64)
+    return (lv[None, :] - 1.0) ** -np.arange(num_levels, dtype=np.float64)[:, None]
+
+
+def _rfsq_codes(x, levels, num_levels, eps):
+    scales = jnp.asarray(_fsq_scales(levels, num_levels), jnp.float32)
+
+    def body(residual, scale):
+        digits = _digits(_bound(residual / scale, levels, eps), levels)
+        return residual - _grid_values(digits, levels) * scale, _pack(digits, levels)
+
+    _, codes = lax.scan(body, x.astype(jnp.float32), scales)
+    return jnp.moveaxis(codes, 0, -1)
+
+
+def _rfsq_sum(codes, levels, num_levels):
+    scales = jnp.asarray(_fsq_scales(levels, num_levels), jnp.float32)
+    parts = fsq_decode(jnp.moveaxis(codes, -1, 0), levels) * scales.reshape((num_levels,) + (1,) * (codes.ndim - 1)
+                                                                            + (len(levels),))
+
+    def body(acc, part):
+        return acc + part, None
+
+    total, _ = lax.scan(body, jnp.zeros(parts.shape[1:], jnp.float32), parts)
+    return total
+
+
+def _rfsq_checks(fn, z, levels, num_levels, eps):
+    levels = check_levels(f"{fn}: levels", levels)
+    checks.check_positive_int(f"{fn}: num_levels", num_levels)
+    if checks.check_nonnegative(f"{fn}: eps", eps) >= 1:
+        raise ValueError(f"{fn}: eps must lie in [0, 1); got {eps}")
+    if z is not None:
+        z = checks.as_float_array(f"{fn}: z", z, last_dim=len(levels))
+    return z, levels
+
+
+def residual_fsq_encode(z: jax.Array, levels: Sequence[int], num_levels: int, *, eps: float = 1e-3) -> jax.Array:
+    """Residual FSQ codes: int32 ``z.shape[:-1] + (num_levels,)``. See :func:`residual_fsq`."""
+    z, levels = _rfsq_checks("residual_fsq_encode", z, levels, num_levels, eps)
+    return _rfsq_codes(z, levels, num_levels, eps)
+
+
+def residual_fsq_decode(codes: jax.Array, levels: Sequence[int], num_levels: int, *, dtype=jnp.float32
+                        ) -> jax.Array:
+    """``Σ_l scale_l * fsq_decode(codes[..., l])``: ``codes.shape[:-1] + (len(levels),)`` in ``dtype``."""
+    _, levels = _rfsq_checks("residual_fsq_decode", None, levels, num_levels, 0.0)
+    codes = checks.as_code_array("residual_fsq_decode: codes", codes, math.prod(levels))
+    if codes.ndim < 1 or codes.shape[-1] != num_levels:
+        raise ValueError(f"residual_fsq_decode: codes must have shape [..., {num_levels}]; got {tuple(codes.shape)}")
+    return _rfsq_sum(codes, levels, num_levels).astype(dtype)
+
+
+def residual_fsq(z: jax.Array, levels: Sequence[int], num_levels: int, *, eps: float = 1e-3,
+                 check_finite: bool = False) -> Quantized:
+    """Residual FSQ: level ``l`` applies FSQ to ``r_l / s_l`` with per-channel scale ``s_l = (L_i - 1)^-l``.
+
+    Values are ``Σ_l s_l fsq(r_l / s_l)`` with a straight-through gradient to ``z``; codes int32
+    ``z.shape[:-1] + (num_levels,)``, each in ``[0, prod(levels))``; loss 0.
+
+    Example:
+      >>> q = vqjax.residual_fsq(z, (8, 5, 5, 5), num_levels=4)
+    """
+    z, levels = _rfsq_checks("residual_fsq", z, levels, num_levels, eps)
+    if check_finite:
+        z = checks.assert_finite("residual_fsq: z", z)
+    codes = _rfsq_codes(lax.stop_gradient(z), levels, num_levels, eps)
+    values = estimators.straight_through(z, _rfsq_sum(codes, levels, num_levels).astype(z.dtype))
+    return Quantized(values, codes, jnp.float32(0.0), level_metrics(codes, math.prod(levels)))
+
+
+def _lfq_scales(scale, num_levels):
+    return [scale * 2.0 ** -level for level in range(num_levels)]
+
+
+def _rlfq_sum(codes, dim, scale, num_levels):
+    total = jnp.zeros(codes.shape[:-1] + (dim,), jnp.float32)
+    for level, s in enumerate(_lfq_scales(scale, num_levels)):
+        total = total + jnp.where(unpack_bits(codes[..., level], dim), s, -s)
+    return total
+
+
+def _rlfq_checks(fn, dim_name, dim, num_levels, scale):
+    check_bits(f"{fn}: {dim_name}", dim)
+    checks.check_positive_int(f"{fn}: num_levels", num_levels)
+    if checks.check_nonnegative(f"{fn}: scale", scale) == 0:
+        raise ValueError(f"{fn}: scale must be > 0; got {scale}")
+
+
+def residual_lfq_encode(z: jax.Array, num_levels: int, *, scale: float = 1.0) -> jax.Array:
+    """Residual LFQ codes: int32 ``z.shape[:-1] + (num_levels,)``. See :func:`residual_lfq`."""
+    z = checks.as_float_array("residual_lfq_encode: z", z)
+    _rlfq_checks("residual_lfq_encode", "z.shape[-1]", z.shape[-1], num_levels, scale)
+    residual, codes = z.astype(jnp.float32), []
+    for s in _lfq_scales(scale, num_levels):
+        bits = residual > 0
+        codes.append(pack_bits(bits))
+        residual = residual - jnp.where(bits, s, -s)
+    return jnp.stack(codes, axis=-1)
+
+
+def residual_lfq_decode(codes: jax.Array, dim: int, num_levels: int, *, scale: float = 1.0, dtype=jnp.float32
+                        ) -> jax.Array:
+    """``Σ_l ±scale 2^-l`` per bit: ``codes.shape[:-1] + (dim,)`` in ``dtype``."""
+    _rlfq_checks("residual_lfq_decode", "dim", dim, num_levels, scale)
+    codes = checks.as_code_array("residual_lfq_decode: codes", codes, 2 ** dim)
+    if codes.ndim < 1 or codes.shape[-1] != num_levels:
+        raise ValueError(f"residual_lfq_decode: codes must have shape [..., {num_levels}]; got {tuple(codes.shape)}")
+    return _rlfq_sum(codes, dim, scale, num_levels).astype(dtype)
+
+
+def residual_lfq(z: jax.Array, num_levels: int, *, scale: float = 1.0, entropy_weight: float = 0.1,
+                 diversity_weight: float = 1.0, temperature: float = 0.01, commitment_weight: float = 0.25,
+                 entropy_group_size: int = 8, check_finite: bool = False) -> Quantized:
+    """Residual LFQ: level ``l`` takes the signs of ``r_l`` at scale ``scale * 2^-l`` (vector-quantize-pytorch's
+    ResidualLFQ). Each level adds LFQ's commitment and factorised entropy terms on its residual (see
+    :func:`vqjax.lfq`); the straight-through gradient goes from the total to ``z``.
+
+    Returns codes int32 ``z.shape[:-1] + (num_levels,)``.
+    """
+    z = checks.as_float_array("residual_lfq: z", z)
+    _rlfq_checks("residual_lfq", "z.shape[-1]", z.shape[-1], num_levels, scale)
+    check_common("residual_lfq", temperature=temperature, entropy_weight=entropy_weight,
+                 diversity_weight=diversity_weight, commitment_weight=commitment_weight,
+                 group_size=entropy_group_size)
+    if check_finite:
+        z = checks.assert_finite("residual_lfq: z", z)
+    dim = z.shape[-1]
+    zf = z.astype(jnp.float32)
+    codes = residual_lfq_encode(lax.stop_gradient(z), num_levels, scale=scale)
+    loss, commit_total = jnp.float32(0.0), jnp.float32(0.0)
+    before = jnp.zeros_like(zf)
+    for level, s in enumerate(_lfq_scales(scale, num_levels)):
+        r = zf - before
+        q = jnp.where(unpack_bits(codes[..., level], dim), s, -s)
+        commit = regularizers.commitment_loss(r, q)
+        commit_total += commit
+        loss += commitment_weight * commit
+        if entropy_weight > 0:
+            loss += entropy_weight * bit_entropy(r, scale=s, temperature=temperature,
+                                                 diversity_weight=diversity_weight,
+                                                 group_size=entropy_group_size).loss
+        before = before + q
+    values = estimators.straight_through(z, _rlfq_sum(codes, dim, scale, num_levels).astype(z.dtype))
+    stats = level_metrics(codes, 2 ** dim)
+    stats["commitment"] = commit_total
+    return Quantized(values, codes, loss.astype(jnp.float32), stats)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Post-training fitting.
+
+def fit_rvq(key: jax.Array, x: jax.Array, num_levels: int, num_codes: int, *, iters: int = 20,
+            beam_width: int = 1, chunk_size: int | None = None, progress: bool = False) -> jax.Array:
+    """Fits RVQ codebooks to data by residual k-means (the FAISS ``ResidualQuantizer`` use case).
+
+    Level ``l`` runs k-means (k-means++ seeds, ``iters`` Lloyd steps, chunked search) on the residuals the first
+    ``l`` levels leave. With ``beam_width > 1`` the data are re-encoded by beam search after each level, so
+    the next level fits the residuals the beam encoder will actually produce.
+
+    Args:
+      key: PRNG key.
+      x: ``[N, D]`` data.
+      num_levels: L; num_codes: K per level.
+      iters: Lloyd iterations per level.
+      beam_width: encoder beam used while fitting.
+      chunk_size: codes per search step.
+      progress: show a tqdm bar over levels.
+
+    Returns:
+      float32 codebooks ``[L, K, D]``.
+    """
+    x = checks.as_float_array("fit_rvq: x", x, min_rank=2).astype(jnp.float32)
+    x = x.reshape(-1, x.shape[-1])
+    checks.check_positive_int("fit_rvq: num_levels", num_levels)
+    checks.check_positive_int("fit_rvq: num_codes", num_codes)
+    checks.check_positive_int("fit_rvq: beam_width", beam_width)
+    residual, books = x, []
+    levels = range(num_levels)
+    if progress:
+        from tqdm.auto import tqdm
+        levels = tqdm(levels, desc="fit_rvq", unit="level")
+    for level in levels:
+        fit = _jit_kmeans(jax.random.fold_in(key, level), residual, num_codes, iters, chunk_size)
+        books.append(fit.centers)
+        codebooks = jnp.stack(books)
+        if beam_width > 1 and level > 0:
+            residual = x - decode_sum(codebooks, _jit_beam(x, codebooks, beam_width, chunk_size))
+        else:
+            residual = residual - fit.centers[fit.codes]
+    return jnp.stack(books)
+
+
+_jit_kmeans = jax.jit(lambda key, x, k, iters, chunk: cbk.kmeans(key, x, k, iters=iters, chunk_size=chunk),
+                      static_argnums=(2, 3, 4))
+_jit_beam = jax.jit(lambda x, c, b, chunk: beam_encode(x, c, b, chunk_size=chunk), static_argnums=(2, 3))

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-from vqjax import checks, codebook as cbk, estimators
+from vqjax import checks, codebook as cbk, estimators, indexing
 from vqjax.nn.vq import CODEBOOK_INITS, STATS, VectorQuantizer
 from vqjax.quantizers.aq import icm_refine
 from vqjax.quantizers.base import Quantized
@@ -37,7 +37,7 @@ def residual_kmeans(key: jax.Array, x: jax.Array, num_levels: int, num_codes: in
     def level(residual, k):
         fit = cbk.kmeans(k, residual, num_codes, iters=iters, chunk_size=chunk_size)
         counts = cbk.code_statistics(residual, fit.codes, num_codes).counts
-        return residual - fit.centers[fit.codes], (fit.centers, counts)
+        return residual - indexing.gather_rows(fit.centers, fit.codes), (fit.centers, counts)
 
     _, (books, counts) = lax.scan(level, x.astype(jnp.float32), jax.random.split(key, num_levels))
     return books, counts
@@ -183,7 +183,7 @@ class ResidualVQ(_Levels):
             self._kmeans_init(lax.stop_gradient(x), jax.random.fold_in(key, 1))
         codebooks = self.codebooks()
         codes = self._encode_flat(x, codebooks)                                    # [N, L]
-        q_levels = jax.vmap(lambda c, k: c[k], in_axes=(0, 1), out_axes=1)(lax.stop_gradient(codebooks), codes)
+        q_levels = jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(lax.stop_gradient(codebooks), codes)
         residuals = x[:, None, :] - (jnp.cumsum(q_levels, axis=1) - q_levels)     # r_l, gradient to z only
         loss, results = self._joint_call(z, residuals, codes, train, apply_update)
         stats = _merge_metrics([r.metrics for r in results])
@@ -273,7 +273,7 @@ class AdditiveVQ(_Levels):
             self._kmeans_init(lax.stop_gradient(x), jax.random.fold_in(key, 1))
         codebooks = self.codebooks()
         codes = self._encode_flat(x, codebooks)
-        q_books = jax.vmap(lambda c, k: c[k], in_axes=(0, 1), out_axes=1)(lax.stop_gradient(codebooks), codes)
+        q_books = jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(lax.stop_gradient(codebooks), codes)
         targets = x[:, None, :] - (jnp.sum(q_books, axis=1, keepdims=True) - q_books)     # t_m
         loss, results = self._joint_call(z, targets, codes, train, apply_update)
         stats = _merge_metrics([r.metrics for r in results])

@@ -90,8 +90,8 @@ def _grid_values(digits, levels):
 def _inputs(z, levels, eps, fn):
     levels = check_levels(f"{fn}: levels", levels)
     z = checks.as_float_array(f"{fn}: z", z, last_dim=len(levels))
-    if checks.check_nonnegative(f"{fn}: eps", eps) >= 1:
-        raise ValueError(f"{fn}: eps must lie in [0, 1); got {eps}")
+    if not 0 < checks.check_nonnegative(f"{fn}: eps", eps) < 1:
+        raise ValueError(f"{fn}: eps must lie in (0, 1) (at 0 a 2-level channel is stuck at one value); got {eps}")
     return z, levels
 
 
@@ -117,7 +117,7 @@ def fsq(z: jax.Array, levels: Sequence[int], *, eps: float = 1e-3, check_finite:
       z: ``[..., d]`` floating with ``d == len(levels)`` (arithmetic in float32; values returned in ``z.dtype``).
       levels: values per channel, each >= 2, e.g. ``(8, 5, 5, 5)`` (1000 codes) or ``(8,) * 8`` (16.7M codes);
         ``prod(levels)`` must fit int32.
-      eps: widens the tanh bound by ``1 + eps`` so the extreme levels are reachable, in [0, 1).
+      eps: widens the tanh bound by ``1 + eps`` so the extreme levels are reachable, in (0, 1).
       check_finite: refuse NaN/Inf in ``z``.
 
     Returns:

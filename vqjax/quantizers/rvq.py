@@ -290,8 +290,8 @@ def _rfsq_sum(codes, levels, num_levels):
 def _rfsq_checks(fn, z, levels, num_levels, eps):
     levels = check_levels(f"{fn}: levels", levels)
     checks.check_positive_int(f"{fn}: num_levels", num_levels)
-    if checks.check_nonnegative(f"{fn}: eps", eps) >= 1:
-        raise ValueError(f"{fn}: eps must lie in [0, 1); got {eps}")
+    if not 0 < checks.check_nonnegative(f"{fn}: eps", eps) < 1:
+        raise ValueError(f"{fn}: eps must lie in (0, 1) (at 0 a 2-level channel is stuck at one value); got {eps}")
     if z is not None:
         z = checks.as_float_array(f"{fn}: z", z, last_dim=len(levels))
     return z, levels
@@ -306,7 +306,7 @@ def residual_fsq_encode(z: jax.Array, levels: Sequence[int], num_levels: int, *,
 def residual_fsq_decode(codes: jax.Array, levels: Sequence[int], num_levels: int, *, dtype=jnp.float32
                         ) -> jax.Array:
     """``Σ_l scale_l * fsq_decode(codes[..., l])``: ``codes.shape[:-1] + (len(levels),)`` in ``dtype``."""
-    _, levels = _rfsq_checks("residual_fsq_decode", None, levels, num_levels, 0.0)
+    _, levels = _rfsq_checks("residual_fsq_decode", None, levels, num_levels, 1e-3)
     codes = checks.as_code_array("residual_fsq_decode: codes", codes, math.prod(levels))
     if codes.ndim < 1 or codes.shape[-1] != num_levels:
         raise ValueError(f"residual_fsq_decode: codes must have shape [..., {num_levels}]; got {tuple(codes.shape)}")

@@ -8,7 +8,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import vqjax
 from vqjax import codebook as cbk
-from vqjax.nn import STATS, VectorQuantizer
+from vqjax.nn import STATS, AdditiveVQ, ProductVQ, ResidualVQ, VectorQuantizer
 
 AXIS_TYPES = [AxisType.Auto, AxisType.Explicit]
 
@@ -84,6 +84,65 @@ def test_ema_update_and_dead_code_replacement(devices, axis_type):
 def test_module_train_step(devices, axis_type, learning):
     module = VectorQuantizer(16, 8, codebook_learning=learning, codebook_init="kmeans", kmeans_iters=3,
                              dead_code_threshold=0.3, decay=0.9)
+    z, _ = _data(n=128)
+    variables = module.init(jax.random.key(0), z)
+
+    def step(variables, z):
+        def loss(params):
+            q, upd = module.apply({**variables, "params": params}, z, train=True, mutable=[STATS],
+                                  rngs={"vq": jax.random.key(2)})
+            return jnp.mean((q.values - z) ** 2) + q.loss, (q, upd)
+        grads, (q, upd) = jax.grad(loss, has_aux=True)(variables.get("params", {}))
+        return grads, q, upd
+
+    expected = jax.jit(step)(variables, z)
+    got = _run_sharded(_mesh(axis_type), step, variables, z, specs=[P(), P("data")])
+    _assert_trees_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+FAMILIES = {
+    "fsq": lambda z: vqjax.fsq(z, (8, 5, 5, 3, 3, 2, 2, 2)),
+    "lfq": lambda z: vqjax.lfq(z, entropy_weight=0.1, temperature=0.5),
+    "bsq": lambda z: vqjax.bsq(z, entropy_weight=0.1, entropy_group_size=4),
+    "rvq_beam": lambda z: vqjax.rvq(z, _books(), beam_width=3),
+    "rvq_dropout": lambda z: vqjax.rvq(z, _books(), quantizer_dropout=0.5, key=jax.random.key(3)),
+    "pq": lambda z: vqjax.pq(z, _books().reshape(3, 24, 2, 4)[:, :, 0, :].reshape(3, 24, 4)[:2]),
+    "aq": lambda z: vqjax.aq(z, _books(), beam_width=2, icm_iters=1),
+    "residual_fsq": lambda z: vqjax.residual_fsq(z, (4,) * 8, 2),
+    "residual_lfq": lambda z: vqjax.residual_lfq(z, 2),
+}
+
+
+def _books():
+    return jnp.asarray(np.random.default_rng(7).normal(size=(3, 24, 8)) * 0.5, jnp.float32)
+
+
+@pytest.mark.parametrize("axis_type", AXIS_TYPES)
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_families_and_their_gradients(devices, axis_type, name):
+    z, _ = _data()
+
+    def fn(z):
+        def loss(z):
+            q = FAMILIES[name](z)
+            return jnp.sum(q.values ** 2) + q.loss, q
+        (_, q), grad = jax.value_and_grad(loss, has_aux=True)(z)
+        return q, grad
+
+    expected = jax.jit(fn)(z)
+    got = _run_sharded(_mesh(axis_type), fn, z, specs=[P("data")])
+    _assert_trees_close(got, expected)
+
+
+@pytest.mark.parametrize("axis_type", AXIS_TYPES)
+@pytest.mark.parametrize("make", [
+    lambda: ResidualVQ(2, 16, 8, codebook_learning="ema", codebook_init="kmeans", kmeans_iters=2,
+                       dead_code_threshold=0.3, decay=0.9, beam_width=2),
+    lambda: AdditiveVQ(2, 16, 8, codebook_learning="ema", dead_code_threshold=0.3, decay=0.9, icm_iters=1),
+    lambda: ProductVQ(2, 16, 8, codebook_init="kmeans", kmeans_iters=2, dead_code_threshold=0.3),
+], ids=["rvq", "aq", "pq"])
+def test_family_module_train_step(devices, axis_type, make):
+    module = make()
     z, _ = _data(n=128)
     variables = module.init(jax.random.key(0), z)
 

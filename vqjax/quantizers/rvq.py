@@ -107,13 +107,13 @@ def beam_encode(x: jax.Array, codebooks: jax.Array, beam_width: int, *, chunk_si
     n = x.shape[0]
     first = search.nearest_code(x, codebooks[0], top_k=beams, chunk_size=chunk_size)
     residual = x[:, None, :] - indexing.gather_rows(codebooks[0].astype(jnp.float32), first.codes)   # [N, B, D]
-    history = jnp.zeros((n, beams, num_levels), jnp.int32).at[:, :, 0].set(first.codes)
     levels = jnp.arange(num_levels, dtype=jnp.int32)
+    history = jnp.where(levels == 0, first.codes[:, :, None], 0)                 # [N, B, L], sharded like x
 
     def body(carry, inp):
         residual, history = carry
         level, c = inp
-        cand = search.nearest_code(residual.reshape(n * beams, -1), c, top_k=beams, chunk_size=chunk_size)
+        cand = search.nearest_code(residual, c, top_k=beams, chunk_size=chunk_size)        # [N, B, B]
         dist = cand.distances.reshape(n, beams * beams)
         child = cand.codes.reshape(n, beams * beams)
         _, pick = lax.top_k(-dist, beams)                          # ties: the lower candidate index
@@ -283,7 +283,7 @@ def _rfsq_sum(codes, levels, num_levels):
     def body(acc, part):
         return acc + part, None
 
-    total, _ = lax.scan(body, jnp.zeros(parts.shape[1:], jnp.float32), parts)
+    total, _ = lax.scan(body, jnp.zeros_like(parts[0]), parts)
     return total
 
 

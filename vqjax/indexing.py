@@ -33,8 +33,11 @@ def _spec(x: jax.Array) -> tuple:
 def gather_rows(table: jax.Array, idx: jax.Array) -> jax.Array:
     """``table[idx]`` for ``table [K, ...]`` and integer ``idx [...]``: shape ``idx.shape + table.shape[1:]``.
 
-    The output is sharded like ``idx`` (trailing axes replicated) on an Explicit mesh.
+    The output is sharded like ``idx`` (trailing axes replicated) on an Explicit mesh. Multi-dimensional
+    ``idx`` is flattened first: XLA's CPU gather is many times slower with a multi-dimensional index.
     """
+    if idx.ndim > 1:
+        return gather_rows(table, idx.reshape(-1)).reshape(idx.shape + table.shape[1:])
     if explicit_mesh_active():
         out_spec = P(*_spec(idx), *([None] * (table.ndim - 1)))
         return table.at[idx].get(out_sharding=out_spec)

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 METRICS = ("l2", "cosine")
-_TILE_ELEMENTS = 1 << 22  # distances held per tile: 4M float32 = 16 MiB
+_TILE_ELEMENTS = 1 << 20  # distances held per tile: 1M float32 = 4 MiB (cache-sized; measured fastest)
 _MAX_CHUNK = 4096
 
 
@@ -202,7 +202,7 @@ def nearest_code(z: jax.Array, codebook: jax.Array, *, metric: str = "l2", top_k
       metric: 'l2' (squared Euclidean) or 'cosine' (``1 - cos``; z and codes are l2-normalised).
       top_k: when given, the ``top_k`` nearest codes, nearest first (``top_k <= K``).
       chunk_size: codes per scan step; default ``min(K, 4096)``.
-      block_rows: rows per block on a single device; default keeps a tile at about 4M distances; ignored
+      block_rows: rows per block on a single device; default keeps a tile at about 1M distances; ignored
         (no row blocking) when a device mesh is active.
 
     Returns:

@@ -105,13 +105,14 @@ class _Levels(nn.Module):
             vq.set_codes(jnp.full((self.codebook_size,), fresh), book, jnp.maximum(cnt, 1.0))
         self.initialized.value = jnp.array(True)
 
-    def _joint_call(self, z, inputs, codes, train, apply_update) -> tuple[jax.Array, list[Quantized]]:
-        """Calls level ``l`` on ``inputs[:, l]`` with ``codes[:, l]``; returns the summed loss and the results."""
+    def _call_levels(self, inputs, codes, train, apply_update) -> tuple[jax.Array, list[Quantized]]:
+        """Calls quantizer ``l`` on ``inputs(l)`` with ``codes[:, l]``; returns the summed loss and the results."""
         if len(self.quantizers) == 1 and self._count > 1:
             # One shared quantizer: a single call over all levels' inputs, so its statistics update once per step.
-            res = self.quantizers[0](inputs, train=train, apply_update=apply_update, codes=codes)
+            stacked = jnp.stack([inputs(i) for i in range(self._count)], axis=1)
+            res = self.quantizers[0](stacked, train=train, apply_update=apply_update, codes=codes)
             return res.loss * self._count, [res]
-        results = [vq(inputs[:, i], train=train, apply_update=apply_update, codes=codes[:, i])
+        results = [vq(inputs(i), train=train, apply_update=apply_update, codes=codes[:, i])
                    for i, vq in enumerate(self.quantizers)]
         return sum(r.loss for r in results), results
 
@@ -183,9 +184,16 @@ class ResidualVQ(_Levels):
             self._kmeans_init(lax.stop_gradient(x), jax.random.fold_in(key, 1))
         codebooks = self.codebooks()
         codes = self._encode_flat(x, codebooks)                                    # [N, L]
-        q_levels = jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(lax.stop_gradient(codebooks), codes)
-        residuals = x[:, None, :] - (jnp.cumsum(q_levels, axis=1) - q_levels)     # r_l, gradient to z only
-        loss, results = self._joint_call(z, residuals, codes, train, apply_update)
+        frozen = lax.stop_gradient(codebooks)
+        before = [jnp.zeros_like(frozen[0, :1])]                                   # Σ_{j<l} sg(q_j), built lazily
+
+        def residual(level):                                                       # r_l, gradient to z only
+            while len(before) <= level:
+                i = len(before) - 1
+                before.append(before[-1] + indexing.gather_rows(frozen[i], codes[:, i]))
+            return x - before[level]
+
+        loss, results = self._call_levels(residual, codes, train, apply_update)
         stats = _merge_metrics([r.metrics for r in results])
         if train and self.quantizer_dropout > 0:
             mask = dropout_mask(jax.random.fold_in(key, 2), (x.shape[0],), self.num_levels, self.quantizer_dropout)
@@ -273,9 +281,10 @@ class AdditiveVQ(_Levels):
             self._kmeans_init(lax.stop_gradient(x), jax.random.fold_in(key, 1))
         codebooks = self.codebooks()
         codes = self._encode_flat(x, codebooks)
-        q_books = jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(lax.stop_gradient(codebooks), codes)
-        targets = x[:, None, :] - (jnp.sum(q_books, axis=1, keepdims=True) - q_books)     # t_m
-        loss, results = self._joint_call(z, targets, codes, train, apply_update)
+        frozen = lax.stop_gradient(codebooks)
+        rest = x - decode_sum(frozen, codes)
+        target = lambda m: rest + indexing.gather_rows(frozen[m], codes[:, m])       # t_m = z - Σ_{j≠m} sg(q_j)
+        loss, results = self._call_levels(target, codes, train, apply_update)
         stats = _merge_metrics([r.metrics for r in results])
         total = decode_sum(lax.stop_gradient(codebooks), codes).reshape(z.shape)
         estimate = estimators.straight_through if self.estimator == "ste" else estimators.rotation_trick

@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vqjax import checks, codebook as cbk, estimators, indexing, regularizers, search
+from vqjax import checks, codebook as cbk, estimators, regularizers, search
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.fsq import check_levels, fsq, fsq_decode, fsq_encode
 from vqjax.quantizers.lfq import lfq, lfq_decode, lfq_encode
-from vqjax.quantizers.rvq import level_metrics
+from vqjax.quantizers.rvq import gather_levels, level_metrics
 
 __all__ = ["pq", "pq_encode", "pq_decode", "fit_pq", "grouped_fsq", "grouped_fsq_encode", "grouped_fsq_decode",
            "grouped_lfq", "grouped_lfq_encode", "grouped_lfq_decode", "check_group_codebooks"]
@@ -58,14 +58,15 @@ def _split(z, groups):
 
 
 def _encode(x, codebooks, chunk_size):
-    """``x [N, G, d]`` -> int32 ``[N, G]``."""
-    return jax.vmap(lambda xg, c: search.nearest_code(xg, c, chunk_size=chunk_size).codes, in_axes=(1, 0),
-                    out_axes=1)(x, codebooks)
+    """``x [N, G, d]`` -> int32 ``[N, G]`` (groups in sequence with lax.map: batched searches are slower on CPU)."""
+    codes = lax.map(lambda xc: search.nearest_code(xc[0], xc[1], chunk_size=chunk_size).codes,
+                    (jnp.moveaxis(x, 1, 0), codebooks))
+    return codes.T
 
 
 def _decode(codebooks, codes):
     """``codes [N, G]`` -> float32 ``[N, G, d]``."""
-    return jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(codebooks.astype(jnp.float32), codes)
+    return gather_levels(codebooks.astype(jnp.float32), codes)
 
 
 def pq_encode(z: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, chunk_size: int | None = None
@@ -156,7 +157,8 @@ def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, ite
 def _fit_pq(key, x, groups, num_codes, iters, chunk_size):
     xs = jnp.moveaxis(x.reshape(x.shape[0], groups, -1), 1, 0)
     keys = jax.random.split(key, groups)
-    return jax.vmap(lambda k, xg: cbk.kmeans(k, xg, num_codes, iters=iters, chunk_size=chunk_size).centers)(keys, xs)
+    return lax.map(lambda kx: cbk.kmeans(kx[0], kx[1], num_codes, iters=iters, chunk_size=chunk_size).centers,
+                   (keys, xs))
 
 
 _jit_fit_pq = jax.jit(_fit_pq, static_argnums=(2, 3, 4, 5))

@@ -37,7 +37,7 @@ from vqjax.quantizers.lfq import bit_entropy, check_bits, check_common, pack_bit
 
 __all__ = ["rvq", "rvq_encode", "rvq_decode", "residual_fsq", "residual_fsq_encode", "residual_fsq_decode",
            "residual_lfq", "residual_lfq_encode", "residual_lfq_decode", "greedy_encode", "beam_encode",
-           "decode_sum", "fit_rvq", "check_codebooks", "dropout_mask"]
+           "decode_sum", "gather_levels", "level_metrics", "fit_rvq", "check_codebooks", "dropout_mask"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,6 +83,16 @@ def decode_sum(codebooks: jax.Array, codes: jax.Array) -> jax.Array:
     acc0 = search.rows_like(flat, 0.0, jnp.float32, (table.shape[-1],))
     total, _ = lax.scan(body, acc0, (table, flat.T))
     return total.reshape(lead + (table.shape[-1],))
+
+
+def gather_levels(tables: jax.Array, codes: jax.Array) -> jax.Array:
+    """``tables[l][codes[:, l]]`` for every level: ``[N, L, D]`` from ``tables [L, K, D]`` and ``codes [N, L]``.
+
+    One plain row gather per level (``lax.map``): a vmapped or multi-dimensional gather is far slower on CPU.
+    Differentiable with respect to ``tables``.
+    """
+    per = lax.map(lambda tc: indexing.gather_rows(tc[0], tc[1]), (tables, codes.T))
+    return jnp.moveaxis(per, 0, 1)
 
 
 def greedy_encode(x: jax.Array, codebooks: jax.Array, *, chunk_size: int | None = None) -> jax.Array:
@@ -183,7 +193,8 @@ def rvq_decode(codes: jax.Array, codebooks: jax.Array, *, num_levels: int | None
 
 def level_metrics(codes: jax.Array, num_codes: int) -> dict[str, jax.Array]:
     """Mean over the last axis (levels/groups/codebooks) of per-level perplexity and usage."""
-    per = jax.vmap(lambda c: metrics.code_metrics(c, num_codes), in_axes=-1)(codes)
+    # lax.map, not vmap: a batched scatter is many times slower than L plain ones on CPU.
+    per = lax.map(lambda c: metrics.code_metrics(c, num_codes), jnp.moveaxis(codes, -1, 0))
     return {name: jnp.mean(value) for name, value in per.items()}
 
 
@@ -233,22 +244,33 @@ def rvq(z: jax.Array, codebooks: jax.Array, *, num_levels: int | None = None, be
 
 def residual_outputs(z, codebooks, codes, *, estimator, beta, codebook_weight, quantizer_dropout, key
                      ) -> Quantized:
-    """Values, losses and metrics of residual codes ``[..., L]`` (shared by :func:`rvq` and ``nn.ResidualVQ``)."""
+    """Values, losses and metrics of residual codes ``[..., L]``.
+
+    One scan over the levels carries ``Σ_{j<l} sg(q_j)``, so no ``[N, L, D]`` array is formed: level ``l`` adds
+    ``mean|r_l - sg(q_l)|²`` (commitment, gradient to ``z``) and ``mean|sg(r_l) - q_l|²`` (codebook loss,
+    gradient to ``C_l``) with ``r_l = z - Σ_{j<l} sg(q_j)``.
+    """
     num_levels, num_codes, dim = codebooks.shape
     x = z.reshape(-1, dim).astype(jnp.float32)
     flat = codes.reshape(-1, num_levels)
-    # Per-level code vectors (differentiable w.r.t. the codebooks) and residual inputs (differentiable w.r.t. z).
-    q_levels = jax.vmap(indexing.gather_rows, in_axes=(0, 1), out_axes=1)(codebooks.astype(jnp.float32), flat)
-    before = jnp.cumsum(lax.stop_gradient(q_levels), axis=1) - lax.stop_gradient(q_levels)   # Σ_{j<l} q_j
-    r_levels = x[:, None, :] - before
-    commit = num_levels * regularizers.commitment_loss(r_levels, q_levels)
-    cb_loss = num_levels * regularizers.codebook_loss(r_levels, q_levels)
+
+    def level(carry, inp):
+        before, commit, cb_loss = carry
+        book, code = inp
+        q = indexing.gather_rows(book.astype(jnp.float32), code)
+        r = x - before
+        commit = commit + regularizers.commitment_loss(r, q)
+        cb_loss = cb_loss + regularizers.codebook_loss(r, q)
+        return (before + lax.stop_gradient(q), commit, cb_loss), None
+
+    init = (jnp.zeros_like(lax.stop_gradient(x)), jnp.float32(0.0), jnp.float32(0.0))
+    (_, commit, cb_loss), _ = lax.scan(level, init, (codebooks, flat.T))
     stats = level_metrics(flat, num_codes)
     stats.update(commitment=commit, codebook_loss=cb_loss)
     if quantizer_dropout > 0:
         mask = dropout_mask(key, z.shape[:-1], num_levels, quantizer_dropout)
         codes = jnp.where(mask, codes, -1)
-    total = decode_sum(codebooks, lax.stop_gradient(codes))
+    total = decode_sum(lax.stop_gradient(codebooks), lax.stop_gradient(codes))
     estimate = estimators.straight_through if estimator == "ste" else estimators.rotation_trick
     values = estimate(z, total.reshape(z.shape).astype(z.dtype))
     loss = beta * commit + codebook_weight * cb_loss

@@ -23,6 +23,8 @@ test: $(VENV)/.installed-test $(VENV)/.installed-data
 
 bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_vq.py
+	$(PY) benchmarks/bench_families.py
+	$(PY) benchmarks/bench_ptq.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -34,6 +34,7 @@ __all__ = [
     "ema_set_codes",
     "usage_update",
     "sample_rows",
+    "subsample",
     "replace_dead_codes",
     "KMeansResult",
     "kmeans_plusplus",
@@ -235,35 +236,52 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, num_codes: int) -> jax.Array:
     return centers
 
 
+def subsample(key: jax.Array, x: jax.Array, num: int | None) -> jax.Array:
+    """``num`` distinct rows of ``x`` in random order (all of ``x`` when ``num`` is None or >= N)."""
+    if num is None or num >= x.shape[0]:
+        return x
+    return indexing.gather_rows(x, jax.random.permutation(key, x.shape[0])[:num])
+
+
 def kmeans(key: jax.Array, x: jax.Array, num_codes: int, *, iters: int = 10, init: jax.Array | None = None,
-           chunk_size: int | None = None) -> KMeansResult:
+           chunk_size: int | None = None, max_points: int | None = None, seed_points: int | None = None
+           ) -> KMeansResult:
     """Lloyd's k-means from k-means++ seeds, memory-bounded through the chunked nearest-code search.
 
     Each iteration assigns every point to its nearest center (:func:`vqjax.search.nearest_code`) and moves each
     center to the mean of its points; a center with no points keeps its place.
 
     Args:
-      key: PRNG key for the seeding.
+      key: PRNG key for the seeding and subsampling.
       x: ``[N, D]`` (or ``[..., D]``) data.
       num_codes: K.
       iters: Lloyd iterations (>= 0).
       init: optional ``[K, D]`` starting centers instead of k-means++.
       chunk_size: search chunk size.
+      max_points: run the Lloyd iterations on a random subset of this many points (FAISS trains on at most
+        256 points per center); the returned codes and inertia still cover all of ``x``.
+      seed_points: draw the k-means++ seeds from a random subset of this many points (its ``K`` sequential
+        steps each cost ``O(points)``).
 
     Returns:
-      :class:`KMeansResult` for the final centers.
+      :class:`KMeansResult` for the final centers, with codes and inertia over all of ``x``.
     """
     checks.check_positive_int("kmeans: num_codes", num_codes)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"kmeans: iters must be a non-negative int; got {iters!r}")
+    for name, value in (("max_points", max_points), ("seed_points", seed_points)):
+        if value is not None:
+            checks.check_positive_int(f"kmeans: {name}", value)
     x = checks.as_float_array("kmeans: x", x, min_rank=2).astype(jnp.float32)
     x = x.reshape(-1, x.shape[-1])
-    centers = kmeans_plusplus(key, x, num_codes) if init is None else search.check_codebook(
-        "kmeans: init", init, x.shape[1]).astype(jnp.float32)
+    k_sub, k_fit = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
+    centers = kmeans_plusplus(key, subsample(k_sub, x, seed_points), num_codes) if init is None else \
+        search.check_codebook("kmeans: init", init, x.shape[1]).astype(jnp.float32)
+    train = subsample(k_fit, x, max_points)
 
     def step(_, centers):
-        codes = search.nearest_code(x, centers, chunk_size=chunk_size).codes
-        stats = code_statistics(x, codes, num_codes)
+        codes = search.nearest_code(train, centers, chunk_size=chunk_size).codes
+        stats = code_statistics(train, codes, num_codes)
         means = stats.sums / jnp.maximum(stats.counts, 1.0)[:, None]
         return jnp.where((stats.counts > 0)[:, None], means, centers)
 

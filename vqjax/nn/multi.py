@@ -212,6 +212,8 @@ class ResidualVQ(_Levels):
     def decode(self, codes: jax.Array, dtype=jnp.float32) -> jax.Array:
         """``[..., dim]`` sums of the codes' vectors (code ``-1``: level absent)."""
         codes = checks.as_code_array("ResidualVQ: codes", codes, self.codebook_size, low=-1)
+        if codes.ndim < 1 or codes.shape[-1] != self.num_levels:
+            raise ValueError(f"ResidualVQ: codes must have shape [..., {self.num_levels}]; got {tuple(codes.shape)}")
         return decode_sum(self.codebooks(), codes).astype(dtype)
 
 
@@ -301,6 +303,9 @@ class AdditiveVQ(_Levels):
     def decode(self, codes: jax.Array, dtype=jnp.float32) -> jax.Array:
         """``[..., dim]`` sums of the codes' vectors."""
         codes = checks.as_code_array("AdditiveVQ: codes", codes, self.codebook_size)
+        if codes.ndim < 1 or codes.shape[-1] != self.num_codebooks:
+            raise ValueError(f"AdditiveVQ: codes must have shape [..., {self.num_codebooks}]; "
+                             f"got {tuple(codes.shape)}")
         return decode_sum(self.codebooks(), codes).astype(dtype)
 
 

@@ -114,7 +114,7 @@ class LFQ(_Projected):
       dim: model width; projected to ``num_groups * bits`` when different.
       num_groups: groups of ``bits`` channels, each with its own code.
       scale, entropy_weight, diversity_weight, temperature, commitment_weight, entropy_group_size: see
-        :func:`vqjax.lfq`.
+        :func:`vqjax.lfq`; the entropy term is added only when ``train=True``.
       check_finite: refuse NaN/Inf inputs.
     """
 
@@ -162,7 +162,7 @@ class BSQ(_Projected):
       dim: model width; projected to ``num_groups * bits`` when different.
       num_groups: groups of ``bits`` channels, each with its own code.
       entropy_weight, diversity_weight, temperature, commitment_weight, entropy_group_size: see
-        :func:`vqjax.bsq`.
+        :func:`vqjax.bsq`; the entropy term is added only when ``train=True``.
       check_finite: refuse NaN/Inf inputs.
     """
 

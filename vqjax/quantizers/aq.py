@@ -168,7 +168,8 @@ def lstsq_codebooks(x: jax.Array, codes: jax.Array, codebooks: jax.Array, *, rid
 def fit_aq(key: jax.Array, x: jax.Array, num_codebooks: int, num_codes: int, *, iters: int = 10,
            beam_width: int = 8, icm_iters: int = 1, kmeans_iters: int = 20, ridge: float = 1e-3,
            chunk_size: int | None = None, progress: bool = False) -> jax.Array:
-    """Fits additive codebooks to data: residual k-means, then ``iters`` rounds of (encode, least squares).
+    """Fits additive codebooks to data: beam-fitted residual k-means (:func:`vqjax.fit_rvq`), then ``iters`` rounds
+    of (encode, least squares).
 
     Each round encodes the data with beam search (+ ICM) and solves :func:`lstsq_codebooks`; the mean squared
     error of the encoded data never increases from the least-squares step (up to the small ridge).
@@ -190,7 +191,8 @@ def fit_aq(key: jax.Array, x: jax.Array, num_codebooks: int, num_codes: int, *, 
     _check("fit_aq", beam_width, icm_iters, chunk_size)
     if not ridge > 0:
         raise ValueError(f"fit_aq: ridge must be > 0; got {ridge}")
-    codebooks = fit_rvq(key, x, num_codebooks, num_codes, iters=kmeans_iters, chunk_size=chunk_size)
+    codebooks = fit_rvq(key, x, num_codebooks, num_codes, iters=kmeans_iters, beam_width=beam_width,
+                        chunk_size=chunk_size)
     rounds = range(iters)
     if progress:
         from tqdm.auto import tqdm

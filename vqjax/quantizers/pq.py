@@ -12,6 +12,7 @@ Gradients: straight-through or the rotation trick per sub-vector; the codebooks 
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -138,12 +139,20 @@ def pq(z: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, est
 
 
 def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, iters: int = 20,
-           chunk_size: int | None = None) -> jax.Array:
-    """Fits PQ codebooks by k-means in each sub-space (all groups at once, vmapped): float32 ``[G, K, D // G]``.
+           max_points_per_code: int | None = 256, chunk_size: int | None = None) -> jax.Array:
+    """Fits PQ codebooks by k-means in each sub-space (the FAISS ``ProductQuantizer`` use case).
 
     Args:
-      key: PRNG key; x: ``[N, D]`` data with ``D % num_groups == 0``; num_groups: G; num_codes: K;
-      iters: Lloyd iterations; chunk_size: codes per search step.
+      key: PRNG key.
+      x: ``[N, D]`` data with ``D % num_groups == 0``.
+      num_groups: G; num_codes: K per group.
+      iters: Lloyd iterations.
+      max_points_per_code: Lloyd iterations run on at most this many points per code (FAISS's default 256;
+        None uses all); k-means++ seeds come from at most 32 points per code.
+      chunk_size: codes per search step.
+
+    Returns:
+      float32 codebooks ``[G, K, D // G]``.
     """
     x = checks.as_float_array("fit_pq: x", x, min_rank=2).astype(jnp.float32)
     x = x.reshape(-1, x.shape[-1])
@@ -151,17 +160,24 @@ def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, ite
     checks.check_positive_int("fit_pq: num_codes", num_codes)
     if x.shape[-1] % num_groups:
         raise ValueError(f"fit_pq: num_groups must divide D = {x.shape[-1]}; got {num_groups}")
-    return _jit_fit_pq(key, x, num_groups, num_codes, iters, chunk_size)
+    if max_points_per_code is not None:
+        checks.check_positive_int("fit_pq: max_points_per_code", max_points_per_code)
+    max_points = None if max_points_per_code is None else max_points_per_code * num_codes
+    return _fit_pq(key, x, num_groups, num_codes, iters, chunk_size, max_points)
 
 
-def _fit_pq(key, x, groups, num_codes, iters, chunk_size):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _fit_pq(key, x, groups, num_codes, iters, chunk_size, max_points):
     xs = jnp.moveaxis(x.reshape(x.shape[0], groups, -1), 1, 0)
     keys = jax.random.split(key, groups)
-    return lax.map(lambda kx: cbk.kmeans(kx[0], kx[1], num_codes, iters=iters, chunk_size=chunk_size).centers,
-                   (keys, xs))
-
-
-_jit_fit_pq = jax.jit(_fit_pq, static_argnums=(2, 3, 4, 5))
+    # k-means++ seeding is K sequential steps: batched over groups (vmap) it runs K steps, not G * K. The Lloyd
+    # searches run group after group (lax.map), which is faster on CPU than a batched search.
+    seed = lambda k, xg: cbk.kmeans_plusplus(k, cbk.subsample(jax.random.fold_in(k, 1), xg, 32 * num_codes),
+                                             num_codes)
+    seeds = jax.vmap(seed)(keys, xs)
+    fit = lambda a: cbk.kmeans(a[0], a[1], num_codes, iters=iters, init=a[2], chunk_size=chunk_size,
+                               max_points=max_points).centers
+    return lax.map(fit, (keys, xs, seeds))
 
 
 # Grouped scalar quantizers: each sub-vector is quantized on its own and gets its own code.

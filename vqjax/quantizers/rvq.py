@@ -22,6 +22,7 @@ gradient of ``z`` only).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -37,7 +38,7 @@ from vqjax.quantizers.lfq import bit_entropy, check_bits, check_common, pack_bit
 
 __all__ = ["rvq", "rvq_encode", "rvq_decode", "residual_fsq", "residual_fsq_encode", "residual_fsq_decode",
            "residual_lfq", "residual_lfq_encode", "residual_lfq_decode", "greedy_encode", "beam_encode",
-           "decode_sum", "gather_levels", "level_metrics", "fit_rvq", "check_codebooks", "dropout_mask"]
+           "beam_extend", "decode_sum", "gather_levels", "level_metrics", "fit_rvq", "check_codebooks", "dropout_mask"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -105,6 +106,35 @@ def greedy_encode(x: jax.Array, codebooks: jax.Array, *, chunk_size: int | None 
     return codes.T
 
 
+def beam_extend(residual: jax.Array, history: jax.Array, codebook: jax.Array, level, beams: int, *,
+                chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """One beam-search step: each of the ``B'`` beams proposes its ``beams`` nearest codes of ``codebook [K, D]``;
+    the ``beams`` candidates with the smallest residual survive.
+
+    Args:
+      residual: float32 ``[N, B', D]`` residuals of the current beams.
+      history: int32 ``[N, B', L]`` their codes so far.
+      codebook: ``[K, D]`` of this level; level: its index in ``history`` (int or traced).
+      beams: beams kept (``<= B' * K``).
+
+    Returns:
+      ``(residual [N, beams, D], history [N, beams, L])``, best beam first.
+    """
+    n, width, _ = residual.shape
+    c = codebook.astype(jnp.float32)
+    per_beam = min(beams, c.shape[0])
+    cand = search.nearest_code(residual, c, top_k=per_beam, chunk_size=chunk_size)      # [N, B', per_beam]
+    dist = cand.distances.reshape(n, width * per_beam)
+    child = cand.codes.reshape(n, width * per_beam)
+    _, pick = lax.top_k(-dist, beams)                                                    # ties: lower index
+    parent = pick // per_beam
+    code = jnp.take_along_axis(child, pick, axis=1)                                      # [N, beams]
+    residual = jnp.take_along_axis(residual, parent[:, :, None], axis=1) - indexing.gather_rows(c, code)
+    history = jnp.take_along_axis(history, parent[:, :, None], axis=1)
+    history = jnp.where(jnp.arange(history.shape[-1]) == level, code[:, :, None], history)
+    return residual, history
+
+
 def beam_encode(x: jax.Array, codebooks: jax.Array, beam_width: int, *, chunk_size: int | None = None
                 ) -> jax.Array:
     """Beam-search residual codes of ``x [N, D]``: int32 ``[N, L]``, never worse than :func:`greedy_encode`.
@@ -114,29 +144,16 @@ def beam_encode(x: jax.Array, codebooks: jax.Array, beam_width: int, *, chunk_si
     x = x.astype(jnp.float32)
     num_levels, num_codes, _ = codebooks.shape
     beams = min(beam_width, num_codes)
-    n = x.shape[0]
-    first = search.nearest_code(x, codebooks[0], top_k=beams, chunk_size=chunk_size)
-    residual = x[:, None, :] - indexing.gather_rows(codebooks[0].astype(jnp.float32), first.codes)   # [N, B, D]
-    levels = jnp.arange(num_levels, dtype=jnp.int32)
-    history = jnp.where(levels == 0, first.codes[:, :, None], 0)                 # [N, B, L], sharded like x
+    history = jnp.zeros_like(x[:, :1], dtype=jnp.int32)[:, :, None] + jnp.zeros((num_levels,), jnp.int32)  # [N, 1, L]
+    residual, history = beam_extend(x[:, None, :], history, codebooks[0], 0, beams, chunk_size=chunk_size)
 
     def body(carry, inp):
-        residual, history = carry
         level, c = inp
-        cand = search.nearest_code(residual, c, top_k=beams, chunk_size=chunk_size)        # [N, B, B]
-        dist = cand.distances.reshape(n, beams * beams)
-        child = cand.codes.reshape(n, beams * beams)
-        _, pick = lax.top_k(-dist, beams)                          # ties: the lower candidate index
-        parent = pick // beams
-        code = jnp.take_along_axis(child, pick, axis=1)            # [N, B]
-        residual = jnp.take_along_axis(residual, parent[:, :, None], axis=1) - indexing.gather_rows(
-            c.astype(jnp.float32), code)
-        history = jnp.take_along_axis(history, parent[:, :, None], axis=1)
-        history = jnp.where(levels == level, code[:, :, None], history)
-        return (residual, history), None
+        return beam_extend(*carry, c, level, beams, chunk_size=chunk_size), None
 
     if num_levels > 1:
-        (residual, history), _ = lax.scan(body, (residual, history), (levels[1:], codebooks[1:]))
+        levels = jnp.arange(1, num_levels, dtype=jnp.int32)
+        (residual, history), _ = lax.scan(body, (residual, history), (levels, codebooks[1:]))
     err = jnp.sum(residual * residual, axis=-1)                    # [N, B]
     best = jnp.argmin(err, axis=1)
     beam_codes = jnp.take_along_axis(history, best[:, None, None], axis=1)[:, 0]
@@ -435,19 +452,24 @@ def residual_lfq(z: jax.Array, num_levels: int, *, scale: float = 1.0, entropy_w
 # Post-training fitting.
 
 def fit_rvq(key: jax.Array, x: jax.Array, num_levels: int, num_codes: int, *, iters: int = 20,
-            beam_width: int = 1, chunk_size: int | None = None, progress: bool = False) -> jax.Array:
+            beam_width: int = 1, max_points_per_code: int | None = None, chunk_size: int | None = None,
+            progress: bool = False) -> jax.Array:
     """Fits RVQ codebooks to data by residual k-means (the FAISS ``ResidualQuantizer`` use case).
 
     Level ``l`` runs k-means (k-means++ seeds, ``iters`` Lloyd steps, chunked search) on the residuals the first
-    ``l`` levels leave. With ``beam_width > 1`` the data are re-encoded by beam search after each level, so
-    the next level fits the residuals the beam encoder will actually produce.
+    ``l`` levels leave. With ``beam_width = B > 1`` the data keep ``B`` beams while fitting, as FAISS does: level
+    ``l`` is fitted on the residuals of all beams, then every beam is extended by one level
+    (:func:`beam_extend`), so later levels fit the residuals the beam encoder will actually produce.
 
     Args:
       key: PRNG key.
       x: ``[N, D]`` data.
       num_levels: L; num_codes: K per level.
       iters: Lloyd iterations per level.
-      beam_width: encoder beam used while fitting.
+      beam_width: beams kept while fitting (encode with the same width).
+      max_points_per_code: Lloyd iterations run on at most this many points per code (FAISS uses 256; the
+        default None uses all: on 8x8 photo patches with beam 5, relative MSE 0.086 against 0.089 with 1024
+        and 0.101 with 256 points per code); k-means++ seeds come from at most 32 points per code.
       chunk_size: codes per search step.
       progress: show a tqdm bar over levels.
 
@@ -459,22 +481,36 @@ def fit_rvq(key: jax.Array, x: jax.Array, num_levels: int, num_codes: int, *, it
     checks.check_positive_int("fit_rvq: num_levels", num_levels)
     checks.check_positive_int("fit_rvq: num_codes", num_codes)
     checks.check_positive_int("fit_rvq: beam_width", beam_width)
-    residual, books = x, []
+    if max_points_per_code is not None:
+        checks.check_positive_int("fit_rvq: max_points_per_code", max_points_per_code)
+    max_points = None if max_points_per_code is None else max_points_per_code * num_codes
+    dim = x.shape[1]
+    residual = x[:, None, :]
+    history = jnp.zeros((x.shape[0], 1, num_levels), jnp.int32)
+    books = []
     levels = range(num_levels)
     if progress:
         from tqdm.auto import tqdm
         levels = tqdm(levels, desc="fit_rvq", unit="level")
     for level in levels:
-        fit = _jit_kmeans(jax.random.fold_in(key, level), residual, num_codes, iters, chunk_size)
-        books.append(fit.centers)
-        codebooks = jnp.stack(books)
-        if beam_width > 1 and level > 0:
-            residual = x - decode_sum(codebooks, _jit_beam(x, codebooks, beam_width, chunk_size))
-        else:
-            residual = residual - fit.centers[fit.codes]
+        centers = _jit_kmeans(jax.random.fold_in(key, level), residual.reshape(-1, dim), num_codes, iters,
+                              chunk_size, max_points, 32 * num_codes)
+        books.append(centers)
+        residual, history = _jit_extend(residual, history, centers, level, beam_width, chunk_size)
     return jnp.stack(books)
 
 
-_jit_kmeans = jax.jit(lambda key, x, k, iters, chunk: cbk.kmeans(key, x, k, iters=iters, chunk_size=chunk),
-                      static_argnums=(2, 3, 4))
-_jit_beam = jax.jit(lambda x, c, b, chunk: beam_encode(x, c, b, chunk_size=chunk), static_argnums=(2, 3))
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _jit_kmeans(key, x, num_codes, iters, chunk_size, max_points, seed_points):
+    return cbk.kmeans(key, x, num_codes, iters=iters, chunk_size=chunk_size, max_points=max_points,
+                      seed_points=seed_points).centers
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _jit_extend(residual, history, codebook, level, beams, chunk_size):
+    if beams == 1:
+        codes = search.nearest_code(residual[:, 0], codebook, chunk_size=chunk_size).codes
+        residual = residual - indexing.gather_rows(codebook, codes)[:, None, :]
+        return residual, history.at[:, 0, level].set(codes)
+    return beam_extend(residual, history, codebook, level, min(beams, residual.shape[1] * codebook.shape[0]),
+                       chunk_size=chunk_size)

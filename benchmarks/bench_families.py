@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import time
+
+from _common import cap_memory, peak_mb, rss_mb, spawn, timed
 
 CONFIGS = {
     "fsq": dict(kind="fsq", n=65536, levels=(8, 8, 8, 5, 5, 5)),
@@ -34,23 +32,10 @@ CONFIGS = {
 }
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(fn, steps):
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def run_vqjax(cfg, steps):
@@ -93,7 +78,7 @@ def run_vqjax(cfg, steps):
     compiled = jax.jit(step).lower(state, x).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    base = _rss_mb()
+    base = rss_mb()
     t0 = time.perf_counter()
     grad, state = jitted(state, x)
     jax.block_until_ready(grad)
@@ -104,10 +89,10 @@ def run_vqjax(cfg, steps):
         grad, state = jitted(state, x)
         jax.block_until_ready(grad)
 
-    step_s = _timed(one, steps)
+    step_s = timed(one, steps)
     xla_mb = None if mem is None else (mem.temp_size_in_bytes + mem.argument_size_in_bytes
                                        + mem.output_size_in_bytes) / 2**20
-    return dict(step_ms=step_s * 1e3, first_call_s=first, compile_s=compile_s, peak_mb=_peak_mb() - base,
+    return dict(step_ms=step_s * 1e3, first_call_s=first, compile_s=compile_s, peak_mb=peak_mb() - base,
                 xla_mb=xla_mb)
 
 
@@ -130,7 +115,7 @@ def run_peer(cfg, steps):
         x = torch.randn(1, cfg["n"], cfg["dim"])
         aux = lambda out: out[2].sum()
     module.train()
-    base = _rss_mb()
+    base = rss_mb()
 
     def one():
         xin = x.clone().requires_grad_(True)
@@ -140,25 +125,11 @@ def run_peer(cfg, steps):
     t0 = time.perf_counter()
     one()
     first = time.perf_counter() - t0
-    step_s = _timed(one, steps)
-    return dict(step_ms=step_s * 1e3, first_call_s=first, peak_mb=_peak_mb() - base)
+    step_s = timed(one, steps)
+    return dict(step_ms=step_s * 1e3, first_call_s=first, peak_mb=peak_mb() - base)
 
 
 RUNNERS = {"vqjax": run_vqjax, "vector-quantize-pytorch": run_peer}
-
-
-def _spawn(runner, config, steps, mem_gb, timeout):
-    cmd = [sys.executable, __file__, "--child", runner, config, str(steps), str(mem_gb)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    if out.returncode != 0:
-        lines = (out.stderr or "").strip().splitlines()
-        tail = [ln for ln in lines if "Error" in ln][-1:] or lines[-1:] or [f"exit {out.returncode}"]
-        killed = out.returncode < 0 or "memory" in tail[0].lower() or "alloc" in tail[0].lower()
-        return {"error": ("killed for memory: " if killed else "failed: ") + tail[0][:160]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -173,9 +144,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.child:
         runner, config, steps, mem = args.child
-        if float(mem):
-            limit = int(float(mem) * 2**30)
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        cap_memory(float(mem))
         print(json.dumps(RUNNERS[runner](CONFIGS[config], int(steps))))
         return
 
@@ -184,7 +153,7 @@ def main(argv=None):
         res = {}
         for runner in args.runners:
             mem = args.peer_mem_gb if runner == "vector-quantize-pytorch" else 0
-            res[runner] = _spawn(runner, name, args.steps, mem, args.timeout)
+            res[runner] = spawn(__file__, [runner, name, str(args.steps), str(mem)], args.timeout)
             print(f"{name} {runner}: {res[runner]}", flush=True)
         rows.append({"config": name, **CONFIGS[name], **res})
 

@@ -19,32 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
-import sys
 import time
+
+from _common import cap_memory, peak_mb, rss_mb, spawn, timed
 
 SHAPES = [(16384, 256, 4096), (16384, 64, 65536)]
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _timed(fn, steps):
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
 
 
 def run_vqjax(n, d, k, steps):
@@ -69,7 +54,7 @@ def run_vqjax(n, d, k, steps):
 
     jitted = jax.jit(step, donate_argnums=0)
     compiled_mem = jax.jit(step).lower(variables, x).compile().memory_analysis()
-    base = _rss_mb()
+    base = rss_mb()
     t0 = time.perf_counter()
     grad, variables = jitted(variables, x)
     jax.block_until_ready(grad)
@@ -80,15 +65,15 @@ def run_vqjax(n, d, k, steps):
         grad, variables = jitted(variables, x)
         jax.block_until_ready(grad)
 
-    step_s = _timed(one, steps)
+    step_s = timed(one, steps)
     search_fn = jax.jit(lambda x, c: search.nearest_code(x, c).codes)
     cb = variables[STATS]["codebook"]
     search_fn(x, cb).block_until_ready()
-    search_s = _timed(lambda: search_fn(x, cb).block_until_ready(), steps)
+    search_s = timed(lambda: search_fn(x, cb).block_until_ready(), steps)
     xla_mb = None if compiled_mem is None else (compiled_mem.temp_size_in_bytes + compiled_mem.argument_size_in_bytes
                                                 + compiled_mem.output_size_in_bytes) / 2**20
     return dict(step_ms=step_s * 1e3, search_ms=search_s * 1e3, first_call_s=first,
-                compile_s=first - step_s, peak_mb=_peak_mb() - base, xla_mb=xla_mb)
+                compile_s=first - step_s, peak_mb=peak_mb() - base, xla_mb=xla_mb)
 
 
 def run_peer(n, d, k, steps):
@@ -99,7 +84,7 @@ def run_peer(n, d, k, steps):
     x = torch.randn(1, n, d)
     vq = VectorQuantize(dim=d, codebook_size=k, decay=0.8, commitment_weight=1.0)
     vq.train()
-    base = _rss_mb()
+    base = rss_mb()
 
     def one():
         xin = x.clone().requires_grad_(True)
@@ -109,8 +94,8 @@ def run_peer(n, d, k, steps):
     t0 = time.perf_counter()
     one()
     first = time.perf_counter() - t0
-    step_s = _timed(one, steps)
-    return dict(step_ms=step_s * 1e3, first_call_s=first, peak_mb=_peak_mb() - base)
+    step_s = timed(one, steps)
+    return dict(step_ms=step_s * 1e3, first_call_s=first, peak_mb=peak_mb() - base)
 
 
 def run_gemm(n, d, k, steps):
@@ -120,31 +105,15 @@ def run_gemm(n, d, k, steps):
     x = rng.normal(size=(n, d)).astype(np.float32)
     c = rng.normal(size=(k, d)).astype(np.float32)
     x @ c.T
-    return dict(gemm_ms=_timed(lambda: x @ c.T, steps) * 1e3)
+    return dict(gemm_ms=timed(lambda: x @ c.T, steps) * 1e3)
 
 
 RUNNERS = {"vqjax": run_vqjax, "vector-quantize-pytorch": run_peer, "numpy GEMM": run_gemm}
 
 
 def _child(name, n, d, k, steps, mem_gb):
-    if mem_gb:
-        limit = int(mem_gb * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    cap_memory(mem_gb)
     print(json.dumps(RUNNERS[name](n, d, k, steps)))
-
-
-def _spawn(name, n, d, k, steps, mem_gb, timeout):
-    cmd = [sys.executable, __file__, "--child", name, str(n), str(d), str(k), str(steps), str(mem_gb)]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    if out.returncode != 0:
-        lines = (out.stderr or "").strip().splitlines()
-        tail = [ln for ln in lines if "Error" in ln][-1:] or lines[-1:] or [f"exit {out.returncode}"]
-        killed = out.returncode < 0 or "memory" in tail[0].lower() or "alloc" in tail[0].lower()
-        return {"error": ("killed for memory: " if killed else "failed: ") + tail[0][:160]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
@@ -167,7 +136,7 @@ def main(argv=None):
         res = {}
         for name in names:
             mem = args.peer_mem_gb if name == "vector-quantize-pytorch" else 0
-            res[name] = _spawn(name, n, d, k, args.steps, mem, args.timeout)
+            res[name] = spawn(__file__, [name, str(n), str(d), str(k), str(args.steps), str(mem)], args.timeout)
             print(f"N={n} D={d} K={k} {name}: {res[name]}", flush=True)
         rows.append({"N": n, "D": d, "K": k, **res})
 

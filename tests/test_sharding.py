@@ -28,6 +28,18 @@ def _run_sharded(mesh, fn, *args, specs):
         return jax.device_get(jax.jit(fn)(*placed))
 
 
+def _train_step(module):
+    """One training step of a quantizer module: parameter gradients, the Quantized result, statistics updates."""
+    def step(variables, z):
+        def loss(params):
+            q, upd = module.apply({**variables, "params": params}, z, train=True, mutable=[STATS],
+                                  rngs={"vq": jax.random.key(2)})
+            return jnp.mean((q.values - z) ** 2) + q.loss, (q, upd)
+        grads, (q, upd) = jax.grad(loss, has_aux=True)(variables.get("params", {}))
+        return grads, q, upd
+    return step
+
+
 def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         if jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer) or jnp.asarray(x).dtype == bool:
@@ -87,14 +99,7 @@ def test_module_train_step(devices, axis_type, learning):
     z, _ = _data(n=128)
     variables = module.init(jax.random.key(0), z)
 
-    def step(variables, z):
-        def loss(params):
-            q, upd = module.apply({**variables, "params": params}, z, train=True, mutable=[STATS],
-                                  rngs={"vq": jax.random.key(2)})
-            return jnp.mean((q.values - z) ** 2) + q.loss, (q, upd)
-        grads, (q, upd) = jax.grad(loss, has_aux=True)(variables.get("params", {}))
-        return grads, q, upd
-
+    step = _train_step(module)
     expected = jax.jit(step)(variables, z)
     got = _run_sharded(_mesh(axis_type), step, variables, z, specs=[P(), P("data")])
     _assert_trees_close(got, expected, rtol=1e-4, atol=1e-5)
@@ -146,14 +151,7 @@ def test_family_module_train_step(devices, axis_type, make):
     z, _ = _data(n=128)
     variables = module.init(jax.random.key(0), z)
 
-    def step(variables, z):
-        def loss(params):
-            q, upd = module.apply({**variables, "params": params}, z, train=True, mutable=[STATS],
-                                  rngs={"vq": jax.random.key(2)})
-            return jnp.mean((q.values - z) ** 2) + q.loss, (q, upd)
-        grads, (q, upd) = jax.grad(loss, has_aux=True)(variables.get("params", {}))
-        return grads, q, upd
-
+    step = _train_step(module)
     expected = jax.jit(step)(variables, z)
     got = _run_sharded(_mesh(axis_type), step, variables, z, specs=[P(), P("data")])
     _assert_trees_close(got, expected, rtol=1e-4, atol=1e-5)

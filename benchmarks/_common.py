@@ -1,0 +1,54 @@
+"""Helpers shared by the peer benchmarks: memory readings, median timing, and one process per configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, MB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    """Peak resident set size of this process so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, steps: int) -> float:
+    """Median wall time of ``steps`` calls of ``fn``, seconds."""
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def cap_memory(mem_gb: float) -> None:
+    """Caps this process's address space (so a peer that builds huge matrices dies instead of swapping)."""
+    if mem_gb:
+        limit = int(mem_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def spawn(script: str, args: list[str], timeout: int) -> dict:
+    """Runs ``python script --child *args`` and returns the JSON it prints last, or ``{'error': why}``."""
+    cmd = [sys.executable, script, "--child", *args]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if out.returncode != 0:
+        lines = (out.stderr or "").strip().splitlines()
+        tail = [ln for ln in lines if "Error" in ln][-1:] or lines[-1:] or [f"exit {out.returncode}"]
+        killed = out.returncode < 0 or "memory" in tail[0].lower() or "alloc" in tail[0].lower()
+        return {"error": ("killed for memory: " if killed else "failed: ") + tail[0][:160]}
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -125,3 +125,36 @@ def test_usage_update_is_an_ema_of_counts():
     usage = jnp.array([1.0, 0.0, 2.0])
     new = cbk.usage_update(usage, jnp.array([0, 0, 2, 2, 2]), decay=0.5)
     np.testing.assert_allclose(new, [0.5 + 1.0, 0.0, 1.0 + 1.5])
+
+
+def test_subsample_draws_distinct_rows_uniformly():
+    x = jnp.arange(1000, dtype=jnp.float32)[:, None]
+    rows = np.asarray(cbk.subsample(jax.random.key(0), x, 300))[:, 0]
+    assert len(set(rows.tolist())) == 300
+    assert not np.all(np.diff(rows) > 0)                  # random order, not the input order
+    hits = np.zeros(1000)
+    for seed in range(40):
+        hits[np.asarray(cbk.subsample(jax.random.key(seed), x, 500))[:, 0].astype(int)] += 1
+    assert 3 < hits.min() and hits.max() < 37             # each row drawn about 20 times of 40 (sd 3.2)
+    assert 2.5 < hits.std() < 4.0
+    assert cbk.subsample(jax.random.key(0), x, None) is x
+
+
+def test_progressive_kmeans_with_one_step_is_lloyd_from_random_rows():
+    """Lloyd is invariant to the centring and rotation, so one dimension step equals Lloyd on x itself from the
+    same random rows; with several steps the early ones see only the leading principal components."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(600, 6)) * np.arange(1, 7), jnp.float32)
+    key = jax.random.key(3)
+    start = cbk.subsample(jax.random.fold_in(key, 1), x, 16)
+    one = cbk.progressive_kmeans(key, x, 16, iters=5, dim_steps=1)
+    np.testing.assert_allclose(one, cbk.lloyd(x, start, iters=5), atol=2e-4)
+    zero = cbk.progressive_kmeans(key, x, 16, iters=0, dim_steps=1)
+    np.testing.assert_allclose(zero, start, atol=2e-4)
+    many = cbk.progressive_kmeans(key, x, 16, iters=5, dim_steps=3)
+    assert many.shape == (16, 6) and not np.allclose(many, one, atol=1e-3)
+    assert float(jnp.mean(search.nearest_code(x, many).distances)) < float(jnp.mean(search.nearest_code(x, start).distances))
+
+
+def test_progressive_kmeans_refuses_too_few_rows():
+    with pytest.raises(ValueError, match="num_codes = 8"):
+        cbk.progressive_kmeans(jax.random.key(0), jnp.ones((5, 3)), 8)

@@ -38,6 +38,8 @@ __all__ = [
     "replace_dead_codes",
     "KMeansResult",
     "kmeans_plusplus",
+    "lloyd",
+    "progressive_kmeans",
     "kmeans",
     "simvq_init",
     "simvq_codebook",
@@ -237,10 +239,13 @@ def kmeans_plusplus(key: jax.Array, x: jax.Array, num_codes: int) -> jax.Array:
 
 
 def subsample(key: jax.Array, x: jax.Array, num: int | None) -> jax.Array:
-    """``num`` distinct rows of ``x`` in random order (all of ``x`` when ``num`` is None or >= N)."""
+    """``num`` distinct rows of ``x``, a uniformly random subset in random order (all of ``x`` when ``num`` is None
+    or >= N). The rows are those with the ``num`` largest of N uniform keys (a top-k, several times cheaper on CPU
+    than the sorts of a full permutation)."""
     if num is None or num >= x.shape[0]:
         return x
-    return indexing.gather_rows(x, jax.random.permutation(key, x.shape[0])[:num])
+    _, rows = lax.top_k(jax.random.uniform(key, (x.shape[0],)), num)
+    return indexing.gather_rows(x, rows)
 
 
 def kmeans(key: jax.Array, x: jax.Array, num_codes: int, *, iters: int = 10, init: jax.Array | None = None,
@@ -277,17 +282,71 @@ def kmeans(key: jax.Array, x: jax.Array, num_codes: int, *, iters: int = 10, ini
     k_sub, k_fit = jax.random.fold_in(key, 1), jax.random.fold_in(key, 2)
     centers = kmeans_plusplus(key, subsample(k_sub, x, seed_points), num_codes) if init is None else \
         search.check_codebook("kmeans: init", init, x.shape[1]).astype(jnp.float32)
-    train = subsample(k_fit, x, max_points)
+    centers = lloyd(subsample(k_fit, x, max_points), centers, iters=iters, chunk_size=chunk_size)
+    res = search.nearest_code(x, centers, chunk_size=chunk_size)
+    return KMeansResult(centers, res.codes, jnp.mean(res.distances))
+
+
+def lloyd(x: jax.Array, centers: jax.Array, *, iters: int, chunk_size: int | None = None) -> jax.Array:
+    """``iters`` Lloyd iterations on ``x [N, D]`` from ``centers [K, D]`` (float32): each assigns every point to its
+    nearest center and moves each center to the mean of its points; a center with no points keeps its place."""
+    num_codes = centers.shape[0]
 
     def step(_, centers):
-        codes = search.nearest_code(train, centers, chunk_size=chunk_size).codes
-        stats = code_statistics(train, codes, num_codes)
+        codes = search.nearest_code(x, centers, chunk_size=chunk_size).codes
+        stats = code_statistics(x, codes, num_codes)
         means = stats.sums / jnp.maximum(stats.counts, 1.0)[:, None]
         return jnp.where((stats.counts > 0)[:, None], means, centers)
 
-    centers = lax.fori_loop(0, iters, step, centers)
-    res = search.nearest_code(x, centers, chunk_size=chunk_size)
-    return KMeansResult(centers, res.codes, jnp.mean(res.distances))
+    return lax.fori_loop(0, iters, step, centers)
+
+
+def progressive_kmeans(key: jax.Array, x: jax.Array, num_codes: int, *, iters: int = 5, dim_steps: int = 10,
+                       max_points: int | None = None, chunk_size: int | None = None) -> jax.Array:
+    """k-means in principal components of growing dimension (FAISS's ``ProgressiveDimClustering``).
+
+    The data are centred and rotated onto their principal axes; k-means first runs on the leading
+    ``round(D^(1/dim_steps))`` components from ``num_codes`` random rows, then each step ``s`` adds components up
+    to ``round(D^(s/dim_steps))`` and continues from the previous centers (new components start at 0). Lloyd is
+    invariant to the centring and rotation, so ``dim_steps=1`` is plain Lloyd from random rows. :func:`vqjax.fit_rvq`
+    uses it: on residual quantization of 8x8 photo patches (8 x 256 codes, beam 5, 256 training points per code)
+    the test relative MSE is 0.090 against 0.101 with k-means++ seeds and full-dimension Lloyd. On a single
+    k-means fit k-means++ with more Lloyd iterations can do as well or better.
+
+    Args:
+      key: PRNG key (subsampling and the random starting rows).
+      x: ``[N, D]`` data (float32 arithmetic).
+      num_codes: K (``<= `` the number of training rows).
+      iters: Lloyd iterations per dimension step.
+      dim_steps: number of dimension steps (the last one is the full D).
+      max_points: train on a random subset of this many rows (FAISS: 256 per code).
+      chunk_size: search chunk size.
+
+    Returns:
+      float32 centers ``[K, D]``.
+    """
+    checks.check_positive_int("progressive_kmeans: num_codes", num_codes)
+    checks.check_positive_int("progressive_kmeans: dim_steps", dim_steps)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"progressive_kmeans: iters must be a non-negative int; got {iters!r}")
+    x = checks.as_float_array("progressive_kmeans: x", x, min_rank=2).astype(jnp.float32)
+    x = x.reshape(-1, x.shape[-1])
+    train = subsample(key, x, max_points)
+    if train.shape[0] < num_codes:
+        raise ValueError(f"progressive_kmeans: needs at least num_codes = {num_codes} rows; got {train.shape[0]}")
+    dim = x.shape[1]
+    mean = jnp.mean(train, axis=0)
+    centred = train - mean
+    _, vecs = jnp.linalg.eigh(centred.T @ centred)
+    axes = vecs[:, ::-1]                                  # principal axes, largest variance first
+    rotated = centred @ axes
+    start = subsample(jax.random.fold_in(key, 1), rotated, num_codes)      # random rows
+    dims = sorted({max(1, round(dim ** (step / dim_steps))) for step in range(1, dim_steps)} | {dim})
+    centers = start[:, :dims[0]]
+    for d in dims:
+        centers = lloyd(rotated[:, :d], jnp.pad(centers, ((0, 0), (0, d - centers.shape[1]))), iters=iters,
+                        chunk_size=chunk_size)
+    return centers @ axes.T + mean
 
 
 def simvq_init(key: jax.Array, num_codes: int, dim: int) -> tuple[jax.Array, jax.Array]:

@@ -166,7 +166,7 @@ def lstsq_codebooks(x: jax.Array, codes: jax.Array, codebooks: jax.Array, *, rid
 
 
 def fit_aq(key: jax.Array, x: jax.Array, num_codebooks: int, num_codes: int, *, iters: int = 10,
-           beam_width: int = 8, icm_iters: int = 1, kmeans_iters: int = 20, ridge: float = 1e-3,
+           beam_width: int = 8, icm_iters: int = 1, kmeans_iters: int = 5, ridge: float = 1e-3,
            chunk_size: int | None = None, progress: bool = False) -> jax.Array:
     """Fits additive codebooks to data: beam-fitted residual k-means (:func:`vqjax.fit_rvq`), then ``iters`` rounds
     of (encode, least squares).
@@ -177,7 +177,7 @@ def fit_aq(key: jax.Array, x: jax.Array, num_codebooks: int, num_codes: int, *, 
     Args:
       key: PRNG key; x: ``[N, D]`` data; num_codebooks: M; num_codes: K.
       iters: alternating rounds; beam_width, icm_iters: the encoder used in each round.
-      kmeans_iters: Lloyd iterations of the residual k-means start.
+      kmeans_iters: Lloyd iterations per dimension step of the residual k-means start (:func:`vqjax.fit_rvq`).
       ridge: relative ridge of the least-squares step (> 0).
       chunk_size: codes per search step; progress: tqdm bar over rounds.
 

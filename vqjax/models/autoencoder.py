@@ -1,0 +1,122 @@
+"""Convolutional image tokenizers: encoder, quantizer, decoder (VQ-VAE, van den Oord et al. 2017; the VQGAN
+autoencoder of Esser et al. 2021 with its GroupNorm/swish residual blocks).
+
+The encoder maps ``[B, H, W, C]`` images in ``[0, 1]`` to ``[B, H / 2^s, W / 2^s, latent_dim]`` with ``s =
+len(channel_mult) - 1`` stride-2 downsamplings; any :mod:`vqjax.nn` quantizer turns each latent vector into tokens;
+the decoder mirrors the encoder (nearest-neighbour upsampling then a convolution).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vqjax.quantizers.base import Quantized
+
+__all__ = ["ResBlock", "Encoder", "Decoder", "ImageTokenizer", "group_count"]
+
+
+def group_count(channels: int, max_groups: int = 32) -> int:
+    """The largest divisor of ``channels`` that is at most ``max_groups`` (GroupNorm groups)."""
+    return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm, swish, 3x3 conv, twice, plus a (1x1-projected when the width changes) skip connection."""
+
+    channels: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.swish(nn.GroupNorm(group_count(x.shape[-1]), dtype=self.dtype)(x))
+        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(h)
+        h = nn.swish(nn.GroupNorm(group_count(self.channels), dtype=self.dtype)(h))
+        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(h)
+        if x.shape[-1] != self.channels:
+            x = nn.Conv(self.channels, (1, 1), dtype=self.dtype)(x)
+        return x + h
+
+
+class Encoder(nn.Module):
+    """Images ``[B, H, W, C]`` -> latents ``[B, H / 2^s, W / 2^s, latent_dim]``, ``s = len(channel_mult) - 1``.
+
+    Attributes:
+      channels: base width; level ``i`` has ``channels * channel_mult[i]``.
+      channel_mult: width multipliers per resolution level.
+      num_res_blocks: residual blocks per level.
+      latent_dim: output channels (the quantizer's ``dim``).
+    """
+
+    channels: int
+    channel_mult: Sequence[int]
+    num_res_blocks: int
+    latent_dim: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(x.astype(self.dtype) * 2.0 - 1.0)
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(self.num_res_blocks):
+                h = ResBlock(self.channels * mult, self.dtype)(h)
+            if level < len(self.channel_mult) - 1:
+                h = nn.Conv(self.channels * mult, (4, 4), strides=(2, 2), dtype=self.dtype)(h)
+        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype)(h))
+        return nn.Conv(self.latent_dim, (1, 1), dtype=jnp.float32)(h)
+
+
+class Decoder(nn.Module):
+    """Latents ``[B, h, w, D]`` -> images ``[B, h 2^s, w 2^s, out_channels]`` (values near ``[0, 1]``)."""
+
+    channels: int
+    channel_mult: Sequence[int]
+    num_res_blocks: int
+    out_channels: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        mults = tuple(self.channel_mult)[::-1]
+        h = nn.Conv(self.channels * mults[0], (3, 3), dtype=self.dtype)(z.astype(self.dtype))
+        for level, mult in enumerate(mults):
+            for _ in range(self.num_res_blocks):
+                h = ResBlock(self.channels * mult, self.dtype)(h)
+            if level < len(mults) - 1:
+                b, hh, ww, c = h.shape
+                h = jax.image.resize(h, (b, hh * 2, ww * 2, c), "nearest")
+                h = nn.Conv(self.channels * mults[level + 1], (3, 3), dtype=self.dtype)(h)
+        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype)(h))
+        self.sow("intermediates", "pre_out", h)          # the VQGAN adaptive weight differentiates conv_out
+        out = nn.Conv(self.out_channels, (3, 3), dtype=jnp.float32, name="conv_out")(h)
+        return (out + 1.0) * 0.5
+
+
+class ImageTokenizer(nn.Module):
+    """Encoder -> quantizer -> decoder.
+
+    ``__call__(x, train)`` returns ``(reconstruction, Quantized)``; ``encode(x)`` returns the int32 codes
+    (``[B, h, w]``, or ``[B, h, w, L]`` for multi-codebook quantizers) and ``decode(codes)`` the images.
+
+    Attributes:
+      encoder, decoder: the convolutional halves.
+      quantizer: any :mod:`vqjax.nn` quantizer whose ``dim`` is the encoder's ``latent_dim``.
+    """
+
+    encoder: Encoder
+    quantizer: nn.Module
+    decoder: Decoder
+
+    def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, Quantized]:
+        q = self.quantizer(self.encoder(x), train=train)
+        return self.decoder(q.values), q
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        return self.quantizer.encode(self.encoder(x))
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        return self.decoder(self.quantizer.decode(codes))
+

@@ -1,0 +1,76 @@
+"""The in-repo default feature network for the perceptual loss: a :class:`vqjax.models.FeatureNet` classifier
+trained on the run's own labelled training data (digit classes for MNIST, the source photo for photo crops), so
+nothing is downloaded. Deterministic given the seed; saved in the workdir and reused on resume."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vqjax.data import pipeline
+from vqjax.models.perceptual import FeatureNet
+
+__all__ = ["train_feature_net", "load_or_train_feature_net"]
+
+
+def train_feature_net(source: Sequence[dict[str, Any]], *, num_classes: int, steps: int, batch_size: int = 64,
+                      seed: int = 0, learning_rate: float = 3e-3) -> tuple[FeatureNet, Any, float]:
+    """Trains a :class:`FeatureNet` to classify ``source``'s ``label``; returns ``(net, params, train accuracy of
+    the last 10 batches)``."""
+    net = FeatureNet(num_classes)
+    shape = pipeline.image_shape(source)
+    params = net.init(jax.random.key(seed), jnp.zeros((1,) + shape))
+    tx = optax.adam(learning_rate)
+    opt = tx.init(params)
+    labels = np.asarray([int(source[i]["label"]) for i in range(len(source))])
+    images = pipeline.train_batches(source, batch_size=batch_size, seed=seed + 1)
+    label_batches = _label_batches(labels, batch_size, seed + 1, len(source))
+
+    @jax.jit
+    def step(params, opt, x, y):
+        def loss_fn(p):
+            logits = net.apply(p, x)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), jnp.mean(
+                jnp.argmax(logits, -1) == y)
+
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt, acc
+
+    accs = []
+    for _ in range(steps):
+        params, opt, acc = step(params, opt, next(images)["image"], next(label_batches))
+        accs.append(acc)
+    return net, params, float(np.mean(accs[-10:])) if accs else 0.0
+
+
+def _label_batches(labels, batch_size, seed, n):
+    """The labels in the order :func:`vqjax.data.pipeline.train_batches` reads their images."""
+    import grain
+
+    ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(None).batch(batch_size, drop_remainder=True)
+    step = 0
+    while True:
+        yield labels[np.asarray(ds[step])]
+        step += 1
+
+
+def load_or_train_feature_net(workdir: str, source, *, num_classes: int, steps: int, seed: int):
+    """The feature network of a run: loaded from ``workdir/feature_net.msgpack``, or trained and saved there."""
+    path = os.path.join(workdir, "feature_net.msgpack")
+    net = FeatureNet(num_classes)
+    template = net.init(jax.random.key(seed), jnp.zeros((1,) + pipeline.image_shape(source)))
+    if os.path.exists(path):
+        with open(path, "rb") as fh:
+            return net, flax.serialization.from_bytes(template, fh.read())
+    net, params, _ = train_feature_net(source, num_classes=num_classes, steps=steps, seed=seed)
+    with open(path + ".tmp", "wb") as fh:
+        fh.write(flax.serialization.to_bytes(params))
+    os.replace(path + ".tmp", path)
+    return net, params

@@ -1,0 +1,122 @@
+"""What a training run leaves for a person: TensorBoard event files, ``metrics.jsonl`` and PNG figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Mapping
+
+import numpy as np
+
+__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_curves"]
+
+
+class MetricWriter:
+    """Writes scalars to TensorBoard event files (tensorboardX, no TensorFlow) and to ``metrics.jsonl``.
+
+    Each jsonl line is ``{"step": s, "split": "train" | "eval", name: value, ...}``. On resume from step ``s``,
+    lines written after ``s`` by the killed run are dropped first, so the file reads like one uninterrupted run.
+    """
+
+    def __init__(self, workdir: str, resume_step: int = 0):
+        from tensorboardX import SummaryWriter
+
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path):
+            kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
+            with open(self.path, "w") as fh:
+                fh.writelines(json.dumps(r) + "\n" for r in kept)
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+
+    def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
+        row = {"step": int(step), "split": split, **{k: float(v) for k, v in scalars.items()}}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        for name, value in scalars.items():
+            self.tb.add_scalar(f"{split}/{name}", float(value), int(step))
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+    """The rows of ``workdir/metrics.jsonl`` (empty when absent)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _grid(images: np.ndarray, cols: int) -> np.ndarray:
+    n, h, w, c = images.shape
+    rows = -(-n // cols)
+    out = np.ones((rows * (h + 2), cols * (w + 2), c), np.float32)
+    for i, img in enumerate(images):
+        r, k = divmod(i, cols)
+        out[r * (h + 2) + 1:r * (h + 2) + 1 + h, k * (w + 2) + 1:k * (w + 2) + 1 + w] = img
+    return out
+
+
+def save_reconstructions(path: str, originals: np.ndarray, reconstructions: np.ndarray, title: str = "") -> str:
+    """A PNG with a row of originals above a row of their reconstructions (``[N, H, W, C]`` in ``[0, 1]``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(originals), 16)
+    orig = _grid(np.clip(originals[:n], 0, 1), n)
+    rec = _grid(np.clip(reconstructions[:n], 0, 1), n)
+    fig, axes = plt.subplots(2, 1, figsize=(max(n * 0.7, 4), 2.0))
+    for ax, img, label in ((axes[0], orig, "original"), (axes[1], rec, "reconstruction")):
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        ax.set_ylabel(label, fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_curves(workdir: str) -> dict[str, str]:
+    """``loss_curves.png`` (train losses) and ``codebook_usage.png`` (eval usage and perplexity over steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(workdir)
+    train = [r for r in rows if r["split"] == "train"]
+    evals = [r for r in rows if r["split"] == "eval"]
+    paths = {}
+    if train:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for name in ("loss", "recon_loss", "quantizer_loss", "gen_loss", "disc_loss"):
+            pts = [(r["step"], r[name]) for r in train if name in r]
+            if pts:
+                ax.plot(*zip(*pts), label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        paths["loss_curves"] = os.path.join(workdir, "loss_curves.png")
+        fig.savefig(paths["loss_curves"], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    if evals:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        steps = [r["step"] for r in evals]
+        ax.plot(steps, [100 * r["usage"] for r in evals], "o-", label="usage %")
+        ax.set_ylim(0, 105)
+        ax.set_xlabel("step")
+        ax.set_ylabel("codebook usage (%)")
+        ax2 = ax.twinx()
+        ax2.plot(steps, [r["perplexity"] for r in evals], "s--", color="tab:orange", label="perplexity")
+        ax2.set_ylabel("perplexity")
+        fig.legend(fontsize=7, loc="lower right")
+        paths["codebook_usage"] = os.path.join(workdir, "codebook_usage.png")
+        fig.savefig(paths["codebook_usage"], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    return paths

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo test bench clean
+.PHONY: demo demo-remedies test bench clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,12 @@ $(VENV)/.installed-%: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(PIP) install -e ".[$*]"
 	touch $@
 
+# The main job: train the default MNIST tokenizer (rerunning resumes, or only evaluates a finished run).
 demo: $(VENV)/.installed-data
+	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
+
+# The codebook-collapse remedies side by side on photo patches (no tokenizer model).
+demo-remedies: $(VENV)/.installed-data
 	$(PY) -m vqjax.demo --out runs/demo
 
 test: $(VENV)/.installed-test $(VENV)/.installed-data

@@ -1,4 +1,4 @@
-"""``make demo``: fit VQ codebooks on real photo patches, plain VQ next to VQ with each collapse remedy.
+"""``make demo-remedies``: fit VQ codebooks on real photo patches, plain VQ next to VQ with each collapse remedy.
 
 Data: 8x8 grey patches of scikit-image's bundled photos, per-patch mean removed, scaled to unit variance.
 Each variant trains a :class:`vqjax.nn.VectorQuantizer` directly on the patches (loss: reconstruction MSE plus

@@ -9,6 +9,7 @@ Running it again on the same workdir resumes from the latest checkpoint. ``--dis
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -23,7 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if not FLAGS.is_parsed() or FLAGS["verbosity"].using_default_value:
+    if not any(a.split("=")[0] in ("--verbosity", "-v", "--v") for a in sys.argv[1:]):
         logging.set_verbosity(logging.WARNING)        # orbax logs every checkpoint step at INFO
     import jax
 

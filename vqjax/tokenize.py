@@ -43,13 +43,12 @@ def tokenize_split(workdir: str, split: str, out: str, *, dataset: str | None = 
     for batch in tqdm(pipeline.eval_batches(source, batch_size=batch_size), desc="tokenize", unit="batch"):
         keep = batch["mask"] > 0
         codes.append(np.asarray(tok.encode(batch["image"]))[keep])
-    for i in range(len(source)):
-        if "label" in source[i]:
-            labels.append(int(source[i]["label"]))
+        if "label" in batch:
+            labels.append(batch["label"][keep])
     arrays = {"codes": np.concatenate(codes).astype(np.int32), "vocab_size": np.int64(tok.vocab_size),
               "codes_shape": np.asarray(tok.codes_shape, np.int64)}
-    if len(labels) == len(source):
-        arrays["labels"] = np.asarray(labels, np.int64)
+    if labels:
+        arrays["labels"] = np.concatenate(labels)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     np.savez(out, **arrays)
     return {"out": out, "num": int(arrays["codes"].shape[0]), "codes_shape": list(tok.codes_shape),

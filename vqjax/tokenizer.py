@@ -27,7 +27,8 @@ class Tokenizer:
 
     Attributes:
       model: the :class:`vqjax.models.ImageTokenizer`.
-      variables: ``{'params', 'vq_stats'}`` from the latest checkpoint.
+      variables: ``{'params', 'vq_stats'}`` from the latest checkpoint (the EMA parameters when the run kept an
+        EMA of the generator weights, as its evaluation did).
       image_shape: ``(H, W, C)`` of the training images.
       codes_shape: token array shape of one image (``(h, w)`` or ``(h, w, L)``).
       vocab_size: distinct values of one token.
@@ -61,7 +62,10 @@ class Tokenizer:
             if step is None:
                 raise FileNotFoundError(f"Tokenizer.load: {workdir!r} has no checkpoint yet")
             restored = mgr.restore(step, args=ocp.args.StandardRestore())
-        params, vq_stats = _field(restored, "params", 1), _field(restored, "vq_stats", 2)
+        # A run with an EMA of the generator weights evaluates, and so tokenizes, with the EMA.
+        use_ema = float(config.get("ema_decay", 0.0)) > 0
+        params = _field(restored, "ema_params", 5) if use_ema else _field(restored, "params", 1)
+        vq_stats = _field(restored, "vq_stats", 2)
         model = build_model(config, info["image_shape"][-1])
         return cls(model, {"params": params, "vq_stats": vq_stats}, tuple(info["image_shape"]),
                    tuple(info["codes_shape"]), int(info["vocab_size"]), int(step))

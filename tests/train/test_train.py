@@ -77,8 +77,8 @@ def test_resume_ends_like_an_uninterrupted_run(tiny_config, tmp_path):
 
 def test_kill_9_then_rerun_gives_the_same_final_metrics(tiny_config, tmp_path):
     args = [sys.executable, "-m", "vqjax.main", "--config=experiments/mnist_vq.py:runlocal",
-            f"--config.data_dir={tiny_config.data_dir}", "--config.num_train_steps=300",
-            "--config.checkpoint_every_steps=10", "--config.eval_every_steps=300", "--config.log_every_steps=50"]
+            f"--config.data_dir={tiny_config.data_dir}", "--config.num_train_steps=150",
+            "--config.checkpoint_every_steps=25", "--config.eval_every_steps=150", "--config.log_every_steps=25"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     killed = tmp_path / "killed"
     proc = subprocess.Popen(args + [f"--workdir={killed}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
@@ -86,7 +86,7 @@ def test_kill_9_then_rerun_gives_the_same_final_metrics(tiny_config, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         ckpts = killed / "checkpoints"
-        if ckpts.exists() and any(p.isdigit() and int(p) >= 20 for p in os.listdir(ckpts)):
+        if ckpts.exists() and any(p.isdigit() and int(p) >= 25 for p in os.listdir(ckpts)):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
@@ -165,3 +165,41 @@ def test_unwritable_workdir_is_refused(tiny_config, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="not writable"):
         train_and_evaluate(tiny_config, str(blocker / "run"), progress=False)
+
+
+def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_config, tmp_path):
+    """Discriminator (hinge, adaptive weight, start step, LeCAM, R1), perceptual loss and generator EMA together:
+    the run trains, its state (discriminator, LeCAM EMAs, EMA weights) resumes exactly, and the tokenizer uses
+    the EMA weights the evaluation used."""
+    import shutil
+
+    import vqjax
+
+    c = tiny_config.copy_and_resolve_references()
+    c.gan.weight, c.gan.start_step, c.gan.lecam_weight, c.gan.r1_gamma = 0.1, 8, 0.01, 1.0
+    c.perceptual_weight, c.feature_net_steps = 0.1, 10
+    c.ema_decay = 0.9
+    workdir = str(tmp_path)
+    whole = train_and_evaluate(c, workdir, progress=False)
+    rows = [r for r in reports.read_metrics(workdir) if r["split"] == "train"]
+    assert all(np.isfinite(r[k]) for r in rows for k in ("disc_loss", "gen_loss", "adaptive_weight"))
+    assert rows[0]["disc_loss"] == 0.0 and rows[-1]["disc_loss"] > 0       # off before gan.start_step
+    assert os.path.getsize(tmp_path / "feature_net.msgpack") > 0
+    shutil.rmtree(tmp_path / "checkpoints" / "20")
+    assert train_and_evaluate(c, workdir, progress=False) == whole
+
+    tok = vqjax.Tokenizer.load(workdir)
+    from vqjax.data import pipeline
+    from vqjax.train.loop import _eval_step
+
+    images = next(pipeline.eval_batches(pipeline.get_source("vqjax_mnist", "test", c.data_dir), batch_size=8))
+    _, codes, _ = _eval_step(tok.model, tok.variables["params"], tok.variables["vq_stats"], images["image"],
+                             images["mask"])
+    np.testing.assert_array_equal(tok.encode(images["image"]), codes)
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mgr:
+        raw = mgr.restore(mgr.latest_step(), args=ocp.args.StandardRestore())
+    same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert same(tok.variables["params"], raw["ema_params"])
+    assert not same(tok.variables["params"], raw["params"])

@@ -107,8 +107,9 @@ def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: in
 
 def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, max_examples: int | None = None,
                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
-    """One pass over the source in order: ``{'image', 'mask'}`` batches of a fixed size; the last one is padded
-    (repeating its final example) and ``mask`` (float32 ``[B]``) is 0 on the padding."""
+    """One pass over the source in order: ``{'image', 'mask'}`` batches of a fixed size (with ``'label'`` when the
+    source has labels); the last one is padded (repeating its final example) and ``mask`` (float32 ``[B]``) is 0
+    on the padding."""
     if batch_size % process_count:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
     total = len(source) if max_examples is None else min(len(source), max_examples)
@@ -118,5 +119,8 @@ def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, max_examp
         mask = np.ones(per, np.float32)
         mask[idx.size:] = 0.0
         idx = np.concatenate([idx, np.full(per - idx.size, idx[-1] if idx.size else total - 1)])
-        images = np.stack([_to_float(source[int(i)])["image"] for i in idx])
-        yield {"image": images, "mask": mask}
+        records = [source[int(i)] for i in idx]
+        batch = {"image": np.stack([_to_float(r)["image"] for r in records]), "mask": mask}
+        if "label" in records[0]:
+            batch["label"] = np.asarray([r["label"] for r in records], np.int64)
+        yield batch

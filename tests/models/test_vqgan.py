@@ -1,0 +1,97 @@
+"""VQGAN parts: loss formulas, the adaptive weight at the decoder's last layer, LeCAM, R1, the perceptual loss."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax.models import Decoder, Encoder, ImageTokenizer, make_quantizer
+from vqjax.models.perceptual import FeatureNet, perceptual_distance
+from vqjax.models.vqgan import (PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss, lecam_loss,
+                                r1_penalty)
+from vqjax.train.loop import _conv_out
+
+REAL = jnp.array([2.0, 0.5, -1.0, 0.0])
+FAKE = jnp.array([-2.0, 0.5, 1.5, -0.25])
+
+
+def _softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def test_discriminator_and_generator_losses_match_their_formulas():
+    r, f = np.asarray(REAL), np.asarray(FAKE)
+    hinge = 0.5 * (np.mean(np.maximum(0, 1 - r)) + np.mean(np.maximum(0, 1 + f)))
+    ns = 0.5 * (np.mean(_softplus(-r)) + np.mean(_softplus(f)))
+    np.testing.assert_allclose(discriminator_loss(REAL, FAKE, "hinge"), hinge, rtol=1e-6)
+    np.testing.assert_allclose(discriminator_loss(REAL, FAKE, "non_saturating"), ns, rtol=1e-6)
+    np.testing.assert_allclose(generator_loss(FAKE, "hinge"), -np.mean(f), rtol=1e-6)
+    np.testing.assert_allclose(generator_loss(FAKE, "non_saturating"), np.mean(_softplus(-f)), rtol=1e-6)
+    for fn, args in ((discriminator_loss, (REAL, FAKE)), (generator_loss, (FAKE,))):
+        with pytest.raises(ValueError, match="kind must be one of"):
+            fn(*args, "wasserstein")
+
+
+def test_adaptive_weight_is_the_clipped_norm_ratio_without_gradient():
+    a, b = jnp.full((3, 3), 2.0), jnp.full((3, 3), 0.5)
+    np.testing.assert_allclose(adaptive_weight(a, b), 6.0 / (1.5 + 1e-4), rtol=1e-6)
+    assert float(adaptive_weight(a, jnp.zeros((3, 3)))) == 1e4                # clipped
+    assert float(jax.grad(lambda s: adaptive_weight(s * a, b))(1.0)) == 0.0
+
+
+def test_lecam_matches_its_formula():
+    ema_real, ema_fake = 0.3, -0.2
+    r, f = np.asarray(REAL), np.asarray(FAKE)
+    want = np.mean(np.maximum(0, r - ema_fake) ** 2) + np.mean(np.maximum(0, ema_real - f) ** 2)
+    np.testing.assert_allclose(lecam_loss(REAL, FAKE, ema_real, ema_fake), want, rtol=1e-6)
+
+
+def test_r1_of_a_linear_critic_is_its_squared_weight_norm():
+    w = jax.random.normal(jax.random.key(0), (4, 4, 3))
+    x = jax.random.normal(jax.random.key(1), (5, 4, 4, 3))
+    critic = lambda x: jnp.einsum("bhwc,hwc->b", x, w)[:, None]
+    np.testing.assert_allclose(r1_penalty(critic, x), jnp.sum(w * w), rtol=1e-5)
+    quad = lambda x: jnp.sum(x * x, axis=(1, 2, 3))                           # gradient 2x
+    np.testing.assert_allclose(r1_penalty(quad, x), jnp.mean(jnp.sum((2 * x) ** 2, axis=(1, 2, 3))), rtol=1e-5)
+
+
+def test_patch_discriminator_scores_patches():
+    disc = PatchDiscriminator(8, 2)
+    x = jnp.zeros((2, 32, 32, 3))
+    logits, _ = disc.init_with_output(jax.random.key(0), x)
+    assert logits.shape == (2, 8, 8, 1)
+
+
+def test_adaptive_weight_gradients_through_the_last_layer_equal_the_direct_gradients():
+    """The train step differentiates the losses with respect to the decoder's last kernel through ``_conv_out`` on
+    the sown pre-activation; that must equal differentiating the whole model."""
+    model = ImageTokenizer(Encoder(8, (1, 2), 1, 4), make_quantizer("vq", 4, dict(codebook_size=16)),
+                           Decoder(8, (1, 2), 1, 3))
+    x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
+    variables = model.init({"params": jax.random.key(1), "vq": jax.random.key(2)}, x)
+    nll = lambda r: jnp.mean((r - x) ** 2) + jnp.mean(jnp.sin(3 * r))
+
+    def run(params):
+        (recon, _), upd = model.apply({**variables, "params": params}, x, mutable=["intermediates"])
+        return recon, upd["intermediates"]["decoder"]["pre_out"][0]
+
+    recon, h = run(variables["params"])
+    last = variables["params"]["decoder"]["conv_out"]
+    np.testing.assert_allclose(_conv_out(h, last["kernel"], last["bias"]), recon, atol=1e-6)
+    _, vjp = jax.vjp(lambda k: _conv_out(h, k, last["bias"]), last["kernel"])
+    via_vjp = vjp(jax.grad(nll)(recon))[0]
+    direct = jax.grad(lambda p: nll(run(p)[0]))(variables["params"])["decoder"]["conv_out"]["kernel"]
+    np.testing.assert_allclose(via_vjp, direct, rtol=1e-4, atol=1e-7)
+
+
+def test_perceptual_distance_is_zero_on_equal_images_and_grows_with_noise():
+    net = FeatureNet(3, (8, 16))
+    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+    params = net.init(jax.random.key(1), x)
+    features = lambda im: net.apply(params, im, method="features")
+    assert float(perceptual_distance(features, x, x)) == 0.0
+    noise = jax.random.normal(jax.random.key(2), x.shape)
+    small, large = (float(perceptual_distance(features, x, x + s * noise)) for s in (0.05, 0.5))
+    assert 0 < small < large
+    g = jax.grad(lambda y: perceptual_distance(features, y, x))(x + 0.1 * noise)
+    assert np.all(np.isfinite(g)) and float(jnp.abs(g).max()) > 0

@@ -5,17 +5,21 @@ import jax.numpy as jnp
 import pytest
 from experiments_loader import experiment_names, load_experiment
 
-from vqjax.train.config import build_model, check_config, check_image_shape
+from vqjax.train.config import build_model, check_config, check_image_shape, check_link_config
 
 
 def test_experiments_exist():
-    assert {"mnist_vq", "mnist_fsq", "mnist_lfq", "mnist_vq_collapse", "photos_vqgan"} <= set(experiment_names())
+    assert {"mnist_vq", "mnist_fsq", "mnist_lfq", "mnist_vq_collapse", "photos_vqgan", "umls_nodepiece",
+            "umls_embedding"} <= set(experiment_names())
 
 
 @pytest.mark.parametrize("name", experiment_names())
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_experiment_is_valid(name, arg):
     c = load_experiment(name, arg)
+    if c.get("task") == "link_prediction":
+        _check_link_experiment(c, arg)
+        return
     check_config(c)
     shape = (28, 28, 1) if c.dataset == "vqjax_mnist" else (32, 32, 3)
     check_image_shape(c, shape)
@@ -33,3 +37,20 @@ def test_experiment_is_valid(name, arg):
 def test_experiment_refuses_unknown_argument():
     with pytest.raises(ValueError, match="runlocal"):
         load_experiment("mnist_vq", "huge")
+
+
+def _check_link_experiment(c, arg):
+    from vqjax.graph.models import LinkPredictor
+
+    check_link_config(c)
+    model = LinkPredictor(50, 4, c.dim, c.scorer, c.encoder, vocab_size=60, num_layers=c.num_layers,
+                          num_heads=c.num_heads, max_distance=c.max_distance, gamma=c.gamma)
+    k = c.nodepiece.anchors_per_node
+    tokens = jnp.zeros((50, k + c.nodepiece.relations_per_node), jnp.int32)
+    dist = jnp.zeros((50, k), jnp.int32)
+    ids = jnp.zeros((3,), jnp.int32)
+    scores = jax.eval_shape(lambda key: model.init_with_output(key, ids, ids, ids, tokens, dist)[0],
+                            jax.random.key(0))
+    assert scores.shape == (3,)
+    if arg == "runlocal":
+        assert c.num_train_steps <= 50

@@ -30,6 +30,13 @@ def main(argv):
 
     if FLAGS.distributed:
         jax.distributed.initialize()
+    if FLAGS.config.get("task") == "link_prediction":
+        from vqjax.train.links import train_and_evaluate_links
+
+        result = train_and_evaluate_links(FLAGS.config, FLAGS.workdir)
+        if jax.process_index() == 0:
+            print(link_report(result, FLAGS.workdir))
+        return
     from vqjax.train import train_and_evaluate
 
     result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
@@ -50,6 +57,21 @@ def report(result: dict, workdir: str) -> str:
         lines.append(f"figure: {os.path.join(workdir, name)}")
     lines += [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
               f"tokenizer: vqjax.Tokenizer.load({workdir!r})", "", json.dumps(result)]
+    return "\n".join(lines)
+
+
+def link_report(result: dict, workdir: str) -> str:
+    """The filtered test metrics of a link-prediction run as a table, and where its figures are."""
+    import os
+
+    workdir = os.path.abspath(workdir)
+    rows = [("step", f"{result['step']}"), ("MRR", f"{result['mrr']:.4f}"), ("Hits@1", f"{result['hits@1']:.4f}"),
+            ("Hits@3", f"{result['hits@3']:.4f}"), ("Hits@10", f"{result['hits@10']:.4f}"),
+            ("mean rank", f"{result['mean_rank']:.1f}"), ("parameters", f"{result['num_params']:,}")]
+    lines = ["", "| filtered test metric | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
+    for name in ("loss_curves.png", "ranking_metrics.png"):
+        lines.append(f"figure: {os.path.join(workdir, name)}")
+    lines += [f"metrics: {os.path.join(workdir, 'metrics.jsonl')}", "", json.dumps(result)]
     return "\n".join(lines)
 
 

@@ -13,7 +13,8 @@ from vqjax.data import pipeline
 from vqjax.models import Decoder, Encoder, ImageTokenizer, make_quantizer
 from vqjax.models.vqgan import GAN_LOSSES
 
-__all__ = ["base_config", "runlocal", "parse_arg", "check_config", "build_model", "default_data_dir"]
+__all__ = ["base_config", "link_config", "optimizer_config", "runlocal", "parse_arg", "check_config",
+           "check_link_config", "build_model", "default_data_dir"]
 
 LOSSES = ("l2", "l1")
 
@@ -49,8 +50,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.quantizer = "vq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(codebook_size=1024))
 
-    c.optimizer = ml_collections.ConfigDict(dict(learning_rate=1e-3, warmup_steps=100, end_learning_rate_factor=0.1,
-                                                 b1=0.9, b2=0.99, weight_decay=0.0, grad_clip=1.0))
+    c.optimizer = optimizer_config()
     c.recon_loss = "l2"
     # Perceptual loss on the features of a classifier trained in-repo on the run's labels (0 disables).
     c.perceptual_weight = 0.0
@@ -60,6 +60,43 @@ def base_config() -> ml_collections.ConfigDict:
     c.gan = ml_collections.ConfigDict(dict(weight=0.0, loss="hinge", start_step=0, channels=32, num_layers=2,
                                            adaptive=True, lecam_weight=0.0, lecam_decay=0.99, r1_gamma=0.0))
     c.ema_decay = 0.0          # EMA of the generator weights, used for evaluation and the tokenizer (0 disables)
+    return c
+
+
+def optimizer_config(learning_rate: float = 1e-3) -> ml_collections.ConfigDict:
+    """AdamW on a warmup-cosine schedule with global-norm clipping (:func:`vqjax.train.make_optimizer`)."""
+    return ml_collections.ConfigDict(dict(learning_rate=learning_rate, warmup_steps=100, end_learning_rate_factor=0.1,
+                                          b1=0.9, b2=0.99, weight_decay=0.0, grad_clip=1.0))
+
+
+def link_config() -> ml_collections.ConfigDict:
+    """Every field of a link-prediction experiment (``task='link_prediction'``), with defaults: RotatE on UMLS
+    with NodePiece entities (MLP encoder); ``encoder='embedding'`` is the per-node embedding baseline."""
+    c = ml_collections.ConfigDict()
+    c.task = "link_prediction"
+    c.seed = 0
+    c.dataset = "umls"
+    c.data_root = ml_collections.FieldReference(None, field_type=str)
+    c.encoder = "mlp"                 # 'mlp' | 'transformer' (NodePiece tokens) | 'embedding' (one vector per node)
+    c.scorer = "rotate"               # 'rotate' | 'distmult'
+    c.dim = 64
+    c.gamma = 12.0                    # RotatE margin
+    c.num_layers = 2                  # Transformer encoder
+    c.num_heads = 4
+    c.max_distance = 10
+    c.nodepiece = ml_collections.ConfigDict(dict(num_anchors=40, anchors_per_node=10, relations_per_node=12,
+                                                 strategy="mix"))
+    c.batch_size = 256
+    c.num_negatives = 128
+    c.adversarial_temperature = 1.0   # self-adversarial negative weights (Sun et al. 2019); 0: uniform
+    c.eval_batch_size = 256
+    c.max_eval_triples = ml_collections.FieldReference(None, field_type=int)
+    c.num_train_steps = 3000
+    c.log_every_steps = 100
+    c.eval_every_steps = 1000
+    c.checkpoint_every_steps = 500
+    c.max_to_keep = 3
+    c.optimizer = optimizer_config(3e-3)
     return c
 
 
@@ -74,7 +111,14 @@ def parse_arg(arg: str | None) -> bool:
 
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrinks a config for a laptop smoke run (big_vision's ``runlocal``): a tiny model, 20 steps, 100 eval
-    images, a 64-code codebook where the quantizer has one."""
+    images, a 64-code codebook where the quantizer has one (for link prediction: 20 steps, 16-d, 100 eval
+    triples)."""
+    if c.get("task") == "link_prediction":
+        c.dim, c.batch_size, c.num_negatives, c.eval_batch_size = 16, 64, 16, 40
+        c.max_eval_triples = 100
+        c.num_train_steps, c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 20, 5, 10, 10
+        c.optimizer.warmup_steps = 5
+        return c
     c.model.channels = 8
     c.model.latent_dim = 8
     if "codebook_size" in c.quantizer_kwargs:
@@ -129,6 +173,41 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         _positive("feature_net_steps", config.feature_net_steps)
     if config.optimizer.learning_rate <= 0:
         raise ValueError(f"config.optimizer.learning_rate must be > 0; got {config.optimizer.learning_rate}")
+
+
+def check_link_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses a bad link-prediction config with a message naming the field, before any data is read."""
+    from vqjax.data.graphs import KG_DATASETS
+    from vqjax.graph import STRATEGIES
+    from vqjax.graph.models import ENCODERS, SCORERS
+
+    if config.dataset not in KG_DATASETS:
+        raise ValueError(f"config.dataset must be one of {KG_DATASETS}; got {config.dataset!r}")
+    if config.encoder not in ENCODERS:
+        raise ValueError(f"config.encoder must be one of {ENCODERS}; got {config.encoder!r}")
+    if config.scorer not in SCORERS:
+        raise ValueError(f"config.scorer must be one of {SCORERS}; got {config.scorer!r}")
+    for name in ("dim", "batch_size", "num_negatives", "eval_batch_size", "num_train_steps", "log_every_steps",
+                 "eval_every_steps", "checkpoint_every_steps", "max_to_keep", "num_layers", "num_heads",
+                 "max_distance"):
+        _positive(name, config[name])
+    if config.scorer == "rotate" and config.dim % 2:
+        raise ValueError(f"config.dim must be even for scorer='rotate' (complex embeddings); got {config.dim}")
+    if config.encoder == "transformer" and config.dim % config.num_heads:
+        raise ValueError(f"config.dim ({config.dim}) must be divisible by config.num_heads ({config.num_heads})")
+    n = config.nodepiece
+    for name in ("num_anchors", "anchors_per_node"):
+        _positive(f"nodepiece.{name}", n[name])
+    if n.anchors_per_node > n.num_anchors:
+        raise ValueError(f"config.nodepiece.anchors_per_node ({n.anchors_per_node}) must be <= "
+                         f"config.nodepiece.num_anchors ({n.num_anchors})")
+    if not isinstance(n.relations_per_node, int) or n.relations_per_node < 0:
+        raise ValueError(f"config.nodepiece.relations_per_node must be an int >= 0; got {n.relations_per_node!r}")
+    if n.strategy not in STRATEGIES:
+        raise ValueError(f"config.nodepiece.strategy must be one of {STRATEGIES}; got {n.strategy!r}")
+    if config.adversarial_temperature < 0 or config.optimizer.learning_rate <= 0:
+        raise ValueError(f"config.adversarial_temperature must be >= 0 and config.optimizer.learning_rate > 0; "
+                         f"got {config.adversarial_temperature} and {config.optimizer.learning_rate}")
 
 
 def check_image_shape(config: ml_collections.ConfigDict, shape: tuple[int, int, int]) -> None:

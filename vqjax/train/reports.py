@@ -83,7 +83,8 @@ def save_reconstructions(path: str, originals: np.ndarray, reconstructions: np.n
 
 
 def save_curves(workdir: str) -> dict[str, str]:
-    """``loss_curves.png`` (train losses) and ``codebook_usage.png`` (eval usage and perplexity over steps)."""
+    """``loss_curves.png`` (train losses), ``codebook_usage.png`` (eval usage and perplexity over steps) for
+    tokenizers, ``ranking_metrics.png`` (MRR, Hits@1/10 over steps) for link prediction."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,18 +106,31 @@ def save_curves(workdir: str) -> dict[str, str]:
         paths["loss_curves"] = os.path.join(workdir, "loss_curves.png")
         fig.savefig(paths["loss_curves"], dpi=120, bbox_inches="tight")
         plt.close(fig)
-    if evals:
+    usage = [r for r in evals if "usage" in r]
+    if usage:
         fig, ax = plt.subplots(figsize=(5, 3))
-        steps = [r["step"] for r in evals]
-        ax.plot(steps, [100 * r["usage"] for r in evals], "o-", label="usage %")
+        steps = [r["step"] for r in usage]
+        ax.plot(steps, [100 * r["usage"] for r in usage], "o-", label="usage %")
         ax.set_ylim(0, 105)
         ax.set_xlabel("step")
         ax.set_ylabel("codebook usage (%)")
         ax2 = ax.twinx()
-        ax2.plot(steps, [r["perplexity"] for r in evals], "s--", color="tab:orange", label="perplexity")
+        ax2.plot(steps, [r["perplexity"] for r in usage], "s--", color="tab:orange", label="perplexity")
         ax2.set_ylabel("perplexity")
         fig.legend(fontsize=7, loc="lower right")
         paths["codebook_usage"] = os.path.join(workdir, "codebook_usage.png")
         fig.savefig(paths["codebook_usage"], dpi=120, bbox_inches="tight")
+        plt.close(fig)
+    ranked = [r for r in evals if "mrr" in r]
+    if ranked:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        steps = [r["step"] for r in ranked]
+        for name in ("mrr", "hits@1", "hits@10"):
+            ax.plot(steps, [r[name] for r in ranked], "o-", label=f"{name} (valid)")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        paths["ranking_metrics"] = os.path.join(workdir, "ranking_metrics.png")
+        fig.savefig(paths["ranking_metrics"], dpi=120, bbox_inches="tight")
         plt.close(fig)
     return paths

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_WORKERS ?= 2
 
-.PHONY: demo demo-remedies test bench clean
+.PHONY: demo demo-remedies test bench e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_vq.py
 	$(PY) benchmarks/bench_families.py
 	$(PY) benchmarks/bench_ptq.py
+	$(PY) benchmarks/bench_graph.py
+
+# Full-size runs whose figures the README and the issue notes quote (tens of minutes on a 2-core CPU).
+e2e: $(VENV)/.installed-data
+	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
+	$(PY) -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse
+	$(PY) -m vqjax.main --config=experiments/photos_vqgan.py --workdir=runs/photos_vqgan
+	$(PY) benchmarks/bench_link_prediction.py --root runs/link_prediction
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

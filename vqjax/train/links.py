@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import time
 from typing import Any, NamedTuple
 
 import jax
@@ -36,7 +35,7 @@ from vqjax.graph import NodePieceVocab
 from vqjax.graph.models import LinkPredictor, score_all
 from vqjax.train import evaluate, reports
 from vqjax.train.config import check_link_config
-from vqjax.train.loop import _Stop, _to_host, make_optimizer, prepare_workdir
+from vqjax.train.loop import _to_host, make_optimizer, prepare_workdir, run_steps
 
 __all__ = ["LinkState", "train_and_evaluate_links", "build_link_model", "count_params"]
 
@@ -214,57 +213,14 @@ def train_and_evaluate_links(config: ml_collections.ConfigDict, workdir: str, *,
         return result
 
     writer = reports.MetricWriter(workdir, resume_step=start) if jax.process_index() == 0 else None
-    pending: list[tuple[int, jax.Array]] = []
 
-    def check_finite():
-        for step, ok in pending:
-            if not bool(ok):
-                raise FloatingPointError(
-                    f"the loss became non-finite at step {step}; stopped without saving, so the last checkpoint "
-                    f"(step {mgr.latest_step()}) is intact. Lower config.optimizer.learning_rate.")
-        pending.clear()
+    def advance():
+        nonlocal state
+        state, metrics = train_step(state, train, tokens, distances)
+        return metrics
 
-    def save(step, force=False):
-        check_finite()
-        mgr.save(step, args=ocp.args.StandardSave(state), force=force)
-
-    bar = None
-    if progress and jax.process_index() == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    t_last, s_last = time.perf_counter(), start
-    with _Stop() as stop:
-        for step in range(start + 1, config.num_train_steps + 1):
-            state, metrics = train_step(state, train, tokens, distances)
-            if pending:               # at most two steps in flight (XLA's CPU collectives stall on deep queues)
-                pending[-1][1].block_until_ready()
-            pending.append((step, jnp.isfinite(metrics["loss"])))
-            if bar is not None:
-                bar.update(1)
-            if step % config.log_every_steps == 0 or step == config.num_train_steps:
-                check_finite()
-                now = time.perf_counter()
-                scalars = {k: float(v) for k, v in metrics.items()}
-                scalars["steps_per_s"] = (step - s_last) / max(now - t_last, 1e-9)
-                t_last, s_last = now, step
-                if writer is not None:
-                    writer.write(step, "train", scalars)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{scalars['loss']:.4f}")
-            if step % config.checkpoint_every_steps == 0:
-                save(step)
-            if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-                run_eval(step, "valid")
-            if stop.requested:
-                save(step, force=True)
-                break
-    if bar is not None:
-        bar.close()
-    end = int(state.step)
-    if end == config.num_train_steps and mgr.latest_step() != end:
-        save(end, force=True)
-    mgr.wait_until_finished()
-    mgr.close()
+    end = run_steps(advance, lambda: state, mgr, start=start, config=config, writer=writer, progress=progress,
+                    evaluate=lambda step: run_eval(step, "valid"), hint="Lower config.optimizer.learning_rate.")
     result = run_eval(end, "test")
     if writer is not None:
         writer.close()

@@ -36,7 +36,7 @@ from vqjax.train import evaluate, reports
 from vqjax.train.perceptual import load_or_train_feature_net
 from vqjax.train.config import build_model, check_config, check_image_shape, default_data_dir
 
-__all__ = ["TrainState", "train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info"]
+__all__ = ["TrainState", "train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info", "run_steps"]
 
 
 class TrainState(NamedTuple):
@@ -229,6 +229,74 @@ class _Stop:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+def run_steps(advance, current, mgr, *, start: int, config: ml_collections.ConfigDict, writer, progress: bool,
+              evaluate, hint: str) -> int:
+    """The step loop both trainers share: steps ``start + 1 .. config.num_train_steps``, then returns the last step.
+
+    ``advance()`` runs one train step (updating the caller's state) and returns its metrics (with ``'loss'``);
+    ``current()`` is the state to checkpoint. Logs train metrics with steps/s every ``config.log_every_steps``
+    (``writer`` and a tqdm bar), saves every ``config.checkpoint_every_steps`` and on SIGTERM (then stops),
+    calls ``evaluate(step)`` every ``config.eval_every_steps`` and at the end, keeps at most two steps in flight
+    (XLA's CPU collectives stall behind deep queues), and raises ``FloatingPointError`` (mentioning ``hint``) before
+    saving anything after a non-finite loss. Finishes pending saves and closes ``mgr``.
+    """
+    import orbax.checkpoint as ocp
+
+    pending: list[tuple[int, jax.Array]] = []
+
+    def check_finite():
+        for step, ok in pending:
+            if not bool(ok):
+                raise FloatingPointError(
+                    f"the loss became non-finite at step {step}; stopped without saving, so the last checkpoint "
+                    f"(step {mgr.latest_step()}) is intact. {hint}")
+        pending.clear()
+
+    def save(step, force=False):
+        check_finite()
+        mgr.save(step, args=ocp.args.StandardSave(current()), force=force)
+
+    total = config.num_train_steps
+    bar = None
+    if progress and jax.process_index() == 0:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    t_last, s_last = time.perf_counter(), start
+    with _Stop() as stop:
+        for step in range(start + 1, total + 1):
+            metrics = advance()
+            if pending:
+                pending[-1][1].block_until_ready()
+            pending.append((step, jnp.isfinite(metrics["loss"])))
+            if bar is not None:
+                bar.update(1)
+            if step % config.log_every_steps == 0 or step == total:
+                check_finite()
+                now = time.perf_counter()
+                scalars = {k: float(v) for k, v in metrics.items()}
+                scalars["steps_per_s"] = (step - s_last) / max(now - t_last, 1e-9)
+                t_last, s_last = now, step
+                if writer is not None:
+                    writer.write(step, "train", scalars)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", steps_s=f"{scalars['steps_per_s']:.1f}")
+            if step % config.checkpoint_every_steps == 0:
+                save(step)
+            if step % config.eval_every_steps == 0 or step == total:
+                evaluate(step)
+            if stop.requested:
+                save(step, force=True)
+                break
+    if bar is not None:
+        bar.close()
+    end = int(current().step)
+    if end == total and mgr.latest_step() != end:
+        save(end, force=True)
+    mgr.wait_until_finished()
+    mgr.close()
+    return end
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None, progress: bool = True
                        ) -> dict:
     """Trains the image tokenizer ``config`` describes in ``workdir`` (resuming from its latest checkpoint) and
@@ -360,56 +428,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed, start_step=start,
                                      process_index=jax.process_index(), process_count=jax.process_count(),
                                      worker_count=config.worker_count)
-    pending_finite: list[tuple[int, jax.Array]] = []
+    results = []
 
-    def check_finite():
-        for step, ok in pending_finite:
-            if not bool(ok):
-                raise FloatingPointError(
-                    f"the loss became non-finite at step {step}; stopped without saving, so the last checkpoint "
-                    f"(step {mgr.latest_step()}) is intact. Lower config.optimizer.learning_rate or check the data.")
-        pending_finite.clear()
+    def advance():
+        nonlocal state
+        state, metrics = train_step(state, global_batch(next(batches)["image"]), feature_params)
+        return metrics
 
-    def save(step, force=False):
-        check_finite()
-        mgr.save(step, args=ocp.args.StandardSave(state), force=force)
-
-    bar = None
-    if progress and jax.process_index() == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.num_train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    result = None
-    t_last, s_last = time.perf_counter(), start
-    with _Stop() as stop:
-        for step in range(start + 1, config.num_train_steps + 1):
-            state, metrics = train_step(state, global_batch(next(batches)["image"]), feature_params)
-            pending_finite.append((step, jnp.isfinite(metrics["loss"])))
-            if bar is not None:
-                bar.update(1)
-            if step % config.log_every_steps == 0 or step == config.num_train_steps:
-                check_finite()
-                now = time.perf_counter()
-                scalars = {k: float(v) for k, v in metrics.items()}
-                scalars["steps_per_s"] = (step - s_last) / max(now - t_last, 1e-9)
-                t_last, s_last = now, step
-                if writer is not None:
-                    writer.write(step, "train", scalars)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{scalars['loss']:.4f}", steps_s=f"{scalars['steps_per_s']:.1f}")
-            if step % config.checkpoint_every_steps == 0:
-                save(step)
-            if step % config.eval_every_steps == 0 or step == config.num_train_steps:
-                result = run_eval(step)
-            if stop.requested:
-                save(step, force=True)
-                break
-    if bar is not None:
-        bar.close()
-    end = int(state.step)
-    if end == config.num_train_steps and mgr.latest_step() != end:
-        save(end, force=True)
-    mgr.wait_until_finished()
-    mgr.close()
+    end = run_steps(advance, lambda: state, mgr, start=start, config=config, writer=writer, progress=progress,
+                    evaluate=lambda step: results.append(run_eval(step)),
+                    hint="Lower config.optimizer.learning_rate or check the data.")
+    result = results[-1] if results else None
     if result is None:
         result = run_eval(end)
     if writer is not None:

@@ -19,7 +19,6 @@ end. The same machinery as the image tokenizers: a mesh with the batch split alo
 from __future__ import annotations
 
 import functools
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -35,7 +34,8 @@ from vqjax.graph import NodePieceVocab
 from vqjax.graph.models import LinkPredictor, score_all
 from vqjax.train import evaluate, reports
 from vqjax.train.config import check_link_config
-from vqjax.train.loop import _to_host, make_optimizer, prepare_workdir, run_steps
+from vqjax.train.loop import (_to_host, make_optimizer, open_checkpoints, prepare_workdir, run_steps,
+                              write_run_files)
 
 __all__ = ["LinkState", "train_and_evaluate_links", "build_link_model", "count_params"]
 
@@ -128,8 +128,6 @@ def train_and_evaluate_links(config: ml_collections.ConfigDict, workdir: str, *,
       ValueError: a bad config or workdir (before anything is computed); FileNotFoundError: the dataset's files
         are missing; FloatingPointError: the loss became NaN or Inf (the last checkpoint is kept).
     """
-    import orbax.checkpoint as ocp
-
     check_link_config(config)
     workdir = prepare_workdir(workdir)
     splits, model, tokens, distances = build_link_model(config, workdir)
@@ -154,25 +152,12 @@ def train_and_evaluate_links(config: ml_collections.ConfigDict, workdir: str, *,
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
     num_params = count_params(abstract.params)
-    with open(os.path.join(workdir, "config.json"), "w") as fh:
-        fh.write(config.to_json_best_effort(indent=2))
-    info = {"task": "link_prediction", "dataset": config.dataset, "encoder": config.encoder,
-            "scorer": config.scorer, "num_entities": splits.num_entities, "num_relations": splits.num_relations,
-            "num_params": num_params}
-    with open(os.path.join(workdir, "run.json"), "w") as fh:
-        json.dump(info, fh, indent=2)
+    write_run_files(workdir, config, {"task": "link_prediction", "dataset": config.dataset, "encoder": config.encoder,
+                                      "scorer": config.scorer, "num_entities": splits.num_entities,
+                                      "num_relations": splits.num_relations, "num_params": num_params})
 
-    mgr = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, enable_async_checkpointing=True))
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    latest = mgr.latest_step()
-    if latest is None:
-        state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
-    else:
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                              state_sharding)
-        state = mgr.restore(latest, args=ocp.args.StandardRestore(target))
+    mgr, state = open_checkpoints(workdir, config, init_state, abstract, state_sharding)
     start = int(state.step)
 
     cfg = (int(config.seed), int(config.batch_size), int(config.num_negatives),

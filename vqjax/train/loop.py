@@ -36,7 +36,8 @@ from vqjax.train import evaluate, reports
 from vqjax.train.perceptual import load_or_train_feature_net
 from vqjax.train.config import build_model, check_config, check_image_shape, default_data_dir
 
-__all__ = ["TrainState", "train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info", "run_steps"]
+__all__ = ["TrainState", "train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info", "run_steps",
+           "open_checkpoints", "write_run_files"]
 
 
 class TrainState(NamedTuple):
@@ -229,6 +230,29 @@ class _Stop:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+def write_run_files(workdir: str, config: ml_collections.ConfigDict, info: dict) -> None:
+    """``workdir/config.json`` (the resolved config) and ``workdir/run.json`` (what loaders need to know)."""
+    with open(os.path.join(workdir, "config.json"), "w") as fh:
+        fh.write(config.to_json_best_effort(indent=2))
+    with open(os.path.join(workdir, "run.json"), "w") as fh:
+        json.dump(info, fh, indent=2)
+
+
+def open_checkpoints(workdir: str, config: ml_collections.ConfigDict, init_state, abstract, state_sharding):
+    """An orbax ``CheckpointManager`` on ``workdir/checkpoints`` (async, ``config.max_to_keep``) and the state to
+    start from: the latest checkpoint restored with ``state_sharding``, or ``init_state(key(config.seed))``."""
+    import orbax.checkpoint as ocp
+
+    mgr = ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, enable_async_checkpointing=True))
+    latest = mgr.latest_step()
+    if latest is None:
+        return mgr, jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+    return mgr, mgr.restore(latest, args=ocp.args.StandardRestore(target))
+
+
 def run_steps(advance, current, mgr, *, start: int, config: ml_collections.ConfigDict, writer, progress: bool,
               evaluate, hint: str) -> int:
     """The step loop both trainers share: steps ``start + 1 .. config.num_train_steps``, then returns the last step.
@@ -316,8 +340,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
       ValueError: a bad config, dataset or workdir (before anything is compiled).
       FloatingPointError: the loss became NaN or Inf (the last checkpoint is kept as it was).
     """
-    import orbax.checkpoint as ocp
-
     check_config(config)
     workdir = prepare_workdir(workdir)
     data_dir = config.data_dir or default_data_dir()
@@ -354,26 +376,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     codes_shape = jax.eval_shape(functools.partial(model.apply, method=model.encode),
                                  {"params": abstract.params, "vq_stats": abstract.vq_stats}, sample[:1]).shape[1:]
 
-    with open(os.path.join(workdir, "config.json"), "w") as fh:
-        fh.write(config.to_json_best_effort(indent=2))
     vocab = quantizer_vocab_size(model.quantizer)
     levels = codes_shape[-1] if len(codes_shape) == 3 else 1
-    info = {"image_shape": list(shape), "vocab_size": vocab, "codes_shape": list(codes_shape),
-            "dataset": config.dataset, "quantizer": config.quantizer}
-    with open(os.path.join(workdir, "run.json"), "w") as fh:
-        json.dump(info, fh, indent=2)
+    write_run_files(workdir, config, {"image_shape": list(shape), "vocab_size": vocab, "codes_shape": list(codes_shape),
+                                      "dataset": config.dataset, "quantizer": config.quantizer})
 
-    mgr = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.max_to_keep, enable_async_checkpointing=True))
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    latest = mgr.latest_step()
-    if latest is None:
-        state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(config.seed))
-    else:
-        target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
-                              state_sharding)
-        state = mgr.restore(latest, args=ocp.args.StandardRestore(target))
+    mgr, state = open_checkpoints(workdir, config, init_state, abstract, state_sharding)
     start = int(state.step)
 
     feature_net, feature_params = None, jnp.zeros(())

@@ -27,7 +27,7 @@ demo-remedies: $(VENV)/.installed-data
 	$(PY) -m vqjax.demo --out runs/demo
 
 test: $(VENV)/.installed-test $(VENV)/.installed-data
-	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --durations=15 tests
 
 bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_vq.py

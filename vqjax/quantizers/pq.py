@@ -139,7 +139,7 @@ def pq(z: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, est
     return Quantized(values, codes.reshape(z.shape[:-1] + (groups,)), loss.astype(jnp.float32), stats)
 
 
-def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, iters: int = 10,
+def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, iters: int = 6,
            max_points_per_code: int | None = 256, chunk_size: int | None = None) -> jax.Array:
     """Fits PQ codebooks by k-means in each sub-space (the FAISS ``ProductQuantizer`` use case).
 
@@ -150,8 +150,9 @@ def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, ite
       key: PRNG key.
       x: ``[N, D]`` data with ``D % num_groups == 0``.
       num_groups: G; num_codes: K per group.
-      iters: Lloyd iterations. The default 10 is where the test error of 8 x 256 codes on the bundled 8x8 photo
-        patches stops moving (relative MSE 0.1597 at 10, 0.1590 at 20); FAISS runs 25 from random seeds.
+      iters: Lloyd iterations. From k-means++ seeds few are needed: on the bundled 8x8 photo patches the test
+        error of 8 x 256 codes is 0.1614 at 5, 0.1609 at 6 (the default), 0.1600 at 10 and 0.1590 at 20 (FAISS's
+        25 iterations from random seeds reach 0.1683).
       max_points_per_code: training rows per code (FAISS's default 256; None uses all rows).
       chunk_size: codes per search step.
 

@@ -4,8 +4,8 @@ Data: 8x8 grey patches of scikit-image's bundled photos (astronaut, camera, coff
 gravel, moon, hubble_deep_field, immunohistochemistry, retina), per-patch mean removed, 100k train and 10k test
 vectors, D=64. Every method spends 64 bits per vector (8 codebooks of 256 codes). Reported: relative MSE on the
 test vectors (MSE over the variance), fit time, and encode time of the 10k test vectors. vqjax runs each fit and
-encode twice: the first call includes compilation (``fit_first_s``), the second is the steady-state time
-compared with FAISS.
+encode once to compile (``fit_first_s``), then reports the steady-state time compared with FAISS; both libraries
+report the fastest of 3 calls where a call takes under 5 s.
 
     python benchmarks/bench_ptq.py [--only vqjax-pq faiss-pq ...] [--json out.json]
 
@@ -42,6 +42,13 @@ def _timed(fn):
     return out, time.perf_counter() - t
 
 
+def _best(fn, first_s):
+    """The fastest of 3 calls when one takes under 5 s (timings here vary by about 20% from call to call), else
+    one call."""
+    runs = [_timed(fn) for _ in range(3 if first_s < 5 else 1)]
+    return runs[-1][0], min(t for _, t in runs)
+
+
 def run_vqjax(kind, train, test, args):
     import jax
 
@@ -63,9 +70,9 @@ def run_vqjax(kind, train, test, args):
         encode = lambda b: vqjax.aq_encode(test, b, beam_width=args.aq_beam, icm_iters=args.icm).block_until_ready()
         decode = lambda b, c: vqjax.aq_decode(c, b)
     _, fit_first_s = _timed(fit)
-    books, fit_s = _timed(fit)
+    books, fit_s = _best(fit, fit_first_s)
     _, enc_first_s = _timed(lambda: encode(books))
-    codes, enc_s = _timed(lambda: encode(books))
+    codes, enc_s = _best(lambda: encode(books), enc_first_s)
     return dict(rel_mse=relative_mse(test, np.asarray(decode(books, codes))), fit_s=fit_s, encode_s=enc_s,
                 fit_first_s=fit_first_s, encode_first_s=enc_first_s)
 
@@ -80,8 +87,9 @@ def run_faiss(kind, train, test, args):
         q.max_beam_size = args.beam
     else:
         q = faiss.LocalSearchQuantizer(64, 8, 8)
-    _, fit_s = _timed(lambda: q.train(train))
-    codes, enc_s = _timed(lambda: q.compute_codes(test))
+    _, first_s = _timed(lambda: q.train(train))
+    _, fit_s = _best(lambda: q.train(train), first_s) if first_s < 5 else (None, first_s)
+    codes, enc_s = _best(lambda: q.compute_codes(test), 0.0)
     return dict(rel_mse=relative_mse(test, q.decode(codes)), fit_s=fit_s, encode_s=enc_s)
 
 

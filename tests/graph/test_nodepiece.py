@@ -131,9 +131,11 @@ def test_vocab_tokenize_save_load_and_determinism(tmp_path):
     np.testing.assert_array_equal(t3.tokens, t.tokens)
 
 
-def test_unseen_nodes_are_tokenized_like_members_of_the_grown_graph():
+@pytest.mark.parametrize("inverse,max_hops", [(True, None), (False, 2)])
+def test_unseen_nodes_are_tokenized_like_members_of_the_grown_graph(inverse, max_hops):
     g = _random_graph(13, 120, 300, r=4)
-    vocab = NodePieceVocab.build(g, num_anchors=15, anchors_per_node=6, relations_per_node=8, seed=0)
+    vocab = NodePieceVocab.build(g, num_anchors=15, anchors_per_node=6, relations_per_node=8, inverse=inverse,
+                                 max_hops=max_hops, seed=0)
     t = vocab.tokenize(g)
     edges = [(0, 1, 5), (0, 3, 77), (3, 2, -1), (1, 0, 9), (1, 2, 10)]      # two new nodes
     new = vocab.tokenize_new(g, t, edges)

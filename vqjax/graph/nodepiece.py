@@ -293,16 +293,14 @@ class NodePieceVocab:
         cand_new = np.repeat(new, k)[valid.ravel()]
         cand_anchor = nb_anchor[valid]
         cand_dist = nb_dist[valid] + 1
+        if self.max_hops is not None:
+            near = cand_dist <= self.max_hops
+            cand_new, cand_anchor, cand_dist = cand_new[near], cand_anchor[near], cand_dist[near]
         order = np.lexsort((cand_anchor, cand_dist, cand_new))
         cand_new, cand_anchor, cand_dist = cand_new[order], cand_anchor[order], cand_dist[order]
-        first = np.ones(cand_new.size, bool)                      # keep each (node, anchor) at its least distance
-        pair = cand_new * self.num_anchors + cand_anchor
-        _, first_idx = np.unique(pair, return_index=True)
-        first[:] = False
-        first[first_idx] = True
+        # each (node, anchor) once, at its least distance: its first place in this (node, distance, anchor) order
+        first = np.sort(np.unique(cand_new * self.num_anchors + cand_anchor, return_index=True)[1])
         cand_new, cand_anchor, cand_dist = cand_new[first], cand_anchor[first], cand_dist[first]
-        order = np.lexsort((cand_anchor, cand_dist, cand_new))
-        cand_new, cand_anchor, cand_dist = cand_new[order], cand_anchor[order], cand_dist[order]
         rank = np.arange(cand_new.size) - np.searchsorted(cand_new, cand_new, side="left")
         keep = rank < k
         anchor = np.full((count, k), -1, np.int32)

@@ -141,8 +141,14 @@ def train_and_evaluate_links(config: ml_collections.ConfigDict, workdir: str, *,
     mesh = Mesh(devices, ("data",))
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
-    put = lambda x: None if x is None else jax.device_put(jnp.asarray(x, jnp.int32), replicated)
-    train, tokens, distances = put(splits.train), put(tokens), put(distances)
+    def global_array(x, sharding):
+        """A global array from host data that every process holds whole (works on one host or many)."""
+        x = np.asarray(x, np.int32) if x.dtype != bool else x
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    train = global_array(splits.train, replicated)
+    if tokens is not None:
+        tokens, distances = global_array(tokens, replicated), global_array(distances, replicated)
     tx = make_optimizer(config.optimizer, config.num_train_steps)
 
     def init_state(key):
@@ -188,8 +194,8 @@ def train_and_evaluate_links(config: ml_collections.ConfigDict, workdir: str, *,
             e, r, t = ents[s:s + b], rels[s:s + b], targets[s:s + b]
             pad = b - e.size
             e, r, t = (np.pad(x, (0, pad), mode="edge") for x in (e, r, t))
-            got = rank_step(state.params, emb, jnp.asarray(e, jnp.int32), jnp.asarray(r, jnp.int32),
-                            jnp.asarray(t, jnp.int32), jnp.asarray(known.mask(e, r)))
+            got = rank_step(state.params, emb, *(global_array(x, batch_sharding) for x in (e, r, t)),
+                            global_array(known.mask(e, r), batch_sharding))
             ranks.append(_to_host(got)[:b - pad])
         result = evaluate.ranking_metrics(np.concatenate(ranks))
         if writer is not None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +21,23 @@ def _final_eval(workdir):
     return [r for r in reports.read_metrics(workdir) if r["split"] == "eval"][-1]
 
 
-def test_train_writes_reports_and_a_usable_tokenizer(tiny_config, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir):
+    """One finished tiny run (a read-only workdir shared by the tests below) and its final metrics."""
+    from experiments_loader import load_experiment
+
+    c = load_experiment("mnist_vq", "runlocal")
+    c.data_dir = data_dir
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    return c, workdir, train_and_evaluate(c, str(workdir), progress=False)
+
+
+def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
     import vqjax
     from vqjax.tokenize import tokenize_split
 
-    result = train_and_evaluate(tiny_config, str(tmp_path), progress=False)
+    tiny_config, run_dir, result = tiny_run
+    shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     assert result["step"] == 20
     for key in ("psnr", "ssim", "usage", "perplexity", "dead_codes", "bits_per_image"):
         assert np.isfinite(result[key])
@@ -60,11 +73,10 @@ def test_train_writes_reports_and_a_usable_tokenizer(tiny_config, tmp_path):
     np.testing.assert_array_equal(saved["codes"][:8], np.asarray(codes))
 
 
-def test_resume_ends_like_an_uninterrupted_run(tiny_config, tmp_path):
-    import shutil
-
+def test_resume_ends_like_an_uninterrupted_run(tiny_run, tmp_path):
+    tiny_config, run_dir, whole = tiny_run
     workdir = str(tmp_path)
-    whole = train_and_evaluate(tiny_config, workdir, progress=False)
+    shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     shutil.rmtree(tmp_path / "checkpoints" / "20")            # as if killed after the step-10 checkpoint
     resumed = train_and_evaluate(tiny_config, workdir, progress=False)
     assert resumed == whole
@@ -171,8 +183,6 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
     """Discriminator (hinge, adaptive weight, start step, LeCAM, R1), perceptual loss and generator EMA together:
     the run trains, its state (discriminator, LeCAM EMAs, EMA weights) resumes exactly, and the tokenizer uses
     the EMA weights the evaluation used."""
-    import shutil
-
     import vqjax
 
     c = tiny_config.copy_and_resolve_references()

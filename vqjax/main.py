@@ -44,6 +44,15 @@ def main(argv):
         print(report(result, FLAGS.workdir))
 
 
+def _table(header: str, rows, figures, workdir: str, extra=(), result=None) -> str:
+    """A markdown table of ``rows``, then the figure paths, ``extra`` lines and the result as JSON."""
+    import os
+
+    lines = ["", f"| {header} | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
+    lines += [f"figure: {os.path.join(workdir, name)}" for name in figures]
+    return "\n".join(lines + list(extra) + ["", json.dumps(result)])
+
+
 def report(result: dict, workdir: str) -> str:
     """The final evaluation as a table, and where the figures and the tokenizer are."""
     import os
@@ -52,12 +61,10 @@ def report(result: dict, workdir: str) -> str:
     rows = [("step", f"{result['step']}"), ("PSNR", f"{result['psnr']:.2f} dB"), ("SSIM", f"{result['ssim']:.4f}"),
             ("codebook usage", f"{100 * result['usage']:.1f}%"), ("perplexity", f"{result['perplexity']:.1f}"),
             ("dead codes", f"{int(result['dead_codes'])}"), ("bits per image", f"{result['bits_per_image']:.0f}")]
-    lines = ["", "| eval metric | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
-    for name in ("reconstructions.png", "codebook_usage.png", "loss_curves.png"):
-        lines.append(f"figure: {os.path.join(workdir, name)}")
-    lines += [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
-              f"tokenizer: vqjax.Tokenizer.load({workdir!r})", "", json.dumps(result)]
-    return "\n".join(lines)
+    extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
+             f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]
+    return _table("eval metric", rows, ("reconstructions.png", "codebook_usage.png", "loss_curves.png"), workdir,
+                  extra, result)
 
 
 def link_report(result: dict, workdir: str) -> str:
@@ -68,11 +75,8 @@ def link_report(result: dict, workdir: str) -> str:
     rows = [("step", f"{result['step']}"), ("MRR", f"{result['mrr']:.4f}"), ("Hits@1", f"{result['hits@1']:.4f}"),
             ("Hits@3", f"{result['hits@3']:.4f}"), ("Hits@10", f"{result['hits@10']:.4f}"),
             ("mean rank", f"{result['mean_rank']:.1f}"), ("parameters", f"{result['num_params']:,}")]
-    lines = ["", "| filtered test metric | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
-    for name in ("loss_curves.png", "ranking_metrics.png"):
-        lines.append(f"figure: {os.path.join(workdir, name)}")
-    lines += [f"metrics: {os.path.join(workdir, 'metrics.jsonl')}", "", json.dumps(result)]
-    return "\n".join(lines)
+    return _table("filtered test metric", rows, ("loss_curves.png", "ranking_metrics.png"), workdir,
+                  [f"metrics: {os.path.join(workdir, 'metrics.jsonl')}"], result)
 
 
 if __name__ == "__main__":

@@ -27,15 +27,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vqjax.data.graphs import load_kg
 from vqjax.graph import NodePieceVocab
 from vqjax.graph.models import LinkPredictor, score_all
 from vqjax.train import evaluate, reports
 from vqjax.train.config import check_link_config
-from vqjax.train.loop import (_to_host, make_optimizer, open_checkpoints, prepare_workdir, run_steps,
-                              write_run_files)
+from vqjax.train.loop import (_to_host, data_mesh, make_optimizer, open_checkpoints, prepare_workdir,
+                              run_steps, write_run_files)
 
 __all__ = ["LinkState", "train_and_evaluate_links", "build_link_model", "count_params"]
 
@@ -134,13 +133,7 @@ def train_and_evaluate_links(config: ml_collections.ConfigDict, workdir: str, *,
     if config.batch_size > splits.train.shape[0]:
         raise ValueError(f"config.batch_size ({config.batch_size}) must be <= the {splits.train.shape[0]} train "
                          f"triples of {config.dataset!r}")
-    devices = np.asarray(jax.devices() if devices is None else devices)
-    if config.batch_size % devices.size or config.eval_batch_size % devices.size:
-        raise ValueError(f"config.batch_size ({config.batch_size}) and config.eval_batch_size "
-                         f"({config.eval_batch_size}) must be divisible by the {devices.size} devices")
-    mesh = Mesh(devices, ("data",))
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
+    replicated, batch_sharding = data_mesh(config, devices)
     def global_array(x, sharding):
         """A global array from host data that every process holds whole (works on one host or many)."""
         x = np.asarray(x, np.int32) if x.dtype != bool else x

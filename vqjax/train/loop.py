@@ -37,7 +37,7 @@ from vqjax.train.perceptual import load_or_train_feature_net
 from vqjax.train.config import build_model, check_config, check_image_shape, default_data_dir
 
 __all__ = ["TrainState", "train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info", "run_steps",
-           "open_checkpoints", "write_run_files"]
+           "open_checkpoints", "write_run_files", "data_mesh"]
 
 
 class TrainState(NamedTuple):
@@ -230,6 +230,17 @@ class _Stop:
             signal.signal(signal.SIGTERM, self.previous)
 
 
+def data_mesh(config: ml_collections.ConfigDict, devices=None) -> tuple[NamedSharding, NamedSharding]:
+    """The ``'data'`` mesh over ``devices`` (default: all) as ``(replicated, batch-sharded)`` shardings, after
+    checking that ``config.batch_size`` and ``config.eval_batch_size`` split evenly over the devices."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    if config.batch_size % devices.size or config.eval_batch_size % devices.size:
+        raise ValueError(f"config.batch_size ({config.batch_size}) and config.eval_batch_size "
+                         f"({config.eval_batch_size}) must be divisible by the {devices.size} devices")
+    mesh = Mesh(devices, ("data",))
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
+
 def write_run_files(workdir: str, config: ml_collections.ConfigDict, info: dict) -> None:
     """``workdir/config.json`` (the resolved config) and ``workdir/run.json`` (what loaders need to know)."""
     with open(os.path.join(workdir, "config.json"), "w") as fh:
@@ -349,13 +360,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     check_image_shape(config, shape)
     model = build_model(config, shape[-1])
 
-    devices = np.asarray(jax.devices() if devices is None else devices)
-    if config.batch_size % devices.size or config.eval_batch_size % devices.size:
-        raise ValueError(f"config.batch_size ({config.batch_size}) and config.eval_batch_size "
-                         f"({config.eval_batch_size}) must be divisible by the {devices.size} devices")
-    mesh = Mesh(devices, ("data",))
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P("data"))
+    replicated, batch_sharding = data_mesh(config, devices)
 
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     sample = jnp.zeros((config.batch_size,) + shape, jnp.float32)

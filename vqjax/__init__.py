@@ -44,13 +44,24 @@ __all__ = [
     "regularizers",
     "search",
 ]
-__all__ += ["Tokenizer"]
+__all__ += ["Tokenizer", "nn", "models", "train"]
+
+_LAZY_MODULES = ("nn", "models", "graph", "data", "train", "lm")
 
 
 def __getattr__(name):
-    # The trained-tokenizer artifact pulls in orbax and the training stack: import it only when asked for.
+    # Flax modules, models, the trainer and the tokenizer artifact (orbax, flax) load on first use, so that
+    # ``import vqjax`` stays light: ``vqjax.nn.VectorQuantizer`` and ``vqjax.Tokenizer`` work without an import.
     if name == "Tokenizer":
         from vqjax.tokenizer import Tokenizer
 
         return Tokenizer
+    if name in _LAZY_MODULES:
+        import importlib
+
+        try:
+            return importlib.import_module(f"vqjax.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"vqjax.{name}":
+                raise
     raise AttributeError(f"module 'vqjax' has no attribute {name!r}")

@@ -3,12 +3,13 @@
     python -m vqjax.main --config=experiments/mnist_vq.py --workdir=DIR [--config.field=value ...]
 
 Running it again on the same workdir resumes from the latest checkpoint. ``--distributed`` calls
-``jax.distributed.initialize()`` first (multi-host runs on a pod; the cluster is detected from the environment).
+``jax.distributed.initialize()`` first (multi-host runs on a pod or cluster; the coordinator, process count and
+process id come from the environment, or from ``--coordinator_address``, ``--num_processes`` and
+``--process_id``). The table printed at the end comes from the task (``config.task``).
 """
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import app, flags, logging
@@ -18,7 +19,24 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment file (experiments/NAME.py[:arg])", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory: checkpoints, metrics, figures, the tokenizer")
 flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (multi-host launch)")
+flags.DEFINE_string("coordinator_address", None, "with --distributed: host:port of process 0")
+flags.DEFINE_integer("num_processes", None, "with --distributed: number of processes")
+flags.DEFINE_integer("process_id", None, "with --distributed: this process's index")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with a readable error for a ``--config.a.b=...`` override that does not fit the
+    config (a typo, or a field below a value that is not a group) instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error:
+        raise
+    except Exception as err:  # noqa: BLE001 - config_flags raises TypeError/KeyError/AttributeError on bad paths
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        sys.exit(f"FATAL: a --config override does not fit the experiment config ({type(err).__name__}: {err}). "
+                 f"Overrides given: {overrides}. Each must name an existing field, e.g. --config.num_train_steps=100 "
+                 f"or --config.quantizer_kwargs.codebook_size=512.")
 
 
 def main(argv):
@@ -29,55 +47,22 @@ def main(argv):
     import jax
 
     if FLAGS.distributed:
-        jax.distributed.initialize()
-    if FLAGS.config.get("task") == "link_prediction":
-        from vqjax.train.links import train_and_evaluate_links
+        jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                   num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    from vqjax.train import get_task, train_and_evaluate
 
-        result = train_and_evaluate_links(FLAGS.config, FLAGS.workdir)
-        if jax.process_index() == 0:
-            print(link_report(result, FLAGS.workdir))
-        return
-    from vqjax.train import train_and_evaluate
-
+    try:
+        task = get_task(FLAGS.config.get("task", "image_tokenizer"))
+        task.check_config(FLAGS.config)
+    except ValueError as err:
+        sys.exit(f"FATAL: bad config: {err}")
     result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if jax.process_index() == 0:
-        print(report(result, FLAGS.workdir))
-
-
-def _table(header: str, rows, figures, workdir: str, extra=(), result=None) -> str:
-    """A markdown table of ``rows``, then the figure paths, ``extra`` lines and the result as JSON."""
-    import os
-
-    lines = ["", f"| {header} | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
-    lines += [f"figure: {os.path.join(workdir, name)}" for name in figures]
-    return "\n".join(lines + list(extra) + ["", json.dumps(result)])
-
-
-def report(result: dict, workdir: str) -> str:
-    """The final evaluation as a table, and where the figures and the tokenizer are."""
-    import os
-
-    workdir = os.path.abspath(workdir)
-    rows = [("step", f"{result['step']}"), ("PSNR", f"{result['psnr']:.2f} dB"), ("SSIM", f"{result['ssim']:.4f}"),
-            ("codebook usage", f"{100 * result['usage']:.1f}%"), ("perplexity", f"{result['perplexity']:.1f}"),
-            ("dead codes", f"{int(result['dead_codes'])}"), ("bits per image", f"{result['bits_per_image']:.0f}")]
-    extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
-             f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]
-    return _table("eval metric", rows, ("reconstructions.png", "codebook_usage.png", "loss_curves.png"), workdir,
-                  extra, result)
-
-
-def link_report(result: dict, workdir: str) -> str:
-    """The filtered test metrics of a link-prediction run as a table, and where its figures are."""
-    import os
-
-    workdir = os.path.abspath(workdir)
-    rows = [("step", f"{result['step']}"), ("MRR", f"{result['mrr']:.4f}"), ("Hits@1", f"{result['hits@1']:.4f}"),
-            ("Hits@3", f"{result['hits@3']:.4f}"), ("Hits@10", f"{result['hits@10']:.4f}"),
-            ("mean rank", f"{result['mean_rank']:.1f}"), ("parameters", f"{result['num_params']:,}")]
-    return _table("filtered test metric", rows, ("loss_curves.png", "ranking_metrics.png"), workdir,
-                  [f"metrics: {os.path.join(workdir, 'metrics.jsonl')}"], result)
+        if result.get("interrupted"):
+            print(f"stopped at step {result['step']} (SIGTERM); rerun the same command to resume")
+        else:
+            print(task.report(result, FLAGS.workdir))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

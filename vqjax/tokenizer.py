@@ -1,9 +1,30 @@
-"""A trained tokenizer as an artifact: ``vqjax.Tokenizer.load(workdir)``.
+"""A trained tokenizer of any modality as an artifact: ``vqjax.Tokenizer.load(path)``.
 
-    tok = vqjax.Tokenizer.load("runs/mnist_vq")
-    codes = tok.encode(images)         # float images [B, H, W, C] in [0, 1] (or uint8) -> int32 [B, h, w(, L)]
-    images = tok.decode(codes)         # -> float32 [B, H, W, C] in [0, 1]
-    tok.vocab_size                     # distinct values of one token
+    tok = vqjax.Tokenizer.load("runs/mnist_vq")   # a training workdir, or a folder written by tok.export(dir)
+    codes = tok.encode(images)                    # checked input -> int32 [B, *tok.codes_shape]
+    images = tok.decode(codes)                    # codes in [0, tok.vocab_size) -> [B, *input shape]
+    tok.modality, tok.vocab_size, tok.codes_shape, tok.tokens_per_second
+    tok.export("artifacts/mnist_vq")              # spec.json + weights.msgpack, loadable without vqjax.train
+
+The folder holds ``spec.json``, a small self-describing spec::
+
+    {"format_version": 1, "modality": "image", "model": {"name": "image_tokenizer", "kwargs": {...}},
+     "input": {"shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0]},
+     "codes_shape": [7, 7], "vocab_size": 1024, "tokens_per_second": null, "sample_rate": null,
+     "frame_rate": null, "weights": {"params": "params", "vq_stats": "vq_stats"}, "step": 2000}
+
+and the weights: ``weights.msgpack`` (flax msgpack of ``{'params', 'vq_stats', ...}``) in an exported folder, or
+the latest orbax checkpoint of a training workdir, whose state entries ``spec['weights']`` names (the EMA
+parameters when the run kept them). The model is rebuilt by :func:`vqjax.models.model_from_spec` from the spec
+alone; nothing of :mod:`vqjax.train` is imported.
+
+Input is refused, never clamped: ``encode`` raises ``ValueError`` for a wrong shape, NaN/Inf, or values outside
+the spec's range, and ``TypeError`` for a dtype it has no rule for; ``decode`` raises ``ValueError`` for codes
+outside ``[0, vocab_size)``. The checks run inside the same jitted call as the model, so valid input costs one
+extra reduction.
+
+Image rule: float images must lie in ``[0, 1]``; ``uint8`` images are divided by 255; other integer and bool
+dtypes are refused (an int32 image in 0..255 is ambiguous: convert it to uint8 or scale it to [0, 1] yourself).
 """
 
 from __future__ import annotations
@@ -15,96 +36,235 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-__all__ = ["Tokenizer"]
+__all__ = ["Tokenizer", "write_spec", "read_spec", "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE"]
+
+FORMAT_VERSION = 1
+SPEC_FILE = "spec.json"
+WEIGHTS_FILE = "weights.msgpack"
+_REQUIRED = ("modality", "model", "input", "codes_shape", "vocab_size")
+
+
+def write_spec(path: str, spec: dict) -> str:
+    """Writes ``path/spec.json`` (atomically) with ``format_version`` added; returns the file's path."""
+    missing = [k for k in _REQUIRED if k not in spec]
+    if missing:
+        raise ValueError(f"write_spec: spec needs the fields {missing}; got {sorted(spec)}")
+    full = {"format_version": FORMAT_VERSION, "tokens_per_second": None, "sample_rate": None, "frame_rate": None,
+            **spec}
+    os.makedirs(path, exist_ok=True)
+    out = os.path.join(path, SPEC_FILE)
+    with open(out + ".tmp", "w") as fh:
+        json.dump(full, fh, indent=2)
+    os.replace(out + ".tmp", out)
+    return out
+
+
+def read_spec(path: str) -> dict:
+    """``path/spec.json``, checked: a known format version and every required field."""
+    file = os.path.join(path, SPEC_FILE)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"Tokenizer.load: {path!r} holds no {SPEC_FILE}: not a tokenizer folder or a "
+                                f"training workdir of a tokenizer task")
+    with open(file) as fh:
+        spec = json.load(fh)
+    version = spec.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"Tokenizer.load: {file} has format_version {version!r}; this vqjax reads "
+                         f"{FORMAT_VERSION}")
+    missing = [k for k in _REQUIRED if k not in spec]
+    if missing:
+        raise ValueError(f"Tokenizer.load: {file} lacks the fields {missing}")
+    return spec
 
 
 @dataclasses.dataclass(frozen=True)
 class Tokenizer:
-    """A trained image tokenizer: the model, its parameters and statistics, and the shapes it works on.
+    """A trained tokenizer: its spec, the model rebuilt from it, and the weights.
 
     Attributes:
-      model: the :class:`vqjax.models.ImageTokenizer`.
-      variables: ``{'params', 'vq_stats'}`` from the latest checkpoint (the EMA parameters when the run kept an
-        EMA of the generator weights, as its evaluation did).
-      image_shape: ``(H, W, C)`` of the training images.
-      codes_shape: token array shape of one image (``(h, w)`` or ``(h, w, L)``).
-      vocab_size: distinct values of one token.
-      step: the training step of the checkpoint.
+      spec: the artifact's spec (see the module docstring).
+      model: the Flax module (``encode``/``decode`` methods), from :func:`vqjax.models.model_from_spec`.
+      variables: the weights, ``{'params', 'vq_stats'}``.
+      step: the training step of the weights (None when unknown).
     """
 
+    spec: dict
     model: Any
     variables: dict
-    image_shape: tuple[int, int, int]
-    codes_shape: tuple[int, ...]
-    vocab_size: int
-    step: int
+    step: int | None = None
 
+    # -- what the spec says ------------------------------------------------------------------------------------
+    @property
+    def modality(self) -> str:
+        return self.spec["modality"]
+
+    @property
+    def vocab_size(self) -> int:
+        """Distinct values of one token; codes lie in ``[0, vocab_size)``."""
+        return int(self.spec["vocab_size"])
+
+    @property
+    def codes_shape(self) -> tuple[int, ...]:
+        """Shape of the codes of one example (``(h, w)``, or ``(h, w, L)`` for multi-codebook quantizers)."""
+        return tuple(int(v) for v in self.spec["codes_shape"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example (``(H, W, C)`` for images)."""
+        return tuple(int(v) for v in self.spec["input"]["shape"])
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.input_shape
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        r = self.spec["input"].get("range")
+        return None if r is None else (float(r[0]), float(r[1]))
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Tokens per second of signal where time applies (audio, video, time series); None for images."""
+        t = self.spec.get("tokens_per_second")
+        return None if t is None else float(t)
+
+    @property
+    def sample_rate(self) -> float | None:
+        return self.spec.get("sample_rate")
+
+    @property
+    def frame_rate(self) -> float | None:
+        return self.spec.get("frame_rate")
+
+    # -- loading and exporting ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, workdir: str, step: int | None = None) -> "Tokenizer":
-        """The tokenizer trained in ``workdir`` (its latest checkpoint, or ``step``)."""
-        import orbax.checkpoint as ocp
+    def load(cls, path: str, step: int | None = None) -> "Tokenizer":
+        """The tokenizer in ``path``: a folder written by :meth:`export`, or a training workdir (its latest
+        checkpoint, or ``step``).
 
-        from vqjax.train.config import build_model
-        from vqjax.train.loop import load_run_info
+        Raises:
+          FileNotFoundError: no spec, no weights or no checkpoint; ValueError: an unknown format version or model.
+        """
+        from vqjax.models import model_from_spec
 
-        workdir = os.path.abspath(os.path.expanduser(workdir))
-        for name in ("config.json", "run.json", "checkpoints"):
-            if not os.path.exists(os.path.join(workdir, name)):
-                raise FileNotFoundError(f"Tokenizer.load: {workdir!r} is not a training workdir (no {name})")
-        with open(os.path.join(workdir, "config.json")) as fh:
-            config = ml_collections.ConfigDict(json.load(fh))
-        info = load_run_info(workdir)
-        with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mgr:
-            step = mgr.latest_step() if step is None else step
-            if step is None:
-                raise FileNotFoundError(f"Tokenizer.load: {workdir!r} has no checkpoint yet")
-            restored = mgr.restore(step, args=ocp.args.StandardRestore())
-        # A run with an EMA of the generator weights evaluates, and so tokenizes, with the EMA.
-        use_ema = float(config.get("ema_decay", 0.0)) > 0
-        params = _field(restored, "ema_params", 5) if use_ema else _field(restored, "params", 1)
-        vq_stats = _field(restored, "vq_stats", 2)
-        model = build_model(config, info["image_shape"][-1])
-        return cls(model, {"params": params, "vq_stats": vq_stats}, tuple(info["image_shape"]),
-                   tuple(info["codes_shape"]), int(info["vocab_size"]), int(step))
+        path = os.path.abspath(os.path.expanduser(path))
+        spec = read_spec(path)
+        model = model_from_spec(spec["model"])
+        weights_file = os.path.join(path, WEIGHTS_FILE)
+        if os.path.exists(weights_file) and step is None:
+            import flax.serialization
 
-    def _check_images(self, images) -> jax.Array:
-        images = jnp.asarray(images)
-        if images.ndim == 3 and self.image_shape[-1] == 1:
-            images = images[..., None]
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(f"Tokenizer.encode: images must have shape [B, {', '.join(map(str, self.image_shape))}]; "
-                             f"got {tuple(images.shape)}")
-        if images.dtype == jnp.uint8:
-            images = images.astype(jnp.float32) / 255.0
-        return images.astype(jnp.float32)
+            with open(weights_file, "rb") as fh:
+                variables = flax.serialization.msgpack_restore(fh.read())
+            return cls(spec, model, variables, spec.get("step"))
+        variables, step = _restore_checkpoint(path, spec, step)
+        return cls({**spec, "step": step}, model, variables, step)
 
-    def encode(self, images) -> jax.Array:
-        """int32 codes ``[B, *codes_shape]`` of images ``[B, H, W, C]`` (float in [0, 1] or uint8)."""
-        return _encode(self.model, self.variables, self._check_images(images))
+    def export(self, path: str) -> str:
+        """Writes ``path/spec.json`` and ``path/weights.msgpack``: everything :meth:`load` needs, and nothing of
+        the training run. Returns ``path``."""
+        import flax.serialization
+
+        path = os.path.abspath(os.path.expanduser(path))
+        spec = {k: v for k, v in self.spec.items() if k != "weights"}
+        write_spec(path, {**spec, "step": self.step})
+        host = jax.tree.map(np.asarray, self.variables)
+        out = os.path.join(path, WEIGHTS_FILE)
+        with open(out + ".tmp", "wb") as fh:
+            fh.write(flax.serialization.msgpack_serialize(host))
+        os.replace(out + ".tmp", out)
+        return path
+
+    # -- encoding and decoding ---------------------------------------------------------------------------------
+    def _prepare(self, x) -> jax.Array:
+        name = "Tokenizer.encode"
+        x = x if isinstance(x, jax.Array) else np.asarray(x)
+        shape = self.input_shape
+        if x.ndim == len(shape) and self.modality == "image" and shape[-1] == 1:
+            x = x[..., None]
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{name}: input must have shape [B, {', '.join(map(str, shape))}]; "
+                             f"got {tuple(x.shape)}")
+        dtype = np.dtype(x.dtype)
+        if dtype == np.uint8 and self.modality == "image" and self.value_range == (0.0, 1.0):
+            return jnp.asarray(x).astype(jnp.float32) / 255.0
+        if not np.issubdtype(dtype, np.floating):
+            rule = " (uint8 images are divided by 255)" if self.modality == "image" else ""
+            raise TypeError(f"{name}: input must be floating{rule}; got dtype {dtype}")
+        return jnp.asarray(x, jnp.float32)
+
+    def encode(self, x) -> jax.Array:
+        """int32 codes ``[B, *codes_shape]`` of a batch ``[B, *input_shape]`` (see the module docstring's rules).
+
+        Raises:
+          ValueError: wrong shape, NaN/Inf, or values outside the spec's range; TypeError: an unsupported dtype.
+        """
+        x = self._prepare(x)
+        lo, hi = self.value_range or (-np.inf, np.inf)
+        codes, bad_count, xmin, xmax = _encode_checked(self.model, self.variables, x)
+        if int(bad_count):
+            raise ValueError(f"Tokenizer.encode: input holds {int(bad_count)} NaN/Inf value(s)")
+        if float(xmin) < lo or float(xmax) > hi:
+            raise ValueError(f"Tokenizer.encode: {self.modality} values must lie in [{lo}, {hi}]; got min "
+                             f"{float(xmin):g}, max {float(xmax):g}"
+                             + (" (images in 0..255 must be uint8, or scaled to [0, 1])"
+                                if self.modality == "image" and float(xmax) > hi else ""))
+        return codes
 
     def decode(self, codes) -> jax.Array:
-        """float32 images ``[B, H, W, C]`` in [0, 1] from codes ``[B, *codes_shape]``."""
-        codes = jnp.asarray(codes)
-        if tuple(codes.shape[1:]) != self.codes_shape or not jnp.issubdtype(codes.dtype, jnp.integer):
+        """float32 ``[B, *input_shape]`` from int codes ``[B, *codes_shape]``, each in ``[0, vocab_size)``.
+
+        Raises:
+          ValueError: wrong shape or dtype, or a code outside ``[0, vocab_size)`` (never clamped).
+        """
+        codes = codes if isinstance(codes, jax.Array) else np.asarray(codes)
+        if tuple(codes.shape[1:]) != self.codes_shape or codes.ndim != len(self.codes_shape) + 1 or \
+                not np.issubdtype(np.dtype(codes.dtype), np.integer):
             raise ValueError(f"Tokenizer.decode: codes must be integer [B, {', '.join(map(str, self.codes_shape))}]; "
                              f"got {codes.dtype} {tuple(codes.shape)}")
-        return _decode(self.model, self.variables, codes.astype(jnp.int32))
+        lo, hi = self.value_range or (-np.inf, np.inf)
+        out, cmin, cmax = _decode_checked(self.model, self.variables, jnp.asarray(codes, jnp.int32), lo, hi)
+        if int(cmin) < 0 or int(cmax) >= self.vocab_size:
+            raise ValueError(f"Tokenizer.decode: codes must lie in [0, {self.vocab_size}); got min {int(cmin)}, "
+                             f"max {int(cmax)}")
+        return out
 
 
-def _field(restored, name, index):
-    if isinstance(restored, dict):
-        return restored.get(name, {})
-    return restored[index]
+def _restore_checkpoint(path: str, spec: dict, step: int | None):
+    import orbax.checkpoint as ocp
+
+    ckpt = os.path.join(path, "checkpoints")
+    if not os.path.isdir(ckpt):
+        raise FileNotFoundError(f"Tokenizer.load: {path!r} has neither {WEIGHTS_FILE} nor checkpoints/")
+    with ocp.CheckpointManager(ckpt) as mgr:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"Tokenizer.load: {path!r} has no checkpoint yet")
+        if step not in mgr.all_steps():
+            raise FileNotFoundError(f"Tokenizer.load: {path!r} has no checkpoint at step {step}; it has "
+                                    f"{sorted(mgr.all_steps())}")
+        restored = mgr.restore(step, args=ocp.args.StandardRestore())
+    names = spec.get("weights", {"params": "params"})
+    variables = {}
+    for collection, entry in names.items():
+        if entry not in restored:
+            raise ValueError(f"Tokenizer.load: checkpoint {step} of {path!r} has no entry {entry!r} (the spec's "
+                             f"weights.{collection}); it has {sorted(restored)}")
+        variables[collection] = restored[entry]
+    return variables, int(step)
 
 
 @jax.jit(static_argnums=0)
-def _encode(model, variables, images):
-    return model.apply(variables, images, method=model.encode)
+def _encode_checked(model, variables, x):
+    bad = jnp.sum(~jnp.isfinite(x))
+    safe = jnp.where(jnp.isfinite(x), x, 0.0)
+    codes = model.apply(variables, safe, method=model.encode)
+    return codes.astype(jnp.int32), bad, jnp.min(safe), jnp.max(safe)
 
 
 @jax.jit(static_argnums=0)
-def _decode(model, variables, codes):
-    return jnp.clip(model.apply(variables, codes, method=model.decode), 0.0, 1.0)
+def _decode_checked(model, variables, codes, lo, hi):
+    out = model.apply(variables, codes, method=model.decode)
+    return jnp.clip(out, lo, hi).astype(jnp.float32), jnp.min(codes), jnp.max(codes)

@@ -70,7 +70,13 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latents ``[B, h, w, D]`` -> images ``[B, h 2^s, w 2^s, out_channels]`` (values near ``[0, 1]``)."""
+    """Latents ``[B, h, w, D]`` -> images ``[B, h 2^s, w 2^s, out_channels]`` (values near ``[0, 1]``).
+
+    The last layer is explicit: :meth:`last_layer` is the ``nn.Conv`` that maps the final features to images
+    (its parameters live under ``LAST_LAYER``), and ``__call__(z, return_features=True)`` also returns the
+    features it reads, so a caller can differentiate the output with respect to that layer alone (the VQGAN
+    adaptive weight, :func:`vqjax.models.vqgan.last_layer_grads`).
+    """
 
     channels: int
     channel_mult: Sequence[int]
@@ -78,8 +84,23 @@ class Decoder(nn.Module):
     out_channels: int
     dtype: jnp.dtype = jnp.float32
 
+    LAST_LAYER = "conv_out"
+
+    def last_layer(self, **kwargs) -> nn.Conv:
+        """The final 3x3 convolution (features -> ``out_channels``), in float32."""
+        return nn.Conv(self.out_channels, (3, 3), dtype=jnp.float32, **kwargs)
+
+    @staticmethod
+    def to_images(out: jax.Array) -> jax.Array:
+        """The last layer's output to images: ``(out + 1) / 2``."""
+        return (out + 1.0) * 0.5
+
+    def apply_last_layer(self, last_params, features: jax.Array) -> jax.Array:
+        """Images from ``features`` and the last layer's parameters ``last_params`` (a pure function of both)."""
+        return self.to_images(self.last_layer(parent=None).apply({"params": last_params}, features))
+
     @nn.compact
-    def __call__(self, z: jax.Array) -> jax.Array:
+    def __call__(self, z: jax.Array, *, return_features: bool = False):
         mults = tuple(self.channel_mult)[::-1]
         h = nn.Conv(self.channels * mults[0], (3, 3), dtype=self.dtype)(z.astype(self.dtype))
         for level, mult in enumerate(mults):
@@ -90,9 +111,8 @@ class Decoder(nn.Module):
                 h = jax.image.resize(h, (b, hh * 2, ww * 2, c), "nearest")
                 h = nn.Conv(self.channels * mults[level + 1], (3, 3), dtype=self.dtype)(h)
         h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype)(h))
-        self.sow("intermediates", "pre_out", h)          # the VQGAN adaptive weight differentiates conv_out
-        out = nn.Conv(self.out_channels, (3, 3), dtype=jnp.float32, name="conv_out")(h)
-        return (out + 1.0) * 0.5
+        images = self.to_images(self.last_layer(name=self.LAST_LAYER)(h))
+        return (images, h) if return_features else images
 
 
 class ImageTokenizer(nn.Module):
@@ -110,8 +130,13 @@ class ImageTokenizer(nn.Module):
     quantizer: nn.Module
     decoder: Decoder
 
-    def __call__(self, x: jax.Array, *, train: bool = False) -> tuple[jax.Array, Quantized]:
+    def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
+        """``(reconstruction, Quantized)``, or ``(reconstruction, Quantized, decoder features)`` with
+        ``return_features`` (the input of the decoder's last layer)."""
         q = self.quantizer(self.encoder(x), train=train)
+        if return_features:
+            recon, h = self.decoder(q.values, return_features=True)
+            return recon, q, h
         return self.decoder(q.values), q
 
     def encode(self, x: jax.Array) -> jax.Array:
@@ -120,3 +145,6 @@ class ImageTokenizer(nn.Module):
     def decode(self, codes: jax.Array) -> jax.Array:
         return self.decoder(self.quantizer.decode(codes))
 
+    def last_layer_params(self, params) -> dict:
+        """The decoder's last-layer parameters within this model's ``params``."""
+        return params["decoder"][Decoder.LAST_LAYER]

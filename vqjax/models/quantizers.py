@@ -48,7 +48,11 @@ def make_quantizer(name: str, dim: int, kwargs: Mapping[str, Any] | None = None)
     fields = _fields(cls)
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        raise ValueError(f"quantizer {name!r} ({cls.__name__}) has no field(s) {unknown}; its fields are "
+        import difflib
+
+        near = {u: difflib.get_close_matches(u, sorted(fields), n=1, cutoff=0.5) for u in unknown}
+        hints = "".join(f" ({u!r}: did you mean {n[0]!r}?)" for u, n in near.items() if n)
+        raise ValueError(f"quantizer {name!r} ({cls.__name__}) has no field(s) {unknown}{hints}; its fields are "
                          f"{sorted(fields - {'dim'})}")
     required = sorted(f.name for f in dataclasses.fields(cls)
                       if f.name in fields and f.default is dataclasses.MISSING

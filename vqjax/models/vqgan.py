@@ -6,16 +6,18 @@ All losses are pure functions of logits (``[B, h, w, 1]`` patch scores); the tra
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from vqjax.models.autoencoder import group_count
 
 __all__ = ["PatchDiscriminator", "GAN_LOSSES", "discriminator_loss", "generator_loss", "adaptive_weight",
-           "lecam_loss", "r1_penalty"]
+           "lecam_loss", "r1_penalty", "GANConfig", "GANState", "gan_init", "last_layer_grads", "generator_term",
+           "discriminator_step"]
 
 GAN_LOSSES = ("hinge", "non_saturating")
 
@@ -79,3 +81,94 @@ def r1_penalty(disc: Callable[[jax.Array], jax.Array], real: jax.Array) -> jax.A
     """R1 gradient penalty ``mean_b |∇_x sum D(x_b)|²`` on real images (multiply by ``γ / 2``)."""
     grads = jax.grad(lambda x: jnp.sum(disc(x)))(real)
     return jnp.mean(jnp.sum(grads.astype(jnp.float32) ** 2, axis=tuple(range(1, grads.ndim))))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The adversarial half of a VQGAN train step, as pure functions of explicit fields.
+
+class GANConfig(NamedTuple):
+    """Hyperparameters of the adversarial terms.
+
+    Attributes:
+      weight: weight of the generator's adversarial term (> 0).
+      loss: 'hinge' or 'non_saturating'.
+      start_step: steps before the discriminator and the adversarial term switch on.
+      adaptive: scale the term by :func:`adaptive_weight` at the decoder's last layer.
+      lecam_weight, lecam_decay: LeCAM regulariser weight and the decay of its EMAs.
+      r1_gamma: R1 penalty weight (``γ``; the penalty enters as ``γ / 2 * R1``).
+    """
+
+    weight: float
+    loss: str = "hinge"
+    start_step: int = 0
+    adaptive: bool = True
+    lecam_weight: float = 0.0
+    lecam_decay: float = 0.99
+    r1_gamma: float = 0.0
+
+
+class GANState(NamedTuple):
+    """The discriminator's parameters and optimizer state, and the LeCAM EMAs ``[2]`` (real, fake)."""
+
+    params: Any
+    opt_state: Any
+    lecam: jax.Array
+
+
+def gan_init(disc: nn.Module, tx: optax.GradientTransformation, key: jax.Array, sample: jax.Array) -> GANState:
+    """A fresh :class:`GANState` for discriminator ``disc`` on images like ``sample``."""
+    params = disc.init(key, sample)
+    return GANState(params, tx.init(params), jnp.zeros((2,), jnp.float32))
+
+
+def last_layer_grads(out_fn: Callable[[jax.Array], jax.Array], last: jax.Array, recon: jax.Array,
+                     *losses: Callable[[jax.Array], jax.Array]) -> list[jax.Array]:
+    """Gradients of each of ``losses`` (functions of the reconstruction) with respect to the last layer's weight
+    ``last``, where ``out_fn(last) == recon``: one VJP through that layer, reused for every loss."""
+    _, vjp = jax.vjp(out_fn, last)
+    return [vjp(jax.grad(loss)(recon))[0] for loss in losses]
+
+
+def generator_term(cfg: GANConfig, disc: nn.Module, state: GANState, recon: jax.Array, step: jax.Array, *,
+                   nll_of: Callable[[jax.Array], jax.Array] | None = None,
+                   out_fn: Callable[[jax.Array], jax.Array] | None = None, last: jax.Array | None = None
+                   ) -> tuple[jax.Array, dict]:
+    """The weighted adversarial term the generator adds to its loss, and its metrics.
+
+    ``weight * [step >= start_step] * λ * generator_loss(D(recon))`` where ``λ`` is :func:`adaptive_weight` of the
+    gradients of ``nll_of`` and of the adversarial loss at the last layer (``cfg.adaptive``; needs ``nll_of``,
+    ``out_fn`` and ``last`` as for :func:`last_layer_grads`), else 1.
+    """
+    on = (step >= cfg.start_step).astype(jnp.float32)
+    gen_of = lambda r: generator_loss(disc.apply(state.params, r), cfg.loss)
+    g = gen_of(recon)
+    weight = jnp.float32(1.0)
+    if cfg.adaptive:
+        fixed = jax.lax.stop_gradient(recon)
+        g_nll, g_gan = last_layer_grads(out_fn, jax.lax.stop_gradient(last), fixed, nll_of, gen_of)
+        weight = adaptive_weight(g_nll, g_gan)
+    return cfg.weight * on * weight * g, {"gen_loss": g, "adaptive_weight": weight}
+
+
+def discriminator_step(cfg: GANConfig, disc: nn.Module, tx: optax.GradientTransformation, state: GANState,
+                       real: jax.Array, fake: jax.Array, step: jax.Array) -> tuple[GANState, dict]:
+    """One discriminator update on ``real`` and (gradient-free) ``fake`` images, with LeCAM and R1 when their
+    weights are positive; before ``cfg.start_step`` the loss is zero and the LeCAM EMAs stay."""
+    on = (step >= cfg.start_step).astype(jnp.float32)
+    fake = jax.lax.stop_gradient(fake)
+
+    def loss_fn(params):
+        d_real, d_fake = disc.apply(params, real), disc.apply(params, fake)
+        d = discriminator_loss(d_real, d_fake, cfg.loss)
+        if cfg.lecam_weight > 0:
+            d = d + cfg.lecam_weight * lecam_loss(d_real, d_fake, state.lecam[0], state.lecam[1])
+        if cfg.r1_gamma > 0:
+            d = d + 0.5 * cfg.r1_gamma * r1_penalty(lambda x: disc.apply(params, x), real)
+        return on * d, jnp.stack([jnp.mean(d_real), jnp.mean(d_fake)])
+
+    (loss, means), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    mixed = cfg.lecam_decay * state.lecam + (1.0 - cfg.lecam_decay) * means
+    lecam = jnp.where(on > 0, mixed, state.lecam)
+    return GANState(params, opt_state, lecam), {"disc_loss": loss, "logits_real": means[0], "logits_fake": means[1]}

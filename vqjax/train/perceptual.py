@@ -20,9 +20,10 @@ __all__ = ["train_feature_net", "load_or_train_feature_net"]
 
 
 def train_feature_net(source: Sequence[dict[str, Any]], *, num_classes: int, steps: int, batch_size: int = 64,
-                      seed: int = 0, learning_rate: float = 3e-3) -> tuple[FeatureNet, Any, float]:
+                      seed: int = 0, learning_rate: float = 3e-3, stop=None) -> tuple[FeatureNet, Any, float]:
     """Trains a :class:`FeatureNet` to classify ``source``'s ``label``; returns ``(net, params, train accuracy of
-    the last 10 batches)``."""
+    the last 10 batches)``. ``stop`` (a :class:`vqjax.train.core.StopRequest`) is checked every step: SIGTERM
+    interrupts the training (``Interrupted``) and nothing is saved."""
     net = FeatureNet(num_classes)
     shape = pipeline.image_shape(source)
     params = net.init(jax.random.key(seed), jnp.zeros((1,) + shape))
@@ -45,6 +46,8 @@ def train_feature_net(source: Sequence[dict[str, Any]], *, num_classes: int, ste
 
     accs = []
     for _ in range(steps):
+        if stop is not None:
+            stop.check("feature-network pre-training")
         params, opt, acc = step(params, opt, next(images)["image"], next(label_batches))
         accs.append(acc)
     return net, params, float(np.mean(accs[-10:])) if accs else 0.0
@@ -61,7 +64,7 @@ def _label_batches(labels, batch_size, seed, n):
         step += 1
 
 
-def load_or_train_feature_net(workdir: str, source, *, num_classes: int, steps: int, seed: int):
+def load_or_train_feature_net(workdir: str, source, *, num_classes: int, steps: int, seed: int, stop=None):
     """The feature network of a run: loaded from ``workdir/feature_net.msgpack``, or trained and saved there."""
     path = os.path.join(workdir, "feature_net.msgpack")
     net = FeatureNet(num_classes)
@@ -69,7 +72,7 @@ def load_or_train_feature_net(workdir: str, source, *, num_classes: int, steps: 
     if os.path.exists(path):
         with open(path, "rb") as fh:
             return net, flax.serialization.from_bytes(template, fh.read())
-    net, params, _ = train_feature_net(source, num_classes=num_classes, steps=steps, seed=seed)
+    net, params, _ = train_feature_net(source, num_classes=num_classes, steps=steps, seed=seed, stop=stop)
     with open(path + ".tmp", "wb") as fh:
         fh.write(flax.serialization.to_bytes(params))
     os.replace(path + ".tmp", path)

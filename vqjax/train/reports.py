@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_curves"]
+__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_curves", "result_table"]
 
 
 class MetricWriter:
@@ -134,3 +134,10 @@ def save_curves(workdir: str) -> dict[str, str]:
         fig.savefig(paths["ranking_metrics"], dpi=120, bbox_inches="tight")
         plt.close(fig)
     return paths
+
+
+def result_table(header: str, rows, figures, workdir: str, extra=(), result=None) -> str:
+    """A markdown table of ``rows`` (name, value), then the figure paths, ``extra`` lines and ``result`` as JSON."""
+    lines = ["", f"| {header} | value |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
+    lines += [f"figure: {os.path.join(workdir, name)}" for name in figures]
+    return "\n".join(lines + list(extra) + ["", json.dumps(result)])

@@ -1,0 +1,46 @@
+"""Whole tokenizer models by name, rebuilt from explicit constructor arguments (what an artifact's spec holds).
+
+``model_from_spec({'name': 'image_tokenizer', 'kwargs': {...}})`` builds the model a tokenizer artifact was
+trained with, from the spec alone; each modality registers its builder here (``register_model``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+
+from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
+from vqjax.models.quantizers import make_quantizer
+
+__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer"]
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Adds ``builder(**kwargs) -> module`` under ``name``; a name can be registered once."""
+    if name in MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    MODELS[name] = builder
+
+
+def model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+    """The module ``spec = {'name': ..., 'kwargs': {...}}`` describes (``ValueError`` for an unknown name)."""
+    name = spec.get("name")
+    if name not in MODELS:
+        raise ValueError(f"model name must be one of {sorted(MODELS)}; got {name!r}")
+    return MODELS[name](**dict(spec.get("kwargs", {})))
+
+
+def image_tokenizer(*, channels: int, channel_mult: Sequence[int], num_res_blocks: int, latent_dim: int,
+                    image_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any]) -> ImageTokenizer:
+    """A convolutional :class:`ImageTokenizer`: encoder and decoder of the given widths around the quantizer
+    registered as ``quantizer`` (:func:`vqjax.models.make_quantizer`) on ``latent_dim`` channels."""
+    mult = tuple(int(m) for m in channel_mult)
+    return ImageTokenizer(encoder=Encoder(channels, mult, num_res_blocks, latent_dim),
+                          quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
+                          decoder=Decoder(channels, mult, num_res_blocks, image_channels))
+
+
+register_model("image_tokenizer", image_tokenizer)

@@ -26,7 +26,7 @@ NODEPIECE = {"umls": (40, 10, 12), "nations": (10, 5, 12), "kinships": (40, 10, 
 def run(dataset: str, encoder: str, args) -> dict:
     from experiments_loader import load_experiment
 
-    from vqjax.train.links import train_and_evaluate_links
+    from vqjax.train import train_and_evaluate as train_and_evaluate_links
 
     c = load_experiment("umls_embedding" if encoder == "embedding" else "umls_nodepiece")
     c.dataset = dataset

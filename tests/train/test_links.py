@@ -25,7 +25,7 @@ def _tiny(name="umls_nodepiece"):
 
 
 def test_nodepiece_run_trains_reports_and_resumes_exactly(umls, tmp_path):
-    from vqjax.train.links import train_and_evaluate_links
+    from vqjax.train import train_and_evaluate as train_and_evaluate_links
 
     c = _tiny()
     whole = train_and_evaluate_links(c, str(tmp_path), progress=False)
@@ -42,7 +42,7 @@ def test_nodepiece_run_trains_reports_and_resumes_exactly(umls, tmp_path):
 
 def test_nodepiece_learns_umls(umls, tmp_path):
     """A short real fit: well above the MRR of random scores (about 0.04 among 135 entities)."""
-    from vqjax.train.links import train_and_evaluate_links
+    from vqjax.train import train_and_evaluate as train_and_evaluate_links
 
     c = load_experiment("umls_nodepiece")
     c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps, c.log_every_steps = 300, 300, 300, 100
@@ -52,7 +52,7 @@ def test_nodepiece_learns_umls(umls, tmp_path):
 
 
 def test_eight_devices_match_one(umls, tmp_path, devices):
-    from vqjax.train.links import train_and_evaluate_links
+    from vqjax.train import train_and_evaluate as train_and_evaluate_links
 
     c = _tiny("umls_embedding")
     one = train_and_evaluate_links(c, str(tmp_path / "one"), devices=devices[:1], progress=False)
@@ -70,7 +70,7 @@ def test_eight_devices_match_one(umls, tmp_path, devices):
     ("batch_size", 0, "config.batch_size must be a positive int"),
 ])
 def test_bad_link_configs_are_refused_before_compute(tmp_path, field, value, match):
-    from vqjax.train.links import train_and_evaluate_links
+    from vqjax.train import train_and_evaluate as train_and_evaluate_links
 
     c = _tiny()
     node = c

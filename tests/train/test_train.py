@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -73,6 +74,13 @@ def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
     np.testing.assert_array_equal(saved["codes"][:8], np.asarray(codes))
 
 
+def assert_resumed_from(workdir, step):
+    """The run in ``workdir`` started fresh once and was resumed at ``step`` (``run.json``'s ``starts``): a resume
+    that silently started again from step 0 fails this, even though it would end with the same metrics."""
+    starts = json.loads((Path(workdir) / "run.json").read_text())["starts"]
+    assert starts[0] == 0 and starts[1:] == [step], f"expected a fresh start then a resume at {step}; got {starts}"
+
+
 def test_resume_ends_like_an_uninterrupted_run(tiny_run, tmp_path):
     tiny_config, run_dir, whole = tiny_run
     workdir = str(tmp_path)
@@ -80,77 +88,160 @@ def test_resume_ends_like_an_uninterrupted_run(tiny_run, tmp_path):
     shutil.rmtree(tmp_path / "checkpoints" / "20")            # as if killed after the step-10 checkpoint
     resumed = train_and_evaluate(tiny_config, workdir, progress=False)
     assert resumed == whole
+    assert_resumed_from(workdir, 10)
     rows = reports.read_metrics(workdir)
     assert [r["step"] for r in rows if r["split"] == "train"] == [5, 10, 15, 20]
     assert [r["step"] for r in rows if r["split"] == "eval"] == [10, 20]
     again = train_and_evaluate(tiny_config, workdir, progress=False)   # already finished: evaluates only
     assert again == whole
+    assert json.loads((tmp_path / "run.json").read_text())["starts"] == [0, 10, 20]
 
 
-def test_kill_9_then_rerun_gives_the_same_final_metrics(tiny_config, tmp_path):
-    args = [sys.executable, "-m", "vqjax.main", "--config=experiments/mnist_vq.py:runlocal",
-            f"--config.data_dir={tiny_config.data_dir}", "--config.num_train_steps=150",
-            "--config.checkpoint_every_steps=25", "--config.eval_every_steps=150", "--config.log_every_steps=25"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(args + [f"--workdir={killed}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+def test_a_restore_that_starts_over_is_caught(tiny_run, tmp_path, monkeypatch):
+    """The check above can fail: with restore broken (every run starts from its initial state), the rerun still
+    ends with the uninterrupted run's metrics, but ``assert_resumed_from`` refuses it."""
+    from vqjax.train import core
+
+    tiny_config, run_dir, whole = tiny_run
+    shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
+    shutil.rmtree(tmp_path / "checkpoints" / "20")
+    broken = lambda workdir, max_to_keep, init_state, abstract, sharding, seed: core.open_checkpoints(
+        str(tmp_path / "elsewhere"), max_to_keep, init_state, abstract, sharding, seed)
+    monkeypatch.setattr(core, "open_checkpoints", broken)
+    assert train_and_evaluate(tiny_config, str(tmp_path), progress=False) == whole
+    with pytest.raises(AssertionError, match="resume at 10"):
+        assert_resumed_from(tmp_path, 10)
+
+
+CLI_STEPS = 150
+
+
+def _cli_args(data_dir, workdir, *extra):
+    return [sys.executable, "-m", "vqjax.main", "--config=experiments/mnist_vq.py:runlocal",
+            f"--config.data_dir={data_dir}", f"--config.num_train_steps={CLI_STEPS}",
+            "--config.checkpoint_every_steps=25", f"--config.eval_every_steps={CLI_STEPS}",
+            "--config.log_every_steps=25", f"--workdir={workdir}", *extra]
+
+
+CLI_ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+
+
+@pytest.fixture(scope="module")
+def cli_whole(tmp_path_factory, data_dir):
+    """An uninterrupted 150-step CLI run (shared by the kill -9 and SIGTERM tests): its final eval row."""
+    whole = tmp_path_factory.mktemp("cli_whole")
+    subprocess.run(_cli_args(data_dir, whole), cwd=ROOT, env=CLI_ENV, check=True, capture_output=True)
+    return _final_eval(str(whole))
+
+
+def _start_and_wait(args, ready):
+    proc = subprocess.Popen(args, cwd=ROOT, env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        ckpts = killed / "checkpoints"
-        if ckpts.exists() and any(p.isdigit() and int(p) >= 25 for p in os.listdir(ckpts)):
-            break
+    while time.time() < deadline and proc.poll() is None and not ready():
         time.sleep(0.05)
+    return proc
+
+
+def test_kill_9_then_rerun_gives_the_same_final_metrics(tiny_config, tmp_path, cli_whole):
+    killed = tmp_path / "killed"
+    ckpts = killed / "checkpoints"
+    proc = _start_and_wait(_cli_args(tiny_config.data_dir, killed),
+                           lambda: ckpts.exists() and any(p.isdigit() and int(p) >= 25 for p in os.listdir(ckpts)))
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    subprocess.run(args + [f"--workdir={killed}"], cwd=ROOT, env=env, check=True, capture_output=True)
-    whole = tmp_path / "whole"
-    subprocess.run(args + [f"--workdir={whole}"], cwd=ROOT, env=env, check=True, capture_output=True)
-    assert _final_eval(str(killed)) == _final_eval(str(whole))
+    subprocess.run(_cli_args(tiny_config.data_dir, killed), cwd=ROOT, env=CLI_ENV, check=True, capture_output=True)
+    assert _final_eval(str(killed)) == cli_whole
+    starts = json.loads((killed / "run.json").read_text())["starts"]
+    assert starts[0] == 0 and len(starts) == 2 and 25 <= starts[1] < CLI_STEPS and starts[1] % 25 == 0, starts
     train_steps = [r["step"] for r in reports.read_metrics(str(killed)) if r["split"] == "train"]
     assert train_steps == sorted(set(train_steps))                  # no step logged twice
 
 
-def test_eight_devices_match_one(tiny_config, tmp_path, devices):
-    one = train_and_evaluate(tiny_config, str(tmp_path / "one"), devices=devices[:1], progress=False)
-    eight = train_and_evaluate(tiny_config, str(tmp_path / "eight"), devices=devices, progress=False)
-    for key in ("psnr", "ssim", "mse"):
-        np.testing.assert_allclose(eight[key], one[key], rtol=2e-3)
-    assert abs(eight["usage"] - one["usage"]) <= 2 / 64
-
-
-def test_sigterm_saves_and_stops(tiny_config, tmp_path):
-    c = tiny_config.copy_and_resolve_references()
-    c.num_train_steps = 5000
-    c.checkpoint_every_steps = 5000
-    args = [sys.executable, "-m", "vqjax.main", "--config=experiments/mnist_vq.py:runlocal",
-            f"--config.data_dir={c.data_dir}", "--config.num_train_steps=5000", "--config.checkpoint_every_steps=5000",
-            "--config.eval_every_steps=5000", f"--workdir={tmp_path}"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not (tmp_path / "metrics.jsonl").exists():
-        time.sleep(0.05)
+def test_sigterm_saves_stops_and_resumes_to_the_same_metrics(tiny_config, tmp_path, cli_whole):
+    metrics = tmp_path / "metrics.jsonl"
+    proc = _start_and_wait(_cli_args(tiny_config.data_dir, tmp_path, "--config.checkpoint_every_steps=1000"),
+                           lambda: metrics.exists() and metrics.read_text().strip())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     saved = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
-    assert len(saved) == 1 and 5 <= saved[0] < 5000
+    assert len(saved) == 1 and 25 <= saved[0] < CLI_STEPS, saved            # saved where it stopped, not before
+    subprocess.run(_cli_args(tiny_config.data_dir, tmp_path, "--config.checkpoint_every_steps=1000"), cwd=ROOT,
+                   env=CLI_ENV, check=True, capture_output=True)
+    assert json.loads((tmp_path / "run.json").read_text())["starts"] == [0, saved[0]]
+    assert _final_eval(str(tmp_path)) == cli_whole
 
 
-def test_non_finite_loss_stops_with_an_intact_checkpoint(tiny_config, tmp_path):
-    c = tiny_config.copy_and_resolve_references()
-    c.num_train_steps = 40
-    c.optimizer.learning_rate = 1e30
-    c.optimizer.grad_clip = 1e30
-    c.optimizer.warmup_steps = 1
-    with pytest.raises(FloatingPointError, match="non-finite at step"):
-        train_and_evaluate(c, str(tmp_path), progress=False)
+def test_sigterm_before_the_step_loop_saves_nothing_and_exits_cleanly(tiny_config, tmp_path):
+    """SIGTERM during the feature network's pre-training: exit 0, no checkpoint, no half-written feature net."""
+    args = _cli_args(tiny_config.data_dir, tmp_path, "--config.perceptual_weight=0.1",
+                     "--config.feature_net_steps=1000000")
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(args, cwd=ROOT, env=CLI_ENV, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 300       # the handler is installed before this line is printed
+    while time.time() < deadline and proc.poll() is None and "setting up task" not in log.read_text():
+        time.sleep(0.05)
+    time.sleep(3.0)                     # well into the pre-training
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    assert not (tmp_path / "feature_net.msgpack").exists()
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+
+
+def _restore(workdir, step):
+    import orbax.checkpoint as ocp
+
+    with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mgr:
+        return mgr.restore(step, args=ocp.args.StandardRestore())
+
+
+def _same_tree(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def test_non_finite_loss_stops_with_an_intact_checkpoint(tiny_run, tmp_path, monkeypatch):
+    """The loss turns NaN at step 13, after the step-10 checkpoint: the run stops naming the step, saves nothing
+    after it, and checkpoint 10 restores to exactly what an uninterrupted run saved at step 10."""
+    import jax.numpy as jnp
+
     import vqjax
+    from vqjax.train.tasks import image_tokenizer
 
-    ckpts = [int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()]
-    if ckpts:                                         # whatever was saved holds finite parameters
-        tok = vqjax.Tokenizer.load(str(tmp_path))
-        assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tok.variables["params"]))
+    tiny_config, run_dir, _ = tiny_run
+    clean = image_tokenizer.train_step
+
+    def poisoned(parts, state, images, feature_params):
+        new, metrics = clean(parts, state, images, feature_params)
+        nan = jnp.where(new.step > 12, jnp.nan, 0.0)
+        return new._replace(params=jax.tree.map(lambda p: p + nan, new.params)), {**metrics,
+                                                                                   "loss": metrics["loss"] + nan}
+
+    monkeypatch.setattr(image_tokenizer, "train_step", poisoned)
+    with pytest.raises(FloatingPointError, match="non-finite at step 13.*step 10"):
+        train_and_evaluate(tiny_config, str(tmp_path), progress=False)
+    assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()) == [10]
+    assert _same_tree(_restore(tmp_path, 10), _restore(run_dir, 10))
+    tok = vqjax.Tokenizer.load(str(tmp_path))
+    assert tok.step == 10 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tok.variables["params"]))
+
+
+def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one(tiny_run, tmp_path, capfd):
+    tiny_config, run_dir, whole = tiny_run
+    shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
+    damaged = 0
+    for root, _, files in os.walk(tmp_path / "checkpoints" / "20"):
+        for name in files:                       # half-written: every data file cut short
+            path = os.path.join(root, name)
+            size = os.path.getsize(path)
+            with open(path, "r+b") as fh:
+                fh.truncate(size // 3)
+            damaged += 1
+    assert damaged
+    assert train_and_evaluate(tiny_config, str(tmp_path), progress=False) == whole
+    assert "checkpoint 20 is damaged" in capfd.readouterr().out
+    assert json.loads((tmp_path / "run.json").read_text())["starts"] == [0, 10]
+    assert [p.split(".")[0] for p in os.listdir(tmp_path / "checkpoints_damaged")] == ["20"]
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -170,6 +261,53 @@ def test_bad_configs_are_refused_before_compute(tiny_config, tmp_path, field, va
     with pytest.raises(ValueError, match=match):
         train_and_evaluate(c, str(tmp_path / "w"), progress=False)
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("field,match", [
+    ("num_train_step", r"config.num_train_step is not a field.*did you mean config.num_train_steps\?"),
+    ("gan.wieght", r"config.gan.wieght is not a field.*did you mean config.gan.weight\?"),
+    ("optimizer.learning_rat", r"did you mean config.optimizer.learning_rate\?"),
+    ("quantizer_kwargs.codebook_sise", r"no field\(s\) \['codebook_sise'\].*did you mean 'codebook_size'"),
+])
+def test_config_typos_are_refused_with_the_nearest_field(tiny_config, tmp_path, field, match):
+    c = tiny_config.copy_and_resolve_references()
+    node = c
+    *parents, leaf = field.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = 4
+    with pytest.raises(ValueError, match=match):
+        train_and_evaluate(c, str(tmp_path / "w"), progress=False)
+    assert not (tmp_path / "w").exists()
+
+
+def test_cli_refuses_a_bad_override_readably(tiny_config, tmp_path):
+    for override, expected in (("--config.quantizer.codebook_sise=5", "does not fit the experiment config"),
+                               ("--config.num_train_step=5", "does not fit the experiment config")):
+        out = subprocess.run(_cli_args(tiny_config.data_dir, tmp_path / "w", override), cwd=ROOT, env=CLI_ENV,
+                             capture_output=True, text=True)
+        assert out.returncode != 0 and expected in out.stderr, out.stderr[-2000:]
+        assert "Traceback" not in out.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_an_empty_eval_split_is_refused_before_training(tiny_config, tmp_path, monkeypatch):
+    from vqjax.data import pipeline
+
+    real = pipeline.get_source
+    monkeypatch.setattr(pipeline, "get_source",
+                        lambda dataset, split, data_dir: [] if split == "test" else real(dataset, split, data_dir))
+    with pytest.raises(ValueError, match="split 'test' of dataset 'vqjax_mnist' is empty"):
+        train_and_evaluate(tiny_config, str(tmp_path), progress=False)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_missing_split_is_refused_before_training(tiny_config, tmp_path):
+    c = tiny_config.copy_and_resolve_references()
+    c.eval_split = "validation"
+    with pytest.raises(ValueError, match="validation"):
+        train_and_evaluate(c, str(tmp_path), progress=False)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_unwritable_workdir_is_refused(tiny_config, tmp_path):
@@ -200,10 +338,10 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
 
     tok = vqjax.Tokenizer.load(workdir)
     from vqjax.data import pipeline
-    from vqjax.train.loop import _eval_step
+    from vqjax.train.tasks.image_tokenizer import eval_step
 
     images = next(pipeline.eval_batches(pipeline.get_source("vqjax_mnist", "test", c.data_dir), batch_size=8))
-    _, codes, _ = _eval_step(tok.model, tok.variables["params"], tok.variables["vq_stats"], images["image"],
+    _, codes, _ = eval_step(tok.model, tok.variables["params"], tok.variables["vq_stats"], images["image"],
                              images["mask"])
     np.testing.assert_array_equal(tok.encode(images["image"]), codes)
     import orbax.checkpoint as ocp
@@ -213,3 +351,69 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
     same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     assert same(tok.variables["params"], raw["ema_params"])
     assert not same(tok.variables["params"], raw["params"])
+    assert set(raw["gan"]) == {"params", "opt_state", "lecam"}
+
+
+def _test_images(data_dir, n=None):
+    from vqjax.data import pipeline
+
+    source = pipeline.get_source("vqjax_mnist", "test", data_dir)
+    batches = list(pipeline.eval_batches(source, batch_size=100))
+    images = np.concatenate([b["image"][b["mask"] > 0] for b in batches])
+    return images if n is None else images[:n]
+
+
+def test_an_exported_tokenizer_loads_in_a_fresh_process_and_encodes_the_test_split_alike(tiny_run, tmp_path):
+    import vqjax
+
+    tiny_config, run_dir, _ = tiny_run
+    tok = vqjax.Tokenizer.load(str(run_dir))
+    assert (tok.modality, tok.vocab_size, tok.codes_shape, tok.tokens_per_second) == ("image", 64, (7, 7), None)
+    exported = tok.export(str(tmp_path / "artifact"))
+    assert sorted(os.listdir(exported)) == ["spec.json", "weights.msgpack"]
+    spec = json.loads((tmp_path / "artifact" / "spec.json").read_text())
+    assert spec["format_version"] == 1 and spec["model"]["name"] == "image_tokenizer" and spec["step"] == 20
+    assert spec["input"] == {"shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0]}
+    images = _test_images(tiny_config.data_dir)
+    np.save(tmp_path / "images.npy", images)
+    script = ("import json, sys, numpy as np, vqjax\n"
+              f"tok = vqjax.Tokenizer.load({exported!r})\n"
+              f"np.save({str(tmp_path / 'codes.npy')!r}, np.asarray(tok.encode(np.load({str(tmp_path / 'images.npy')!r}))))\n"
+              "print(json.dumps([tok.modality, tok.vocab_size, list(tok.codes_shape), tok.step,\n"
+              "                  any(m.startswith('vqjax.train') for m in sys.modules)]))\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), env=CLI_ENV, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["image", 64, [7, 7], 20, False]
+    np.testing.assert_array_equal(np.load(tmp_path / "codes.npy"), np.asarray(tok.encode(images)))
+    assert images.shape[0] == 500
+
+
+def test_the_tokenizer_refuses_bad_input_and_states_its_dtype_rule(tiny_run):
+    import vqjax
+
+    tiny_config, run_dir, _ = tiny_run
+    tok = vqjax.Tokenizer.load(str(run_dir))
+    images = _test_images(tiny_config.data_dir, 8)
+    codes = np.asarray(tok.encode(images))
+    as_uint8 = np.round(images * 255).astype(np.uint8)
+    np.testing.assert_array_equal(tok.encode(as_uint8), tok.encode(as_uint8.astype(np.float32) / 255))
+    with pytest.raises(ValueError, match=r"must lie in \[0.0, 1.0\]; got min 0, max 255.*uint8"):
+        tok.encode(as_uint8.astype(np.float32))                   # 0..255 floats: refused, not clipped
+    with pytest.raises(ValueError, match=r"got min -0.5"):
+        tok.encode(images - 0.5)
+    with pytest.raises(TypeError, match="int32"):
+        tok.encode(as_uint8.astype(np.int32))
+    nan = images.copy()
+    nan[3, 4, 5, 0] = np.nan
+    with pytest.raises(ValueError, match="1 NaN/Inf"):
+        tok.encode(nan)
+    with pytest.raises(ValueError, match=r"\[B, 28, 28, 1\]"):
+        tok.encode(np.zeros((2, 32, 32, 1), np.float32))
+    for bad, shown in ((-1, "min -1"), (64, "max 64")):
+        wrong = codes.copy()
+        wrong[1, 2, 3] = bad
+        with pytest.raises(ValueError, match=rf"codes must lie in \[0, 64\); got .*{shown}"):
+            tok.decode(wrong)
+    with pytest.raises(ValueError, match="integer"):
+        tok.decode(codes.astype(np.float32))
+    assert tok.decode(codes).shape == (8, 28, 28, 1)

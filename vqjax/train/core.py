@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from typing import Any, Callable
 
@@ -285,6 +286,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     task.check_config(config)
     workdir = prepare_workdir(workdir)
     with StopRequest() as stop:
+        if progress and jax.process_index() == 0:
+            print(f"vqjax: setting up task {task.name!r} in {workdir}", file=sys.stderr, flush=True)
         try:
             run = task.setup(config, workdir, devices=devices, stop=stop)
             abstract = jax.eval_shape(run.init_state, jax.random.key(config.seed))

@@ -8,7 +8,8 @@ public contract.
 from vqjax import checks, codebook, estimators, indexing, metrics, regularizers, search
 from vqjax.estimators import gumbel_softmax, rotation_trick, straight_through
 from vqjax.quantizers import (Quantized, aq, aq_decode, aq_encode, bsq, bsq_decode, bsq_encode, fit_aq, fit_pq,
-                              fit_rvq, fsq, fsq_decode, fsq_encode, grouped_fsq, grouped_fsq_decode,
+                              fit_rvq, fsq, fsq_decode, fsq_encode, grouped_bsq,
+                              grouped_bsq_decode, grouped_bsq_encode, grouped_fsq, grouped_fsq_decode,
                               grouped_fsq_encode, grouped_lfq, grouped_lfq_decode, grouped_lfq_encode, lfq, lfq_decode,
                               lfq_encode, pq, pq_decode, pq_encode, residual_fsq, residual_fsq_decode,
                               residual_fsq_encode, residual_lfq, residual_lfq_decode, residual_lfq_encode, rvq,
@@ -28,6 +29,7 @@ __all__ = [
     "pq", "pq_encode", "pq_decode", "fit_pq",
     "grouped_fsq", "grouped_fsq_encode", "grouped_fsq_decode",
     "grouped_lfq", "grouped_lfq_encode", "grouped_lfq_decode",
+    "grouped_bsq", "grouped_bsq_encode", "grouped_bsq_decode",
     "aq", "aq_encode", "aq_decode", "fit_aq",
     "fsq", "fsq_encode", "fsq_decode",
     "lfq", "lfq_encode", "lfq_decode",

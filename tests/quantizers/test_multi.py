@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 import vqjax
-from vqjax.quantizers.aq import icm_refine, lstsq_codebooks
-from vqjax.quantizers.rvq import beam_encode, greedy_encode
+from vqjax.quantizers.aq import lstsq_codebooks
+from vqjax.quantizers.multisearch import beam_encode, greedy_encode, icm_refine
 
 
 def _normal(shape, seed=0, scale=1.0, dtype=jnp.float32):

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vqjax.data.bundled import PHOTOS, _require, mnist_digits
+from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
 
 __all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "OPENCV_DIGITS", "BUILDERS", "rgb_photos",
            "opencv_digits"]
@@ -66,7 +66,7 @@ class VqjaxMnist(tfds.core.GeneratorBasedBuilder):
 
 def rgb_photos(names=PHOTOS) -> list[np.ndarray]:
     """scikit-image's bundled photos as uint8 ``[H, W, 3]`` (grey photos repeated over the channels)."""
-    data = _require("skimage.data")
+    data = require_package("skimage.data")
     out = []
     for name in names:
         img = np.asarray(getattr(data, name)())

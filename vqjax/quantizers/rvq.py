@@ -7,12 +7,14 @@ Level ``l`` quantizes what the previous levels left: ``r_0 = z``, ``q_l = C_l[ar
 * Greedy encoding (``beam_width=1``) takes the nearest code at each level. Beam search (``beam_width=B``) keeps
   the ``B`` partial sums with the smallest residual at every level (each beam proposes its ``B`` nearest next
   codes, the best ``B`` of the ``B²`` candidates survive), and the final answer is the better of the best beam
-  and the greedy path for every vector, so it never does worse than greedy.
+  and the greedy path for every vector, so it never does worse than greedy. Both searches live in
+  :mod:`vqjax.quantizers.multisearch`; greedy encoding and the decoding sum are the generic residual
+  combinators of :mod:`vqjax.quantizers.compose` over a nearest-code search.
 * Quantizer dropout (SoundStream, DAC): with ``key`` and ``quantizer_dropout = p``, each vector, with probability
   ``p``, keeps only its first ``n ~ U{1..L}`` levels; the dropped levels' codes are ``-1`` ("absent"), which
   :func:`rvq_decode` reads as zero. A model trained so decodes at any bitrate.
 * A shared codebook: pass ``codebooks`` as ``[K, D]`` and ``num_levels``.
-* :func:`residual_fsq` and :func:`residual_lfq`: the same recursion over FSQ/LFQ with shrinking scales.
+* :func:`residual_fsq` and :func:`residual_lfq`: the same combinators over FSQ/LFQ with shrinking scales.
 
 The gradient to ``z`` is straight-through on the total (``d values / d z = I``) or the rotation trick from ``z``
 to the total; codebooks learn through the codebook loss ``Σ_l mean|sg(r_l) - q_l|²`` (weight
@@ -31,144 +33,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from vqjax import checks, codebook as cbk, estimators, indexing, metrics, regularizers, search
+from vqjax import checks, codebook as cbk, estimators, indexing, regularizers, search
 from vqjax.quantizers.base import Quantized
-from vqjax.quantizers.fsq import _bound, _digits, _grid_values, _pack, check_levels, fsq_decode
-from vqjax.quantizers.lfq import bit_entropy, check_bits, check_common, pack_bits, unpack_bits
+from vqjax.quantizers.compose import residual_decode, residual_encode
+from vqjax.quantizers.fsq import check_levels, fsq_decode, fsq_encode
+from vqjax.quantizers.lfq import bit_entropy, check_bits, check_common, lfq_decode, lfq_encode, unpack_bits
+from vqjax.quantizers.multisearch import (beam_encode, beam_extend, check_codebooks, decode_sum, dropout_mask,
+                                          greedy_encode, level_metrics)
 
-__all__ = ["rvq", "rvq_encode", "rvq_decode", "residual_fsq", "residual_fsq_encode", "residual_fsq_decode",
-           "residual_lfq", "residual_lfq_encode", "residual_lfq_decode", "greedy_encode", "beam_encode",
-           "beam_extend", "decode_sum", "gather_levels", "level_metrics", "fit_rvq", "check_codebooks", "dropout_mask"]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Shared pieces (also used by pq and aq).
-
-def check_codebooks(name: str, codebooks, dim: int | None, num_levels: int | None, *, allow_shared: bool = True
-                    ) -> jax.Array:
-    """Validates ``[L, K, D]`` codebooks (or a shared ``[K, D]`` with ``num_levels``); returns ``[L, K, D]``."""
-    codebooks = checks.as_float_array(name, codebooks, min_rank=2)
-    if codebooks.ndim == 2 and allow_shared:
-        if num_levels is None:
-            raise ValueError(f"{name}: a shared [K, D] codebook needs num_levels=L; got shape "
-                             f"{tuple(codebooks.shape)} and num_levels=None")
-        checks.check_positive_int(f"{name.split(':')[0]}: num_levels", num_levels)
-        codebooks = jnp.broadcast_to(codebooks, (num_levels,) + codebooks.shape)
-    elif codebooks.ndim != 3:
-        raise ValueError(f"{name} must have shape [L, K, D]{' or [K, D] with num_levels' if allow_shared else ''}; "
-                         f"got shape {tuple(codebooks.shape)}")
-    elif num_levels is not None and num_levels != codebooks.shape[0]:
-        raise ValueError(f"{name.split(':')[0]}: num_levels must equal L = {codebooks.shape[0]} of [L, K, D] "
-                         f"codebooks; got {num_levels}")
-    if codebooks.shape[0] == 0 or codebooks.shape[1] == 0:
-        raise ValueError(f"{name} must hold at least one level and one code; got shape {tuple(codebooks.shape)}")
-    if dim is not None and codebooks.shape[2] != dim:
-        raise ValueError(f"{name} must have D = {dim} (the last dimension of z); got shape {tuple(codebooks.shape)}")
-    return codebooks
-
-
-def decode_sum(codebooks: jax.Array, codes: jax.Array) -> jax.Array:
-    """``Σ_l C_l[codes[..., l]]`` in float32, levels with code ``-1`` skipped: ``codes.shape[:-1] + (D,)``.
-
-    The sum runs level by level in a fixed order, so every caller gets the same bits.
-    """
-    lead = codes.shape[:-1]
-    flat = codes.reshape(-1, codes.shape[-1])
-    table = codebooks.astype(jnp.float32)
-
-    def body(acc, inp):
-        c, code = inp
-        q = indexing.gather_rows(c, jnp.maximum(code, 0))
-        return acc + jnp.where((code >= 0)[:, None], q, 0.0), None
-
-    acc0 = search.rows_like(flat, 0.0, jnp.float32, (table.shape[-1],))
-    total, _ = lax.scan(body, acc0, (table, flat.T))
-    return total.reshape(lead + (table.shape[-1],))
-
-
-def gather_levels(tables: jax.Array, codes: jax.Array) -> jax.Array:
-    """``tables[l][codes[:, l]]`` for every level: ``[N, L, D]`` from ``tables [L, K, D]`` and ``codes [N, L]``.
-
-    One plain row gather per level (``lax.map``): a vmapped or multi-dimensional gather is far slower on CPU.
-    Differentiable with respect to ``tables``.
-    """
-    per = lax.map(lambda tc: indexing.gather_rows(tc[0], tc[1]), (tables, codes.T))
-    return jnp.moveaxis(per, 0, 1)
-
-
-def greedy_encode(x: jax.Array, codebooks: jax.Array, *, chunk_size: int | None = None) -> jax.Array:
-    """Greedy residual codes of ``x [N, D]`` for ``codebooks [L, K, D]``: int32 ``[N, L]``."""
-    def body(residual, c):
-        codes = search.nearest_code(residual, c, chunk_size=chunk_size).codes
-        return residual - indexing.gather_rows(c.astype(jnp.float32), codes), codes
-
-    _, codes = lax.scan(body, x.astype(jnp.float32), codebooks)
-    return codes.T
-
-
-def beam_extend(residual: jax.Array, history: jax.Array, codebook: jax.Array, level, beams: int, *,
-                chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-    """One beam-search step: each of the ``B'`` beams proposes its ``beams`` nearest codes of ``codebook [K, D]``;
-    the ``beams`` candidates with the smallest residual survive.
-
-    Args:
-      residual: float32 ``[N, B', D]`` residuals of the current beams.
-      history: int32 ``[N, B', L]`` their codes so far.
-      codebook: ``[K, D]`` of this level; level: its index in ``history`` (int or traced).
-      beams: beams kept (``<= B' * K``).
-
-    Returns:
-      ``(residual [N, beams, D], history [N, beams, L])``, best beam first.
-    """
-    n, width, _ = residual.shape
-    c = codebook.astype(jnp.float32)
-    per_beam = min(beams, c.shape[0])
-    cand = search.nearest_code(residual, c, top_k=per_beam, chunk_size=chunk_size)      # [N, B', per_beam]
-    dist = cand.distances.reshape(n, width * per_beam)
-    child = cand.codes.reshape(n, width * per_beam)
-    _, pick = lax.top_k(-dist, beams)                                                    # ties: lower index
-    parent = pick // per_beam
-    code = jnp.take_along_axis(child, pick, axis=1)                                      # [N, beams]
-    residual = jnp.take_along_axis(residual, parent[:, :, None], axis=1) - indexing.gather_rows(c, code)
-    history = jnp.take_along_axis(history, parent[:, :, None], axis=1)
-    history = jnp.where(jnp.arange(history.shape[-1]) == level, code[:, :, None], history)
-    return residual, history
-
-
-def beam_encode(x: jax.Array, codebooks: jax.Array, beam_width: int, *, chunk_size: int | None = None
-                ) -> jax.Array:
-    """Beam-search residual codes of ``x [N, D]``: int32 ``[N, L]``, never worse than :func:`greedy_encode`.
-
-    Memory: ``O(N B D)`` for the beams plus the chunked top-``B`` search over ``N B`` residuals.
-    """
-    x = x.astype(jnp.float32)
-    num_levels, num_codes, _ = codebooks.shape
-    beams = min(beam_width, num_codes)
-    history = jnp.zeros_like(x[:, :1], dtype=jnp.int32)[:, :, None] + jnp.zeros((num_levels,), jnp.int32)  # [N, 1, L]
-    residual, history = beam_extend(x[:, None, :], history, codebooks[0], 0, beams, chunk_size=chunk_size)
-
-    def body(carry, inp):
-        level, c = inp
-        return beam_extend(*carry, c, level, beams, chunk_size=chunk_size), None
-
-    if num_levels > 1:
-        levels = jnp.arange(1, num_levels, dtype=jnp.int32)
-        (residual, history), _ = lax.scan(body, (residual, history), (levels, codebooks[1:]))
-    err = jnp.sum(residual * residual, axis=-1)                    # [N, B]
-    best = jnp.argmin(err, axis=1)
-    beam_codes = jnp.take_along_axis(history, best[:, None, None], axis=1)[:, 0]
-    greedy = greedy_encode(x, codebooks, chunk_size=chunk_size)
-    err_beam = jnp.sum((x - decode_sum(codebooks, beam_codes)) ** 2, axis=-1)
-    err_greedy = jnp.sum((x - decode_sum(codebooks, greedy)) ** 2, axis=-1)
-    return jnp.where((err_beam <= err_greedy)[:, None], beam_codes, greedy)
-
-
-def dropout_mask(key: jax.Array, lead: tuple[int, ...], num_levels: int, rate: float) -> jax.Array:
-    """Quantizer-dropout mask ``lead + (L,)``: with probability ``rate`` a vector keeps its first ``n ~ U{1..L}``."""
-    k_apply, k_n = jax.random.split(key)
-    keep = jax.random.randint(k_n, lead, 1, num_levels + 1)
-    n = jnp.where(jax.random.uniform(k_apply, lead) < rate, keep, num_levels)
-    return jnp.arange(num_levels) < n[..., None]
+__all__ = ["rvq", "rvq_encode", "rvq_decode", "residual_outputs", "residual_fsq", "residual_fsq_encode",
+           "residual_fsq_decode", "residual_lfq", "residual_lfq_encode", "residual_lfq_decode", "fit_rvq"]
 
 
 def _common(fn, z, beam_width, chunk_size, quantizer_dropout, key):
@@ -206,13 +80,6 @@ def rvq_decode(codes: jax.Array, codebooks: jax.Array, *, num_levels: int | None
         raise ValueError(f"rvq_decode: codes must have shape [..., L] with L = {codebooks.shape[0]}; "
                          f"got {tuple(codes.shape)}")
     return decode_sum(codebooks, codes).astype(dtype or codebooks.dtype)
-
-
-def level_metrics(codes: jax.Array, num_codes: int) -> dict[str, jax.Array]:
-    """Mean over the last axis (levels/groups/codebooks) of per-level perplexity and usage."""
-    # lax.map, not vmap: a batched scatter is many times slower than L plain ones on CPU.
-    per = lax.map(lambda c: metrics.code_metrics(c, num_codes), jnp.moveaxis(codes, -1, 0))
-    return {name: jnp.mean(value) for name, value in per.items()}
 
 
 def rvq(z: jax.Array, codebooks: jax.Array, *, num_levels: int | None = None, beam_width: int = 1,
@@ -297,33 +164,16 @@ def residual_outputs(z, codebooks, codes, *, estimator, beta, codebook_weight, q
 # ----------------------------------------------------------------------------------------------------------------
 # Residual FSQ and LFQ.
 
-def _fsq_scales(levels, num_levels):
-    """Per-level, per-channel scales ``(L_i - 1)^-l`` (vector-quantize-pytorch's ResidualFSQ)."""
+def _fsq_scales(levels, num_levels) -> jax.Array:
+    """Per-level, per-channel scales ``(L_i - 1)^-l`` (vector-quantize-pytorch's ResidualFSQ): ``[L, d]``."""
     lv = np.asarray(levels, np.float64)
-    return (lv[None, :] - 1.0) ** -np.arange(num_levels, dtype=np.float64)[:, None]
+    return jnp.asarray((lv[None, :] - 1.0) ** -np.arange(num_levels, dtype=np.float64)[:, None], jnp.float32)
 
 
-def _rfsq_codes(x, levels, num_levels, eps):
-    scales = jnp.asarray(_fsq_scales(levels, num_levels), jnp.float32)
-
-    def body(residual, scale):
-        digits = _digits(_bound(residual / scale, levels, eps), levels)
-        return residual - _grid_values(digits, levels) * scale, _pack(digits, levels)
-
-    _, codes = lax.scan(body, x.astype(jnp.float32), scales)
-    return jnp.moveaxis(codes, 0, -1)
-
-
-def _rfsq_sum(codes, levels, num_levels):
-    scales = jnp.asarray(_fsq_scales(levels, num_levels), jnp.float32)
-    parts = fsq_decode(jnp.moveaxis(codes, -1, 0), levels) * scales.reshape((num_levels,) + (1,) * (codes.ndim - 1)
-                                                                            + (len(levels),))
-
-    def body(acc, part):
-        return acc + part, None
-
-    total, _ = lax.scan(body, jnp.zeros_like(parts[0]), parts)
-    return total
+def _fsq_level(levels, eps):
+    """FSQ as one residual level: ``(encode(r, s), decode(codes, s))`` at per-channel scale ``s``."""
+    return (lambda r, s: fsq_encode(r / s, levels, eps=eps),
+            lambda codes, s: fsq_decode(codes, levels) * s)
 
 
 def _rfsq_checks(fn, z, levels, num_levels, eps):
@@ -334,6 +184,16 @@ def _rfsq_checks(fn, z, levels, num_levels, eps):
     if z is not None:
         z = checks.as_float_array(f"{fn}: z", z, last_dim=len(levels))
     return z, levels
+
+
+def _rfsq_codes(z, levels, num_levels, eps):
+    x = z.reshape(-1, len(levels))
+    codes = residual_encode(*_fsq_level(levels, eps), x, _fsq_scales(levels, num_levels))
+    return codes.reshape(z.shape[:-1] + (num_levels,))
+
+
+def _rfsq_sum(codes, levels, num_levels):
+    return residual_decode(_fsq_level(levels, 1e-3)[1], codes, _fsq_scales(levels, num_levels), len(levels))
 
 
 def residual_fsq_encode(z: jax.Array, levels: Sequence[int], num_levels: int, *, eps: float = 1e-3) -> jax.Array:
@@ -354,7 +214,8 @@ def residual_fsq_decode(codes: jax.Array, levels: Sequence[int], num_levels: int
 
 def residual_fsq(z: jax.Array, levels: Sequence[int], num_levels: int, *, eps: float = 1e-3,
                  check_finite: bool = False) -> Quantized:
-    """Residual FSQ: level ``l`` applies FSQ to ``r_l / s_l`` with per-channel scale ``s_l = (L_i - 1)^-l``.
+    """Residual FSQ: level ``l`` applies FSQ to ``r_l / s_l`` with per-channel scale ``s_l = (L_i - 1)^-l``
+    (:func:`vqjax.quantizers.compose.residual_encode` over :func:`vqjax.fsq_encode` / :func:`vqjax.fsq_decode`).
 
     Values are ``Σ_l s_l fsq(r_l / s_l)`` with a straight-through gradient to ``z``; codes int32
     ``z.shape[:-1] + (num_levels,)``, each in ``[0, prod(levels))``; loss 0.
@@ -370,15 +231,19 @@ def residual_fsq(z: jax.Array, levels: Sequence[int], num_levels: int, *, eps: f
     return Quantized(values, codes, jnp.float32(0.0), level_metrics(codes, math.prod(levels)))
 
 
-def _lfq_scales(scale, num_levels):
-    return [scale * 2.0 ** -level for level in range(num_levels)]
+def _lfq_scales(scale, num_levels) -> jax.Array:
+    """Per-level scales ``scale * 2^-l``: ``[L]``."""
+    return jnp.asarray([scale * 2.0 ** -level for level in range(num_levels)], jnp.float32)
+
+
+def _lfq_level(dim):
+    """LFQ as one residual level: the signs of ``r`` at scale ``s``."""
+    return (lambda r, s: lfq_encode(r / s),
+            lambda codes, s: lfq_decode(codes, dim) * s)
 
 
 def _rlfq_sum(codes, dim, scale, num_levels):
-    total = jnp.zeros(codes.shape[:-1] + (dim,), jnp.float32)
-    for level, s in enumerate(_lfq_scales(scale, num_levels)):
-        total = total + jnp.where(unpack_bits(codes[..., level], dim), s, -s)
-    return total
+    return residual_decode(_lfq_level(dim)[1], codes, _lfq_scales(scale, num_levels), dim)
 
 
 def _rlfq_checks(fn, dim_name, dim, num_levels, scale):
@@ -392,12 +257,9 @@ def residual_lfq_encode(z: jax.Array, num_levels: int, *, scale: float = 1.0) ->
     """Residual LFQ codes: int32 ``z.shape[:-1] + (num_levels,)``. See :func:`residual_lfq`."""
     z = checks.as_float_array("residual_lfq_encode: z", z)
     _rlfq_checks("residual_lfq_encode", "z.shape[-1]", z.shape[-1], num_levels, scale)
-    residual, codes = z.astype(jnp.float32), []
-    for s in _lfq_scales(scale, num_levels):
-        bits = residual > 0
-        codes.append(pack_bits(bits))
-        residual = residual - jnp.where(bits, s, -s)
-    return jnp.stack(codes, axis=-1)
+    dim = z.shape[-1]
+    codes = residual_encode(*_lfq_level(dim), z.reshape(-1, dim), _lfq_scales(scale, num_levels))
+    return codes.reshape(z.shape[:-1] + (num_levels,))
 
 
 def residual_lfq_decode(codes: jax.Array, dim: int, num_levels: int, *, scale: float = 1.0, dtype=jnp.float32
@@ -431,7 +293,8 @@ def residual_lfq(z: jax.Array, num_levels: int, *, scale: float = 1.0, entropy_w
     codes = residual_lfq_encode(lax.stop_gradient(z), num_levels, scale=scale)
     loss, commit_total = jnp.float32(0.0), jnp.float32(0.0)
     before = jnp.zeros_like(zf)
-    for level, s in enumerate(_lfq_scales(scale, num_levels)):
+    for level in range(num_levels):
+        s = scale * 2.0 ** -level
         r = zf - before
         q = jnp.where(unpack_bits(codes[..., level], dim), s, -s)
         commit = regularizers.commitment_loss(r, q)

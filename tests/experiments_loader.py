@@ -15,3 +15,9 @@ def load_experiment(name: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+def subprocess_env() -> dict:
+    """The environment for CLI runs the tests start: CPU, one device, the suite's fast-compile XLA flag, and the
+    shared compilation cache (inherited)."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0"}

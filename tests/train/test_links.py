@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from experiments_loader import load_experiment
+from experiments_loader import load_experiment, subprocess_env
 
 from vqjax.train import reports
 
@@ -90,5 +90,5 @@ def test_cli_runs_a_link_prediction_experiment(umls, tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run([sys.executable, "-m", "vqjax.main", "--config=experiments/umls_embedding.py:runlocal",
                           f"--workdir={tmp_path}"], cwd=root, capture_output=True, text=True, check=True,
-                         env={**os.environ, "XLA_FLAGS": ""})
+                         env=subprocess_env())
     assert "| MRR |" in out.stdout and "ranking_metrics.png" in out.stdout

@@ -13,6 +13,8 @@ import jax
 import numpy as np
 import pytest
 
+from experiments_loader import subprocess_env
+
 from vqjax.train import reports, train_and_evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -105,7 +107,8 @@ def test_a_restore_that_starts_over_is_caught(tiny_run, tmp_path, monkeypatch):
     tiny_config, run_dir, whole = tiny_run
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     shutil.rmtree(tmp_path / "checkpoints" / "20")
-    broken = lambda workdir, max_to_keep, init_state, abstract, sharding, seed: core.open_checkpoints(
+    real = core.open_checkpoints
+    broken = lambda workdir, max_to_keep, init_state, abstract, sharding, seed: real(
         str(tmp_path / "elsewhere"), max_to_keep, init_state, abstract, sharding, seed)
     monkeypatch.setattr(core, "open_checkpoints", broken)
     assert train_and_evaluate(tiny_config, str(tmp_path), progress=False) == whole
@@ -123,7 +126,7 @@ def _cli_args(data_dir, workdir, *extra):
             "--config.log_every_steps=25", f"--workdir={workdir}", *extra]
 
 
-CLI_ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+CLI_ENV = subprocess_env()
 
 
 @pytest.fixture(scope="module")

@@ -133,15 +133,17 @@ def open_checkpoints(workdir: str, max_to_keep: int, init_state: Callable, abstr
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True)
     mgr = ocp.CheckpointManager(directory, options=options)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
-    damaged = []
+    damaged, state = [], None
     for step in sorted(mgr.all_steps(), reverse=True):
         try:
-            return mgr, mgr.restore(step, args=ocp.args.StandardRestore(target))
+            state = mgr.restore(step, args=ocp.args.StandardRestore(target))
+            break
         except Exception as err:  # noqa: BLE001 - any failure to read a checkpoint means it is unusable
             damaged.append(step)
             log.warning("checkpoint %d in %s does not restore (%s: %s); trying the previous one", step, directory,
                         type(err).__name__, str(err).splitlines()[0] if str(err) else "")
     if damaged:
+        # Out of the way, so that the resumed run can save those steps again.
         mgr.close()
         if jax.process_index() == 0:
             aside = os.path.join(workdir, "checkpoints_damaged")
@@ -149,11 +151,16 @@ def open_checkpoints(workdir: str, max_to_keep: int, init_state: Callable, abstr
             for step in damaged:
                 dest = os.path.join(aside, f"{step}.{int(time.time())}")
                 shutil.move(os.path.join(directory, str(step)), dest)
-                print(f"vqjax: checkpoint {step} is damaged and was moved to {dest}", flush=True)
+                print(f"vqjax: checkpoint {step} is damaged and was moved to {dest}; resuming from "
+                      f"{'the start' if state is None else f'step {int(state.step)}'}", flush=True)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("vqjax_damaged_checkpoints_moved")
         mgr = ocp.CheckpointManager(directory, options=options)
-        for step in sorted(mgr.all_steps(), reverse=True):
-            return mgr, mgr.restore(step, args=ocp.args.StandardRestore(target))
-    return mgr, jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(seed))
+    if state is None:
+        state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(seed))
+    return mgr, state
 
 
 class Interrupted(Exception):

@@ -7,6 +7,7 @@ import pytest
 
 from vqjax import codebook as cbk
 from vqjax import search
+import vqjax
 
 
 def _setup(n=300, k=12, d=5, seed=0):
@@ -158,3 +159,71 @@ def test_progressive_kmeans_with_one_step_is_lloyd_from_random_rows():
 def test_progressive_kmeans_refuses_too_few_rows():
     with pytest.raises(ValueError, match="num_codes = 8"):
         cbk.progressive_kmeans(jax.random.key(0), jnp.ones((5, 3)), 8)
+
+
+# The codebook state and its remedies as (init, start, update) transforms.
+
+def _batch(x, codebook, learned=None, apply=True):
+    codes = vqjax.vq_encode(x, codebook)
+    errors = jnp.sum((x - codebook[codes]) ** 2, -1)
+    return cbk.CodebookBatch(x, codes, errors, learned, apply)
+
+
+def test_chain_applies_its_transforms_in_order_with_their_own_keys():
+    x = jax.random.normal(jax.random.key(0), (64, 4)) + 6.0
+    state = cbk.codebook_state(jax.random.normal(jax.random.key(1), (16, 4)), ema=True)
+    batch = _batch(x, state.codebook)
+    key = jax.random.key(5)
+    chained = cbk.chain(cbk.ema(0.5), cbk.reseed_dead(0.9), cbk.count_steps()).update(state, batch, key)
+    by_hand = cbk.ema(0.5).update(state, batch, jax.random.fold_in(key, 0))
+    by_hand = cbk.reseed_dead(0.9).update(by_hand, batch, jax.random.fold_in(key, 1))
+    for a, b in zip(jax.tree.leaves(chained), jax.tree.leaves(by_hand._replace(step=by_hand.step + 1))):
+        np.testing.assert_array_equal(a, b)
+    assert int(chained.step) == 1
+
+
+def test_ema_transform_is_the_ema_rule_and_holds_when_not_applied():
+    x = jax.random.normal(jax.random.key(0), (64, 4))
+    state = cbk.codebook_state(jax.random.normal(jax.random.key(1), (8, 4)), ema=True)
+    batch = _batch(x, state.codebook)
+    new = cbk.ema(0.9).update(state, batch, jax.random.key(0))
+    ref = cbk.ema_update(cbk.ema_init(state.codebook), x, batch.codes, decay=0.9)
+    np.testing.assert_allclose(new.codebook, ref.codebook, rtol=1e-6)
+    np.testing.assert_allclose(new.usage, ref.cluster_size, rtol=1e-6)
+    held = cbk.ema(0.9).update(state, batch._replace(apply=False), jax.random.key(0))
+    np.testing.assert_array_equal(held.codebook, state.codebook)
+    np.testing.assert_array_equal(held.pending.counts, np.bincount(np.asarray(batch.codes), minlength=8))
+
+
+def test_reseed_dead_moves_only_dead_codes_onto_batch_vectors_of_a_learned_codebook():
+    learned = jax.random.normal(jax.random.key(1), (16, 4))
+    x = jax.random.normal(jax.random.key(0), (32, 4)) * 0.1 + 8.0               # far from every code
+    state = cbk.codebook_state(learned, ema=False)._replace(usage=jnp.where(jnp.arange(16) < 4, 5.0, 0.0))
+    new = cbk.reseed_dead(1.0).update(state, _batch(x, learned, learned), jax.random.key(2))
+    searched = np.asarray(cbk.searched_codebook(new, learned))
+    np.testing.assert_array_equal(searched[:4], np.asarray(learned)[:4])        # alive: untouched
+    rows = {tuple(r) for r in np.asarray(x).round(5)}
+    assert all(tuple(r) in rows for r in searched[4:].round(5))                 # dead: now batch vectors
+    np.testing.assert_array_equal(new.usage[4:], 1.0)
+    unapplied = cbk.reseed_dead(1.0).update(state, _batch(x, learned, learned, apply=False), jax.random.key(2))
+    np.testing.assert_array_equal(cbk.searched_codebook(unapplied, learned), learned)
+
+
+def test_kmeans_start_fits_once_and_track_usage_follows_apply():
+    x = jax.random.normal(jax.random.key(0), (128, 4))
+    t = cbk.chain(cbk.kmeans_start(5), cbk.track_usage(0.5))
+    state = t.init(cbk.codebook_state(jnp.zeros((8, 4)), ema=False))
+    learned = jax.random.normal(jax.random.key(3), (8, 4)) * 10
+    started = t.start(state, x, jax.random.key(1), learned)
+    assert bool(started.initialized) and float(jnp.min(started.usage)) >= 1.0
+    fitted = cbk.searched_codebook(started, learned)
+    inertia = lambda cb: float(jnp.mean(jnp.min(((x[:, None] - cb[None]) ** 2).sum(-1), -1)))
+    assert inertia(fitted) < 0.2 * inertia(learned)
+    again = t.start(started, x * 5, jax.random.key(2), learned)
+    np.testing.assert_array_equal(again.codebook, started.codebook)
+    batch = _batch(x, fitted, learned)
+    np.testing.assert_array_equal(t.update(started, batch._replace(apply=False), jax.random.key(0)).usage,
+                                  started.usage)
+    counts = np.bincount(np.asarray(batch.codes), minlength=8)
+    np.testing.assert_allclose(t.update(started, batch, jax.random.key(0)).usage,
+                               0.5 * np.asarray(started.usage) + 0.5 * counts, rtol=1e-6)

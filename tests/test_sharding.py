@@ -63,7 +63,8 @@ def test_vq_and_its_gradient(devices, axis_type, estimator):
 
     expected = jax.jit(fn)(z, cb)
     got = _run_sharded(_mesh(axis_type), fn, z, cb, specs=[P("data"), P()])
-    _assert_trees_close(got, expected)
+    # Codes exact; float sums over a sharded batch reduce in another order (a few ulps on the Gumbel gradient).
+    _assert_trees_close(got, expected, rtol=1e-4)
 
 
 @pytest.mark.parametrize("axis_type", AXIS_TYPES)

@@ -138,10 +138,12 @@ def test_ema_accumulation_in_residual_vq():
     variables = module.init(jax.random.key(0), z)
     _, held = module.apply(variables, z, train=True, apply_update=False, mutable=[STATS])
     for lv in ("level_0", "level_1"):
-        np.testing.assert_array_equal(held[STATS][lv]["codebook"], variables[STATS][lv]["codebook"])
-        assert float(held[STATS][lv]["pending_counts"].sum()) == 64
+        np.testing.assert_array_equal(held[STATS][lv]["codebook_state"].codebook,
+                                      variables[STATS][lv]["codebook_state"].codebook)
+        assert float(held[STATS][lv]["codebook_state"].pending.counts.sum()) == 64
     _, applied = module.apply({**variables, **held}, z, train=True, mutable=[STATS])
-    assert not np.allclose(applied[STATS]["level_0"]["codebook"], variables[STATS]["level_0"]["codebook"])
+    assert not np.allclose(applied[STATS]["level_0"]["codebook_state"].codebook,
+                           variables[STATS]["level_0"]["codebook_state"].codebook)
 
 
 @pytest.mark.parametrize("make, err, match", [

@@ -2,7 +2,7 @@
 
 from vqjax.nn.multi import AdditiveVQ, ProductVQ, ResidualVQ
 from vqjax.nn.scalar import BSQ, FSQ, LFQ
-from vqjax.nn.vq import CODEBOOK_INITS, CODEBOOK_LEARNING, STATS, VectorQuantizer
+from vqjax.nn.vq import CODEBOOK_INITS, CODEBOOK_LEARNING, STATS, CodebookOptions, VectorQuantizer
 
-__all__ = ["VectorQuantizer", "ResidualVQ", "ProductVQ", "AdditiveVQ", "FSQ", "LFQ", "BSQ", "CODEBOOK_LEARNING",
+__all__ = ["VectorQuantizer", "CodebookOptions", "ResidualVQ", "ProductVQ", "AdditiveVQ", "FSQ", "LFQ", "BSQ", "CODEBOOK_LEARNING",
            "CODEBOOK_INITS", "STATS"]

@@ -18,6 +18,7 @@ from flax import linen as nn
 
 from vqjax import checks
 from vqjax.quantizers.base import Quantized
+from vqjax.quantizers.compose import merge_groups, split_groups
 from vqjax.quantizers.bsq import bsq, bsq_decode, bsq_encode
 from vqjax.quantizers.fsq import check_levels, fsq, fsq_decode, fsq_encode
 from vqjax.quantizers.lfq import check_bits, lfq, lfq_decode, lfq_encode
@@ -48,11 +49,11 @@ class _Projected(nn.Module):
         z = checks.as_float_array(f"{name}: z", z, last_dim=self.dim if self.dim is not None else self._width())
         if self._needs_projection():
             z = self.project_in(z)
-        return z.reshape(z.shape[:-1] + (self.num_groups, self._channels())) if self.num_groups > 1 else z
+        return split_groups(z, self.num_groups) if self.num_groups > 1 else z
 
     def _out(self, values, dtype):
         if self.num_groups > 1:
-            values = values.reshape(values.shape[:-2] + (-1,))
+            values = merge_groups(values)
         if self._needs_projection():
             values = self.project_out(values)
         return values.astype(dtype)

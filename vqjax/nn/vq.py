@@ -1,6 +1,14 @@
-"""``VectorQuantizer``: the Flax linen module around :func:`vqjax.vq` and the codebook remedies."""
+"""``VectorQuantizer``: the Flax linen module around :func:`vqjax.vq` and the codebook remedies.
+
+The module owns the codebook (a parameter, or an EMA codebook) and its :class:`vqjax.codebook.CodebookState` in the
+``vq_stats`` collection, and calls layer 1 and 2 for everything else: the search and losses are :func:`vqjax.vq`,
+the remedies are the :class:`vqjax.codebook.CodebookTransform` chain of :func:`vqjax.codebook.remedies`.
+:class:`CodebookOptions` declares the per-codebook options once; the multi-codebook modules inherit them.
+"""
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -11,14 +19,66 @@ from vqjax import checks, codebook as cbk, metrics, regularizers, search
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.vq import ESTIMATORS, vq, vq_decode, vq_encode
 
-__all__ = ["VectorQuantizer", "CODEBOOK_LEARNING", "CODEBOOK_INITS", "STATS"]
+__all__ = ["VectorQuantizer", "CodebookOptions", "CODEBOOK_LEARNING", "CODEBOOK_INITS", "STATS", "option_values"]
 
 CODEBOOK_LEARNING = ("gradient", "ema", "simvq")
 CODEBOOK_INITS = ("random", "kmeans")
 STATS = "vq_stats"
 
 
-class VectorQuantizer(nn.Module):
+class CodebookOptions(nn.Module):
+    """The options of one learned codebook, declared once (keyword-only) and shared by :class:`VectorQuantizer`
+    and the multi-codebook modules (``ResidualVQ``, ``ProductVQ``, ``AdditiveVQ``), which pass them to a
+    ``VectorQuantizer`` per codebook. See :class:`VectorQuantizer` for their meaning."""
+
+    _: dataclasses.KW_ONLY
+    codebook_learning: str = "gradient"
+    metric: str = "l2"
+    estimator: str = "ste"
+    beta: float = 0.25
+    decay: float = 0.99
+    eps: float = 1e-5
+    codebook_init: str = "random"
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 0.0
+    entropy_weight: float = 0.0
+    entropy_temperature: float = 0.01
+    diversity_weight: float = 1.0
+    orthogonal_weight: float = 0.0
+    code_dim: int | None = None
+    gumbel_temperature: float = 1.0
+    chunk_size: int | None = None
+    check_finite: bool = False
+
+    def check_options(self, name: str) -> None:
+        """Refuses bad option values with a message naming ``name`` and the field."""
+        checks.check_choice(f"{name}: codebook_learning", self.codebook_learning, CODEBOOK_LEARNING)
+        checks.check_choice(f"{name}: metric", self.metric, search.METRICS)
+        checks.check_choice(f"{name}: estimator", self.estimator, ESTIMATORS)
+        checks.check_choice(f"{name}: codebook_init", self.codebook_init, CODEBOOK_INITS)
+        checks.check_probability(f"{name}: decay", self.decay)
+        for field in ("beta", "dead_code_threshold", "entropy_weight", "diversity_weight", "orthogonal_weight"):
+            checks.check_nonnegative(f"{name}: {field}", getattr(self, field))
+        for field in ("eps", "entropy_temperature", "gumbel_temperature"):
+            if checks.check_nonnegative(f"{name}: {field}", getattr(self, field)) == 0:
+                raise ValueError(f"{name}: {field} must be > 0; got {getattr(self, field)}")
+        if isinstance(self.kmeans_iters, bool) or not isinstance(self.kmeans_iters, int) or self.kmeans_iters < 0:
+            raise ValueError(f"{name}: kmeans_iters must be a non-negative int; got {self.kmeans_iters!r}")
+        if self.code_dim is not None:
+            checks.check_positive_int(f"{name}: code_dim", self.code_dim)
+        if self.chunk_size is not None:
+            checks.check_positive_int(f"{name}: chunk_size", self.chunk_size)
+
+
+OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(CodebookOptions) if f.name not in ("parent", "name"))
+
+
+def option_values(module: CodebookOptions, **overrides) -> dict:
+    """``{option: value}`` of ``module``'s :class:`CodebookOptions`, with ``overrides``."""
+    return {**{name: getattr(module, name) for name in OPTION_FIELDS}, **overrides}
+
+
+class VectorQuantizer(CodebookOptions):
     """Vector quantizer with a learned codebook and the usual remedies against codebook collapse.
 
     Called as ``module.apply(variables, z, train=..., mutable=['vq_stats'], rngs={'vq': key})`` and returns a
@@ -37,16 +97,18 @@ class VectorQuantizer(nn.Module):
     ``decay``) falls below it with batch vectors drawn in proportion to their quantization error;
     ``entropy_weight`` adds the chunked entropy regulariser; ``orthogonal_weight`` the orthogonality loss;
     ``code_dim`` searches in a low-dimensional projected space (factorised codes, ViT-VQGAN/DAC; combine with
-    ``metric='cosine'`` for their l2-normalised lookup). For the ``'gradient'`` and ``'simvq'`` forms, k-means
-    and dead-code re-seeding write an additive ``offset`` in ``vq_stats`` (``codebook = learned + offset``),
-    which is the pure-functional equivalent of overwriting those rows in place.
+    ``metric='cosine'`` for their l2-normalised lookup). The codebook's statistics are one
+    :class:`vqjax.codebook.CodebookState` in ``vq_stats['codebook_state']``, updated by the remedy chain of
+    :func:`vqjax.codebook.remedies`; for the ``'gradient'`` and ``'simvq'`` forms, k-means and dead-code
+    re-seeding write its ``codebook`` field as an additive offset (``codebook = learned + offset``), the
+    pure-functional equivalent of overwriting those rows in place.
 
     In training, codebook statistics change only when the ``vq_stats`` collection is mutable. With gradient
     accumulation pass ``apply_update=False`` on all but the last micro-batch: EMA statistics accumulate and fold
     in together. Randomness (k-means seeding, re-seeding, Gumbel sampling) comes from the ``'vq'`` rng stream,
     or, when none is given, from a key derived from a step counter.
 
-    Attributes:
+    Attributes (all but the first two are keyword-only :class:`CodebookOptions`):
       codebook_size: K (> 0).
       dim: D of the input's last axis (> 0).
       codebook_learning: 'gradient', 'ema' or 'simvq'.
@@ -68,44 +130,11 @@ class VectorQuantizer(nn.Module):
 
     codebook_size: int
     dim: int
-    codebook_learning: str = "gradient"
-    metric: str = "l2"
-    estimator: str = "ste"
-    beta: float = 0.25
-    decay: float = 0.99
-    eps: float = 1e-5
-    codebook_init: str = "random"
-    kmeans_iters: int = 10
-    dead_code_threshold: float = 0.0
-    entropy_weight: float = 0.0
-    entropy_temperature: float = 0.01
-    diversity_weight: float = 1.0
-    orthogonal_weight: float = 0.0
-    code_dim: int | None = None
-    gumbel_temperature: float = 1.0
-    chunk_size: int | None = None
-    check_finite: bool = False
 
     def _validate(self):
-        name = "VectorQuantizer"
-        checks.check_positive_int(f"{name}: codebook_size", self.codebook_size)
-        checks.check_positive_int(f"{name}: dim", self.dim)
-        checks.check_choice(f"{name}: codebook_learning", self.codebook_learning, CODEBOOK_LEARNING)
-        checks.check_choice(f"{name}: metric", self.metric, search.METRICS)
-        checks.check_choice(f"{name}: estimator", self.estimator, ESTIMATORS)
-        checks.check_choice(f"{name}: codebook_init", self.codebook_init, CODEBOOK_INITS)
-        checks.check_probability(f"{name}: decay", self.decay)
-        for field in ("beta", "dead_code_threshold", "entropy_weight", "diversity_weight", "orthogonal_weight"):
-            checks.check_nonnegative(f"{name}: {field}", getattr(self, field))
-        for field in ("eps", "entropy_temperature", "gumbel_temperature"):
-            if checks.check_nonnegative(f"{name}: {field}", getattr(self, field)) == 0:
-                raise ValueError(f"{name}: {field} must be > 0; got {getattr(self, field)}")
-        if isinstance(self.kmeans_iters, bool) or not isinstance(self.kmeans_iters, int) or self.kmeans_iters < 0:
-            raise ValueError(f"{name}: kmeans_iters must be a non-negative int; got {self.kmeans_iters!r}")
-        if self.code_dim is not None:
-            checks.check_positive_int(f"{name}: code_dim", self.code_dim)
-        if self.chunk_size is not None:
-            checks.check_positive_int(f"{name}: chunk_size", self.chunk_size)
+        checks.check_positive_int("VectorQuantizer: codebook_size", self.codebook_size)
+        checks.check_positive_int("VectorQuantizer: dim", self.dim)
+        self.check_options("VectorQuantizer")
 
     def setup(self):
         self._validate()
@@ -113,61 +142,44 @@ class VectorQuantizer(nn.Module):
         if self.code_dim is not None:
             self.project_in = nn.Dense(cd, name="project_in")
             self.project_out = nn.Dense(self.dim, name="project_out")
-        if self.codebook_learning == "ema":
-            cache = {}
+        if self.codebook_learning == "gradient":
+            self.codebook = self.param("codebook", nn.initializers.normal(1.0), (k, cd), jnp.float32)
+        elif self.codebook_learning == "simvq":
+            self.basis = self.variable(STATS, "basis", lambda: cbk.simvq_init(self.make_rng("params"), k, cd)[0])
+            self.projection = self.param("projection", lambda _: jnp.eye(cd, dtype=jnp.float32))
+        self.remedies = cbk.remedies(learning=self.codebook_learning, decay=self.decay, eps=self.eps,
+                                     kmeans_iters=self.kmeans_iters if self.codebook_init == "kmeans" else None,
+                                     dead_code_threshold=self.dead_code_threshold, chunk_size=self.chunk_size)
 
-            def state():   # drawn once, on the first variable that needs initialising
-                if "state" not in cache:
-                    cache["state"] = cbk.ema_init(jax.random.normal(self.make_rng("params"), (k, cd), jnp.float32))
-                return cache["state"]
-
-            self.ema_codebook = self.variable(STATS, "codebook", lambda: state().codebook)
-            self.cluster_size = self.variable(STATS, "cluster_size", lambda: state().cluster_size)
-            self.embed_sum = self.variable(STATS, "embed_sum", lambda: state().embed_sum)
-            self.pending_counts = self.variable(STATS, "pending_counts", lambda: state().pending.counts)
-            self.pending_sums = self.variable(STATS, "pending_sums", lambda: state().pending.sums)
-        else:
-            if self.codebook_learning == "gradient":
-                self.codebook = self.param("codebook", nn.initializers.normal(1.0), (k, cd), jnp.float32)
+        def fresh_state():
+            if self.codebook_learning == "ema":
+                start = jax.random.normal(self.make_rng("params"), (k, cd), jnp.float32)
             else:
-                self.basis = self.variable(STATS, "basis", lambda: cbk.simvq_init(self.make_rng("params"), k, cd)[0])
-                self.projection = self.param("projection", lambda _: jnp.eye(cd, dtype=jnp.float32))
-            self.usage_ema = self.variable(STATS, "usage", lambda: jnp.zeros((k,), jnp.float32))
-            if self.uses_offset:
-                self.offset = self.variable(STATS, "offset", lambda: jnp.zeros((k, cd), jnp.float32))
-        if self.codebook_init == "kmeans":
-            self.initialized = self.variable(STATS, "initialized", lambda: jnp.array(False))
-        self.step = self.variable(STATS, "step", lambda: jnp.zeros((), jnp.int32))
+                start = jnp.zeros((k, cd), jnp.float32)
+            return self.remedies.init(cbk.codebook_state(start, ema=self.codebook_learning == "ema"))
+
+        self.state = self.variable(STATS, "codebook_state", fresh_state)
 
     @property
     def search_dim(self) -> int:
         return self.code_dim or self.dim
 
-    @property
-    def uses_offset(self) -> bool:
-        # Learned codebooks carry an additive offset in vq_stats, written by k-means starts and dead-code
-        # re-seeding (their own, or a container's through set_codes).
-        return self.codebook_learning != "ema"
-
-    def _learned_codebook(self) -> jax.Array:
+    def _learned_codebook(self) -> jax.Array | None:
+        """The learned part of the codebook (None for EMA codebooks)."""
         if self.codebook_learning == "gradient":
             return self.codebook
-        return cbk.simvq_codebook(self.basis.value, self.projection)
+        if self.codebook_learning == "simvq":
+            return cbk.simvq_codebook(self.basis.value, self.projection)
+        return None
 
     def current_codebook(self) -> jax.Array:
         """The codebook searched now: float32 ``[K, search_dim]``."""
-        if self.codebook_learning == "ema":
-            return self.ema_codebook.value
-        cb = self._learned_codebook()
-        return cb + self.offset.value if self.uses_offset else cb
-
-    def _usage(self) -> jax.Array:
-        return self.cluster_size.value if self.codebook_learning == "ema" else self.usage_ema.value
+        return cbk.searched_codebook(self.state.value, self._learned_codebook())
 
     def _key(self) -> jax.Array:
         if self.has_rng("vq"):
             return self.make_rng("vq")
-        return jax.random.fold_in(jax.random.key(0), self.step.value)
+        return jax.random.fold_in(jax.random.key(0), self.state.value.step)
 
     def _project_in(self, z):
         z = checks.as_float_array("VectorQuantizer: z", z, last_dim=self.dim)
@@ -176,49 +188,14 @@ class VectorQuantizer(nn.Module):
     def _search_space(self, zc):
         return search.l2_normalize(zc.astype(jnp.float32)) if self.metric == "cosine" else zc.astype(jnp.float32)
 
-    def _set_codes(self, mask, vectors, count):
-        """Overwrites codes where ``mask`` (EMA state, or the offset of a learned codebook)."""
-        if self.codebook_learning == "ema":
-            state = cbk.ema_set_codes(self._ema_state(), mask, vectors, count)
-            self._store_ema(state)
-        else:
-            learned = self._learned_codebook()
-            target = jnp.where(mask[:, None], vectors, learned + self.offset.value)
-            self.offset.value = lax.stop_gradient(target - learned)
-            self.usage_ema.value = jnp.where(mask, count, self.usage_ema.value)
-
-    def _ema_state(self) -> cbk.EMAState:
-        return cbk.EMAState(self.ema_codebook.value, self.cluster_size.value, self.embed_sum.value,
-                            cbk.CodeStats(self.pending_counts.value, self.pending_sums.value))
-
-    def _store_ema(self, state: cbk.EMAState):
-        self.ema_codebook.value = state.codebook
-        self.cluster_size.value = state.cluster_size
-        self.embed_sum.value = state.embed_sum
-        self.pending_counts.value = state.pending.counts
-        self.pending_sums.value = state.pending.sums
-
-    def _kmeans_init(self, x, key):
-        """On the first training call: k-means on the batch becomes the codebook (each code's count >= 1)."""
-        current, usage = self.current_codebook().astype(jnp.float32), self._usage()
-
-        def fit(_):
-            res = cbk.kmeans(key, x, self.codebook_size, iters=self.kmeans_iters, chunk_size=self.chunk_size)
-            counts = cbk.code_statistics(x, res.codes, self.codebook_size).counts
-            return res.centers, jnp.maximum(counts, 1.0)
-
-        fresh = ~self.initialized.value
-        centers, counts = lax.cond(fresh, fit, lambda _: (current, usage), None)
-        self._set_codes(jnp.full((self.codebook_size,), fresh), lax.stop_gradient(centers), counts)
-        self.initialized.value = jnp.array(True)
-
     def set_codes(self, mask: jax.Array, vectors: jax.Array, count) -> None:
-        """Overwrites the codes where ``mask [K]`` with ``vectors [K, search_dim]`` and usage count ``count``.
+        """Overwrites the codes where ``mask [K]`` with ``vectors [K, search_dim]`` and usage count ``count``
+        (:func:`vqjax.codebook.set_codes`).
 
         How container modules (``ResidualVQ``, ``AdditiveVQ``) write a jointly fitted k-means start into each
         level; needs the ``vq_stats`` collection mutable.
         """
-        self._set_codes(mask, lax.stop_gradient(vectors).astype(jnp.float32), count)
+        self.state.value = cbk.set_codes(self.state.value, mask, vectors, count, self._learned_codebook())
 
     def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool = True,
                  codes: jax.Array | None = None) -> Quantized:
@@ -235,10 +212,12 @@ class VectorQuantizer(nn.Module):
                 "VectorQuantizer: training with codebook_learning='ema', codebook_init='kmeans' or dead_code_threshold > 0 "
                 f"updates the '{STATS}' collection; call apply(..., train=True, mutable=['{STATS}'])")
         zs = self._search_space(zc)
-        flat = zs.reshape(-1, zs.shape[-1])
+        flat = lax.stop_gradient(zs.reshape(-1, zs.shape[-1]))
         key = self._key() if mutable or (train and self.estimator == "gumbel") else None
-        if mutable and self.codebook_init == "kmeans":
-            self._kmeans_init(lax.stop_gradient(flat), jax.random.fold_in(key, 1))
+        learned = self._learned_codebook()
+        if mutable:
+            frozen = None if learned is None else lax.stop_gradient(learned)
+            self.state.value = self.remedies.start(self.state.value, flat, jax.random.fold_in(key, 1), frozen)
 
         codebook = self.current_codebook()
         estimator = self.estimator if train or self.estimator != "gumbel" else "ste"
@@ -255,31 +234,17 @@ class VectorQuantizer(nn.Module):
             stats["orthogonal"] = ortho
 
         if mutable:
-            self._update_stats(flat, q, codebook, key, apply_update)
-        if mutable:
-            self.step.value = self.step.value + 1
+            values = lax.stop_gradient(q.values).reshape(flat.shape).astype(jnp.float32)
+            batch = cbk.CodebookBatch(x=flat, codes=lax.stop_gradient(q.codes).reshape(-1),
+                                      errors=jnp.sum((flat - values) ** 2, axis=-1),
+                                      learned=None if learned is None else lax.stop_gradient(learned),
+                                      apply=apply_update)
+            self.state.value = self.remedies.update(self.state.value, batch, jax.random.fold_in(key, 3))
         if self.dead_code_threshold > 0:
-            stats["dead_codes"] = metrics.dead_code_count(self._usage(), self.dead_code_threshold)
+            stats["dead_codes"] = metrics.dead_code_count(self.state.value.usage, self.dead_code_threshold)
 
         values = self.project_out(q.values) if self.code_dim is not None else q.values
         return Quantized(values.astype(z.dtype), q.codes, loss, stats)
-
-    def _update_stats(self, flat, q, codebook, key, apply_update):
-        codes = lax.stop_gradient(q.codes).reshape(-1)
-        x = lax.stop_gradient(flat)
-        if self.codebook_learning == "ema":
-            self._store_ema(cbk.ema_update(self._ema_state(), x, codes, decay=self.decay, eps=self.eps,
-                                           apply=apply_update))
-        else:
-            usage = cbk.usage_update(self.usage_ema.value, codes, decay=self.decay)
-            self.usage_ema.value = jnp.where(apply_update, usage, self.usage_ema.value)
-        if self.dead_code_threshold > 0:
-            err = jnp.sum((x - lax.stop_gradient(q.values).reshape(x.shape).astype(jnp.float32)) ** 2, axis=-1)
-            fresh, dead = cbk.replace_dead_codes(jax.random.fold_in(key, 3), lax.stop_gradient(codebook),
-                                                 self._usage(), x, threshold=self.dead_code_threshold,
-                                                 errors=err)
-            dead = dead & jnp.asarray(apply_update)
-            self._set_codes(dead, fresh, self.dead_code_threshold)
 
     def encode(self, z: jax.Array) -> jax.Array:
         """int32 codes ``z.shape[:-1]`` of the nearest codes."""

@@ -22,7 +22,8 @@ from vqjax import checks, indexing, metrics, search
 from vqjax.quantizers.compose import residual_decode, residual_encode
 
 __all__ = ["check_codebooks", "decode_sum", "gather_levels", "greedy_encode", "beam_extend", "beam_encode",
-           "icm_refine", "dropout_mask", "level_metrics", "vq_level_encode", "vq_level_decode"]
+           "icm_refine", "dropout_mask", "level_metrics", "vq_level_encode", "vq_level_decode", "residual_targets",
+           "additive_targets", "multi_encode"]
 
 
 def check_codebooks(name: str, codebooks, dim: int | None, num_levels: int | None, *, allow_shared: bool = True
@@ -177,3 +178,39 @@ def level_metrics(codes: jax.Array, num_codes: int) -> dict[str, jax.Array]:
     return {name: jnp.mean(value) for name, value in per.items()}
 
 
+
+
+def residual_targets(x: jax.Array, codebooks: jax.Array, codes: jax.Array):
+    """What each residual level quantizes: ``level -> r_l = x - Σ_{j<l} sg(C_j[codes[:, j]])`` (gradient to ``x``
+    only), built lazily level by level so no ``[N, L, D]`` array is formed."""
+    frozen = lax.stop_gradient(codebooks)
+    before = [jnp.zeros_like(frozen[0, :1])]
+
+    def target(level: int) -> jax.Array:
+        while len(before) <= level:
+            i = len(before) - 1
+            before.append(before[-1] + vq_level_decode(codes[:, i], frozen[i]))
+        return x - before[level]
+
+    return target
+
+
+def additive_targets(x: jax.Array, codebooks: jax.Array, codes: jax.Array):
+    """What each additive codebook should represent: ``m -> t_m = x - Σ_{j≠m} sg(C_j[codes[:, j]])``."""
+    frozen = lax.stop_gradient(codebooks)
+    rest = x - decode_sum(frozen, codes)
+    return lambda m: rest + vq_level_decode(codes[:, m], frozen[m])
+
+
+def multi_encode(x: jax.Array, codebooks: jax.Array, *, beam_width: int = 1, icm_iters: int = 0,
+                 chunk_size: int | None = None) -> jax.Array:
+    """Codes ``[N, L]`` of ``x [N, D]`` (gradient-free): greedy residual (``beam_width=1``) or beam search, then
+    ``icm_iters`` ICM sweeps (additive quantization)."""
+    x, codebooks = lax.stop_gradient(x), lax.stop_gradient(codebooks)
+    if beam_width == 1:
+        codes = greedy_encode(x, codebooks, chunk_size=chunk_size)
+    else:
+        codes = beam_encode(x, codebooks, beam_width, chunk_size=chunk_size)
+    if icm_iters:
+        codes = icm_refine(x, codebooks, codes, icm_iters, chunk_size=chunk_size)
+    return codes

@@ -10,8 +10,11 @@ peer that dies for memory is reported as such). ``compile s`` is vqjax's lower-a
 
 Configurations (the issue's): FSQ levels (8,8,8,5,5,5) at 65536 tokens; LFQ with 2^14 codes at 16384 tokens,
 2^16 codes at 4096 and 16384 tokens, 2^18 codes at 16384 tokens, entropy weight 0.1; RVQ 8 x 1024 codes,
-D=128, EMA codebooks, at 16384 tokens. vqjax's LFQ entropy is the factorised (grouped) form documented in
-``vqjax.quantizers.lfq``; vector-quantize-pytorch computes the exact entropy over all 2^d codes.
+D=128, EMA codebooks, at 16384 tokens. vector-quantize-pytorch computes the exact codebook entropy over all 2^d
+codes. vqjax's LFQ rows without a suffix use its default factorised (grouped) entropy documented in
+``vqjax.quantizers.lfq``; the ``_exact`` rows use ``entropy_group_size=None``, the exact entropy computed in
+memory-bounded chunks: those are the like-for-like comparison. Both peers run straight-through (for RVQ the peer's
+default rotation trick is switched off).
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from _common import cap_memory, peak_mb, rss_mb, spawn, timed
 CONFIGS = {
     "fsq": dict(kind="fsq", n=65536, levels=(8, 8, 8, 5, 5, 5)),
     "lfq14": dict(kind="lfq", n=16384, bits=14),
+    "lfq14_exact": dict(kind="lfq", n=16384, bits=14, exact=True),
     "lfq16_4k": dict(kind="lfq", n=4096, bits=16),
+    "lfq16_4k_exact": dict(kind="lfq", n=4096, bits=16, exact=True),
     "lfq16_16k": dict(kind="lfq", n=16384, bits=16),
     "lfq18": dict(kind="lfq", n=16384, bits=18),
     "rvq": dict(kind="rvq", n=16384, dim=128, levels=8, codes=1024),
@@ -65,7 +70,8 @@ def run_vqjax(cfg, steps):
         if cfg["kind"] == "fsq":
             quantize = lambda x: vqjax.fsq(x, cfg["levels"])
         else:
-            quantize = lambda x: vqjax.lfq(x, entropy_weight=0.1)
+            group = None if cfg.get("exact") else 8          # None: the exact entropy over all 2^d codes
+            quantize = lambda x: vqjax.lfq(x, entropy_weight=0.1, entropy_group_size=group)
 
         def step(state, x):
             def loss(x):
@@ -110,8 +116,9 @@ def run_peer(cfg, steps):
         x = torch.randn(1, cfg["n"], cfg["bits"])
         aux = lambda out: out[2].sum()
     else:
+        # rotation_trick=False: vqjax's RVQ step here is straight-through (the peer defaults to the rotation trick).
         module = ResidualVQ(dim=cfg["dim"], num_quantizers=cfg["levels"], codebook_size=cfg["codes"], decay=0.8,
-                            commitment_weight=1.0)
+                            commitment_weight=1.0, rotation_trick=False)
         x = torch.randn(1, cfg["n"], cfg["dim"])
         aux = lambda out: out[2].sum()
     module.train()

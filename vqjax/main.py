@@ -5,7 +5,7 @@
 Running it again on the same workdir resumes from the latest checkpoint. ``--distributed`` calls
 ``jax.distributed.initialize()`` first (multi-host runs on a pod or cluster; the coordinator, process count and
 process id come from the environment, or from ``--coordinator_address``, ``--num_processes`` and
-``--process_id``). The table printed at the end comes from the task (``config.task``).
+``--process_id``; CPU processes talk through gloo). The table printed at the end comes from the task (``config.task``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize() (mult
 flags.DEFINE_string("coordinator_address", None, "with --distributed: host:port of process 0")
 flags.DEFINE_integer("num_processes", None, "with --distributed: number of processes")
 flags.DEFINE_integer("process_id", None, "with --distributed: this process's index")
+flags.DEFINE_string("cpu_collectives", "gloo", "with --distributed: collectives between CPU processes ('gloo' or "
+                    "'mpi'); accelerators use their own")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -47,6 +49,7 @@ def main(argv):
     import jax
 
     if FLAGS.distributed:
+        jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
     from vqjax.train import get_task, train_and_evaluate

@@ -142,15 +142,20 @@ class Tokenizer:
     @classmethod
     def load(cls, path: str, step: int | None = None) -> "Tokenizer":
         """The tokenizer in ``path``: a folder written by :meth:`export`, or a training workdir (its latest
-        checkpoint, or ``step``).
+        checkpoint, or ``step``). A graph tokenizer (``modality='graph'``) loads as a
+        :class:`vqjax.graph.GraphTokenizer`, which has the same protocol.
 
         Raises:
           FileNotFoundError: no spec, no weights or no checkpoint; ValueError: an unknown format version or model.
         """
-        from vqjax.models import model_from_spec
-
         path = os.path.abspath(os.path.expanduser(path))
         spec = read_spec(path)
+        if spec["modality"] == "graph":                 # NodePiece: a vocabulary and node tokens, no weights
+            from vqjax.graph.tokenizer import GraphTokenizer
+
+            return GraphTokenizer.load(path, spec)
+        from vqjax.models import model_from_spec
+
         model = model_from_spec(spec["model"])
         weights_file = os.path.join(path, WEIGHTS_FILE)
         if os.path.exists(weights_file) and step is None:

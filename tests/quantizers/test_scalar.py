@@ -258,3 +258,31 @@ def test_check_finite_in_scalar_quantizers():
                lambda z: vqjax.bsq(z, check_finite=True)):
         with pytest.raises(ValueError, match=r"z contains 1 non-finite"):
             fn(bad)
+
+
+def test_exact_lfq_codebook_entropy_equals_the_dense_formula_with_bounded_memory():
+    """``entropy_group_size=None``: the entropy of the batch-mean distribution over all 2^d codes, equal to the
+    dense N x 2^d computation (and its gradient), while the chunked scan never holds that matrix."""
+    from vqjax.quantizers.lfq import bit_entropy
+
+    x = jax.random.normal(jax.random.key(0), (300, 10))
+    tau, s = 0.5, 1.0
+
+    def dense(x):
+        codes = np.arange(2 ** 10)
+        signs = np.where((codes[:, None] >> np.arange(10)) & 1, s, -s).astype(np.float32)      # [1024, 10]
+        logits = -jnp.sum((x[:, None, :] - signs[None]) ** 2, -1) / tau
+        avg = jnp.mean(jax.nn.softmax(logits, axis=-1), 0)
+        return -jnp.sum(avg * jnp.log(avg))
+
+    exact = lambda x: bit_entropy(x, scale=s, temperature=tau, group_size=None).codebook_entropy
+    np.testing.assert_allclose(jax.jit(exact)(x), dense(x), rtol=1e-4)
+    np.testing.assert_allclose(jax.jit(jax.grad(exact))(x), jax.grad(dense)(x), rtol=2e-3, atol=1e-6)
+    grouped = bit_entropy(x, scale=s, temperature=tau, group_size=4).codebook_entropy
+    assert float(grouped) >= float(exact(x)) - 1e-4                        # the factorised form is an upper bound
+    big = jax.ShapeDtypeStruct((16384, 18), jnp.float32)                   # 2^18 codes: N x 2^d would be 16 GiB
+    mem = jax.jit(jax.grad(exact)).lower(big).compile().memory_analysis()
+    if mem is not None:
+        assert mem.temp_size_in_bytes < 2 ** 30
+    q = vqjax.lfq(x, entropy_group_size=None, entropy_weight=0.1)
+    assert np.isfinite(float(q.loss)) and "codebook_entropy" in q.metrics

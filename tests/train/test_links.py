@@ -39,6 +39,25 @@ def test_nodepiece_run_trains_reports_and_resumes_exactly(umls, tmp_path):
     shutil.rmtree(tmp_path / "checkpoints" / "20")
     assert train_and_evaluate_links(c, str(tmp_path), progress=False) == whole
 
+    import vqjax
+
+    tok = vqjax.Tokenizer.load(str(tmp_path))                     # the graph tokenizer, same protocol
+    assert tok.modality == "graph" and tok.tokens_per_second is None
+    k, m = c.nodepiece.anchors_per_node, c.nodepiece.relations_per_node
+    assert tok.codes_shape == (k + m,) and tok.vocab_size == tok.vocab.size
+    ids = np.arange(tok.num_nodes)
+    tokens = tok.encode(ids)
+    assert tokens.shape == (tok.num_nodes, k + m) and tokens.min() >= 0 and tokens.max() < tok.vocab_size
+    back = tok.decode(tokens)
+    np.testing.assert_array_equal(tok.encode(back), tokens)         # each row decodes to a node with those tokens
+    assert np.mean(back == ids) > 0.9
+    exported = vqjax.Tokenizer.load(tok.export(str(tmp_path / "artifact")))
+    np.testing.assert_array_equal(exported.encode(ids), tokens)
+    with pytest.raises(ValueError, match=r"node ids must lie in \[0, 135\)"):
+        tok.encode([135])
+    with pytest.raises(ValueError, match="must lie in"):
+        tok.decode(np.full((1, k + m), tok.vocab_size))
+
 
 def test_nodepiece_learns_umls(umls, tmp_path):
     """A short real fit: well above the MRR of random scores (about 0.04 among 135 entities)."""

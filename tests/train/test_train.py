@@ -336,6 +336,8 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
     assert all(np.isfinite(r[k]) for r in rows for k in ("disc_loss", "gen_loss", "adaptive_weight"))
     assert rows[0]["disc_loss"] == 0.0 and rows[-1]["disc_loss"] > 0       # off before gan.start_step
     assert os.path.getsize(tmp_path / "feature_net.msgpack") > 0
+    # The perceptual loss's feature network learned its task: held-out digit accuracy well above chance (0.1).
+    assert json.loads((tmp_path / "run.json").read_text())["feature_net_accuracy"] > 0.3
     shutil.rmtree(tmp_path / "checkpoints" / "20")
     assert train_and_evaluate(c, workdir, progress=False) == whole
 

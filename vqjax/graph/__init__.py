@@ -8,6 +8,7 @@ from vqjax.graph.anchors import STRATEGIES, pagerank, select_anchors
 from vqjax.graph.graph import Graph
 from vqjax.graph.nodepiece import (CLS, MASK, NOTHING, NUM_SPECIAL, PAD, NodePieceVocab, NodeTokens,
                                    nearest_anchors, relational_context)
+from vqjax.graph.tokenizer import GraphTokenizer
 
 __all__ = ["Graph", "STRATEGIES", "pagerank", "select_anchors", "NodePieceVocab", "NodeTokens", "nearest_anchors",
-           "relational_context", "PAD", "CLS", "MASK", "NOTHING", "NUM_SPECIAL"]
+           "relational_context", "GraphTokenizer", "PAD", "CLS", "MASK", "NOTHING", "NUM_SPECIAL"]

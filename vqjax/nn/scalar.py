@@ -127,7 +127,7 @@ class LFQ(_Projected):
     diversity_weight: float = 1.0
     temperature: float = 0.01
     commitment_weight: float = 0.25
-    entropy_group_size: int = 8
+    entropy_group_size: int | None = 8
     check_finite: bool = False
 
     def _channels(self) -> int:
@@ -174,7 +174,7 @@ class BSQ(_Projected):
     diversity_weight: float = 1.0
     temperature: float = 0.1
     commitment_weight: float = 0.25
-    entropy_group_size: int = 9
+    entropy_group_size: int | None = 9
     check_finite: bool = False
 
     def _channels(self) -> int:

@@ -42,7 +42,7 @@ def bsq_decode(codes: jax.Array, dim: int, *, dtype=jnp.float32) -> jax.Array:
 
 
 def bsq(z: jax.Array, *, entropy_weight: float = 0.1, diversity_weight: float = 1.0, temperature: float = 0.1,
-        commitment_weight: float = 0.25, entropy_group_size: int = 9, check_finite: bool = False) -> Quantized:
+        commitment_weight: float = 0.25, entropy_group_size: int | None = 9, check_finite: bool = False) -> Quantized:
     """Binary spherical quantization of ``z [..., d]`` (``d <= 31``), see the module docstring.
 
     Args:

@@ -8,7 +8,10 @@ Entropy regulariser. With ``p(c | z) ∝ exp(-|z - c|² / τ)`` over the codeboo
 over channels, so ``p(c | z)`` factorises into independent bits with ``P(bit_i = 1) = sigmoid(4 s z_i / τ)``:
 
 * the per-sample entropy ``H(p(·|z))`` is the sum of the bits' binary entropies — exact, ``O(N d)``;
-* the codebook entropy ``H(mean_n p(·|z_n))`` does not factorise. It is approximated by splitting the bits into
+* the codebook entropy ``H(mean_n p(·|z_n))`` does not factorise. With ``entropy_group_size=None`` it is computed
+  exactly over all ``2^d`` codes, scanning chunks of codes with the chunk rematerialised in the backward pass
+  (memory ``O(N C)``, time ``O(N 2^d d)``: the like-for-like form of implementations that build the ``N x 2^d``
+  matrix). By default it is approximated by splitting the bits into
   groups of ``entropy_group_size`` and summing the entropies of each group's batch-average distribution over its
   ``2^g`` patterns (an upper bound on the joint entropy, equal to it when the groups are independent under the
   batch average, and exact when ``d <= entropy_group_size``). Memory is ``O(N 2^g)`` per group instead of
@@ -29,7 +32,8 @@ import numpy as np
 from vqjax import checks, estimators, metrics, regularizers
 from vqjax.quantizers.base import Quantized
 
-__all__ = ["lfq", "lfq_encode", "lfq_decode", "BitEntropy", "bit_entropy", "pack_bits", "unpack_bits", "MAX_BITS"]
+__all__ = ["lfq", "lfq_encode", "lfq_decode", "BitEntropy", "bit_entropy", "exact_codebook_entropy", "pack_bits",
+           "unpack_bits", "MAX_BITS"]
 
 MAX_BITS = 31  # non-negative int32 codes
 
@@ -67,8 +71,39 @@ def _binary_entropy(logit):
     return p * jax.nn.softplus(-logit) + (1.0 - p) * jax.nn.softplus(logit)
 
 
+_EXACT_TILE = 1 << 21  # N x C probabilities held per chunk of codes in the exact codebook entropy (8 MiB)
+
+
+def _xlogx_sum(p):
+    return jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+
+
+def _pattern_log_probs(log_one, log_zero, codes, bits):
+    """``log p(code | x_n)`` for ``codes [C]`` (bit patterns over ``bits`` channels): ``[N, C]``."""
+    patterns = ((codes[:, None] >> jnp.arange(bits, dtype=jnp.int32)) & 1).astype(jnp.float32)   # [C, bits]
+    return log_one @ patterns.T + log_zero @ (1.0 - patterns).T
+
+
+def exact_codebook_entropy(log_one: jax.Array, log_zero: jax.Array) -> jax.Array:
+    """``H(mean_n p(·|x_n))`` over all ``2^d`` codes, exactly, scanning chunks of codes (memory ``O(N C)``; the
+    chunk is rematerialised in the backward pass, so gradients stay bounded too). Time ``O(N 2^d d)``."""
+    n, dim = log_one.shape
+    total = 2 ** dim
+    chunk = int(min(total, max(1, 2 ** int(np.floor(np.log2(max(_EXACT_TILE // max(n, 1), 1)))))))
+
+    @jax.checkpoint
+    def body(acc, start):
+        codes = start + jnp.arange(chunk, dtype=jnp.int32)
+        avg = jnp.mean(jnp.exp(_pattern_log_probs(log_one, log_zero, codes, dim)), axis=0)
+        return acc - _xlogx_sum(avg), None
+
+    starts = jnp.arange(0, total, chunk, dtype=jnp.int32)
+    entropy, _ = jax.lax.scan(body, jnp.float32(0.0), starts)
+    return entropy
+
+
 def bit_entropy(x: jax.Array, *, scale: float, temperature: float, diversity_weight: float = 1.0,
-                group_size: int = 8) -> BitEntropy:
+                group_size: int | None = 8) -> BitEntropy:
     """Entropy regulariser of a binary implicit codebook ``{-scale, +scale}^d``, factorised as in the module doc.
 
     Args:
@@ -76,7 +111,9 @@ def bit_entropy(x: jax.Array, *, scale: float, temperature: float, diversity_wei
       scale: the code magnitude ``s``.
       temperature: ``τ`` of ``p(c|x) ∝ exp(-|x - c|²/τ)``.
       diversity_weight: weight of the codebook entropy.
-      group_size: bits per group for the codebook entropy (``2^group_size`` patterns per group, at most 16).
+      group_size: bits per group for the factorised codebook entropy (``2^group_size`` patterns per group, at
+        most 16); ``None`` for the exact codebook entropy over all ``2^d`` codes (:func:`exact_codebook_entropy`,
+        memory-bounded chunks; time grows as ``2^d``).
 
     Returns:
       :class:`BitEntropy`.
@@ -87,13 +124,15 @@ def bit_entropy(x: jax.Array, *, scale: float, temperature: float, diversity_wei
     sample_entropy = jnp.mean(jnp.sum(_binary_entropy(logits), axis=-1))
     log_one = -jax.nn.softplus(-logits)       # log P(bit = 1)
     log_zero = -jax.nn.softplus(logits)       # log P(bit = 0)
-    codebook_entropy = jnp.float32(0.0)
-    for start in range(0, dim, group_size):
-        g = min(group_size, dim - start)
-        patterns = jnp.asarray((np.arange(2 ** g)[:, None] >> np.arange(g)) & 1, jnp.float32)   # [2^g, g]
-        lp = log_one[:, start:start + g] @ patterns.T + log_zero[:, start:start + g] @ (1.0 - patterns).T
-        avg = jnp.mean(jnp.exp(lp), axis=0)
-        codebook_entropy -= jnp.sum(jnp.where(avg > 0, avg * jnp.log(jnp.where(avg > 0, avg, 1.0)), 0.0))
+    if group_size is None:
+        codebook_entropy = exact_codebook_entropy(log_one, log_zero)
+    else:
+        codebook_entropy = jnp.float32(0.0)
+        for start in range(0, dim, group_size):
+            g = min(group_size, dim - start)
+            lp = _pattern_log_probs(log_one[:, start:start + g], log_zero[:, start:start + g],
+                                    jnp.arange(2 ** g, dtype=jnp.int32), g)
+            codebook_entropy -= _xlogx_sum(jnp.mean(jnp.exp(lp), axis=0))
     return BitEntropy(sample_entropy - diversity_weight * codebook_entropy, sample_entropy, codebook_entropy)
 
 
@@ -104,6 +143,8 @@ def check_common(fn, *, temperature, entropy_weight, diversity_weight, commitmen
         checks.check_nonnegative(f"{fn}: {name}", value)
     if checks.check_nonnegative(f"{fn}: temperature", temperature) == 0:
         raise ValueError(f"{fn}: temperature must be > 0; got {temperature}")
+    if group_size is None:                    # the exact codebook entropy
+        return
     group_size = checks.check_positive_int(f"{fn}: entropy_group_size", group_size)
     if group_size > 16:
         raise ValueError(f"{fn}: entropy_group_size must be <= 16 (2^g patterns per group); got {group_size}")
@@ -144,7 +185,7 @@ def lfq_decode(codes: jax.Array, dim: int, *, scale: float = 1.0, dtype=jnp.floa
 
 
 def lfq(z: jax.Array, *, scale: float = 1.0, entropy_weight: float = 0.1, diversity_weight: float = 1.0,
-        temperature: float = 0.01, commitment_weight: float = 0.25, entropy_group_size: int = 8,
+        temperature: float = 0.01, commitment_weight: float = 0.25, entropy_group_size: int | None = 8,
         check_finite: bool = False) -> Quantized:
     """Lookup-free quantization of ``z [..., d]`` (``d <= 31`` bits), see the module docstring.
 
@@ -155,7 +196,8 @@ def lfq(z: jax.Array, *, scale: float = 1.0, entropy_weight: float = 0.1, divers
       diversity_weight: weight of the codebook-entropy term inside it (MAGVIT-v2's γ).
       temperature: τ of the code distribution (vector-quantize-pytorch's ``1 / inv_temperature``).
       commitment_weight: weight of ``mean|z - sg(q)|²``.
-      entropy_group_size: bits per group of the factorised codebook entropy (1..16).
+      entropy_group_size: bits per group of the factorised codebook entropy (1..16), or None for the exact
+        codebook entropy over all 2^d codes (memory-bounded chunks; time grows as 2^d).
       check_finite: refuse NaN/Inf in ``z``.
 
     Returns:

@@ -274,7 +274,7 @@ def residual_lfq_decode(codes: jax.Array, dim: int, num_levels: int, *, scale: f
 
 def residual_lfq(z: jax.Array, num_levels: int, *, scale: float = 1.0, entropy_weight: float = 0.1,
                  diversity_weight: float = 1.0, temperature: float = 0.01, commitment_weight: float = 0.25,
-                 entropy_group_size: int = 8, check_finite: bool = False) -> Quantized:
+                 entropy_group_size: int | None = 8, check_finite: bool = False) -> Quantized:
     """Residual LFQ: level ``l`` takes the signs of ``r_l`` at scale ``scale * 2^-l`` (vector-quantize-pytorch's
     ResidualLFQ). Each level adds LFQ's commitment and factorised entropy terms on its residual (see
     :func:`vqjax.lfq`); the straight-through gradient goes from the total to ``z``.

@@ -16,7 +16,7 @@ import optax
 from vqjax.data import pipeline
 from vqjax.models.perceptual import FeatureNet
 
-__all__ = ["train_feature_net", "load_or_train_feature_net"]
+__all__ = ["train_feature_net", "load_or_train_feature_net", "feature_net_accuracy"]
 
 
 def train_feature_net(source: Sequence[dict[str, Any]], *, num_classes: int, steps: int, batch_size: int = 64,
@@ -77,3 +77,17 @@ def load_or_train_feature_net(workdir: str, source, *, num_classes: int, steps: 
         fh.write(flax.serialization.to_bytes(params))
     os.replace(path + ".tmp", path)
     return net, params
+
+
+def feature_net_accuracy(net: FeatureNet, params, source: Sequence[dict[str, Any]], *, batch_size: int = 250,
+                         max_examples: int | None = 1000) -> float:
+    """Classification accuracy of the feature network on ``source`` (held-out data: the run's eval split), the
+    evidence that its features carry what the perceptual loss relies on."""
+    apply = jax.jit(lambda p, x: jnp.argmax(net.apply(p, x), -1))
+    hits = total = 0
+    for batch in pipeline.eval_batches(source, batch_size=batch_size, max_examples=max_examples):
+        keep = batch["mask"] > 0
+        pred = np.asarray(apply(params, batch["image"]))[keep]
+        hits += int(np.sum(pred == np.asarray(batch["label"])[keep]))
+        total += int(keep.sum())
+    return hits / max(total, 1)

@@ -298,13 +298,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     levels = codes_shape[-1] if len(codes_shape) == 3 else 1
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
 
-    feature_net, feature_params = None, jnp.zeros(())
+    feature_net, feature_params, extra_info = None, jnp.zeros(()), {}
     if config.perceptual_weight > 0:
-        from vqjax.train.perceptual import load_or_train_feature_net
+        from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
 
         feature_net, feature_params = load_or_train_feature_net(
             workdir, train_source, num_classes=config.feature_net_classes, steps=config.feature_net_steps,
             seed=config.seed, stop=stop)
+        extra_info["feature_net_accuracy"] = feature_net_accuracy(feature_net, feature_params, eval_source)
     feature_params = jax.device_put(feature_params, replicated)
     parts = StepParts(model=model, tx=tx, recon_loss=config.recon_loss,
                       perceptual_weight=float(config.perceptual_weight), feature_net=feature_net, disc=disc,
@@ -357,7 +358,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "weights": {"params": "ema_params" if use_ema else "params", "vq_stats": "vq_stats"},
             "dataset": config.dataset}
     info = {"image_shape": list(shape), "vocab_size": int(vocab), "codes_shape": list(codes_shape),
-            "dataset": config.dataset, "quantizer": config.quantizer}
+            "dataset": config.dataset, "quantizer": config.quantizer, **extra_info}
     return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
                hint="Lower config.optimizer.learning_rate or check the data.", spec=spec)
 

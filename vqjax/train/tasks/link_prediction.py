@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from vqjax.data.graphs import KG_DATASETS, load_kg
-from vqjax.graph import STRATEGIES, NodePieceVocab
+from vqjax.graph import STRATEGIES, GraphTokenizer, NodePieceVocab
 from vqjax.graph.models import ENCODERS, SCORERS, LinkPredictor, score_all
 from vqjax.train import evaluate, reports
 from vqjax.train.config import check_positive, core_config, optimizer_config
@@ -120,8 +120,9 @@ def count_params(params) -> int:
 def build_link_model(config: ml_collections.ConfigDict, workdir: str | None = None):
     """The data, NodePiece vocabulary and tokens (token encoders), and :class:`LinkPredictor` a config describes.
 
-    Returns ``(splits, model, tokens, distances)`` (``tokens``/``distances`` are ``None`` for the baseline); the
-    vocabulary is saved as ``workdir/vocab.json`` when ``workdir`` is given.
+    Returns ``(splits, model, tokens, distances)`` (``tokens``/``distances`` are ``None`` for the baseline). With
+    ``workdir``, the tokens are written there as a graph tokenizer artifact (``spec.json``, ``vocab.json``,
+    ``node_tokens.npz``: :class:`vqjax.graph.GraphTokenizer`, loadable with ``vqjax.Tokenizer.load(workdir)``).
     """
     splits = load_kg(config.dataset, root=config.data_root, seed=config.seed)
     tokens = distances = None
@@ -134,8 +135,8 @@ def build_link_model(config: ml_collections.ConfigDict, workdir: str | None = No
         node_tokens = vocab.tokenize(splits.graph())
         tokens, distances = node_tokens.tokens, node_tokens.distances
         vocab_size = vocab.size
-        if workdir is not None:
-            vocab.save(os.path.join(workdir, "vocab.json"))
+        if workdir is not None and jax.process_index() == 0:
+            GraphTokenizer.from_tokens(vocab, node_tokens).export(workdir)
     model = LinkPredictor(splits.num_entities, splits.num_relations, config.dim, config.scorer, config.encoder,
                           vocab_size, config.num_layers, config.num_heads, config.max_distance, float(config.gamma))
     return splits, model, tokens, distances

@@ -35,6 +35,7 @@ __all__ = [
     "CodebookBatch",
     "CodebookTransform",
     "codebook_state",
+    "as_codebook_state",
     "searched_codebook",
     "set_codes",
     "chain",
@@ -483,6 +484,20 @@ def codebook_state(codebook: jax.Array, *, ema: bool) -> CodebookState:
                          embed_sum=jnp.array(codebook, copy=True) if ema else jnp.zeros((k, 0), jnp.float32),
                          pending=CodeStats(jnp.zeros((k,), jnp.float32), jnp.zeros((k, width), jnp.float32)),
                          initialized=jnp.array(False), step=jnp.zeros((), jnp.int32))
+
+
+def as_codebook_state(value) -> CodebookState:
+    """A :class:`CodebookState` from itself or from its dict form (how a checkpoint restored without a target, or
+    a msgpack file, returns it)."""
+    if isinstance(value, CodebookState):
+        return value
+    if isinstance(value, dict) and set(value) == set(CodebookState._fields):
+        pending = value["pending"]
+        if isinstance(pending, dict):
+            pending = CodeStats(pending["counts"], pending["sums"])
+        return CodebookState(**{**value, "pending": pending})
+    raise TypeError(f"as_codebook_state: expected a CodebookState or a dict of its fields "
+                    f"{list(CodebookState._fields)}; got {type(value).__name__}")
 
 
 def searched_codebook(state: CodebookState, learned: jax.Array | None = None) -> jax.Array:

@@ -52,6 +52,10 @@ def main(argv):
         jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
         jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                    num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+        if jax.default_backend() == "cpu" and jax.process_count() > 1:
+            # Multi-process CPU executables loaded from the persistent compilation cache stall at their first
+            # gloo collective (JAX 0.10): compile afresh.
+            jax.config.update("jax_enable_compilation_cache", False)
     from vqjax.train import get_task, train_and_evaluate
 
     try:

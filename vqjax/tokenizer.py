@@ -175,7 +175,7 @@ class Tokenizer:
         path = os.path.abspath(os.path.expanduser(path))
         spec = {k: v for k, v in self.spec.items() if k != "weights"}
         write_spec(path, {**spec, "step": self.step})
-        host = jax.tree.map(np.asarray, self.variables)
+        host = _plain_tree(self.variables)
         out = os.path.join(path, WEIGHTS_FILE)
         with open(out + ".tmp", "wb") as fh:
             fh.write(flax.serialization.msgpack_serialize(host))
@@ -235,6 +235,17 @@ class Tokenizer:
             raise ValueError(f"Tokenizer.decode: codes must lie in [0, {self.vocab_size}); got min {int(cmin)}, "
                              f"max {int(cmax)}")
         return out
+
+
+def _plain_tree(tree):
+    """Nested dicts of numpy arrays (NamedTuples as dicts of their fields), for msgpack."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return {k: _plain_tree(v) for k, v in zip(tree._fields, tree)}
+    if isinstance(tree, dict):
+        return {k: _plain_tree(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return {str(i): _plain_tree(v) for i, v in enumerate(tree)}
+    return np.asarray(tree)
 
 
 def _restore_checkpoint(path: str, spec: dict, step: int | None):

@@ -61,6 +61,19 @@ def test_process_shards_split_each_global_batch(mnist):
     assert shards[0].shape == (10, 28, 28, 1)
     rows = [set(map(bytes, s.reshape(10, -1))) for s in shards]
     assert not rows[0] & rows[1]
+    # The processes' slices, in process order, are the one-process global batch, in order, at every step.
+    for step in (0, 7):
+        one = next(pipeline.train_batches(src, batch_size=20, seed=1, start_step=step))["image"]
+        two = [next(pipeline.train_batches(src, batch_size=20, seed=1, start_step=step, process_index=p,
+                                           process_count=2))["image"] for p in range(2)]
+        np.testing.assert_array_equal(np.concatenate(two), one)
+    evals = [list(pipeline.eval_batches(src, batch_size=64, max_examples=150, process_index=p, process_count=2))
+             for p in range(2)]
+    whole = list(pipeline.eval_batches(src, batch_size=64, max_examples=150))
+    for b, (p0, p1) in enumerate(zip(*evals)):
+        np.testing.assert_array_equal(np.concatenate([p0["mask"], p1["mask"]]), whole[b]["mask"])
+        keep = whole[b]["mask"] > 0
+        np.testing.assert_array_equal(np.concatenate([p0["image"], p1["image"]])[keep], whole[b]["image"][keep])
     with pytest.raises(ValueError, match="divisible by the process count"):
         pipeline.train_batches(src, batch_size=5, seed=0, process_count=2)
 

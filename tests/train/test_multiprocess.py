@@ -30,13 +30,28 @@ def _args(data_dir, workdir):
             f"--config.data_dir={data_dir}", f"--workdir={workdir}", *STEPS]
 
 
-def _two_processes(data_dir, workdir):
+def _two_processes(data_dir, workdir, logs):
+    """Both processes of one run; their output goes to files (a full pipe would block one process and stall the
+    other at its next collective)."""
     port = _free_port()
-    procs = [subprocess.Popen(_args(data_dir, workdir) + ["--distributed", f"--coordinator_address=127.0.0.1:{port}",
-                                                          "--num_processes=2", f"--process_id={i}"],
-                              cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for i in range(2)]
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    procs, files = [], []
+    for i in range(2):
+        log = open(logs / f"process_{i}.txt", "w")
+        files.append(log)
+        procs.append(subprocess.Popen(
+            _args(data_dir, workdir) + ["--distributed", f"--coordinator_address=127.0.0.1:{port}",
+                                        "--num_processes=2", f"--process_id={i}"],
+            cwd=ROOT, env=subprocess_env(), stdout=log, stderr=subprocess.STDOUT))
+    try:
+        for p in procs:
+            p.wait(timeout=400)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for f in files:
+            f.close()
+    outs = [(logs / f"process_{i}.txt").read_text() for i in range(2)]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
     return outs
@@ -50,7 +65,7 @@ def test_two_processes_train_like_one_and_resume(data_dir, tmp_path):
     one = tmp_path / "one"
     subprocess.run(_args(data_dir, one), cwd=ROOT, env=subprocess_env(), check=True, capture_output=True)
     two = tmp_path / "two"
-    outs = _two_processes(data_dir, two)
+    outs = _two_processes(data_dir, two, tmp_path)
     assert "| PSNR |" in outs[0] and "| PSNR |" not in outs[1]          # process 0 reports
     a, b = _final(one), _final(two)
     for key in ("psnr", "ssim", "mse"):
@@ -61,6 +76,6 @@ def test_two_processes_train_like_one_and_resume(data_dir, tmp_path):
     assert [r["step"] for r in rows if r["split"] == "train"] == [6, 12]   # one writer
 
     shutil.rmtree(two / "checkpoints" / "12")
-    _two_processes(data_dir, two)
+    _two_processes(data_dir, two, tmp_path)
     assert json.loads((two / "run.json").read_text())["starts"] == [0, 6]
     assert _final(two) == b

@@ -82,19 +82,24 @@ def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: in
                   process_index: int = 0, process_count: int = 1, worker_count: int = 0) -> Iterator[dict]:
     """Endless shuffled training batches ``{'image': float32 [batch_size // process_count, H, W, C]}``.
 
+    Every process draws the same global order (one shuffle of the whole source per epoch, keyed by ``seed``) and
+    reads the contiguous slice ``[p * B / P, (p + 1) * B / P)`` of each global batch, so the global batch, in
+    order, is the same whatever the number of processes.
+
     Args:
       source: random-access examples (:func:`get_source`).
       batch_size: the global batch size (divisible by ``process_count``).
       seed: shuffle seed; epoch ``e`` uses a new order derived from it.
       start_step: first batch to read (resume: the step the checkpoint was saved at).
-      process_index, process_count: this process's shard of every global batch.
+      process_index, process_count: this process's slice of every global batch.
       worker_count: grain worker processes (0 reads in this process).
     """
     if batch_size % process_count:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
-    ds = grain.MapDataset.source(source)[process_index::process_count]
-    ds = ds.shuffle(seed=seed).repeat(None).map(_to_float).batch(batch_size // process_count, drop_remainder=True)
-    ds = ds[start_step:]
+    per = batch_size // process_count
+    mine = slice(process_index * per, (process_index + 1) * per)
+    ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None).batch(batch_size, drop_remainder=True)
+    ds = ds[start_step:].map(lambda ids: _stack([_to_float(source[int(i)]) for i in np.asarray(ids)[mine]]))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if worker_count > 0:
         from absl import flags
@@ -105,17 +110,21 @@ def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: in
     return iter(it)
 
 
+def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
 def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, max_examples: int | None = None,
                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """One pass over the source in order: ``{'image', 'mask'}`` batches of a fixed size (with ``'label'`` when the
     source has labels); the last one is padded (repeating its final example) and ``mask`` (float32 ``[B]``) is 0
-    on the padding."""
+    on the padding. Process ``p`` of ``P`` reads the contiguous slice ``p`` of every global batch."""
     if batch_size % process_count:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
     total = len(source) if max_examples is None else min(len(source), max_examples)
     per = batch_size // process_count
     for start in range(0, total, batch_size):
-        idx = np.arange(start, min(start + batch_size, total))[process_index::process_count]
+        idx = np.arange(start, min(start + batch_size, total))[process_index * per:(process_index + 1) * per]
         mask = np.ones(per, np.float32)
         mask[idx.size:] = 0.0
         idx = np.concatenate([idx, np.full(per - idx.size, idx[-1] if idx.size else total - 1)])

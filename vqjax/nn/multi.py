@@ -70,7 +70,7 @@ class _JointCodebooks(CodebookOptions):
     def _key(self):
         if self.has_rng("vq"):
             return self.make_rng("vq")
-        return jax.random.fold_in(jax.random.key(1), self.quantizers[0].state.value.step)
+        return jax.random.fold_in(jax.random.key(1), self.quantizers[0].codebook_state.step)
 
     def _kmeans_start(self, x, key):
         """On the first training call, residual k-means on the batch becomes every level's codebook (a shared

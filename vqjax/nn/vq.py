@@ -161,6 +161,11 @@ class VectorQuantizer(CodebookOptions):
         self.state = self.variable(STATS, "codebook_state", fresh_state)
 
     @property
+    def codebook_state(self) -> cbk.CodebookState:
+        """The current :class:`vqjax.codebook.CodebookState` (also from its dict form in restored variables)."""
+        return cbk.as_codebook_state(self.state.value)
+
+    @property
     def search_dim(self) -> int:
         return self.code_dim or self.dim
 
@@ -174,12 +179,12 @@ class VectorQuantizer(CodebookOptions):
 
     def current_codebook(self) -> jax.Array:
         """The codebook searched now: float32 ``[K, search_dim]``."""
-        return cbk.searched_codebook(self.state.value, self._learned_codebook())
+        return cbk.searched_codebook(self.codebook_state, self._learned_codebook())
 
     def _key(self) -> jax.Array:
         if self.has_rng("vq"):
             return self.make_rng("vq")
-        return jax.random.fold_in(jax.random.key(0), self.state.value.step)
+        return jax.random.fold_in(jax.random.key(0), self.codebook_state.step)
 
     def _project_in(self, z):
         z = checks.as_float_array("VectorQuantizer: z", z, last_dim=self.dim)
@@ -195,7 +200,7 @@ class VectorQuantizer(CodebookOptions):
         How container modules (``ResidualVQ``, ``AdditiveVQ``) write a jointly fitted k-means start into each
         level; needs the ``vq_stats`` collection mutable.
         """
-        self.state.value = cbk.set_codes(self.state.value, mask, vectors, count, self._learned_codebook())
+        self.state.value = cbk.set_codes(self.codebook_state, mask, vectors, count, self._learned_codebook())
 
     def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool = True,
                  codes: jax.Array | None = None) -> Quantized:
@@ -217,7 +222,7 @@ class VectorQuantizer(CodebookOptions):
         learned = self._learned_codebook()
         if mutable:
             frozen = None if learned is None else lax.stop_gradient(learned)
-            self.state.value = self.remedies.start(self.state.value, flat, jax.random.fold_in(key, 1), frozen)
+            self.state.value = self.remedies.start(self.codebook_state, flat, jax.random.fold_in(key, 1), frozen)
 
         codebook = self.current_codebook()
         estimator = self.estimator if train or self.estimator != "gumbel" else "ste"
@@ -239,9 +244,9 @@ class VectorQuantizer(CodebookOptions):
                                       errors=jnp.sum((flat - values) ** 2, axis=-1),
                                       learned=None if learned is None else lax.stop_gradient(learned),
                                       apply=apply_update)
-            self.state.value = self.remedies.update(self.state.value, batch, jax.random.fold_in(key, 3))
+            self.state.value = self.remedies.update(self.codebook_state, batch, jax.random.fold_in(key, 3))
         if self.dead_code_threshold > 0:
-            stats["dead_codes"] = metrics.dead_code_count(self.state.value.usage, self.dead_code_threshold)
+            stats["dead_codes"] = metrics.dead_code_count(self.codebook_state.usage, self.dead_code_threshold)
 
         values = self.project_out(q.values) if self.code_dim is not None else q.values
         return Quantized(values.astype(z.dtype), q.codes, loss, stats)

@@ -59,7 +59,7 @@ def prepare_workdir(workdir: str) -> str:
     workdir = os.path.abspath(os.path.expanduser(workdir))
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test.{os.getpid()}")      # one per process (multi-process runs)
         with open(probe, "w") as fh:
             fh.write("ok")
         os.remove(probe)

@@ -59,8 +59,9 @@ def test_nodepiece_run_trains_reports_and_resumes_exactly(umls, tmp_path):
         tok.decode(np.full((1, k + m), tok.vocab_size))
 
 
+@pytest.mark.slow
 def test_nodepiece_learns_umls(umls, tmp_path):
-    """A short real fit: well above the MRR of random scores (about 0.04 among 135 entities)."""
+    """A short real fit: well above the MRR of random scores (about 0.04 among 135 entities). ``make e2e``."""
     from vqjax.train import train_and_evaluate as train_and_evaluate_links
 
     c = load_experiment("umls_nodepiece")

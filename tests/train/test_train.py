@@ -25,14 +25,21 @@ def _final_eval(workdir):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, data_dir):
+def one(devices):
+    """The in-process runs use one of the 8 fake devices (compiling for 8 costs half as much again); the
+    8-device run is its own test."""
+    return devices[:1]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, data_dir, one):
     """One finished tiny run (a read-only workdir shared by the tests below) and its final metrics."""
     from experiments_loader import load_experiment
 
     c = load_experiment("mnist_vq", "runlocal")
     c.data_dir = data_dir
     workdir = tmp_path_factory.mktemp("tiny_run")
-    return c, workdir, train_and_evaluate(c, str(workdir), progress=False)
+    return c, workdir, train_and_evaluate(c, str(workdir), progress=False, devices=one)
 
 
 def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
@@ -83,23 +90,23 @@ def assert_resumed_from(workdir, step):
     assert starts[0] == 0 and starts[1:] == [step], f"expected a fresh start then a resume at {step}; got {starts}"
 
 
-def test_resume_ends_like_an_uninterrupted_run(tiny_run, tmp_path):
+def test_resume_ends_like_an_uninterrupted_run(tiny_run, tmp_path, one):
     tiny_config, run_dir, whole = tiny_run
     workdir = str(tmp_path)
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     shutil.rmtree(tmp_path / "checkpoints" / "20")            # as if killed after the step-10 checkpoint
-    resumed = train_and_evaluate(tiny_config, workdir, progress=False)
+    resumed = train_and_evaluate(tiny_config, workdir, progress=False, devices=one)
     assert resumed == whole
     assert_resumed_from(workdir, 10)
     rows = reports.read_metrics(workdir)
     assert [r["step"] for r in rows if r["split"] == "train"] == [5, 10, 15, 20]
     assert [r["step"] for r in rows if r["split"] == "eval"] == [10, 20]
-    again = train_and_evaluate(tiny_config, workdir, progress=False)   # already finished: evaluates only
+    again = train_and_evaluate(tiny_config, workdir, progress=False, devices=one)   # already finished: evaluates only
     assert again == whole
     assert json.loads((tmp_path / "run.json").read_text())["starts"] == [0, 10, 20]
 
 
-def test_a_restore_that_starts_over_is_caught(tiny_run, tmp_path, monkeypatch):
+def test_a_restore_that_starts_over_is_caught(tiny_run, tmp_path, monkeypatch, one):
     """The check above can fail: with restore broken (every run starts from its initial state), the rerun still
     ends with the uninterrupted run's metrics, but ``assert_resumed_from`` refuses it."""
     from vqjax.train import core
@@ -111,7 +118,7 @@ def test_a_restore_that_starts_over_is_caught(tiny_run, tmp_path, monkeypatch):
     broken = lambda workdir, max_to_keep, init_state, abstract, sharding, seed: real(
         str(tmp_path / "elsewhere"), max_to_keep, init_state, abstract, sharding, seed)
     monkeypatch.setattr(core, "open_checkpoints", broken)
-    assert train_and_evaluate(tiny_config, str(tmp_path), progress=False) == whole
+    assert train_and_evaluate(tiny_config, str(tmp_path), progress=False, devices=one) == whole
     with pytest.raises(AssertionError, match="resume at 10"):
         assert_resumed_from(tmp_path, 10)
 
@@ -203,7 +210,7 @@ def _same_tree(a, b):
     return len(la) == len(lb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
-def test_non_finite_loss_stops_with_an_intact_checkpoint(tiny_run, tmp_path, monkeypatch):
+def test_non_finite_loss_stops_with_an_intact_checkpoint(tiny_run, tmp_path, monkeypatch, one):
     """The loss turns NaN at step 13, after the step-10 checkpoint: the run stops naming the step, saves nothing
     after it, and checkpoint 10 restores to exactly what an uninterrupted run saved at step 10."""
     import jax.numpy as jnp
@@ -222,14 +229,14 @@ def test_non_finite_loss_stops_with_an_intact_checkpoint(tiny_run, tmp_path, mon
 
     monkeypatch.setattr(image_tokenizer, "train_step", poisoned)
     with pytest.raises(FloatingPointError, match="non-finite at step 13.*step 10"):
-        train_and_evaluate(tiny_config, str(tmp_path), progress=False)
+        train_and_evaluate(tiny_config, str(tmp_path), progress=False, devices=one)
     assert sorted(int(p) for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()) == [10]
     assert _same_tree(_restore(tmp_path, 10), _restore(run_dir, 10))
     tok = vqjax.Tokenizer.load(str(tmp_path))
     assert tok.step == 10 and all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tok.variables["params"]))
 
 
-def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one(tiny_run, tmp_path, capfd):
+def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one(tiny_run, tmp_path, capfd, one):
     tiny_config, run_dir, whole = tiny_run
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     damaged = 0
@@ -241,7 +248,7 @@ def test_a_damaged_latest_checkpoint_resumes_from_the_previous_one(tiny_run, tmp
                 fh.truncate(size // 3)
             damaged += 1
     assert damaged
-    assert train_and_evaluate(tiny_config, str(tmp_path), progress=False) == whole
+    assert train_and_evaluate(tiny_config, str(tmp_path), progress=False, devices=one) == whole
     assert "checkpoint 20 is damaged" in capfd.readouterr().out
     assert json.loads((tmp_path / "run.json").read_text())["starts"] == [0, 10]
     assert [p.split(".")[0] for p in os.listdir(tmp_path / "checkpoints_damaged")] == ["20"]
@@ -320,7 +327,7 @@ def test_unwritable_workdir_is_refused(tiny_config, tmp_path):
         train_and_evaluate(tiny_config, str(blocker / "run"), progress=False)
 
 
-def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_config, tmp_path):
+def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_config, tmp_path, one):
     """Discriminator (hinge, adaptive weight, start step, LeCAM, R1), perceptual loss and generator EMA together:
     the run trains, its state (discriminator, LeCAM EMAs, EMA weights) resumes exactly, and the tokenizer uses
     the EMA weights the evaluation used."""
@@ -332,7 +339,7 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
     c.model.channel_mult = (1, 2)                         # one downsampling: a smaller graph to compile
     c.ema_decay = 0.9
     workdir = str(tmp_path)
-    whole = train_and_evaluate(c, workdir, progress=False)
+    whole = train_and_evaluate(c, workdir, progress=False, devices=one)
     rows = [r for r in reports.read_metrics(workdir) if r["split"] == "train"]
     assert all(np.isfinite(r[k]) for r in rows for k in ("disc_loss", "gen_loss", "adaptive_weight"))
     assert rows[0]["disc_loss"] == 0.0 and rows[-1]["disc_loss"] > 0       # off before gan.start_step
@@ -340,7 +347,7 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
     # The perceptual loss's feature network learned its task: held-out digit accuracy well above chance (0.1).
     assert json.loads((tmp_path / "run.json").read_text())["feature_net_accuracy"] > 0.3
     shutil.rmtree(tmp_path / "checkpoints" / "20")
-    assert train_and_evaluate(c, workdir, progress=False) == whole
+    assert train_and_evaluate(c, workdir, progress=False, devices=one) == whole
 
     tok = vqjax.Tokenizer.load(workdir)
     from vqjax.data import pipeline

@@ -121,6 +121,10 @@ def check_probability(name: str, value: Any, *, open_right: bool = True) -> floa
     return value
 
 
+class DTypeError(TypeError, ValueError):
+    """An input of a dtype that has no rule (a TypeError, and a ValueError for callers that catch bad values)."""
+
+
 class NonFiniteError(ValueError):
     """Raised when ``check_finite=True`` meets NaN or Inf."""
 

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqjax.checks import DTypeError
+
 __all__ = ["Tokenizer", "write_spec", "read_spec", "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE"]
 
 FORMAT_VERSION = 1
@@ -197,14 +199,15 @@ class Tokenizer:
             return jnp.asarray(x).astype(jnp.float32) / 255.0
         if not np.issubdtype(dtype, np.floating):
             rule = " (uint8 images are divided by 255)" if self.modality == "image" else ""
-            raise TypeError(f"{name}: input must be floating{rule}; got dtype {dtype}")
+            raise DTypeError(f"{name}: input must be floating{rule}; got dtype {dtype}")
         return jnp.asarray(x, jnp.float32)
 
     def encode(self, x) -> jax.Array:
         """int32 codes ``[B, *codes_shape]`` of a batch ``[B, *input_shape]`` (see the module docstring's rules).
 
         Raises:
-          ValueError: wrong shape, NaN/Inf, or values outside the spec's range; TypeError: an unsupported dtype.
+          ValueError: wrong shape, NaN/Inf, or values outside the spec's range; :class:`vqjax.checks.DTypeError`
+            (a TypeError and a ValueError): an unsupported dtype.
         """
         x = self._prepare(x)
         lo, hi = self.value_range or (-np.inf, np.inf)

@@ -61,7 +61,10 @@ def _final(workdir):
     return [r for r in reports.read_metrics(str(workdir)) if r["split"] == "eval"][-1]
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_resume(data_dir, tmp_path):
+    """``make e2e``: about 100 s here (each two-process launch compiles afresh: multi-process CPU executables do not
+    go through the persistent compilation cache)."""
     one = tmp_path / "one"
     subprocess.run(_args(data_dir, one), cwd=ROOT, env=subprocess_env(), check=True, capture_output=True)
     two = tmp_path / "two"

@@ -86,8 +86,10 @@ def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
 def assert_resumed_from(workdir, step):
     """The run in ``workdir`` started fresh once and was resumed at ``step`` (``run.json``'s ``starts``): a resume
     that silently started again from step 0 fails this, even though it would end with the same metrics."""
-    starts = json.loads((Path(workdir) / "run.json").read_text())["starts"]
+    info = json.loads((Path(workdir) / "run.json").read_text())
+    starts = info["starts"]
     assert starts[0] == 0 and starts[1:] == [step], f"expected a fresh start then a resume at {step}; got {starts}"
+    assert info["resumed_from"] == step
 
 
 def test_resume_ends_like_an_uninterrupted_run(tiny_run, tmp_path, one):
@@ -414,7 +416,7 @@ def test_the_tokenizer_refuses_bad_input_and_states_its_dtype_rule(tiny_run):
         tok.encode(as_uint8.astype(np.float32))                   # 0..255 floats: refused, not clipped
     with pytest.raises(ValueError, match=r"got min -0.5"):
         tok.encode(images - 0.5)
-    with pytest.raises(TypeError, match="int32"):
+    with pytest.raises(TypeError, match="int32"):             # a vqjax.checks.DTypeError: also a ValueError
         tok.encode(as_uint8.astype(np.int32))
     nan = images.copy()
     nan[3, 4, 5, 0] = np.nan

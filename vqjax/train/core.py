@@ -100,8 +100,8 @@ def to_host(x) -> np.ndarray:
 
 def write_run_files(workdir: str, config: ml_collections.ConfigDict, info: dict, start: int) -> dict:
     """``workdir/config.json`` (the resolved config) and ``workdir/run.json`` (``info`` plus ``starts``: every
-    invocation's first step, this one's ``start`` appended). Only process 0 writes. Returns what ``run.json``
-    holds."""
+    invocation's first step, this one's ``start`` appended, and ``resumed_from``: the checkpoint step this
+    invocation restored, None for a fresh start). Only process 0 writes. Returns what ``run.json`` holds."""
     starts = []
     path = os.path.join(workdir, "run.json")
     if os.path.exists(path):
@@ -109,7 +109,7 @@ def write_run_files(workdir: str, config: ml_collections.ConfigDict, info: dict,
             starts = list(load_run_info(workdir).get("starts", []))
         except (OSError, ValueError):
             starts = []
-    info = {**info, "starts": starts + [int(start)]}
+    info = {**info, "starts": starts + [int(start)], "resumed_from": int(start) if start else None}
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w") as fh:
             fh.write(config.to_json_best_effort(indent=2))

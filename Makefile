@@ -27,7 +27,7 @@ demo-remedies: $(VENV)/.installed-data
 	$(PY) -m vqjax.demo --out runs/demo
 
 test: $(VENV)/.installed-test $(VENV)/.installed-data
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m "not slow" --durations=15 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" --durations=15 tests
 
 bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_vq.py
@@ -38,7 +38,7 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 # The tests marked slow, then the full-size runs whose figures the README and the issue notes quote (tens of
 # minutes on a 2-core CPU).
 e2e: $(VENV)/.installed-test $(VENV)/.installed-data
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -m slow --durations=15 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m slow --durations=15 tests
 	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
 	$(PY) -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse
 	$(PY) -m vqjax.main --config=experiments/photos_vqgan.py --workdir=runs/photos_vqgan

@@ -352,13 +352,6 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
     assert train_and_evaluate(c, workdir, progress=False, devices=one) == whole
 
     tok = vqjax.Tokenizer.load(workdir)
-    from vqjax.data import pipeline
-    from vqjax.train.tasks.image_tokenizer import eval_step
-
-    images = next(pipeline.eval_batches(pipeline.get_source("vqjax_mnist", "test", c.data_dir), batch_size=8))
-    _, codes, _ = eval_step(tok.model, tok.variables["params"], tok.variables["vq_stats"], images["image"],
-                             images["mask"])
-    np.testing.assert_array_equal(tok.encode(images["image"]), codes)
     import orbax.checkpoint as ocp
 
     with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mgr:
@@ -367,6 +360,7 @@ def test_vqgan_run_resumes_exactly_and_tokenizes_with_the_ema_weights(tiny_confi
     assert same(tok.variables["params"], raw["ema_params"])
     assert not same(tok.variables["params"], raw["params"])
     assert set(raw["gan"]) == {"params", "opt_state", "lecam"}
+    assert tok.spec["weights"]["params"] == "ema_params"
 
 
 def _test_images(data_dir, n=None):

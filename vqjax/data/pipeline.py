@@ -75,12 +75,16 @@ def _to_float(example: dict[str, Any]) -> dict[str, np.ndarray]:
     if image.ndim == 2:
         image = image[..., None]
     scale = 1.0 / 255.0 if image.dtype == np.uint8 else 1.0
-    return {"image": image.astype(np.float32) * scale}
+    out = {"image": image.astype(np.float32) * scale}
+    if "label" in example:
+        out["label"] = np.int64(example["label"])
+    return out
 
 
 def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1, worker_count: int = 0) -> Iterator[dict]:
-    """Endless shuffled training batches ``{'image': float32 [batch_size // process_count, H, W, C]}``.
+    """Endless shuffled training batches ``{'image': float32 [batch_size // process_count, H, W, C]}`` (with
+    ``'label'`` int64 when the source has labels).
 
     Every process draws the same global order (one shuffle of the whole source per epoch, keyed by ``seed``) and
     reads the contiguous slice ``[p * B / P, (p + 1) * B / P)`` of each global batch, so the global batch, in

@@ -297,7 +297,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
             print(f"vqjax: setting up task {task.name!r} in {workdir}", file=sys.stderr, flush=True)
         try:
             run = task.setup(config, workdir, devices=devices, stop=stop)
-            abstract = jax.eval_shape(run.init_state, jax.random.key(config.seed))
+            abstract = run.abstract
+            if abstract is None:
+                abstract = jax.eval_shape(run.init_state, jax.random.key(config.seed))
             state_sharding = jax.tree.map(lambda _: run.replicated, abstract)
             mgr, state = open_checkpoints(workdir, config.max_to_keep, run.init_state, abstract, state_sharding,
                                           config.seed)

@@ -29,9 +29,7 @@ def train_feature_net(source: Sequence[dict[str, Any]], *, num_classes: int, ste
     params = net.init(jax.random.key(seed), jnp.zeros((1,) + shape))
     tx = optax.adam(learning_rate)
     opt = tx.init(params)
-    labels = np.asarray([int(source[i]["label"]) for i in range(len(source))])
-    images = pipeline.train_batches(source, batch_size=batch_size, seed=seed + 1)
-    label_batches = _label_batches(labels, batch_size, seed + 1, len(source))
+    batches = pipeline.train_batches(source, batch_size=batch_size, seed=seed + 1)
 
     @jax.jit
     def step(params, opt, x, y):
@@ -48,20 +46,10 @@ def train_feature_net(source: Sequence[dict[str, Any]], *, num_classes: int, ste
     for _ in range(steps):
         if stop is not None:
             stop.check("feature-network pre-training")
-        params, opt, acc = step(params, opt, next(images)["image"], next(label_batches))
+        batch = next(batches)
+        params, opt, acc = step(params, opt, batch["image"], batch["label"])
         accs.append(acc)
     return net, params, float(np.mean(accs[-10:])) if accs else 0.0
-
-
-def _label_batches(labels, batch_size, seed, n):
-    """The labels in the order :func:`vqjax.data.pipeline.train_batches` reads their images."""
-    import grain
-
-    ds = grain.MapDataset.range(n).shuffle(seed=seed).repeat(None).batch(batch_size, drop_remainder=True)
-    step = 0
-    while True:
-        yield labels[np.asarray(ds[step])]
-        step += 1
 
 
 def load_or_train_feature_net(workdir: str, source, *, num_classes: int, steps: int, seed: int, stop=None):

@@ -53,6 +53,7 @@ class Run:
       hint: advice printed with a non-finite loss.
       test: ``(state, step) -> dict`` for a final held-out evaluation after training, or None.
       spec: the tokenizer artifact's spec (:func:`vqjax.tokenizer.write_spec`) when the run trains a tokenizer.
+      abstract: ``jax.eval_shape(init_state, key)`` when the task has already traced it (else the core does).
     """
 
     init_state: Callable[[Any], Any]
@@ -63,6 +64,7 @@ class Run:
     hint: str = ""
     test: Callable[[Any, int], dict] | None = None
     spec: dict | None = None
+    abstract: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -360,7 +360,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     info = {"image_shape": list(shape), "vocab_size": int(vocab), "codes_shape": list(codes_shape),
             "dataset": config.dataset, "quantizer": config.quantizer, **extra_info}
     return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
-               hint="Lower config.optimizer.learning_rate or check the data.", spec=spec)
+               hint="Lower config.optimizer.learning_rate or check the data.", spec=spec, abstract=abstract)
 
 
 def report(result: dict, workdir: str) -> str:

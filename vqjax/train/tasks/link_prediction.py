@@ -256,7 +256,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     info = {"dataset": config.dataset, "encoder": config.encoder, "scorer": config.scorer,
             "num_entities": splits.num_entities, "num_relations": splits.num_relations, "num_params": num_params}
     return Run(init_state=init_state, make_step=make_step, evaluate=ranking("valid"), replicated=replicated,
-               info=info, hint="Lower config.optimizer.learning_rate.", test=test)
+               info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract)
 
 
 def report(result: dict, workdir: str) -> str:

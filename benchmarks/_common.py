@@ -1,4 +1,5 @@
-"""Helpers shared by the peer benchmarks: memory readings, median timing, and one process per configuration."""
+"""Helpers shared by the peer benchmarks: memory readings, median timing, the GEMM floor, and one process per
+configuration."""
 
 from __future__ import annotations
 
@@ -52,3 +53,23 @@ def spawn(script: str, args: list[str], timeout: int) -> dict:
         killed = out.returncode < 0 or "memory" in tail[0].lower() or "alloc" in tail[0].lower()
         return {"error": ("killed for memory: " if killed else "failed: ") + tail[0][:160]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def gemm_floor_ms(n: int, d: int, k: int, steps: int, levels: int = 1, chunk: int = 1024) -> float:
+    """The machine's floor for ``levels`` nearest-code searches of ``n`` queries among ``k`` codes of dim ``d``:
+    numpy's ``x @ c.T`` in code chunks of ``chunk`` with a running row minimum, as the search does (never the whole
+    ``N x K`` product, which would time a 4 GiB write at K=65536). Median milliseconds."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    books = rng.normal(size=(levels, k, d)).astype(np.float32)
+
+    def floor():
+        for c in books:
+            best = np.full(n, np.inf, np.float32)
+            for s in range(0, k, chunk):
+                np.minimum(best, (x @ c[s:s + chunk].T).min(axis=1), out=best)
+
+    floor()
+    return timed(floor, steps) * 1e3

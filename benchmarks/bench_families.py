@@ -23,7 +23,7 @@ import argparse
 import json
 import time
 
-from _common import cap_memory, peak_mb, rss_mb, spawn, timed
+from _common import cap_memory, gemm_floor_ms, peak_mb, rss_mb, spawn, timed
 
 CONFIGS = {
     "fsq": dict(kind="fsq", n=65536, levels=(8, 8, 8, 5, 5, 5)),
@@ -96,10 +96,18 @@ def run_vqjax(cfg, steps):
         jax.block_until_ready(grad)
 
     step_s = timed(one, steps)
+    extra = {}
+    if cfg["kind"] == "rvq":
+        # The 8 greedy nearest-code searches alone, against the floor of 8 chunked GEMMs with a running minimum.
+        from vqjax.quantizers.multisearch import greedy_encode
+        books = jnp.stack([state[STATS][f"level_{i}"]["codebook_state"].codebook for i in range(cfg["levels"])])
+        encode = jax.jit(greedy_encode)
+        encode(x, books).block_until_ready()
+        extra["search_ms"] = timed(lambda: encode(x, books).block_until_ready(), steps) * 1e3
     xla_mb = None if mem is None else (mem.temp_size_in_bytes + mem.argument_size_in_bytes
                                        + mem.output_size_in_bytes) / 2**20
     return dict(step_ms=step_s * 1e3, first_call_s=first, compile_s=compile_s, peak_mb=peak_mb() - base,
-                xla_mb=xla_mb)
+                xla_mb=xla_mb, **extra)
 
 
 def run_peer(cfg, steps):
@@ -136,14 +144,21 @@ def run_peer(cfg, steps):
     return dict(step_ms=step_s * 1e3, first_call_s=first, peak_mb=peak_mb() - base)
 
 
-RUNNERS = {"vqjax": run_vqjax, "vector-quantize-pytorch": run_peer}
+def run_gemm(cfg, steps):
+    """RVQ's floor: one chunked GEMM with a running row minimum per level (:func:`_common.gemm_floor_ms`)."""
+    if cfg["kind"] != "rvq":
+        return {}
+    return dict(gemm_ms=gemm_floor_ms(cfg["n"], cfg["dim"], cfg["codes"], steps, levels=cfg["levels"]))
+
+
+RUNNERS = {"vqjax": run_vqjax, "vector-quantize-pytorch": run_peer, "numpy GEMM": run_gemm}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS))
-    parser.add_argument("--runners", nargs="+", choices=sorted(RUNNERS), default=["vqjax", "vector-quantize-pytorch"])
+    parser.add_argument("--runners", nargs="+", choices=sorted(RUNNERS), default=["vqjax", "vector-quantize-pytorch", "numpy GEMM"])
     parser.add_argument("--peer-mem-gb", type=float, default=20.0)
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--json", help="also write the results here")
@@ -155,26 +170,31 @@ def main(argv=None):
         print(json.dumps(RUNNERS[runner](CONFIGS[config], int(steps))))
         return
 
+    def ratio(g, v, key):
+        return f"{g['gemm_ms'] / v[key]:.2f}" if "gemm_ms" in g and key in v else "-"
+
     rows = []
     for name in args.only or list(CONFIGS):
         res = {}
         for runner in args.runners:
             mem = args.peer_mem_gb if runner == "vector-quantize-pytorch" else 0
+            if runner == "numpy GEMM" and CONFIGS[name]["kind"] != "rvq":
+                continue
             res[runner] = spawn(__file__, [runner, name, str(args.steps), str(mem)], args.timeout)
             print(f"{name} {runner}: {res[runner]}", flush=True)
         rows.append({"config": name, **CONFIGS[name], **res})
 
     print(f"\n{'config':10s} {'tokens':>7s} {'vqjax ms':>9s} {'peer ms':>10s} {'speed-up':>9s} {'vqjax MB':>9s} "
-          f"{'XLA MB':>7s} {'peer MB':>8s} {'compile s':>10s}")
+          f"{'XLA MB':>7s} {'peer MB':>8s} {'compile s':>10s} {'search/GEMM':>11s} {'step/GEMM':>9s}")
     for row in rows:
-        v, p = row.get("vqjax", {}), row.get("vector-quantize-pytorch", {})
+        v, p, g = row.get("vqjax", {}), row.get("vector-quantize-pytorch", {}), row.get("numpy GEMM", {})
         fmt = lambda r, key, f="{:.1f}": f.format(r[key]) if r.get(key) is not None else "-"
         speed = f"{p['step_ms'] / v['step_ms']:.1f}x" if "step_ms" in p and "step_ms" in v else (
             "peer died" if "error" in p else "-")
         print(f"{row['config']:10s} {row['n']:>7d} {fmt(v, 'step_ms'):>9s} "
               f"{fmt(p, 'step_ms') if 'error' not in p else 'died':>10s} {speed:>9s} {fmt(v, 'peak_mb', '{:.0f}'):>9s} "
               f"{fmt(v, 'xla_mb', '{:.0f}'):>7s} {fmt(p, 'peak_mb', '{:.0f}') if 'error' not in p else 'died':>8s} "
-              f"{fmt(v, 'compile_s', '{:.2f}'):>10s}")
+              f"{fmt(v, 'compile_s', '{:.2f}'):>10s} {ratio(g, v, 'search_ms'):>11s} {ratio(g, v, 'step_ms'):>9s}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -23,7 +23,7 @@ import argparse
 import json
 import time
 
-from _common import cap_memory, peak_mb, rss_mb, spawn, timed
+from _common import cap_memory, gemm_floor_ms, peak_mb, rss_mb, spawn, timed
 
 SHAPES = [(16384, 256, 4096), (16384, 64, 65536)]
 
@@ -101,23 +101,9 @@ def run_peer(n, d, k, steps):
     return dict(step_ms=step_s * 1e3, first_call_s=first, peak_mb=peak_mb() - base)
 
 
-def run_gemm(n, d, k, steps, chunk=1024):
-    """The floor: numpy's ``x @ c.T`` in code chunks of ``chunk`` with a running row minimum, as the search does
-    (never the whole ``N x K`` product, which would time a 4 GiB write at K=65536)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    c = rng.normal(size=(k, d)).astype(np.float32)
-
-    def floor():
-        best = np.full(n, np.inf, np.float32)
-        for s in range(0, k, chunk):
-            np.minimum(best, (x @ c[s:s + chunk].T).min(axis=1), out=best)
-        return best
-
-    floor()
-    return dict(gemm_ms=timed(floor, steps) * 1e3)
+def run_gemm(n, d, k, steps):
+    """The floor (:func:`_common.gemm_floor_ms`)."""
+    return dict(gemm_ms=gemm_floor_ms(n, d, k, steps))
 
 
 RUNNERS = {"vqjax": run_vqjax, "vector-quantize-pytorch": run_peer, "numpy GEMM": run_gemm}

@@ -36,6 +36,8 @@ __all__ = [
     "chunk_scores",
     "default_chunk_size",
     "rows_like",
+    "smallest_k",
+    "tile_top_k",
 ]
 
 METRICS = ("l2", "cosine")
@@ -171,20 +173,67 @@ def _scan_argmin(queries: jax.Array, chunks: CodebookChunks) -> tuple[jax.Array,
     return best_idx, best
 
 
+def smallest_k(v: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The ``k`` smallest entries of each row of ``v [rows, w]``, smallest first, ties to the lower column:
+    ``(values [rows, k], int32 columns [rows, k])``, as ``lax.top_k(-v, k)`` gives them.
+
+    ``k`` rounds of minimum, first column of the minimum, and masking, on the transposed ``[w, rows]`` layout so
+    every reduction runs across rows in vector lanes: for small ``k`` several times faster on CPU than
+    ``lax.top_k``, which sorts each row.
+    """
+    # +inf entries (padding codes) become the largest finite float, so a taken entry, masked to +inf, is never
+    # taken again; they are reported as +inf.
+    big = jnp.finfo(v.dtype).max
+    vt = jnp.minimum(v.T, big)
+    width = vt.shape[0]
+    iota = lax.broadcasted_iota(jnp.int32, vt.shape, 0)
+    values, columns = [], []
+    for _ in range(k):
+        low = jnp.min(vt, axis=0)
+        col = jnp.min(jnp.where(vt <= low[None], iota, width), axis=0)
+        values.append(jnp.where(low == big, jnp.inf, low))
+        columns.append(col)
+        vt = jnp.where(iota == col[None], jnp.inf, vt)
+    return jnp.stack(values, axis=1), jnp.stack(columns, axis=1)
+
+
+def tile_top_k(d: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The ``k`` smallest entries of each row of ``d [rows, C]``, smallest first, ties to the lower index:
+    ``(values [rows, k], int32 indices [rows, k])``, exactly as ``lax.top_k(-d, k)``.
+
+    Two stages when the row is long against ``k``: the row's groups of ``g`` columns (``C / g`` about 32 to 64
+    groups) are reduced to their minima, the ``k`` groups with the smallest minima are picked (any of the row's
+    ``k`` smallest entries lies in one of them: a group outside them is preceded by ``k`` group minima, each a
+    smaller entry), and only those ``k g`` candidates, kept in column order, are ranked by :func:`smallest_k`.
+    """
+    rows, width = d.shape
+    group = 8
+    while width // group > 64 and width % (2 * group) == 0:
+        group *= 2
+    if width % group or width // group < 2 * k:
+        return smallest_k(d, k)
+    grouped = d.reshape(rows, width // group, group)
+    _, pick = smallest_k(jnp.min(grouped, axis=-1), k)                       # [rows, k], ties to the lower group
+    pick = jnp.sort(pick, axis=-1)                                          # column order: ties stay lower-first
+    cand = jnp.take_along_axis(grouped, pick[:, :, None], axis=1).reshape(rows, k * group)
+    values, pos = smallest_k(cand, k)
+    return values, jnp.take_along_axis(pick, pos // group, axis=1) * group + pos % group
+
+
 def _scan_topk(queries: jax.Array, chunks: CodebookChunks, top_k: int) -> tuple[jax.Array, jax.Array]:
-    chunk_size = chunks.bias.shape[1]
+    num_chunks, chunk_size = chunks.bias.shape
+    if num_chunks == 1:
+        best, best_idx = tile_top_k(chunk_scores(queries, chunks.weights[0], chunks.bias[0]), top_k)
+        return best_idx, best
 
     def body(carry, inp):
         best, best_idx, start = carry
         weights, bias = inp
-        d = chunk_scores(queries, weights, bias)
-        k = min(top_k, chunk_size)
-        neg, idx = lax.top_k(-d, k)
-        # Carry first: on equal distances lax.top_k keeps the earlier (lower-index) entry.
-        merged_neg = jnp.concatenate([-best, neg], axis=-1)
-        merged_idx = jnp.concatenate([best_idx, idx.astype(jnp.int32) + start], axis=-1)
-        neg_top, pos = lax.top_k(merged_neg, top_k)
-        return (-neg_top, jnp.take_along_axis(merged_idx, pos, axis=-1), start + chunk_size), None
+        val, idx = tile_top_k(chunk_scores(queries, weights, bias), min(top_k, chunk_size))
+        # Carry first: on equal distances the earlier (lower-index) entry wins.
+        merged_val, pos = smallest_k(jnp.concatenate([best, val], axis=-1), top_k)
+        merged_idx = jnp.concatenate([best_idx, idx + start], axis=-1)
+        return (merged_val, jnp.take_along_axis(merged_idx, pos, axis=-1), start + chunk_size), None
 
     init = (rows_like(queries, jnp.inf, jnp.float32, (top_k,)), rows_like(queries, 0, jnp.int32, (top_k,)),
             jnp.int32(0))

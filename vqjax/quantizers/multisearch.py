@@ -101,13 +101,23 @@ def beam_extend(residual: jax.Array, history: jax.Array, codebook: jax.Array, le
     cand = search.nearest_code(residual, c, top_k=per_beam, chunk_size=chunk_size)      # [N, B', per_beam]
     dist = cand.distances.reshape(n, width * per_beam)
     child = cand.codes.reshape(n, width * per_beam)
-    _, pick = lax.top_k(-dist, beams)                                                    # ties: lower index
+    _, pick = search.smallest_k(dist, beams)                                             # ties: lower index
     parent = pick // per_beam
     code = jnp.take_along_axis(child, pick, axis=1)                                      # [N, beams]
-    residual = jnp.take_along_axis(residual, parent[:, :, None], axis=1) - indexing.gather_rows(c, code)
-    history = jnp.take_along_axis(history, parent[:, :, None], axis=1)
+    # Each survivor copies its parent's residual and history: a select per parent (a batched gather over the
+    # beam axis is many times slower on CPU).
+    residual = _from_parents(residual, parent) - indexing.gather_rows(c, code)
+    history = _from_parents(history, parent)
     history = jnp.where(jnp.arange(history.shape[-1]) == level, code[:, :, None], history)
     return residual, history
+
+
+def _from_parents(rows: jax.Array, parent: jax.Array) -> jax.Array:
+    """``rows[n, parent[n, b]]`` for ``rows [N, B', F]`` and ``parent [N, B]``: ``[N, B, F]``."""
+    out = jnp.zeros(parent.shape + rows.shape[2:], rows.dtype)
+    for p in range(rows.shape[1]):
+        out = jnp.where((parent == p)[:, :, None], rows[:, p:p + 1], out)
+    return out
 
 
 def beam_encode(x: jax.Array, codebooks: jax.Array, beam_width: int, *, chunk_size: int | None = None

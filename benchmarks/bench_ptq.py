@@ -63,18 +63,22 @@ def run_vqjax(kind, train, test, args, iters=None):
 
     key = jax.random.key(0)
     iters = {} if iters is None else {"iters": iters}
+    # Encoders are jitted once, as a user encoding batch after batch would (eagerly, every op dispatches alone).
+    jit = lambda fn, **kw: jax.jit(lambda x, b: fn(x, b, **kw))
+    pq_encode, rvq_encode = jit(vqjax.pq_encode), jit(vqjax.rvq_encode, beam_width=args.beam)
+    aq_encode = jit(vqjax.aq_encode, beam_width=args.aq_beam, icm_iters=args.icm)
     if kind == "pq":
         fit = lambda: vqjax.fit_pq(key, train, 8, 256, **iters).block_until_ready()
-        encode = lambda b: vqjax.pq_encode(test, b).block_until_ready()
+        encode = lambda b: pq_encode(test, b).block_until_ready()
         decode = lambda b, c: vqjax.pq_decode(c, b)
     elif kind == "rvq":
         fit = lambda: vqjax.fit_rvq(key, train, 8, 256, beam_width=args.beam, **iters).block_until_ready()
-        encode = lambda b: vqjax.rvq_encode(test, b, beam_width=args.beam).block_until_ready()
+        encode = lambda b: rvq_encode(test, b).block_until_ready()
         decode = lambda b, c: vqjax.rvq_decode(c, b)
     else:
         fit = lambda: vqjax.fit_aq(key, train, 8, 256, iters=args.aq_rounds, beam_width=args.beam,
                                    icm_iters=args.icm, **{f"kmeans_{k}": v for k, v in iters.items()}).block_until_ready()
-        encode = lambda b: vqjax.aq_encode(test, b, beam_width=args.aq_beam, icm_iters=args.icm).block_until_ready()
+        encode = lambda b: aq_encode(test, b).block_until_ready()
         decode = lambda b, c: vqjax.aq_decode(c, b)
     _, fit_first_s = _timed(fit)
     books, fit_s = _best(fit, fit_first_s)

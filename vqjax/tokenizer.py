@@ -90,12 +90,14 @@ class Tokenizer:
       model: the Flax module (``encode``/``decode`` methods), from :func:`vqjax.models.model_from_spec`.
       variables: the weights, ``{'params', 'vq_stats'}``.
       step: the training step of the weights (None when unknown).
+      path: the folder it was loaded from (None when built in memory).
     """
 
     spec: dict
     model: Any
     variables: dict
     step: int | None = None
+    path: str | None = None
 
     # -- what the spec says ------------------------------------------------------------------------------------
     @property
@@ -165,9 +167,9 @@ class Tokenizer:
 
             with open(weights_file, "rb") as fh:
                 variables = flax.serialization.msgpack_restore(fh.read())
-            return cls(spec, model, variables, spec.get("step"))
+            return cls(spec, model, variables, spec.get("step"), path)
         variables, step = _restore_checkpoint(path, spec, step)
-        return cls({**spec, "step": step}, model, variables, step)
+        return cls({**spec, "step": step}, model, variables, step, path)
 
     def export(self, path: str) -> str:
         """Writes ``path/spec.json`` and ``path/weights.msgpack``: everything :meth:`load` needs, and nothing of

@@ -41,11 +41,13 @@ class GraphTokenizer:
       vocab: the :class:`NodePieceVocab`.
       node_tokens: :class:`NodeTokens` of every node (``tokens [N, k + m]``, ``distances [N, k]``).
       spec: the artifact spec.
+      path: the folder it was loaded from (None when built in memory).
     """
 
     vocab: NodePieceVocab
     node_tokens: NodeTokens
     spec: dict
+    path: str | None = None
 
     modality = "graph"
     tokens_per_second = None
@@ -126,4 +128,4 @@ class GraphTokenizer:
         vocab = NodePieceVocab.load(os.path.join(path, VOCAB_FILE))
         with np.load(os.path.join(path, TOKENS_FILE)) as data:
             node_tokens = NodeTokens(data["tokens"].astype(np.int32), data["distances"].astype(np.int32))
-        return cls(vocab, node_tokens, spec)
+        return cls(vocab, node_tokens, spec, os.path.abspath(path))

@@ -1,0 +1,57 @@
+"""Small modality tokenizers for the LM tests: untrained image tokenizers (random weights, real protocol) and a
+NodePiece graph tokenizer on a small random multi-relational graph."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+
+def image_tokenizer(seed=0, codebook_size=16, size=8):
+    import vqjax
+    from vqjax.models import model_from_spec
+
+    spec = {"modality": "image",
+            "model": {"name": "image_tokenizer",
+                      "kwargs": dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, latent_dim=4, image_channels=1,
+                                     quantizer="vq", quantizer_kwargs=dict(codebook_size=codebook_size))},
+            "input": {"shape": [size, size, 1], "dtype": "float32", "range": [0.0, 1.0]},
+            "codes_shape": [size // 2, size // 2], "vocab_size": codebook_size}
+    model = model_from_spec(spec["model"])
+    variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 1)))
+    return vqjax.Tokenizer(spec, model, dict(variables))
+
+
+@pytest.fixture(scope="session")
+def make_image_tokenizer():
+    """``image_tokenizer(seed=0, codebook_size=16, size=8)``: an untrained image tokenizer built in memory."""
+    return image_tokenizer
+
+
+@pytest.fixture(scope="module")
+def image_tok(tmp_path_factory):
+    """An exported and reloaded image tokenizer (it has a path, so a saved vocabulary can find it)."""
+    import vqjax
+
+    path = image_tokenizer().export(str(tmp_path_factory.mktemp("image_tok")))
+    return vqjax.Tokenizer.load(path)
+
+
+@pytest.fixture(scope="module")
+def graph_tok(tmp_path_factory):
+    import vqjax
+    from vqjax.graph import Graph, GraphTokenizer, NodePieceVocab
+
+    rng = np.random.default_rng(0)
+    triples = np.stack([rng.integers(0, 40, 300), rng.integers(0, 3, 300), rng.integers(0, 40, 300)], 1)
+    graph = Graph.from_triples(triples, num_nodes=40, num_relations=3)
+    vocab = NodePieceVocab.build(graph, num_anchors=6, anchors_per_node=3, relations_per_node=3)
+    tok = GraphTokenizer.from_tokens(vocab, vocab.tokenize(graph))
+    return vqjax.Tokenizer.load(tok.export(str(tmp_path_factory.mktemp("graph_tok"))))
+
+
+@pytest.fixture(scope="module")
+def text_tok():
+    from vqjax.lm import default_corpus, train_bpe
+
+    return train_bpe(default_corpus()[:400] + ["a handwritten seven", "the digit three"], 512)

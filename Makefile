@@ -4,18 +4,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 PYTEST_WORKERS ?= 2
+comma := ,
 
 .PHONY: demo demo-remedies test bench e2e clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip
 
 # The data extra also brings two wheels whose bundled files are read directly (never imported), without their
 # heavy dependencies: pykeen's knowledge-graph triples and recbole's MovieLens-100k knowledge graph.
+# One pip call per target ('test' brings the data extra too, so `make test` resolves and installs once).
 $(VENV)/.installed-%: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(PIP) install -e ".[$*]"
-	if [ "$*" = data ]; then $(PIP) install --no-deps pykeen==1.11.1 recbole==1.2.1; fi
+	$(PIP) install -e ".[$(if $(filter test,$*),test$(comma)data,$*)]"
+	case "$*" in data|test) $(PIP) install --no-deps pykeen==1.11.1 recbole==1.2.1;; esac
 	touch $@
 
 # The main job: train the default MNIST tokenizer (rerunning resumes, or only evaluates a finished run).
@@ -26,7 +27,7 @@ demo: $(VENV)/.installed-data
 demo-remedies: $(VENV)/.installed-data
 	$(PY) -m vqjax.demo --out runs/demo
 
-test: $(VENV)/.installed-test $(VENV)/.installed-data
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" --durations=15 tests
 
 bench: $(VENV)/.installed-bench $(VENV)/.installed-data
@@ -37,7 +38,7 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 
 # The tests marked slow, then the full-size runs whose figures the README and the issue notes quote (tens of
 # minutes on a 2-core CPU).
-e2e: $(VENV)/.installed-test $(VENV)/.installed-data
+e2e: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m slow --durations=15 tests
 	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
 	$(PY) -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse

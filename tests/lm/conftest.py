@@ -18,7 +18,7 @@ def image_tokenizer(seed=0, codebook_size=16, size=8):
             "input": {"shape": [size, size, 1], "dtype": "float32", "range": [0.0, 1.0]},
             "codes_shape": [size // 2, size // 2], "vocab_size": codebook_size}
     model = model_from_spec(spec["model"])
-    variables = model.init(jax.random.key(seed), jnp.zeros((1, size, size, 1)))
+    variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, size, size, 1)))
     return vqjax.Tokenizer(spec, model, dict(variables))
 
 
@@ -28,7 +28,7 @@ def make_image_tokenizer():
     return image_tokenizer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def image_tok(tmp_path_factory):
     """An exported and reloaded image tokenizer (it has a path, so a saved vocabulary can find it)."""
     import vqjax
@@ -37,7 +37,7 @@ def image_tok(tmp_path_factory):
     return vqjax.Tokenizer.load(path)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def graph_tok(tmp_path_factory):
     import vqjax
     from vqjax.graph import Graph, GraphTokenizer, NodePieceVocab
@@ -50,7 +50,7 @@ def graph_tok(tmp_path_factory):
     return vqjax.Tokenizer.load(tok.export(str(tmp_path_factory.mktemp("graph_tok"))))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def text_tok():
     from vqjax.lm import default_corpus, train_bpe
 

@@ -20,3 +20,10 @@ def tiny_config(data_dir):
     c = load_experiment("mnist_vq", "runlocal")
     c.data_dir = data_dir
     return c
+
+
+@pytest.fixture(scope="session")
+def one(devices):
+    """The in-process runs use one of the 8 fake devices (compiling for 8 costs half as much again); the
+    8-device run is its own test."""
+    return devices[:1]

@@ -12,7 +12,7 @@ resumed run reads exactly the batches an uninterrupted run would have read. Work
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import numpy as np
@@ -82,7 +82,8 @@ def _to_float(example: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1, worker_count: int = 0) -> Iterator[dict]:
+                  process_index: int = 0, process_count: int = 1, worker_count: int = 0,
+                  transform: Callable[[dict], dict] | None = None) -> Iterator[dict]:
     """Endless shuffled training batches ``{'image': float32 [batch_size // process_count, H, W, C]}`` (with
     ``'label'`` int64 when the source has labels).
 
@@ -97,13 +98,15 @@ def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: in
       start_step: first batch to read (resume: the step the checkpoint was saved at).
       process_index, process_count: this process's slice of every global batch.
       worker_count: grain worker processes (0 reads in this process).
+      transform: applied to each example before stacking (default: images to float32 in [0, 1]).
     """
+    transform = transform or _to_float
     if batch_size % process_count:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
     per = batch_size // process_count
     mine = slice(process_index * per, (process_index + 1) * per)
     ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None).batch(batch_size, drop_remainder=True)
-    ds = ds[start_step:].map(lambda ids: _stack([_to_float(source[int(i)]) for i in np.asarray(ids)[mine]]))
+    ds = ds[start_step:].map(lambda ids: _stack([transform(source[int(i)]) for i in np.asarray(ids)[mine]]))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if worker_count > 0:
         from absl import flags

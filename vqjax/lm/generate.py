@@ -1,0 +1,241 @@
+"""Sampling from a :class:`~vqjax.lm.DecoderLM` with a KV cache, and constrained decoding so every generated
+modality span decodes.
+
+    out = generate(model, params, vocab, prompts, max_new_tokens=60, key=jax.random.key(0), temperature=0.8,
+                   top_k=50, top_p=0.95)                     # list of int32 arrays: prompt + generated ids
+    span_validity(vocab, out)                                # fraction of generated modality spans that decode
+
+Constraints (``constrained=True``), a small state machine per sequence run inside the sampling loop: outside a
+span, text ids, any modality's begin token and EOS may follow; after ``begin_m`` only modality ``m``'s codes may
+follow, exactly ``span_length(m)`` of them, then only ``end_m``; after EOS only PAD. PAD and BOS are never sampled.
+A prompt may end inside an open span (e.g. a caption then ``begin_image``): the state starts where the prompt left.
+
+Sampling: ``temperature`` (0 = greedy), ``top_k`` (keep the k most likely), ``top_p`` (keep the smallest set whose
+probability reaches p), all after the constraint mask; deterministic for a ``key``. Prompts of different lengths are
+left-padded (their padding is invalid in the cache and their positions start at 0 at their first id).
+``use_cache=False`` recomputes the whole sequence at every step (for the speed comparison).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vqjax.lm.model import DecoderLM, init_cache
+
+__all__ = ["generate", "span_validity", "ConstraintTables", "constraint_tables", "allowed_mask", "advance_state",
+           "initial_state", "sample_logits"]
+
+
+class ConstraintTables(NamedTuple):
+    """Per-modality id ranges (index 0 is "no modality"): ``start``, ``stop``, ``span``, ``begin``, ``end`` int32
+    ``[M + 1]``, and the vocabulary's ``text_size``, ``eos``, ``pad``, ``size`` as Python ints."""
+
+    start: jax.Array
+    stop: jax.Array
+    span: jax.Array
+    begin: jax.Array
+    end: jax.Array
+    text_size: int
+    eos: int
+    pad: int
+    size: int
+
+
+def constraint_tables(vocab) -> ConstraintTables:
+    names = vocab.modalities
+    col = lambda f: jnp.asarray([-1] + [f(n) for n in names], jnp.int32)
+    return ConstraintTables(col(lambda n: vocab.range(n)[0]), col(lambda n: vocab.range(n)[1]),
+                            col(vocab.span_length), col(vocab.begin_id), col(vocab.end_id), vocab.text_size,
+                            vocab.eos_id, vocab.pad_id, vocab.size)
+
+
+def allowed_mask(tables: ConstraintTables, mode: jax.Array, count: jax.Array, done: jax.Array) -> jax.Array:
+    """bool ``[B, V]``: ids allowed next for sequences in ``mode`` (0 free, ``i + 1`` inside modality ``i``'s span)
+    after ``count`` codes of the span, or finished (``done``)."""
+    ids = jnp.arange(tables.size)[None, :]
+    is_begin = (ids[:, :, None] == tables.begin[None, None, 1:]).any(-1)
+    free = (ids < tables.text_size) | is_begin | (ids == tables.eos)
+    start, stop, span, end = (t[mode][:, None] for t in (tables.start, tables.stop, tables.span, tables.end))
+    inside = jnp.where(count[:, None] < span, (ids >= start) & (ids < stop), ids == end)
+    allowed = jnp.where(mode[:, None] > 0, inside, free)
+    return jnp.where(done[:, None], ids == tables.pad, allowed)
+
+
+def advance_state(tables: ConstraintTables, mode, count, done, token):
+    """The state after emitting ``token [B]``."""
+    begins = token[:, None] == tables.begin[None, 1:]
+    opened = jnp.where(begins.any(-1), jnp.argmax(begins, -1) + 1, 0)
+    closing = (mode > 0) & (token == tables.end[mode])
+    new_mode = jnp.where(mode > 0, jnp.where(closing, 0, mode), opened)
+    new_count = jnp.where((mode > 0) & ~closing, count + 1, 0)
+    return new_mode, new_count, done | (token == tables.eos)
+
+
+def initial_state(vocab, prompt: np.ndarray) -> tuple[int, int, bool]:
+    """``(mode, count, done)`` after a prompt (a prompt ending inside an open span continues it)."""
+    mode, count, done = 0, 0, False
+    names = vocab.modalities
+    begins = {vocab.begin_id(n): i + 1 for i, n in enumerate(names)}
+    for t in np.asarray(prompt).tolist():
+        if mode:
+            count = 0 if t == vocab.end_id(names[mode - 1]) else count + 1
+            mode = 0 if t == vocab.end_id(names[mode - 1]) else mode
+        elif t in begins:
+            mode, count = begins[t], 0
+        done = done or t == vocab.eos_id
+    return mode, count, done
+
+
+def sample_logits(key, logits: jax.Array, allowed: jax.Array, temperature: float, top_k: int | None,
+                  top_p: float | None) -> jax.Array:
+    """int32 ``[B]`` ids from float32 ``logits [B, V]`` restricted to ``allowed``."""
+    logits = jnp.where(allowed, logits, -jnp.inf)
+    if temperature == 0:
+        return jnp.argmax(logits, -1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
+        logits = jnp.where(logits >= kth, logits, -jnp.inf)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+        probs = jax.nn.softmax(sorted_logits, -1)
+        before = jnp.cumsum(probs, -1) - probs                   # mass of the strictly more likely ids
+        cutoff = jnp.min(jnp.where(before < top_p, sorted_logits, jnp.inf), -1, keepdims=True)
+        logits = jnp.where(logits >= cutoff, logits, -jnp.inf)
+    return jax.random.categorical(key, logits, -1).astype(jnp.int32)
+
+
+def _check_sampling(temperature, top_k, top_p, max_new_tokens):
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
+        raise ValueError(f"generate: max_new_tokens must be a positive int; got {max_new_tokens!r}")
+    if not temperature >= 0:
+        raise ValueError(f"generate: temperature must be >= 0; got {temperature!r}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"generate: top_k must be a positive int or None; got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"generate: top_p must lie in (0, 1]; got {top_p!r}")
+
+
+def generate(model: DecoderLM, params, vocab, prompts: Sequence[np.ndarray], *, max_new_tokens: int, key,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             constrained: bool = True, use_cache: bool = True) -> list[np.ndarray]:
+    """Continues each prompt (int ids) by up to ``max_new_tokens`` ids; stops a sequence at EOS.
+
+    Returns:
+      one int32 array per prompt: the prompt, then the generated ids up to and including EOS (or the budget).
+    """
+    _check_sampling(temperature, top_k, top_p, max_new_tokens)
+    prompts = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
+    if not prompts or min(len(p) for p in prompts) == 0:
+        raise ValueError("generate: prompts must be a non-empty list of non-empty id arrays")
+    for p in prompts:
+        if p.min() < 0 or p.max() >= vocab.size:
+            raise ValueError(f"generate: prompt ids must lie in [0, {vocab.size})")
+    b, plen = len(prompts), max(len(p) for p in prompts)
+    tokens = np.full((b, plen), vocab.pad_id, np.int32)
+    valid = np.zeros((b, plen), np.int32)
+    positions = np.zeros((b, plen), np.int32)
+    for i, p in enumerate(prompts):
+        tokens[i, plen - len(p):] = p
+        valid[i, plen - len(p):] = 1
+        positions[i, plen - len(p):] = np.arange(len(p))
+    state = np.asarray([initial_state(vocab, p) for p in prompts])
+    tables = constraint_tables(vocab)
+    run = _sampler(model, tables, max_new_tokens, float(temperature), top_k, top_p, bool(constrained),
+                   bool(use_cache))
+    new = np.asarray(run(params, jnp.asarray(tokens), jnp.asarray(valid), jnp.asarray(positions),
+                         jnp.asarray(state[:, 0], jnp.int32), jnp.asarray(state[:, 1], jnp.int32),
+                         jnp.asarray(state[:, 2].astype(bool)), key))
+    out = []
+    for p, row in zip(prompts, new):
+        stop = np.nonzero(row == vocab.eos_id)[0]
+        out.append(np.concatenate([p, row[: stop[0] + 1 if stop.size else len(row)]]).astype(np.int32))
+    return out
+
+
+_SAMPLERS: dict = {}
+
+
+def _sampler(model, tables, steps, temperature, top_k, top_p, constrained, use_cache):
+    key = (model, tables.size, tables.text_size, tuple(np.asarray(tables.begin).tolist()),
+           tuple(np.asarray(tables.span).tolist()), steps, temperature, top_k, top_p, constrained, use_cache)
+    if key not in _SAMPLERS:
+        _SAMPLERS[key] = jax.jit(lambda *a: _run(model, tables, steps, temperature, top_k, top_p, constrained,
+                                                 use_cache, *a))
+    return _SAMPLERS[key]
+
+
+def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache, params, tokens, valid,
+         positions, mode, count, done, rng):
+    b, plen = tokens.shape
+    total = plen + steps
+    next_pos = positions[:, -1] + 1
+    if use_cache:
+        cache = init_cache(model, b, total)
+        logits, cache = model.apply(params, tokens, positions, valid, cache=cache)
+        last = logits[:, -1]
+        carry0 = cache
+    else:
+        buf_tokens = jnp.concatenate([tokens, jnp.full((b, steps), tables.pad, jnp.int32)], 1)
+        buf_valid = jnp.concatenate([valid, jnp.zeros((b, steps), jnp.int32)], 1)
+        buf_pos = jnp.concatenate([positions, next_pos[:, None] + jnp.arange(steps)[None]], 1)
+        last = model.apply(params, tokens, positions, valid)[0][:, -1]
+        carry0 = (buf_tokens, buf_valid, buf_pos)
+
+    def body(carry, i):
+        state, last, mode, count, done, rng = carry
+        rng, sub = jax.random.split(rng)
+        if constrained:
+            allowed = allowed_mask(tables, mode, count, done)
+        else:
+            ids = jnp.arange(tables.size)[None]
+            allowed = jnp.where(done[:, None], ids == tables.pad, (ids != tables.pad) & (ids != tables.pad + 1))
+        tok = sample_logits(sub, last, allowed, temperature, top_k, top_p)
+        tok = jnp.where(done, tables.pad, tok)
+        now_valid = (~done).astype(jnp.int32)
+        pos = next_pos + i
+        if use_cache:
+            logits, state = model.apply(params, tok[:, None], pos[:, None], now_valid[:, None], cache=state)
+            new_last = logits[:, 0]
+        else:
+            bt, bv, bp = state
+            bt = jax.lax.dynamic_update_slice_in_dim(bt, tok[:, None], plen + i, 1)
+            bv = jax.lax.dynamic_update_slice_in_dim(bv, now_valid[:, None], plen + i, 1)
+            state = (bt, bv, bp)
+            logits = model.apply(params, bt, bp, jnp.where(bv > 0, 1, 0))[0]
+            new_last = jax.lax.dynamic_index_in_dim(logits, plen + i, 1, keepdims=False)
+        mode, count, done_next = advance_state(tables, mode, count, done, tok)
+        return (state, new_last, mode, count, done_next, rng), tok
+
+    _, toks = jax.lax.scan(body, (carry0, last, mode, count, done, rng), jnp.arange(steps))
+    return toks.T
+
+
+def span_validity(vocab, sequences: Sequence[np.ndarray], prompts: Sequence[np.ndarray] | None = None) -> dict:
+    """Of the modality spans in ``sequences`` (after their prompts, when given): ``spans`` (finished ones),
+    ``valid`` (well formed and decoded), ``fraction`` (valid / spans; 1.0 when there are none) and ``unfinished``
+    (a span still open where a sequence ran out of budget without EOS: neither valid nor invalid)."""
+    total = good = unfinished = 0
+    for i, seq in enumerate(sequences):
+        seq = np.asarray(seq)
+        skip = 0 if prompts is None else len(prompts[i])
+        pieces = vocab.spans(seq)
+        for j, (kind, start, stop, problem) in enumerate(pieces):
+            # Pieces inside the prompt are not the model's; a span the prompt left open is (its fate is generated).
+            if kind in ("text", "special") or stop < skip or (stop == skip and problem is None):
+                continue
+            if problem is not None and j == len(pieces) - 1 and stop == len(seq) and seq[-1] != vocab.eos_id:
+                unfinished += 1
+                continue
+            total += 1
+            if problem is None:
+                try:
+                    vocab.decode(seq[start:stop])
+                    good += 1
+                except ValueError:
+                    pass
+    return {"spans": total, "valid": good, "fraction": good / total if total else 1.0, "unfinished": unfinished}

@@ -35,12 +35,14 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_families.py
 	$(PY) benchmarks/bench_ptq.py
 	$(PY) benchmarks/bench_graph.py
+	$(PY) benchmarks/bench_lm.py
 
 # The tests marked slow, then the full-size runs whose figures the README and the issue notes quote (tens of
 # minutes on a 2-core CPU).
 e2e: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m slow --durations=15 tests
 	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
+	$(PY) -m vqjax.main --config=experiments/mnist_captions_lm.py --workdir=runs/mnist_captions_lm
 	$(PY) -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse
 	$(PY) -m vqjax.main --config=experiments/photos_vqgan.py --workdir=runs/photos_vqgan
 	$(PY) benchmarks/bench_link_prediction.py --root runs/link_prediction

@@ -10,13 +10,16 @@ from vqjax.train.config import build_model, check_config, check_image_shape, che
 
 def test_experiments_exist():
     assert {"mnist_vq", "mnist_fsq", "mnist_lfq", "mnist_vq_collapse", "photos_vqgan", "umls_nodepiece",
-            "umls_embedding"} <= set(experiment_names())
+            "umls_embedding", "mnist_captions_lm"} <= set(experiment_names())
 
 
 @pytest.mark.parametrize("name", experiment_names())
 @pytest.mark.parametrize("arg", [None, "runlocal"])
 def test_experiment_is_valid(name, arg):
     c = load_experiment(name, arg)
+    if c.get("task") == "lm":
+        _check_lm_experiment(c, arg)
+        return
     if c.get("task") == "link_prediction":
         _check_link_experiment(c, arg)
         return
@@ -37,6 +40,21 @@ def test_experiment_is_valid(name, arg):
 def test_experiment_refuses_unknown_argument():
     with pytest.raises(ValueError, match="runlocal"):
         load_experiment("mnist_vq", "huge")
+
+
+def _check_lm_experiment(c, arg):
+    from vqjax.lm import DecoderLM
+    from vqjax.train.tasks import get_task
+
+    get_task("lm").check_config(c)
+    model = DecoderLM(vocab_size=2000, dim=c.model.dim, num_layers=c.model.num_layers, num_heads=c.model.num_heads,
+                      num_kv_heads=c.model.num_kv_heads, mlp_dim=c.model.mlp_dim, dtype=c.model.dtype)
+    ids = jnp.zeros((2, c.seq_len), jnp.int32)
+    params = jax.eval_shape(lambda k: model.init(k, ids, ids), jax.random.key(0))
+    logits, _ = jax.eval_shape(lambda p: model.apply(p, ids, ids), params)
+    assert logits.shape == (2, c.seq_len, 2000)
+    if arg == "runlocal":
+        assert c.num_train_steps <= 50
 
 
 def _check_link_experiment(c, arg):

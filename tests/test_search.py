@@ -65,7 +65,7 @@ def test_top_k_equals_sorted_dense(metric):
     np.testing.assert_allclose(res.distances, np.sort(dense, -1)[:, :5], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("width", [80, 256, 1024, 4096])
+@pytest.mark.parametrize("width", [20, 80, 256, 1024, 4096])
 @pytest.mark.parametrize("k", [1, 5, 12])
 @pytest.mark.parametrize("values", ["normal", "ties", "inf"])
 def test_tile_top_k_equals_stable_sort(width, k, values):

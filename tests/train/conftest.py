@@ -27,3 +27,17 @@ def one(devices):
     """The in-process runs use one of the 8 fake devices (compiling for 8 costs half as much again); the
     8-device run is its own test."""
     return devices[:1]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, data_dir, one):
+    """One finished tiny ``mnist_vq`` run (a read-only workdir shared by the tests of a worker: copy it before
+    changing it) and its final metrics."""
+    from experiments_loader import load_experiment
+
+    from vqjax.train import train_and_evaluate
+
+    c = load_experiment("mnist_vq", "runlocal")
+    c.data_dir = data_dir
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    return c, workdir, train_and_evaluate(c, str(workdir), progress=False, devices=one)

@@ -23,17 +23,6 @@ def _final_eval(workdir):
     return [r for r in reports.read_metrics(workdir) if r["split"] == "eval"][-1]
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, data_dir, one):
-    """One finished tiny run (a read-only workdir shared by the tests below) and its final metrics."""
-    from experiments_loader import load_experiment
-
-    c = load_experiment("mnist_vq", "runlocal")
-    c.data_dir = data_dir
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    return c, workdir, train_and_evaluate(c, str(workdir), progress=False, devices=one)
-
-
 def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
     import vqjax
     from vqjax.tokenize import tokenize_split

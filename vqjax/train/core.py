@@ -300,7 +300,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
             abstract = run.abstract
             if abstract is None:
                 abstract = jax.eval_shape(run.init_state, jax.random.key(config.seed))
-            state_sharding = jax.tree.map(lambda _: run.replicated, abstract)
+            state_sharding = run.state_sharding
+            if state_sharding is None:
+                state_sharding = jax.tree.map(lambda _: run.replicated, abstract)
             mgr, state = open_checkpoints(workdir, config.max_to_keep, run.init_state, abstract, state_sharding,
                                           config.seed)
             start = int(state.step)

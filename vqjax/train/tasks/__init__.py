@@ -36,7 +36,8 @@ TASKS: dict[str, "Task"] = {}
 
 # Built-in task modules, imported on first lookup (each registers itself).
 _BUILTIN = {"image_tokenizer": "vqjax.train.tasks.image_tokenizer",
-            "link_prediction": "vqjax.train.tasks.link_prediction"}
+            "link_prediction": "vqjax.train.tasks.link_prediction",
+            "lm": "vqjax.train.tasks.lm"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Run:
       test: ``(state, step) -> dict`` for a final held-out evaluation after training, or None.
       spec: the tokenizer artifact's spec (:func:`vqjax.tokenizer.write_spec`) when the run trains a tokenizer.
       abstract: ``jax.eval_shape(init_state, key)`` when the task has already traced it (else the core does).
+      state_sharding: the state's shardings (a pytree like ``abstract``) when it is not all ``replicated``
+        (model-parallel parameters); checkpoints restore into it.
     """
 
     init_state: Callable[[Any], Any]
@@ -65,6 +68,7 @@ class Run:
     test: Callable[[Any, int], dict] | None = None
     spec: dict | None = None
     abstract: Any = None
+    state_sharding: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,402 @@
+"""Task ``'lm'``: a multimodal decoder LM over one vocabulary of text and a modality tokenizer's codes.
+
+The run (``config.documents = 'mnist_captions'``, the only document source so far):
+
+1. opens the image tokenizer artifact ``config.image_tokenizer`` (a trained ``mnist_vq`` workdir or an export) and
+   builds a :class:`~vqjax.lm.MultimodalVocab` (byte-level BPE on the bundled text plus every caption) saved as
+   ``workdir/vocab.json`` (a resumed run reloads it, refusing a changed tokenizer);
+2. encodes the dataset's digits to codes and makes two documents per digit, caption then image and image then
+   caption (:func:`vqjax.lm.documents.caption_documents`); the training split's documents are packed into rows of
+   ``config.seq_len`` (:func:`vqjax.lm.pack_documents`, spans never cut) and fed through grain; the held-out
+   split's documents are the evaluation set;
+3. trains :class:`~vqjax.lm.DecoderLM` with the weighted next-id cross-entropy on a ``('data', 'model')`` mesh
+   (``config.model_parallel`` devices on the model axis; parameters placed by their logical axes);
+4. evaluates held-out bits per token, per kind (text, image) and overall, with perplexities;
+5. at the end, generates with constrained decoding: text→image (a caption of each digit, then the image span; the
+   image is decoded and classified by an in-repo digit classifier trained on the training digits, whose held-out
+   accuracy is reported too) and image→text (the held-out digits' codes, then a greedy caption; correct when it
+   names the digit); ``span_validity`` of every generated span. Figure ``generated_digits.png``, and the held-out
+   digits' generated captions in ``generated_captions.txt``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vqjax.data import pipeline
+from vqjax.lm import Codes, DecoderLM, MultimodalVocab, generate, pack_documents, packed_batches, span_validity
+from vqjax.lm.documents import DIGIT_WORDS, caption, caption_documents, digit_in_text
+from vqjax.lm.model import LOGICAL_RULES
+from vqjax.train import reports
+from vqjax.train.config import check_positive, core_config, default_data_dir, optimizer_config
+from vqjax.train.core import make_optimizer, to_host
+from vqjax.train.tasks import Run, Task, register_task
+
+__all__ = ["LMState", "default_config", "check", "runlocal", "setup", "report", "lm_mesh", "TASK"]
+
+DOCUMENT_SOURCES = ("mnist_captions",)
+VOCAB_FILE = "vocab.json"
+
+
+class LMState(NamedTuple):
+    """Step (int32), parameters and optimizer state of an LM run."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of an LM experiment, with defaults: captions and MNIST image tokens."""
+    c = core_config("lm")
+    c.documents = "mnist_captions"
+    c.dataset = "vqjax_mnist"
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.train_split = "train"
+    c.eval_split = "test"
+    c.max_train_images = ml_collections.FieldReference(None, field_type=int)
+    c.max_eval_images = ml_collections.FieldReference(None, field_type=int)
+    c.image_tokenizer = "runs/mnist_vq"        # a trained image tokenizer (workdir or exported folder)
+    c.text_vocab_size = 1024
+    c.seq_len = 128
+    c.batch_size = 32
+    c.eval_batch_size = 32
+    c.weights = ml_collections.ConfigDict(dict(text=1.0, image=1.0))     # loss weight per kind
+    c.model = ml_collections.ConfigDict(dict(dim=256, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=768,
+                                             dtype="float32"))
+    c.model_parallel = 1                       # devices on the 'model' mesh axis
+    c.generation = ml_collections.ConfigDict(dict(num_examples=200, temperature=0.0, top_k=0, top_p=1.0,
+                                                  classifier_steps=1500))
+    c.num_train_steps = 3000
+    c.log_every_steps = 50
+    c.eval_every_steps = 1000
+    c.checkpoint_every_steps = 500
+    c.optimizer = optimizer_config(1e-3)
+    return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A 1-layer 32-wide model, 20 steps on 200 digits, 20 generations."""
+    c.model.dim, c.model.num_layers, c.model.num_heads, c.model.num_kv_heads, c.model.mlp_dim = 32, 1, 2, 1, 64
+    c.max_train_images, c.max_eval_images = 200, 40
+    c.text_vocab_size = 300
+    c.batch_size, c.eval_batch_size = 8, 8
+    c.num_train_steps, c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 20, 5, 10, 10
+    c.optimizer.warmup_steps = 5
+    c.generation.num_examples, c.generation.classifier_steps = 20, 30
+    return c
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Refuses a bad LM config with a message naming the field, before any data is read."""
+    if config.documents not in DOCUMENT_SOURCES:
+        raise ValueError(f"config.documents must be one of {DOCUMENT_SOURCES}; got {config.documents!r}")
+    pipeline.check_dataset_name(config.dataset)
+    check_positive(config, "text_vocab_size", "seq_len", "batch_size", "eval_batch_size", "model.dim",
+                   "model.num_layers", "model.num_heads", "model.num_kv_heads", "model.mlp_dim", "model_parallel",
+                   "generation.num_examples", "generation.classifier_steps")
+    if config.text_vocab_size < 256:
+        raise ValueError(f"config.text_vocab_size must be >= 256 (the byte alphabet); got {config.text_vocab_size}")
+    unknown = sorted(set(config.weights.keys()) - {"text", "image"})
+    if unknown or any(not float(v) >= 0 for v in config.weights.values()):
+        raise ValueError(f"config.weights must map 'text' and 'image' to weights >= 0; got {config.weights.to_dict()}")
+    g = config.generation
+    if not g.temperature >= 0 or not 0 < g.top_p <= 1 or g.top_k < 0:
+        raise ValueError(f"config.generation: temperature must be >= 0, top_p in (0, 1] and top_k >= 0 (0: off); "
+                         f"got {g.temperature}, {g.top_p}, {g.top_k}")
+    DecoderLM(vocab_size=300, dim=config.model.dim, num_layers=1, num_heads=config.model.num_heads,
+              num_kv_heads=config.model.num_kv_heads, mlp_dim=8, dtype=config.model.dtype)._check()
+
+
+def lm_mesh(devices, model_parallel: int) -> Mesh:
+    """A ``('data', 'model')`` mesh with ``model_parallel`` devices on the model axis."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    if devices.size % model_parallel:
+        raise ValueError(f"config.model_parallel ({model_parallel}) must divide the {devices.size} devices")
+    return Mesh(devices.reshape(devices.size // model_parallel, model_parallel), ("data", "model"))
+
+
+def _open_tokenizer(path: str):
+    from vqjax.tokenizer import Tokenizer
+
+    try:
+        tok = Tokenizer.load(path)
+    except FileNotFoundError as err:
+        raise ValueError(f"config.image_tokenizer {path!r} is not a tokenizer (train one first, e.g. "
+                         f"`python -m vqjax.main --config=experiments/mnist_vq.py --workdir={path}`): {err}") from err
+    if tok.modality != "image":
+        raise ValueError(f"config.image_tokenizer must be an image tokenizer; {path!r} is {tok.modality!r}")
+    return tok
+
+
+def _digits(source, limit):
+    """All examples, or ``limit`` of them evenly spaced (the splits are stored sorted by label: a prefix would
+    hold only the first digits)."""
+    n = len(source) if limit is None else min(limit, len(source))
+    index = np.linspace(0, len(source) - 1, n).round().astype(int)
+    images = np.stack([np.asarray(source[int(i)]["image"]) for i in index])
+    labels = np.asarray([int(source[int(i)]["label"]) for i in index])
+    return images, labels
+
+
+def _encode_all(tok, images, batch=250):
+    return np.concatenate([np.asarray(tok.encode(images[s:s + batch])) for s in range(0, len(images), batch)])
+
+
+def _weighted_nll(model, params, batch, kinds, num_kinds):
+    logits, _ = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["segment_ids"])
+    targets = jnp.roll(batch["tokens"], -1, axis=-1)
+    logp = jax.nn.log_softmax(logits, -1)
+    nll = -jnp.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    w = batch["weights"]
+    kind = jnp.maximum(kinds[targets], 0)                       # EOS (-1) counts as text (0)
+    counted = (w > 0).astype(jnp.float32)
+    per_kind = jax.nn.one_hot(kind, num_kinds) * counted[..., None]
+    return nll, w, per_kind
+
+
+def _train_step(model, tx, kinds, num_kinds, state: LMState, batch):
+    def loss_fn(params):
+        nll, w, _ = _weighted_nll(model, params, batch, kinds, num_kinds)
+        return jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1e-9)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return LMState(state.step + 1, params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+
+
+def _eval_sums(model, kinds, num_kinds, params, batch):
+    nll, _, per_kind = _weighted_nll(model, params, batch, kinds, num_kinds)
+    return {"nll": jnp.sum(nll[..., None] * per_kind, axis=(0, 1)), "count": jnp.sum(per_kind, axis=(0, 1))}
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
+    """Opens the tokenizer, builds (or reloads) the vocabulary, encodes and packs the documents, and builds the
+    model on the ``('data', 'model')`` mesh."""
+    data_dir = config.data_dir or default_data_dir()
+    train_source = pipeline.get_source(config.dataset, config.train_split, data_dir)
+    eval_source = pipeline.get_source(config.dataset, config.eval_split, data_dir)
+    for split, source in ((config.train_split, train_source), (config.eval_split, eval_source)):
+        if len(source) == 0:
+            raise ValueError(f"split {split!r} of dataset {config.dataset!r} is empty; the LM needs documents in "
+                             f"config.train_split and config.eval_split")
+    tok = _open_tokenizer(config.image_tokenizer)
+    train_images, train_labels = _digits(train_source, config.max_train_images)
+    eval_images, eval_labels = _digits(eval_source, config.max_eval_images)
+
+    vocab_path = os.path.join(workdir, VOCAB_FILE)
+    if os.path.exists(vocab_path):
+        vocab = MultimodalVocab.load(vocab_path, modalities={"image": tok})
+    else:
+        captions = [caption(d, t) for d in range(10) for t in range(5)]
+        vocab = MultimodalVocab.build(text=None, modalities={"image": tok}, text_vocab_size=config.text_vocab_size,
+                                      text_corpus=captions * 20)
+        if jax.process_index() == 0:
+            vocab.save(vocab_path)
+    if stop is not None:
+        stop.check("encoding the documents")
+    train_codes, eval_codes = _encode_all(tok, train_images), _encode_all(tok, eval_images)
+    weights = {k: float(v) for k, v in config.weights.items()}
+    train_rows, pack = pack_documents(caption_documents(vocab, train_codes, train_labels, seed=config.seed),
+                                      config.seq_len, vocab, weights=weights)
+    eval_rows, _ = pack_documents(caption_documents(vocab, eval_codes, eval_labels, seed=config.seed + 1),
+                                  config.seq_len, vocab, weights={"text": 1.0, "image": 1.0})
+    if pack.rows < config.batch_size:
+        raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {pack.rows} packed training "
+                         f"rows")
+
+    mesh = lm_mesh(devices, config.model_parallel)
+    data_size = mesh.shape["data"]
+    for name in ("batch_size", "eval_batch_size"):
+        if config[name] % data_size:
+            raise ValueError(f"config.{name} ({config[name]}) must be divisible by the {data_size} devices of the "
+                             f"data axis")
+    replicated = NamedSharding(mesh, P())
+    batch_sharding = NamedSharding(mesh, P("data"))
+    model = DecoderLM(vocab_size=vocab.size, dim=config.model.dim, num_layers=config.model.num_layers,
+                      num_heads=config.model.num_heads, num_kv_heads=config.model.num_kv_heads,
+                      mlp_dim=config.model.mlp_dim, dtype=config.model.dtype)
+    tx = make_optimizer(config.optimizer, config.num_train_steps)
+    sample = jnp.zeros((1, 8), jnp.int32)
+    with nn.logical_axis_rules(LOGICAL_RULES):
+        boxed = jax.eval_shape(lambda k: model.init(k, sample, sample)["params"], jax.random.key(0))
+        param_sharding = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh)
+    param_sharding = nn.meta.unbox(param_sharding)
+
+    def init_state(key):
+        params = nn.meta.unbox(model.init(key, sample, sample)["params"])
+        params = jax.lax.with_sharding_constraint(params, param_sharding)
+        return LMState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
+
+    with jax.set_mesh(mesh):
+        abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
+        state_sharding = jax.jit(init_state).lower(jax.random.key(config.seed)).compile().output_shardings
+    num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params)))
+    kinds = jnp.asarray(vocab.kind_table())
+    num_kinds = 1 + len(vocab.modalities)
+    batch_shardings = {k: batch_sharding for k in ("tokens", "segment_ids", "positions", "weights")}
+    jit_train = jax.jit(functools.partial(_train_step, model, tx, kinds, num_kinds),
+                        in_shardings=(state_sharding, batch_shardings), out_shardings=(state_sharding, replicated),
+                        donate_argnums=0)
+    jit_eval = jax.jit(functools.partial(_eval_sums, model, kinds, num_kinds),
+                       in_shardings=(state_sharding.params, batch_shardings), out_shardings=replicated)
+
+    def in_mesh(fn):
+        def call(*args):
+            with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
+                return fn(*args)
+        return call
+
+    def global_batch(local):
+        return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in local.items()}
+
+    def make_step(start):
+        batches = packed_batches(train_rows, batch_size=config.batch_size, seed=config.seed, start_step=start,
+                                 process_index=jax.process_index(), process_count=jax.process_count())
+        step = in_mesh(jit_train)
+        return lambda state: step(state, global_batch(next(batches)))
+
+    names = ("text",) + vocab.modalities
+
+    def evaluate(state, step):
+        b, n = config.eval_batch_size, eval_rows["tokens"].shape[0]
+        per, lo = b // jax.process_count(), (b // jax.process_count()) * jax.process_index()
+        totals = {"nll": np.zeros(num_kinds), "count": np.zeros(num_kinds)}
+        for s in range(0, n, b):
+            chunk = {k: v[s:s + b] for k, v in eval_rows.items()}
+            pad = b - chunk["tokens"].shape[0]
+            if pad:
+                chunk = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in chunk.items()}
+            local = {k: v[lo:lo + per] for k, v in chunk.items()}
+            sums = in_mesh(jit_eval)(state.params, global_batch(local))
+            for k in totals:
+                totals[k] += np.asarray(sums[k])
+        out = {}
+        for i, name in enumerate(names):
+            nats = totals["nll"][i] / max(totals["count"][i], 1.0)
+            out[f"bits_per_token_{name}"] = float(nats / np.log(2))
+            out[f"perplexity_{name}"] = float(np.exp(nats))
+        nats = totals["nll"].sum() / max(totals["count"].sum(), 1.0)
+        out["bits_per_token"], out["loss"] = float(nats / np.log(2)), float(nats)
+        return out
+
+    def test(state, step):
+        result = evaluate(state, step)
+        result.update(_generation_report(config, workdir, model, {"params": to_host_tree(state.params)}, vocab, tok,
+                                         train_source, eval_source, eval_codes, eval_labels, stop))
+        return result
+
+    info = {"documents": config.documents, "image_tokenizer": os.path.abspath(config.image_tokenizer),
+            "vocab_size": vocab.size, "ranges": {n: list(vocab.range(n)) for n in names},
+            "train_documents": pack.documents, "train_rows": pack.rows, "packing_efficiency": pack.efficiency,
+            "eval_rows": int(eval_rows["tokens"].shape[0]), "num_params": num_params,
+            "mesh": {"data": int(mesh.shape["data"]), "model": int(mesh.shape["model"])}}
+    return Run(init_state=init_state, make_step=make_step, evaluate=evaluate, replicated=replicated, info=info,
+               hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract,
+               state_sharding=state_sharding)
+
+
+def to_host_tree(tree):
+    return jax.tree.map(lambda x: jnp.asarray(to_host(x)), tree)
+
+
+def _generation_report(config, workdir, model, params, vocab, tok, train_source, eval_source, eval_codes,
+                       eval_labels, stop) -> dict:
+    """Text→image and image→text by constrained generation, judged by an in-repo digit classifier."""
+    from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
+
+    g = config.generation
+    net, net_params = load_or_train_feature_net(workdir, train_source, num_classes=10, steps=g.classifier_steps,
+                                                seed=config.seed, stop=stop)
+    classifier_accuracy = feature_net_accuracy(net, net_params, eval_source)
+    sampling = dict(temperature=float(g.temperature), top_k=int(g.top_k) or None,
+                    top_p=None if g.top_p >= 1 else float(g.top_p))
+    span = vocab.span_length("image")
+    n = int(g.num_examples)
+    wanted = np.arange(n) % 10
+    prompts = [np.append(vocab.encode([caption(int(d), i % 5)], eos=False), vocab.begin_id("image"))
+               for i, d in enumerate(wanted)]
+    key = jax.random.key(config.seed + 7)
+    outs = []
+    for s in range(0, n, 50):
+        outs += generate(model, params, vocab, prompts[s:s + 50], max_new_tokens=span + 2,
+                         key=jax.random.fold_in(key, s), **sampling)
+    validity = span_validity(vocab, outs, prompts)
+    images, ok = [], []
+    for p, o in zip(prompts, outs):
+        codes = o[len(p):len(p) + span] - vocab.range("image")[0]
+        ok.append(len(codes) == span and codes.min() >= 0 and codes.max() < tok.vocab_size)
+        images.append(codes.reshape(vocab.codes_shape("image")) if ok[-1] else np.zeros(vocab.codes_shape("image"),
+                                                                                        np.int32))
+    decoded = np.asarray(tok.decode(np.stack(images).astype(np.int32)))
+    predict = jax.jit(lambda p, x: jnp.argmax(net.apply(p, x), -1))
+    predicted = np.asarray(predict(net_params, decoded))
+    text_to_image = float(np.mean((predicted == wanted) & np.asarray(ok)))
+    _save_generated(os.path.join(workdir, "generated_digits.png"), decoded, wanted, predicted)
+
+    pick = np.linspace(0, len(eval_codes) - 1, min(n, len(eval_codes))).round().astype(int)   # every digit
+    m = pick.size
+    img_prompts = [vocab.encode([Codes("image", c)], eos=False) for c in eval_codes[pick]]
+    caps = []
+    for s in range(0, m, 50):
+        caps += generate(model, params, vocab, img_prompts[s:s + 50], max_new_tokens=12,
+                         key=jax.random.fold_in(key, 10_000 + s), temperature=0.0)
+    texts = ["".join(seg.text for seg in vocab.decode(c[len(p):], strict=False) if hasattr(seg, "text"))
+             for p, c in zip(img_prompts, caps)]
+    image_to_text = float(np.mean([digit_in_text(t) == int(y) for t, y in zip(texts, eval_labels[pick])]))
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "generated_captions.txt"), "w") as fh:
+            fh.writelines(f"{int(y)}\t{t!r}\n" for t, y in zip(texts, eval_labels[pick]))
+    return {"text_to_image_accuracy": text_to_image, "image_to_text_accuracy": image_to_text,
+            "span_validity": validity["fraction"], "generated_spans": validity["spans"],
+            "classifier_accuracy": classifier_accuracy}
+
+
+def _save_generated(path, images, wanted, predicted):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 10
+    rows = min(4, -(-len(images) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < min(len(images), rows * cols):
+            ax.imshow(images[i][..., 0], cmap="gray", vmin=0, vmax=1)
+            color = "green" if predicted[i] == wanted[i] else "red"
+            ax.set_title(f"{DIGIT_WORDS[wanted[i]]}\n→ {predicted[i]}", fontsize=7, color=color)
+    fig.suptitle("text → image: the requested digit, and what the classifier reads", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(result: dict, workdir: str) -> str:
+    """The LM's held-out bits per token and generation accuracies as a table, and where its figures are."""
+    workdir = os.path.abspath(workdir)
+    rows = [("step", f"{result['step']}"),
+            ("text→image accuracy (classifier)", f"{result['text_to_image_accuracy']:.3f}"),
+            ("image→text caption accuracy", f"{result['image_to_text_accuracy']:.3f}"),
+            ("generated spans that decode", f"{result['span_validity']:.3f} of {result['generated_spans']}"),
+            ("bits per token (all / text / image)", f"{result['bits_per_token']:.3f} / "
+                                                    f"{result['bits_per_token_text']:.3f} / "
+                                                    f"{result['bits_per_token_image']:.3f}"),
+            ("digit classifier held-out accuracy", f"{result['classifier_accuracy']:.3f}")]
+    return reports.result_table("held-out metric", rows, ("loss_curves.png", "generated_digits.png"), workdir,
+                                [f"vocabulary: {os.path.join(workdir, VOCAB_FILE)}"], result)
+
+
+TASK = register_task(Task("lm", default_config, check, runlocal, setup, report, free_fields=("weights",)))

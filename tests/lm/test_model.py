@@ -154,3 +154,23 @@ def test_sharded_over_data_and_model_axes_equals_unsharded(lm, vocab, devices):
     np.testing.assert_allclose(got_loss, want_loss, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(got_grad), jax.tree.leaves(want_grad)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_graph_spans_are_constrained_to_existing_nodes(lm, vocab, graph_tok, monkeypatch):
+    """Graph token rows decode only when they are some node's tokens: a trie over those rows keeps every generated
+    graph span decodable; with per-position ranges alone, an untrained model's spans mostly name no node."""
+    model, params = lm
+    prompts = [np.append(vocab.encode([f"node {i}"], eos=False), vocab.begin_id("graph")) for i in range(12)]
+    prompts.append(np.concatenate([vocab.encode([Codes("graph", graph_tok.encode([5])[0])], eos=False)[:-3]]))
+    kw = dict(max_new_tokens=vocab.span_length("graph") + 2, key=jax.random.key(4), temperature=1.0)
+    out = generate(model, params, vocab, prompts, **kw)
+    report = span_validity(vocab, out, prompts)
+    assert report["spans"] == 13 and report["fraction"] == 1.0
+    nodes = [int(s.data) for seq in out for s in vocab.decode(seq) if getattr(s, "modality", None) == "graph"]
+    assert len(nodes) == 13 and all(0 <= n < graph_tok.num_nodes for n in nodes)
+    # The prompt that ended inside node 5's span (its last two codes missing) continues within the rows that share
+    # its prefix.
+    assert np.array_equal(graph_tok.encode([nodes[-1]])[0][:-2], graph_tok.encode([5])[0][:-2])
+    monkeypatch.setattr(type(vocab), "valid_rows", lambda self, name: None)
+    loose = span_validity(vocab, generate(model, params, vocab, prompts, **kw), prompts)
+    assert loose["fraction"] < 0.5

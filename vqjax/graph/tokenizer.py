@@ -95,6 +95,11 @@ class GraphTokenizer:
             raise ValueError(f"GraphTokenizer.decode: {int((out < 0).sum())} token row(s) are no node's tokens")
         return out.reshape(t.shape[:-1])
 
+    def valid_codes(self) -> np.ndarray:
+        """int32 ``[n, k + m]``: the distinct token rows of the graph's nodes, the only rows :meth:`decode`
+        accepts (a language model generating graph tokens is constrained to them)."""
+        return np.unique(self.node_tokens.tokens.astype(np.int32), axis=0)
+
     def _table(self) -> dict:
         cache = self.__dict__.get("_rows")
         if cache is None:

@@ -9,6 +9,9 @@ Constraints (``constrained=True``), a small state machine per sequence run insid
 span, text ids, any modality's begin token and EOS may follow; after ``begin_m`` only modality ``m``'s codes may
 follow, exactly ``span_length(m)`` of them, then only ``end_m``; after EOS only PAD. PAD and BOS are never sampled.
 A prompt may end inside an open span (e.g. a caption then ``begin_image``): the state starts where the prompt left.
+A modality whose tokenizer decodes only some code rows (the graph tokenizer: the token rows of existing nodes;
+:meth:`~vqjax.lm.MultimodalVocab.valid_rows`) is constrained further, as a trie: at each position of its span only
+codes that continue some valid row matching the codes so far may follow, so the span always names a node.
 
 Sampling: ``temperature`` (0 = greedy), ``top_k`` (keep the k most likely), ``top_p`` (keep the smallest set whose
 probability reaches p), all after the constraint mask; deterministic for a ``key``. Prompts of different lengths are
@@ -32,13 +35,18 @@ __all__ = ["generate", "span_validity", "ConstraintTables", "constraint_tables",
 
 class ConstraintTables(NamedTuple):
     """Per-modality id ranges (index 0 is "no modality"): ``start``, ``stop``, ``span``, ``begin``, ``end`` int32
-    ``[M + 1]``, and the vocabulary's ``text_size``, ``eos``, ``pad``, ``size`` as Python ints."""
+    ``[M + 1]``; the valid code rows of restricted modalities as ids, ``rows`` int32 ``[R, S]`` (padded with -1)
+    with their modality ``row_mod`` int32 ``[R]`` and ``restricted`` bool ``[M + 1]``; and the vocabulary's
+    ``text_size``, ``eos``, ``pad``, ``size`` as Python ints."""
 
     start: jax.Array
     stop: jax.Array
     span: jax.Array
     begin: jax.Array
     end: jax.Array
+    rows: jax.Array
+    row_mod: jax.Array
+    restricted: jax.Array
     text_size: int
     eos: int
     pad: int
@@ -48,46 +56,89 @@ class ConstraintTables(NamedTuple):
 def constraint_tables(vocab) -> ConstraintTables:
     names = vocab.modalities
     col = lambda f: jnp.asarray([-1] + [f(n) for n in names], jnp.int32)
+    width = max([vocab.span_length(n) for n in names], default=1)
+    rows, row_mod, restricted = [np.zeros((0, width), np.int32)], [np.zeros((0,), np.int32)], [False]
+    for i, name in enumerate(names):
+        valid = vocab.valid_rows(name)
+        restricted.append(valid is not None)
+        if valid is not None:
+            ids = np.full((len(valid), width), -1, np.int32)
+            ids[:, :valid.shape[1]] = valid + vocab.range(name)[0]
+            rows.append(ids)
+            row_mod.append(np.full(len(valid), i + 1, np.int32))
     return ConstraintTables(col(lambda n: vocab.range(n)[0]), col(lambda n: vocab.range(n)[1]),
-                            col(vocab.span_length), col(vocab.begin_id), col(vocab.end_id), vocab.text_size,
-                            vocab.eos_id, vocab.pad_id, vocab.size)
+                            col(vocab.span_length), col(vocab.begin_id), col(vocab.end_id),
+                            jnp.asarray(np.concatenate(rows)), jnp.asarray(np.concatenate(row_mod)),
+                            jnp.asarray(restricted), vocab.text_size, vocab.eos_id, vocab.pad_id, vocab.size)
 
 
-def allowed_mask(tables: ConstraintTables, mode: jax.Array, count: jax.Array, done: jax.Array) -> jax.Array:
+def _row_ids(tables: ConstraintTables, count: jax.Array) -> jax.Array:
+    """``[B, R]``: each valid row's id at span position ``count[b]`` (-1 past its end)."""
+    pos = jnp.clip(count, 0, tables.rows.shape[1] - 1)
+    return jnp.take(tables.rows.T, pos, axis=0)
+
+
+def allowed_mask(tables: ConstraintTables, mode: jax.Array, count: jax.Array, done: jax.Array,
+                 alive: jax.Array | None = None) -> jax.Array:
     """bool ``[B, V]``: ids allowed next for sequences in ``mode`` (0 free, ``i + 1`` inside modality ``i``'s span)
-    after ``count`` codes of the span, or finished (``done``)."""
+    after ``count`` codes of the span, or finished (``done``); ``alive [B, R]`` marks the valid rows that still
+    match the span's codes (restricted modalities)."""
     ids = jnp.arange(tables.size)[None, :]
     is_begin = (ids[:, :, None] == tables.begin[None, None, 1:]).any(-1)
     free = (ids < tables.text_size) | is_begin | (ids == tables.eos)
     start, stop, span, end = (t[mode][:, None] for t in (tables.start, tables.stop, tables.span, tables.end))
-    inside = jnp.where(count[:, None] < span, (ids >= start) & (ids < stop), ids == end)
+    codes = (ids >= start) & (ids < stop)
+    if alive is not None and tables.rows.shape[0]:
+        b = mode.shape[0]
+        next_ids = _row_ids(tables, count)
+        live = alive & (next_ids >= 0)
+        trie = jnp.zeros((b, tables.size), bool).at[jnp.arange(b)[:, None], jnp.maximum(next_ids, 0)].max(live)
+        codes = jnp.where(tables.restricted[mode][:, None], codes & trie, codes)
+    inside = jnp.where(count[:, None] < span, codes, ids == end)
     allowed = jnp.where(mode[:, None] > 0, inside, free)
     return jnp.where(done[:, None], ids == tables.pad, allowed)
 
 
-def advance_state(tables: ConstraintTables, mode, count, done, token):
-    """The state after emitting ``token [B]``."""
+def advance_state(tables: ConstraintTables, mode, count, done, token, alive=None):
+    """The state after emitting ``token [B]``: ``(mode, count, done)``, and ``alive`` when given."""
     begins = token[:, None] == tables.begin[None, 1:]
     opened = jnp.where(begins.any(-1), jnp.argmax(begins, -1) + 1, 0)
     closing = (mode > 0) & (token == tables.end[mode])
     new_mode = jnp.where(mode > 0, jnp.where(closing, 0, mode), opened)
     new_count = jnp.where((mode > 0) & ~closing, count + 1, 0)
-    return new_mode, new_count, done | (token == tables.eos)
+    new_done = done | (token == tables.eos)
+    if alive is None:
+        return new_mode, new_count, new_done
+    in_span = (mode > 0) & ~closing
+    matched = alive & (_row_ids(tables, count) == token[:, None])
+    fresh = tables.row_mod[None, :] == opened[:, None]
+    alive = jnp.where(in_span[:, None], matched, jnp.where((mode == 0)[:, None], fresh, alive))
+    return new_mode, new_count, new_done, alive
 
 
-def initial_state(vocab, prompt: np.ndarray) -> tuple[int, int, bool]:
-    """``(mode, count, done)`` after a prompt (a prompt ending inside an open span continues it)."""
+def initial_state(vocab, prompt: np.ndarray, tables: ConstraintTables | None = None):
+    """``(mode, count, done)`` after a prompt (a prompt ending inside an open span continues it); with ``tables``,
+    also ``alive`` bool ``[R]``: the valid rows matching the open span's codes."""
     mode, count, done = 0, 0, False
     names = vocab.modalities
     begins = {vocab.begin_id(n): i + 1 for i, n in enumerate(names)}
+    alive = None if tables is None else np.ones(tables.rows.shape[0], bool)
+    rows = None if tables is None else np.asarray(tables.rows)
+    row_mod = None if tables is None else np.asarray(tables.row_mod)
     for t in np.asarray(prompt).tolist():
         if mode:
-            count = 0 if t == vocab.end_id(names[mode - 1]) else count + 1
-            mode = 0 if t == vocab.end_id(names[mode - 1]) else mode
+            if t == vocab.end_id(names[mode - 1]):
+                mode, count = 0, 0
+            else:
+                if alive is not None and count < rows.shape[1]:
+                    alive &= rows[:, count] == t
+                count += 1
         elif t in begins:
             mode, count = begins[t], 0
+            if alive is not None:
+                alive = row_mod == mode
         done = done or t == vocab.eos_id
-    return mode, count, done
+    return (mode, count, done) if tables is None else (mode, count, done, alive)
 
 
 def sample_logits(key, logits: jax.Array, allowed: jax.Array, temperature: float, top_k: int | None,
@@ -143,13 +194,15 @@ def generate(model: DecoderLM, params, vocab, prompts: Sequence[np.ndarray], *, 
         tokens[i, plen - len(p):] = p
         valid[i, plen - len(p):] = 1
         positions[i, plen - len(p):] = np.arange(len(p))
-    state = np.asarray([initial_state(vocab, p) for p in prompts])
     tables = constraint_tables(vocab)
+    states = [initial_state(vocab, p, tables) for p in prompts]
+    mode, count, done = (np.asarray([s[i] for s in states]) for i in range(3))
+    alive = np.stack([s[3] for s in states])
     run = _sampler(model, tables, max_new_tokens, float(temperature), top_k, top_p, bool(constrained),
                    bool(use_cache))
     new = np.asarray(run(params, jnp.asarray(tokens), jnp.asarray(valid), jnp.asarray(positions),
-                         jnp.asarray(state[:, 0], jnp.int32), jnp.asarray(state[:, 1], jnp.int32),
-                         jnp.asarray(state[:, 2].astype(bool)), key))
+                         jnp.asarray(mode, jnp.int32), jnp.asarray(count, jnp.int32), jnp.asarray(done, bool),
+                         jnp.asarray(alive), key))
     out = []
     for p, row in zip(prompts, new):
         stop = np.nonzero(row == vocab.eos_id)[0]
@@ -162,7 +215,8 @@ _SAMPLERS: dict = {}
 
 def _sampler(model, tables, steps, temperature, top_k, top_p, constrained, use_cache):
     key = (model, tables.size, tables.text_size, tuple(np.asarray(tables.begin).tolist()),
-           tuple(np.asarray(tables.span).tolist()), steps, temperature, top_k, top_p, constrained, use_cache)
+           tuple(np.asarray(tables.span).tolist()), tables.rows.shape, hash(np.asarray(tables.rows).tobytes()),
+           steps, temperature, top_k, top_p, constrained, use_cache)
     if key not in _SAMPLERS:
         _SAMPLERS[key] = jax.jit(lambda *a: _run(model, tables, steps, temperature, top_k, top_p, constrained,
                                                  use_cache, *a))
@@ -170,7 +224,7 @@ def _sampler(model, tables, steps, temperature, top_k, top_p, constrained, use_c
 
 
 def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache, params, tokens, valid,
-         positions, mode, count, done, rng):
+         positions, mode, count, done, alive, rng):
     b, plen = tokens.shape
     total = plen + steps
     next_pos = positions[:, -1] + 1
@@ -187,10 +241,10 @@ def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache
         carry0 = (buf_tokens, buf_valid, buf_pos)
 
     def body(carry, i):
-        state, last, mode, count, done, rng = carry
+        state, last, mode, count, done, alive, rng = carry
         rng, sub = jax.random.split(rng)
         if constrained:
-            allowed = allowed_mask(tables, mode, count, done)
+            allowed = allowed_mask(tables, mode, count, done, alive)
         else:
             ids = jnp.arange(tables.size)[None]
             allowed = jnp.where(done[:, None], ids == tables.pad, (ids != tables.pad) & (ids != tables.pad + 1))
@@ -208,10 +262,10 @@ def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache
             state = (bt, bv, bp)
             logits = model.apply(params, bt, bp, jnp.where(bv > 0, 1, 0))[0]
             new_last = jax.lax.dynamic_index_in_dim(logits, plen + i, 1, keepdims=False)
-        mode, count, done_next = advance_state(tables, mode, count, done, tok)
-        return (state, new_last, mode, count, done_next, rng), tok
+        mode, count, done_next, alive = advance_state(tables, mode, count, done, tok, alive)
+        return (state, new_last, mode, count, done_next, alive, rng), tok
 
-    _, toks = jax.lax.scan(body, (carry0, last, mode, count, done, rng), jnp.arange(steps))
+    _, toks = jax.lax.scan(body, (carry0, last, mode, count, done, alive, rng), jnp.arange(steps))
     return toks.T
 
 

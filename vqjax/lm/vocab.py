@@ -226,6 +226,15 @@ class MultimodalVocab:
     def codes_shape(self, name: str) -> tuple[int, ...]:
         return self._mod(name).codes_shape
 
+    def valid_rows(self, name: str) -> np.ndarray | None:
+        """int32 ``[n, span_length]``: the only code rows modality ``name``'s tokenizer decodes (its
+        ``valid_codes()``, e.g. the graph tokenizer's node token rows), or None when every row decodes."""
+        tok = self._mod(name).tokenizer
+        if not hasattr(tok, "valid_codes"):
+            return None
+        rows = np.asarray(tok.valid_codes(), np.int32)
+        return rows.reshape(rows.shape[0], -1)
+
     def token_names(self) -> list[str]:
         """The string of every non-text id, in id order (``<|pad|>``, ..., ``<|image_0|>``, ...)."""
         names = [f"<|{s}|>" for s in _SPECIALS]

@@ -93,3 +93,21 @@ def test_lm_config_errors_name_the_field(data_dir, image_tokenizer_dir, tmp_path
     c.weights.audio = 1.0
     with pytest.raises(ValueError, match="config.weights must map"):
         train_and_evaluate(c, str(tmp_path / "w2"), progress=False)
+
+
+def test_graph_and_text_lm_ranks_tails_and_generates_existing_nodes(tmp_path, one):
+    """kg_text on UMLS: NodePiece spans and relation words in one LM; every generated tail span names a node (the
+    trie constraint), and the filtered ranking by likelihood gives finite metrics."""
+    from experiments_loader import load_experiment
+
+    c = load_experiment("umls_text_lm", "runlocal")
+    c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 10, 10, 10
+    c.max_test_queries = 6
+    result = train_and_evaluate(c, str(tmp_path), progress=False, devices=one)
+    assert result["test_queries"] == 6 and result["generated_spans"] == 6 and result["span_validity"] == 1.0
+    assert 0 < result["mrr"] <= 1 and 1 <= result["mean_rank"] <= 135
+    for key in ("bits_per_token_text", "bits_per_token_graph"):
+        assert np.isfinite(result[key])
+    info = json.load(open(tmp_path / "run.json"))
+    assert info["entities"] == 135 and info["distinct_entity_spans"] <= 135
+    assert os.path.exists(tmp_path / "graph_tokenizer" / "spec.json")

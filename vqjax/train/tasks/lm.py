@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -44,7 +44,7 @@ from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["LMState", "default_config", "check", "runlocal", "setup", "report", "lm_mesh", "TASK"]
 
-DOCUMENT_SOURCES = ("mnist_captions",)
+DOCUMENT_SOURCES = ("mnist_captions", "kg_text")
 VOCAB_FILE = "vocab.json"
 
 
@@ -66,7 +66,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_split = "test"
     c.max_train_images = ml_collections.FieldReference(None, field_type=int)
     c.max_eval_images = ml_collections.FieldReference(None, field_type=int)
-    c.image_tokenizer = "runs/mnist_vq"        # a trained image tokenizer (workdir or exported folder)
+    c.image_tokenizer = "runs/mnist_vq"        # mnist_captions: a trained image tokenizer (workdir or export)
+    c.kg_dataset = "umls"                      # kg_text: the knowledge graph (vqjax.data.graphs.KG_DATASETS)
+    c.nodepiece = ml_collections.ConfigDict(dict(num_anchors=40, anchors_per_node=10, relations_per_node=12))
+    c.max_test_queries = ml_collections.FieldReference(None, field_type=int)   # kg_text: test triples ranked
     c.text_vocab_size = 1024
     c.seq_len = 128
     c.batch_size = 32
@@ -107,9 +110,17 @@ def check(config: ml_collections.ConfigDict) -> None:
                    "generation.num_examples", "generation.classifier_steps")
     if config.text_vocab_size < 256:
         raise ValueError(f"config.text_vocab_size must be >= 256 (the byte alphabet); got {config.text_vocab_size}")
-    unknown = sorted(set(config.weights.keys()) - {"text", "image"})
+    kinds = {"text", "image" if config.documents == "mnist_captions" else "graph"}
+    unknown = sorted(set(config.weights.keys()) - kinds)
     if unknown or any(not float(v) >= 0 for v in config.weights.values()):
-        raise ValueError(f"config.weights must map 'text' and 'image' to weights >= 0; got {config.weights.to_dict()}")
+        raise ValueError(f"config.weights must map {sorted(kinds)} to weights >= 0 for documents "
+                         f"{config.documents!r}; got {config.weights.to_dict()}")
+    if config.documents == "kg_text":
+        from vqjax.data.graphs import KG_DATASETS
+
+        if config.kg_dataset not in KG_DATASETS:
+            raise ValueError(f"config.kg_dataset must be one of {KG_DATASETS}; got {config.kg_dataset!r}")
+        check_positive(config, "nodepiece.num_anchors", "nodepiece.anchors_per_node", "nodepiece.relations_per_node")
     g = config.generation
     if not g.temperature >= 0 or not 0 < g.top_p <= 1 or g.top_k < 0:
         raise ValueError(f"config.generation: temperature must be >= 0, top_p in (0, 1] and top_k >= 0 (0: off); "
@@ -181,9 +192,18 @@ def _eval_sums(model, kinds, num_kinds, params, batch):
     return {"nll": jnp.sum(nll[..., None] * per_kind, axis=(0, 1)), "count": jnp.sum(per_kind, axis=(0, 1))}
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
-    """Opens the tokenizer, builds (or reloads) the vocabulary, encodes and packs the documents, and builds the
-    model on the ``('data', 'model')`` mesh."""
+class Corpus(NamedTuple):
+    """What a document source gives the LM task: its modality tokenizers, extra text for the BPE, the train and
+    held-out documents for a vocabulary, the final generation-based evaluation, and run information."""
+
+    modalities: dict
+    text_corpus: list
+    documents: Callable[[MultimodalVocab], tuple[list, list]]
+    final: Callable[..., dict]
+    info: dict
+
+
+def _mnist_corpus(config, workdir, stop) -> Corpus:
     data_dir = config.data_dir or default_data_dir()
     train_source = pipeline.get_source(config.dataset, config.train_split, data_dir)
     eval_source = pipeline.get_source(config.dataset, config.eval_split, data_dir)
@@ -194,24 +214,43 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     tok = _open_tokenizer(config.image_tokenizer)
     train_images, train_labels = _digits(train_source, config.max_train_images)
     eval_images, eval_labels = _digits(eval_source, config.max_eval_images)
+    codes = {}
 
+    def documents(vocab):
+        if stop is not None:
+            stop.check("encoding the documents")
+        codes["eval"] = _encode_all(tok, eval_images)
+        return (caption_documents(vocab, _encode_all(tok, train_images), train_labels, seed=config.seed),
+                caption_documents(vocab, codes["eval"], eval_labels, seed=config.seed + 1))
+
+    def final(model, params, vocab):
+        return _generation_report(config, workdir, model, params, vocab, tok, train_source, eval_source,
+                                  codes["eval"], eval_labels, stop)
+
+    captions = [caption(d, t) for d in range(10) for t in range(5)]
+    return Corpus({"image": tok}, captions * 20, documents, final,
+                  {"image_tokenizer": os.path.abspath(config.image_tokenizer)})
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
+    """Reads the documents' data and tokenizers, builds (or reloads) the vocabulary, packs the documents, and
+    builds the model on the ``('data', 'model')`` mesh."""
+    from vqjax.train.tasks.lm_graph import kg_corpus
+
+    corpus = _mnist_corpus(config, workdir, stop) if config.documents == "mnist_captions" else kg_corpus(
+        config, workdir, stop)
     vocab_path = os.path.join(workdir, VOCAB_FILE)
     if os.path.exists(vocab_path):
-        vocab = MultimodalVocab.load(vocab_path, modalities={"image": tok})
+        vocab = MultimodalVocab.load(vocab_path, modalities=corpus.modalities)
     else:
-        captions = [caption(d, t) for d in range(10) for t in range(5)]
-        vocab = MultimodalVocab.build(text=None, modalities={"image": tok}, text_vocab_size=config.text_vocab_size,
-                                      text_corpus=captions * 20)
+        vocab = MultimodalVocab.build(text=None, modalities=corpus.modalities, text_vocab_size=config.text_vocab_size,
+                                      text_corpus=corpus.text_corpus)
         if jax.process_index() == 0:
             vocab.save(vocab_path)
-    if stop is not None:
-        stop.check("encoding the documents")
-    train_codes, eval_codes = _encode_all(tok, train_images), _encode_all(tok, eval_images)
+    train_docs, eval_docs = corpus.documents(vocab)
     weights = {k: float(v) for k, v in config.weights.items()}
-    train_rows, pack = pack_documents(caption_documents(vocab, train_codes, train_labels, seed=config.seed),
-                                      config.seq_len, vocab, weights=weights)
-    eval_rows, _ = pack_documents(caption_documents(vocab, eval_codes, eval_labels, seed=config.seed + 1),
-                                  config.seq_len, vocab, weights={"text": 1.0, "image": 1.0})
+    train_rows, pack = pack_documents(train_docs, config.seq_len, vocab, weights=weights)
+    eval_rows, _ = pack_documents(eval_docs, config.seq_len, vocab)
     if pack.rows < config.batch_size:
         raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {pack.rows} packed training "
                          f"rows")
@@ -293,12 +332,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     def test(state, step):
         result = evaluate(state, step)
-        result.update(_generation_report(config, workdir, model, {"params": to_host_tree(state.params)}, vocab, tok,
-                                         train_source, eval_source, eval_codes, eval_labels, stop))
+        result.update(corpus.final(model, {"params": to_host_tree(state.params)}, vocab))
         return result
 
-    info = {"documents": config.documents, "image_tokenizer": os.path.abspath(config.image_tokenizer),
-            "vocab_size": vocab.size, "ranges": {n: list(vocab.range(n)) for n in names},
+    info = {"documents": config.documents, **corpus.info, "vocab_size": vocab.size, "ranges": {n: list(vocab.range(n)) for n in names},
             "train_documents": pack.documents, "train_rows": pack.rows, "packing_efficiency": pack.efficiency,
             "eval_rows": int(eval_rows["tokens"].shape[0]), "num_params": num_params,
             "mesh": {"data": int(mesh.shape["data"]), "model": int(mesh.shape["model"])}}
@@ -385,17 +422,24 @@ def _save_generated(path, images, wanted, predicted):
 
 
 def report(result: dict, workdir: str) -> str:
-    """The LM's held-out bits per token and generation accuracies as a table, and where its figures are."""
+    """The LM's held-out bits per token and its generation figures as a table, and where its figures are."""
     workdir = os.path.abspath(workdir)
-    rows = [("step", f"{result['step']}"),
-            ("text→image accuracy (classifier)", f"{result['text_to_image_accuracy']:.3f}"),
-            ("image→text caption accuracy", f"{result['image_to_text_accuracy']:.3f}"),
-            ("generated spans that decode", f"{result['span_validity']:.3f} of {result['generated_spans']}"),
-            ("bits per token (all / text / image)", f"{result['bits_per_token']:.3f} / "
-                                                    f"{result['bits_per_token_text']:.3f} / "
-                                                    f"{result['bits_per_token_image']:.3f}"),
-            ("digit classifier held-out accuracy", f"{result['classifier_accuracy']:.3f}")]
-    return reports.result_table("held-out metric", rows, ("loss_curves.png", "generated_digits.png"), workdir,
+    kinds = [k[len("bits_per_token_"):] for k in result if k.startswith("bits_per_token_")]
+    rows = [("step", f"{result['step']}")]
+    if "mrr" in result:             # kg_text
+        rows += [("tail prediction: filtered MRR (LM likelihood)", f"{result['mrr']:.4f}"),
+                 ("Hits@1 / @3 / @10", f"{result['hits@1']:.4f} / {result['hits@3']:.4f} / {result['hits@10']:.4f}"),
+                 ("greedy generated tail correct", f"{result['generation_hits@1']:.4f}")]
+        figures = ("loss_curves.png",)
+    else:                           # mnist_captions
+        rows += [("text→image accuracy (classifier)", f"{result['text_to_image_accuracy']:.3f}"),
+                 ("image→text caption accuracy", f"{result['image_to_text_accuracy']:.3f}"),
+                 ("digit classifier held-out accuracy", f"{result['classifier_accuracy']:.3f}")]
+        figures = ("loss_curves.png", "generated_digits.png")
+    rows += [("generated spans that decode", f"{result['span_validity']:.3f} of {result['generated_spans']}"),
+             ("bits per token: all / " + " / ".join(kinds),
+              " / ".join(f"{result[k]:.3f}" for k in ["bits_per_token"] + [f"bits_per_token_{k}" for k in kinds]))]
+    return reports.result_table("held-out metric", rows, figures, workdir,
                                 [f"vocabulary: {os.path.join(workdir, VOCAB_FILE)}"], result)
 
 

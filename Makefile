@@ -43,6 +43,7 @@ e2e: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m slow --durations=15 tests
 	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
 	$(PY) -m vqjax.main --config=experiments/mnist_captions_lm.py --workdir=runs/mnist_captions_lm
+	$(PY) -m vqjax.main --config=experiments/umls_text_lm.py --workdir=runs/umls_text_lm
 	$(PY) -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse
 	$(PY) -m vqjax.main --config=experiments/photos_vqgan.py --workdir=runs/photos_vqgan
 	$(PY) benchmarks/bench_link_prediction.py --root runs/link_prediction

@@ -106,6 +106,7 @@ def test_graph_and_text_lm_ranks_tails_and_generates_existing_nodes(tmp_path, on
     result = train_and_evaluate(c, str(tmp_path), progress=False, devices=one)
     assert result["test_queries"] == 6 and result["generated_spans"] == 6 and result["span_validity"] == 1.0
     assert 0 < result["mrr"] <= 1 and 1 <= result["mean_rank"] <= 135
+    assert 0 <= result["generation_hits@1"] <= 1 and 0 <= result["generation_true_tail"] <= 1
     for key in ("bits_per_token_text", "bits_per_token_graph"):
         assert np.isfinite(result[key])
     info = json.load(open(tmp_path / "run.json"))

@@ -429,7 +429,8 @@ def report(result: dict, workdir: str) -> str:
     if "mrr" in result:             # kg_text
         rows += [("tail prediction: filtered MRR (LM likelihood)", f"{result['mrr']:.4f}"),
                  ("Hits@1 / @3 / @10", f"{result['hits@1']:.4f} / {result['hits@3']:.4f} / {result['hits@10']:.4f}"),
-                 ("greedy generated tail correct", f"{result['generation_hits@1']:.4f}")]
+                 ("greedy generated tail: the test tail / any true tail",
+                  f"{result['generation_hits@1']:.4f} / {result['generation_true_tail']:.4f}")]
         figures = ("loss_curves.png",)
     else:                           # mnist_captions
         rows += [("text→image accuracy (classifier)", f"{result['text_to_image_accuracy']:.3f}"),

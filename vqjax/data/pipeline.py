@@ -64,6 +64,17 @@ def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, An
     return builder.as_data_source(split=split)
 
 
+def get_splits(dataset: str, splits: Sequence[str], data_dir: str) -> list[Sequence[dict[str, Any]]]:
+    """:func:`get_source` of each of ``splits``, refusing an empty one (``ValueError`` naming the split and the
+    config fields that chose it) before any training starts."""
+    sources = [get_source(dataset, split, data_dir) for split in splits]
+    for split, source in zip(splits, sources):
+        if len(source) == 0:
+            raise ValueError(f"split {split!r} of dataset {dataset!r} is empty; training needs examples in "
+                             f"config.train_split and config.eval_split")
+    return sources
+
+
 def image_shape(source: Sequence[dict[str, Any]]) -> tuple[int, int, int]:
     """``(H, W, C)`` of the source's ``image`` feature (a rank-2 image gets C = 1)."""
     image = np.asarray(source[0]["image"])
@@ -122,10 +133,13 @@ def _stack(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, max_examples: int | None = None,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+                 process_index: int = 0, process_count: int = 1,
+                 transform: Callable[[dict], dict] | None = None) -> Iterator[dict]:
     """One pass over the source in order: ``{'image', 'mask'}`` batches of a fixed size (with ``'label'`` when the
-    source has labels); the last one is padded (repeating its final example) and ``mask`` (float32 ``[B]``) is 0
-    on the padding. Process ``p`` of ``P`` reads the contiguous slice ``p`` of every global batch."""
+    source has labels; other fields with ``transform``, applied to each example); the last one is padded
+    (repeating its final example) and ``mask`` (float32 ``[B]``) is 0 on the padding. Process ``p`` of ``P`` reads
+    the contiguous slice ``p`` of every global batch."""
+    transform = transform or _to_float
     if batch_size % process_count:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
     total = len(source) if max_examples is None else min(len(source), max_examples)
@@ -135,8 +149,4 @@ def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, max_examp
         mask = np.ones(per, np.float32)
         mask[idx.size:] = 0.0
         idx = np.concatenate([idx, np.full(per - idx.size, idx[-1] if idx.size else total - 1)])
-        records = [source[int(i)] for i in idx]
-        batch = {"image": np.stack([_to_float(r)["image"] for r in records]), "mask": mask}
-        if "label" in records[0]:
-            batch["label"] = np.asarray([r["label"] for r in records], np.int64)
-        yield batch
+        yield {**_stack([transform(source[int(i)]) for i in idx]), "mask": mask}

@@ -99,46 +99,41 @@ def allowed_mask(tables: ConstraintTables, mode: jax.Array, count: jax.Array, do
     return jnp.where(done[:, None], ids == tables.pad, allowed)
 
 
-def advance_state(tables: ConstraintTables, mode, count, done, token, alive=None):
-    """The state after emitting ``token [B]``: ``(mode, count, done)``, and ``alive`` when given."""
+def advance_state(tables: ConstraintTables, mode, count, done, alive, token):
+    """The state ``(mode, count, done, alive)`` after emitting ``token [B]``."""
     begins = token[:, None] == tables.begin[None, 1:]
     opened = jnp.where(begins.any(-1), jnp.argmax(begins, -1) + 1, 0)
     closing = (mode > 0) & (token == tables.end[mode])
     new_mode = jnp.where(mode > 0, jnp.where(closing, 0, mode), opened)
     new_count = jnp.where((mode > 0) & ~closing, count + 1, 0)
-    new_done = done | (token == tables.eos)
-    if alive is None:
-        return new_mode, new_count, new_done
     in_span = (mode > 0) & ~closing
     matched = alive & (_row_ids(tables, count) == token[:, None])
     fresh = tables.row_mod[None, :] == opened[:, None]
     alive = jnp.where(in_span[:, None], matched, jnp.where((mode == 0)[:, None], fresh, alive))
-    return new_mode, new_count, new_done, alive
+    return new_mode, new_count, done | (token == tables.eos), alive
 
 
-def initial_state(vocab, prompt: np.ndarray, tables: ConstraintTables | None = None):
-    """``(mode, count, done)`` after a prompt (a prompt ending inside an open span continues it); with ``tables``,
-    also ``alive`` bool ``[R]``: the valid rows matching the open span's codes."""
+def initial_state(vocab, tables: ConstraintTables, prompt: np.ndarray) -> tuple[int, int, bool, np.ndarray]:
+    """``(mode, count, done, alive)`` after a prompt (a prompt ending inside an open span continues it); ``alive``
+    bool ``[R]`` marks the valid rows matching the open span's codes."""
     mode, count, done = 0, 0, False
     names = vocab.modalities
     begins = {vocab.begin_id(n): i + 1 for i, n in enumerate(names)}
-    alive = None if tables is None else np.ones(tables.rows.shape[0], bool)
-    rows = None if tables is None else np.asarray(tables.rows)
-    row_mod = None if tables is None else np.asarray(tables.row_mod)
+    rows, row_mod = np.asarray(tables.rows), np.asarray(tables.row_mod)
+    alive = np.ones(rows.shape[0], bool)
     for t in np.asarray(prompt).tolist():
         if mode:
             if t == vocab.end_id(names[mode - 1]):
                 mode, count = 0, 0
             else:
-                if alive is not None and count < rows.shape[1]:
+                if count < rows.shape[1]:
                     alive &= rows[:, count] == t
                 count += 1
         elif t in begins:
             mode, count = begins[t], 0
-            if alive is not None:
-                alive = row_mod == mode
+            alive = row_mod == mode
         done = done or t == vocab.eos_id
-    return (mode, count, done) if tables is None else (mode, count, done, alive)
+    return mode, count, done, alive
 
 
 def sample_logits(key, logits: jax.Array, allowed: jax.Array, temperature: float, top_k: int | None,
@@ -195,7 +190,7 @@ def generate(model: DecoderLM, params, vocab, prompts: Sequence[np.ndarray], *, 
         valid[i, plen - len(p):] = 1
         positions[i, plen - len(p):] = np.arange(len(p))
     tables = constraint_tables(vocab)
-    states = [initial_state(vocab, p, tables) for p in prompts]
+    states = [initial_state(vocab, tables, p) for p in prompts]
     mode, count, done = (np.asarray([s[i] for s in states]) for i in range(3))
     alive = np.stack([s[3] for s in states])
     run = _sampler(model, tables, max_new_tokens, float(temperature), top_k, top_p, bool(constrained),
@@ -262,7 +257,7 @@ def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache
             state = (bt, bv, bp)
             logits = model.apply(params, bt, bp, jnp.where(bv > 0, 1, 0))[0]
             new_last = jax.lax.dynamic_index_in_dim(logits, plen + i, 1, keepdims=False)
-        mode, count, done_next, alive = advance_state(tables, mode, count, done, tok, alive)
+        mode, count, done_next, alive = advance_state(tables, mode, count, done, alive, tok)
         return (state, new_last, mode, count, done_next, alive, rng), tok
 
     _, toks = jax.lax.scan(body, (carry0, last, mode, count, done, alive, rng), jnp.arange(steps))

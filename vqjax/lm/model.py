@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["DecoderLM", "LOGICAL_RULES", "init_cache", "rope", "lm_spec", "model_from_lm_spec"]
+__all__ = ["DecoderLM", "LOGICAL_RULES", "init_cache", "rope", "param_shardings"]
 
 LOGICAL_RULES = (("batch", "data"), ("length", None), ("embed", None), ("vocab", "model"), ("heads", "model"),
                  ("kv_heads", "model"), ("head_dim", None), ("mlp", "model"), ("act_heads", "model"),
@@ -249,14 +249,22 @@ def init_cache(model: DecoderLM, batch: int, max_len: int) -> dict:
     return {**cache, "valid": jnp.zeros((batch, max_len), bool), "index": jnp.int32(0)}
 
 
-def lm_spec(model: DecoderLM) -> dict:
-    """The model's explicit constructor arguments, for JSON."""
-    return {"name": "decoder_lm", "kwargs": {f: getattr(model, f) for f in (
-        "vocab_size", "dim", "num_layers", "num_heads", "mlp_dim", "num_kv_heads", "rope_base", "tie_embeddings",
-        "dtype", "vocab_multiple")}}
+def param_shardings(boxed, mesh: jax.sharding.Mesh, rules=LOGICAL_RULES):
+    """``NamedSharding``s of logically partitioned parameters (``boxed``, e.g. ``jax.eval_shape`` of ``init``) on
+    ``mesh`` by ``rules``; an axis whose size the mesh axes do not divide (one key/value head on a 2-way model axis)
+    stays replicated."""
+    from jax.sharding import NamedSharding, PartitionSpec
 
+    specs = nn.logical_to_mesh(nn.get_partition_spec(boxed), rules)
 
-def model_from_lm_spec(spec: dict) -> DecoderLM:
-    if spec.get("name") != "decoder_lm":
-        raise ValueError(f"model_from_lm_spec: name must be 'decoder_lm'; got {spec.get('name')!r}")
-    return DecoderLM(**spec["kwargs"])
+    def fit(leaf, spec):
+        shape = leaf.value.shape if isinstance(leaf, nn.LogicallyPartitioned) else leaf.shape
+        axes = []
+        for size, names in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+            names_t = () if names is None else (names if isinstance(names, tuple) else (names,))
+            parts = int(np.prod([mesh.shape[n] for n in names_t])) if names_t else 1
+            axes.append(names if size % parts == 0 else None)
+        return NamedSharding(mesh, PartitionSpec(*axes))
+
+    return jax.tree.map(fit, boxed, specs, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+

@@ -23,7 +23,7 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["PackStats", "pack_documents", "loss_weights", "cut_points", "packed_batches"]
+__all__ = ["PackStats", "pack_documents", "loss_weights", "cut_points", "packed_batches", "packed_eval_batches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +159,18 @@ def packed_batches(rows: Mapping[str, np.ndarray], *, batch_size: int, seed: int
     source = _Rows(rows, count)
     return train_batches(source, batch_size=batch_size, seed=seed, start_step=start_step, process_index=process_index,
                          process_count=process_count, transform=lambda ex: ex)
+
+
+def packed_eval_batches(rows: Mapping[str, np.ndarray], *, batch_size: int, process_index: int = 0,
+                        process_count: int = 1) -> Iterator[dict]:
+    """One pass over the packed rows in order, in batches of ``batch_size // process_count`` rows per process
+    (:func:`vqjax.data.pipeline.eval_batches`); the last batch is padded with rows whose ``weights`` are 0."""
+    from vqjax.data.pipeline import eval_batches
+
+    for batch in eval_batches(_Rows(rows, len(rows["tokens"])), batch_size=batch_size, process_index=process_index,
+                              process_count=process_count, transform=lambda ex: ex):
+        mask = batch.pop("mask")
+        yield {**batch, "weights": batch["weights"] * mask[:, None]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -277,8 +277,7 @@ class MultimodalVocab:
         return np.concatenate([[m.begin], codes.reshape(-1).astype(np.int64) + m.start, [m.end]]).astype(np.int32)
 
     def _one_media(self, name: str, data) -> np.ndarray:
-        batch = np.asarray(data)[None] if not hasattr(data, "shape") or not hasattr(data, "dtype") else data[None]
-        return self.encode_media(name, batch)[0]
+        return self.encode_media(name, (data if hasattr(data, "shape") else np.asarray(data))[None])[0]
 
     def encode(self, segments, *, bos: bool = True, eos: bool = True) -> np.ndarray:
         """int32 ids of a document: ``[BOS] + each segment's ids + [EOS]``.

@@ -255,12 +255,7 @@ def _gan_config(config) -> GANConfig | None:
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
     """Reads the data, builds the model and the steps; refuses an empty split or a bad image size first."""
     data_dir = config.data_dir or default_data_dir()
-    train_source = pipeline.get_source(config.dataset, config.train_split, data_dir)
-    eval_source = pipeline.get_source(config.dataset, config.eval_split, data_dir)
-    for split, source in ((config.train_split, train_source), (config.eval_split, eval_source)):
-        if len(source) == 0:
-            raise ValueError(f"split {split!r} of dataset {config.dataset!r} is empty; training needs examples in "
-                             f"config.train_split and config.eval_split")
+    train_source, eval_source = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split), data_dir)
     if len(train_source) < config.batch_size:
         raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {len(train_source)} examples "
                          f"of split {config.train_split!r}")

@@ -35,8 +35,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vqjax.data import pipeline
 from vqjax.lm import Codes, DecoderLM, MultimodalVocab, generate, pack_documents, packed_batches, span_validity
+from vqjax.lm.streams import packed_eval_batches
 from vqjax.lm.documents import DIGIT_WORDS, caption, caption_documents, digit_in_text
-from vqjax.lm.model import LOGICAL_RULES
+from vqjax.lm.model import LOGICAL_RULES, param_shardings
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, default_data_dir, optimizer_config
 from vqjax.train.core import make_optimizer, to_host
@@ -205,27 +206,21 @@ class Corpus(NamedTuple):
 
 def _mnist_corpus(config, workdir, stop) -> Corpus:
     data_dir = config.data_dir or default_data_dir()
-    train_source = pipeline.get_source(config.dataset, config.train_split, data_dir)
-    eval_source = pipeline.get_source(config.dataset, config.eval_split, data_dir)
-    for split, source in ((config.train_split, train_source), (config.eval_split, eval_source)):
-        if len(source) == 0:
-            raise ValueError(f"split {split!r} of dataset {config.dataset!r} is empty; the LM needs documents in "
-                             f"config.train_split and config.eval_split")
+    train_source, eval_source = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split), data_dir)
     tok = _open_tokenizer(config.image_tokenizer)
     train_images, train_labels = _digits(train_source, config.max_train_images)
     eval_images, eval_labels = _digits(eval_source, config.max_eval_images)
-    codes = {}
+    if stop is not None:
+        stop.check("encoding the digits")
+    train_codes, eval_codes = _encode_all(tok, train_images), _encode_all(tok, eval_images)
 
     def documents(vocab):
-        if stop is not None:
-            stop.check("encoding the documents")
-        codes["eval"] = _encode_all(tok, eval_images)
-        return (caption_documents(vocab, _encode_all(tok, train_images), train_labels, seed=config.seed),
-                caption_documents(vocab, codes["eval"], eval_labels, seed=config.seed + 1))
+        return (caption_documents(vocab, train_codes, train_labels, seed=config.seed),
+                caption_documents(vocab, eval_codes, eval_labels, seed=config.seed + 1))
 
     def final(model, params, vocab):
-        return _generation_report(config, workdir, model, params, vocab, tok, train_source, eval_source,
-                                  codes["eval"], eval_labels, stop)
+        return _generation_report(config, workdir, model, params, vocab, tok, train_source, eval_source, eval_codes,
+                                  eval_labels, stop)
 
     captions = [caption(d, t) for d in range(10) for t in range(5)]
     return Corpus({"image": tok}, captions * 20, documents, final,
@@ -268,10 +263,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                       mlp_dim=config.model.mlp_dim, dtype=config.model.dtype)
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     sample = jnp.zeros((1, 8), jnp.int32)
-    with nn.logical_axis_rules(LOGICAL_RULES):
-        boxed = jax.eval_shape(lambda k: model.init(k, sample, sample)["params"], jax.random.key(0))
-        param_sharding = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh)
-    param_sharding = nn.meta.unbox(param_sharding)
+    boxed = jax.eval_shape(lambda k: model.init(k, sample, sample)["params"], jax.random.key(0))
+    param_sharding = param_shardings(boxed, mesh)
 
     def init_state(key):
         params = nn.meta.unbox(model.init(key, sample, sample)["params"])
@@ -280,7 +273,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     with jax.set_mesh(mesh):
         abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-        state_sharding = jax.jit(init_state).lower(jax.random.key(config.seed)).compile().output_shardings
+    # The optimizer's per-parameter moments take their parameter's sharding; its counters are replicated.
+    state_sharding = LMState(step=replicated, params=param_sharding, opt_state=optax.tree_map_params(
+        tx, lambda _, sharding: sharding, abstract.opt_state, param_sharding, transform_non_params=lambda _: replicated))
     num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params)))
     kinds = jnp.asarray(vocab.kind_table())
     num_kinds = 1 + len(vocab.modalities)
@@ -300,25 +295,22 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     def global_batch(local):
         return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in local.items()}
 
+    train_step = in_mesh(jit_train)
+
     def make_step(start):
         batches = packed_batches(train_rows, batch_size=config.batch_size, seed=config.seed, start_step=start,
                                  process_index=jax.process_index(), process_count=jax.process_count())
-        step = in_mesh(jit_train)
-        return lambda state: step(state, global_batch(next(batches)))
+        return lambda state: train_step(state, global_batch(next(batches)))
 
     names = ("text",) + vocab.modalities
 
+    eval_step = in_mesh(jit_eval)
+
     def evaluate(state, step):
-        b, n = config.eval_batch_size, eval_rows["tokens"].shape[0]
-        per, lo = b // jax.process_count(), (b // jax.process_count()) * jax.process_index()
         totals = {"nll": np.zeros(num_kinds), "count": np.zeros(num_kinds)}
-        for s in range(0, n, b):
-            chunk = {k: v[s:s + b] for k, v in eval_rows.items()}
-            pad = b - chunk["tokens"].shape[0]
-            if pad:
-                chunk = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in chunk.items()}
-            local = {k: v[lo:lo + per] for k, v in chunk.items()}
-            sums = in_mesh(jit_eval)(state.params, global_batch(local))
+        for batch in packed_eval_batches(eval_rows, batch_size=config.eval_batch_size,
+                                         process_index=jax.process_index(), process_count=jax.process_count()):
+            sums = eval_step(state.params, global_batch(batch))
             for k in totals:
                 totals[k] += np.asarray(sums[k])
         out = {}

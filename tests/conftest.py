@@ -3,9 +3,8 @@
 import os
 import tempfile
 
-# XLA's CPU backend at LLVM optimisation level 0: the suite's tiny models compile about twice as fast, which
-# outweighs their slower steps (the library's own runs keep XLA's default).
-FAST_COMPILE = "--xla_backend_optimization_level=0"
+from experiments_loader import FAST_COMPILE  # the XLA flags for fast compilation, set before jax is imported
+
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_COMPILE}"
                            ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

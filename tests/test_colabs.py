@@ -4,6 +4,7 @@ import os
 import pathlib
 
 import pytest
+from experiments_loader import FAST_COMPILE
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -18,7 +19,7 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("VQJAX_LM_TOKENIZER_STEPS", "20")
     monkeypatch.setenv("VQJAX_LM_STEPS", "60")
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()

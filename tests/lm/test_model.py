@@ -109,6 +109,40 @@ def test_generation_with_and_without_cache_agree(lm, vocab):
         np.testing.assert_array_equal(a, b)
 
 
+def test_classifier_free_guidance_follows_its_formula(lm, vocab):
+    model, params = lm
+    begin = vocab.begin_id("image")
+    prompts = [np.append(vocab.encode([t], eos=False), begin) for t in ("a handwritten seven", "the digit 3")]
+    uncond = [np.asarray([vocab.bos_id, begin], np.int32)] * 2
+    n = vocab.span_length("image")
+    g = 3.0
+    out = generate(model, params, vocab, prompts, max_new_tokens=n + 1, key=jax.random.key(0), temperature=0.0,
+                   guidance=g, uncond_prompts=uncond)
+    lo, hi = vocab.range("image")
+    apply = jax.jit(model.apply)
+    # Reference, recomputed without a cache: every greedy id maximises log p_u + g (log p_c - log p_u) over the
+    # image codes, where p_c sees the prompt and p_u the unconditional prompt, each followed by the ids so far.
+    for p, u, o in zip(prompts, uncond, out):
+        new = o[len(p):]
+        assert new[-1] == vocab.end_id("image") and len(new) == n + 1
+        for t in range(n):
+            lc = jax.nn.log_softmax(apply(params, np.concatenate([p, new[:t]])[None],
+                                          np.arange(len(p) + t)[None])[0][0, -1])
+            lu = jax.nn.log_softmax(apply(params, np.concatenate([u, new[:t]])[None],
+                                          np.arange(len(u) + t)[None])[0][0, -1])
+            assert new[t] == lo + int(np.argmax(np.asarray(lu + g * (lc - lu))[lo:hi])), t
+    plain = generate(model, params, vocab, prompts, max_new_tokens=n + 1, key=jax.random.key(0), temperature=0.0)
+    same = generate(model, params, vocab, prompts, max_new_tokens=n + 1, key=jax.random.key(0), temperature=0.0,
+                    guidance=1.0, uncond_prompts=uncond)
+    for a, b in zip(plain, same):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="needs uncond_prompts"):
+        generate(model, params, vocab, prompts, max_new_tokens=2, key=jax.random.key(0), guidance=2.0)
+    with pytest.raises(ValueError, match=r"uncond_prompts\[0\] leaves the constraint state"):
+        generate(model, params, vocab, prompts, max_new_tokens=2, key=jax.random.key(0), guidance=2.0,
+                 uncond_prompts=[np.asarray([vocab.bos_id])] * 2)
+
+
 def test_bad_input_is_refused(lm, vocab):
     model, params = lm
     with pytest.raises(ValueError, match="num_heads .4. must be divisible by num_kv_heads .3."):

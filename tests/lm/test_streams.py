@@ -90,3 +90,33 @@ def test_packed_batches_through_grain_are_seeded_and_resumable(vocab):
     np.testing.assert_array_equal(np.concatenate([h["tokens"] for h in halves]), batches[0]["tokens"])
     with pytest.raises(ValueError, match="cannot fill a batch"):
         packed_batches(rows, batch_size=stats.rows + 1, seed=0)
+
+
+def test_caption_documents_both_orders_and_unconditional_images(vocab):
+    from vqjax.lm.documents import caption, caption_documents, digit_in_text
+
+    rng = np.random.default_rng(0)
+    codes, labels = rng.integers(0, 16, (400, 4, 4)), rng.integers(0, 10, 400)
+    docs = caption_documents(vocab, codes, labels, seed=3, uncond_fraction=0.25)
+    assert len(docs) == 800
+    begin = vocab.begin_id("image")
+    alone = 0
+    for i, (first, second) in enumerate(zip(docs[0::2], docs[1::2])):
+        # Caption then image (or, for about a quarter, the image alone); then image then caption.
+        segs = vocab.decode(first)
+        np.testing.assert_array_equal(segs[-1].codes, codes[i])
+        if len(segs) == 1:
+            alone += 1
+            np.testing.assert_array_equal(first, [vocab.bos_id, begin, *(codes[i].ravel() + vocab.range("image")[0]),
+                                                  vocab.end_id("image"), vocab.eos_id])
+        else:
+            assert digit_in_text(segs[0].text) == labels[i]
+        back = vocab.decode(second)
+        np.testing.assert_array_equal(back[0].codes, codes[i])
+        assert digit_in_text(back[1].text) == labels[i]
+    assert 70 <= alone <= 130                                           # 25% of 400, within 3 sigma
+    plain = caption_documents(vocab, codes, labels, seed=3)
+    assert all(len(vocab.decode(d)) == 2 for d in plain)
+    with pytest.raises(ValueError, match=r"uncond_fraction must lie in \[0, 1\); got 1.0"):
+        caption_documents(vocab, codes, labels, seed=3, uncond_fraction=1.0)
+    assert digit_in_text(caption(7, 3)) == 7 and digit_in_text("a three or a 4") is None

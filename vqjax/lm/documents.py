@@ -27,15 +27,20 @@ def caption(label: int, template: int) -> str:
 
 
 def caption_documents(vocab, codes: np.ndarray, labels: np.ndarray, *, seed: int, modality: str = "image",
-                      both_orders: bool = True) -> list[np.ndarray]:
+                      both_orders: bool = True, uncond_fraction: float = 0.0) -> list[np.ndarray]:
     """Id documents of captioned images: ``codes [N, *codes_shape]`` (the images' codes), ``labels [N]``; each
     image gives a caption-then-image document and (``both_orders``) an image-then-caption one, templates drawn
-    with ``seed``."""
+    with ``seed``. A fraction ``uncond_fraction`` of the caption-then-image documents leave the caption out (the
+    image alone), so that the model also learns the unconditional image distribution that classifier-free
+    guidance contrasts with (``generate(..., guidance=...)``)."""
+    if not 0.0 <= uncond_fraction < 1.0:
+        raise ValueError(f"caption_documents: uncond_fraction must lie in [0, 1); got {uncond_fraction!r}")
     rng = np.random.default_rng(seed)
     docs = []
     for c, y in zip(np.asarray(codes), np.asarray(labels)):
         text = caption(int(y), int(rng.integers(len(CAPTION_TEMPLATES))))
-        docs.append(vocab.encode([text, Codes(modality, c)]))
+        alone = uncond_fraction > 0 and rng.random() < uncond_fraction
+        docs.append(vocab.encode([Codes(modality, c)] if alone else [text, Codes(modality, c)]))
         if both_orders:
             docs.append(vocab.encode([Codes(modality, c), text]))
     return docs

@@ -166,35 +166,63 @@ def _check_sampling(temperature, top_k, top_p, max_new_tokens):
         raise ValueError(f"generate: top_p must lie in (0, 1]; got {top_p!r}")
 
 
+def _id_arrays(vocab, prompts, name):
+    prompts = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
+    if not prompts or min(len(p) for p in prompts) == 0:
+        raise ValueError(f"generate: {name} must be a non-empty list of non-empty id arrays")
+    for p in prompts:
+        if p.min() < 0 or p.max() >= vocab.size:
+            raise ValueError(f"generate: {name[:-1]} ids must lie in [0, {vocab.size}); got ids from {p.min()} to "
+                             f"{p.max()}")
+    return prompts
+
+
 def generate(model: DecoderLM, params, vocab, prompts: Sequence[np.ndarray], *, max_new_tokens: int, key,
              temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-             constrained: bool = True, use_cache: bool = True) -> list[np.ndarray]:
+             constrained: bool = True, use_cache: bool = True, guidance: float = 1.0,
+             uncond_prompts: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
     """Continues each prompt (int ids) by up to ``max_new_tokens`` ids; stops a sequence at EOS.
+
+    Classifier-free guidance (``guidance`` != 1): each prompt runs beside its ``uncond_prompts`` counterpart (the
+    same request without its condition, e.g. ``[BOS, begin_image]`` beside ``[BOS, caption, begin_image]``), both
+    fed the same sampled ids, and ids are drawn from ``log p_u + guidance * (log p_c - log p_u)``; 1 is plain
+    conditional sampling, larger values follow the condition more closely. An unconditional prompt must leave the
+    constraint state its prompt leaves (both inside the same open span, or both outside one).
 
     Returns:
       one int32 array per prompt: the prompt, then the generated ids up to and including EOS (or the budget).
     """
     _check_sampling(temperature, top_k, top_p, max_new_tokens)
-    prompts = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
-    if not prompts or min(len(p) for p in prompts) == 0:
-        raise ValueError("generate: prompts must be a non-empty list of non-empty id arrays")
-    for p in prompts:
-        if p.min() < 0 or p.max() >= vocab.size:
-            raise ValueError(f"generate: prompt ids must lie in [0, {vocab.size})")
-    b, plen = len(prompts), max(len(p) for p in prompts)
-    tokens = np.full((b, plen), vocab.pad_id, np.int32)
-    valid = np.zeros((b, plen), np.int32)
-    positions = np.zeros((b, plen), np.int32)
-    for i, p in enumerate(prompts):
+    if not np.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"generate: guidance must be a finite number >= 0 (1: off); got {guidance!r}")
+    guided = float(guidance) != 1.0
+    prompts = _id_arrays(vocab, prompts, "prompts")
+    tables = constraint_tables(vocab)
+    states = [initial_state(vocab, tables, p) for p in prompts]
+    rows = prompts
+    if guided:
+        if uncond_prompts is None or len(uncond_prompts) != len(prompts):
+            raise ValueError(f"generate: guidance={guidance} needs uncond_prompts, one per prompt ({len(prompts)}); "
+                             f"got {None if uncond_prompts is None else len(uncond_prompts)}")
+        uncond_prompts = _id_arrays(vocab, uncond_prompts, "uncond_prompts")
+        for i, u in enumerate(uncond_prompts):
+            mine, theirs = states[i], initial_state(vocab, tables, u)
+            if mine[:3] != theirs[:3] or not np.array_equal(mine[3], theirs[3]):
+                raise ValueError(f"generate: uncond_prompts[{i}] leaves the constraint state (mode, count, done) "
+                                 f"{theirs[:3]}, its prompt {mine[:3]}: both must stop at the same place of a span")
+        rows = prompts + uncond_prompts
+    plen = max(len(p) for p in rows)
+    tokens = np.full((len(rows), plen), vocab.pad_id, np.int32)
+    valid = np.zeros((len(rows), plen), np.int32)
+    positions = np.zeros((len(rows), plen), np.int32)
+    for i, p in enumerate(rows):
         tokens[i, plen - len(p):] = p
         valid[i, plen - len(p):] = 1
         positions[i, plen - len(p):] = np.arange(len(p))
-    tables = constraint_tables(vocab)
-    states = [initial_state(vocab, tables, p) for p in prompts]
     mode, count, done = (np.asarray([s[i] for s in states]) for i in range(3))
     alive = np.stack([s[3] for s in states])
     run = _sampler(model, tables, max_new_tokens, float(temperature), top_k, top_p, bool(constrained),
-                   bool(use_cache))
+                   bool(use_cache), float(guidance))
     new = np.asarray(run(params, jnp.asarray(tokens), jnp.asarray(valid), jnp.asarray(positions),
                          jnp.asarray(mode, jnp.int32), jnp.asarray(count, jnp.int32), jnp.asarray(done, bool),
                          jnp.asarray(alive), key))
@@ -208,19 +236,29 @@ def generate(model: DecoderLM, params, vocab, prompts: Sequence[np.ndarray], *, 
 _SAMPLERS: dict = {}
 
 
-def _sampler(model, tables, steps, temperature, top_k, top_p, constrained, use_cache):
+def _sampler(model, tables, steps, temperature, top_k, top_p, constrained, use_cache, guidance):
     key = (model, tables.size, tables.text_size, tuple(np.asarray(tables.begin).tolist()),
            tuple(np.asarray(tables.span).tolist()), tables.rows.shape, hash(np.asarray(tables.rows).tobytes()),
-           steps, temperature, top_k, top_p, constrained, use_cache)
+           steps, temperature, top_k, top_p, constrained, use_cache, guidance)
     if key not in _SAMPLERS:
         _SAMPLERS[key] = jax.jit(lambda *a: _run(model, tables, steps, temperature, top_k, top_p, constrained,
-                                                 use_cache, *a))
+                                                 use_cache, guidance, *a))
     return _SAMPLERS[key]
 
 
-def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache, params, tokens, valid,
+def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache, guidance, params, tokens, valid,
          positions, mode, count, done, alive, rng):
+    """The sampling loop; with guidance the model rows are the prompts then their unconditional twins (``2B``),
+    the constraint state is the prompts' (``B``)."""
     b, plen = tokens.shape
+    guided = guidance != 1.0
+    twice = (lambda x: jnp.concatenate([x, x])) if guided else (lambda x: x)
+
+    def mix(logits):
+        if not guided:
+            return logits
+        cond, uncond = jnp.split(jax.nn.log_softmax(logits, -1), 2)
+        return uncond + guidance * (cond - uncond)
     total = plen + steps
     next_pos = positions[:, -1] + 1
     if use_cache:
@@ -243,16 +281,17 @@ def _run(model, tables, steps, temperature, top_k, top_p, constrained, use_cache
         else:
             ids = jnp.arange(tables.size)[None]
             allowed = jnp.where(done[:, None], ids == tables.pad, (ids != tables.pad) & (ids != tables.pad + 1))
-        tok = sample_logits(sub, last, allowed, temperature, top_k, top_p)
+        tok = sample_logits(sub, mix(last), allowed, temperature, top_k, top_p)
         tok = jnp.where(done, tables.pad, tok)
-        now_valid = (~done).astype(jnp.int32)
+        fed = twice(tok)
+        now_valid = twice((~done).astype(jnp.int32))
         pos = next_pos + i
         if use_cache:
-            logits, state = model.apply(params, tok[:, None], pos[:, None], now_valid[:, None], cache=state)
+            logits, state = model.apply(params, fed[:, None], pos[:, None], now_valid[:, None], cache=state)
             new_last = logits[:, 0]
         else:
             bt, bv, bp = state
-            bt = jax.lax.dynamic_update_slice_in_dim(bt, tok[:, None], plen + i, 1)
+            bt = jax.lax.dynamic_update_slice_in_dim(bt, fed[:, None], plen + i, 1)
             bv = jax.lax.dynamic_update_slice_in_dim(bv, now_valid[:, None], plen + i, 1)
             state = (bt, bv, bp)
             logits = model.apply(params, bt, bp, jnp.where(bv > 0, 1, 0))[0]

@@ -1,20 +1,22 @@
 """Task ``'lm'``: a multimodal decoder LM over one vocabulary of text and a modality tokenizer's codes.
 
-The run (``config.documents = 'mnist_captions'``, the only document source so far):
+The run (``config.documents = 'mnist_captions'``; ``'kg_text'`` is in :mod:`vqjax.train.tasks.lm_graph`):
 
 1. opens the image tokenizer artifact ``config.image_tokenizer`` (a trained ``mnist_vq`` workdir or an export) and
    builds a :class:`~vqjax.lm.MultimodalVocab` (byte-level BPE on the bundled text plus every caption) saved as
    ``workdir/vocab.json`` (a resumed run reloads it, refusing a changed tokenizer);
-2. encodes the dataset's digits to codes and makes two documents per digit, caption then image and image then
-   caption (:func:`vqjax.lm.documents.caption_documents`); the training split's documents are packed into rows of
-   ``config.seq_len`` (:func:`vqjax.lm.pack_documents`, spans never cut) and fed through grain; the held-out
-   split's documents are the evaluation set;
+2. encodes the dataset's digits to codes, the training digits with ``config.augment_copies`` randomly jittered
+   copies of each (:func:`vqjax.data.augment.affine_jitter`: shift, rotation, scale), and makes two documents per
+   digit, caption then image and image then caption (:func:`vqjax.lm.documents.caption_documents`; a fraction
+   ``config.uncond_fraction`` of the first kind leave the caption out, for classifier-free guidance); the
+   training split's documents are packed into rows of ``config.seq_len`` (:func:`vqjax.lm.pack_documents`,
+   spans never cut) and fed through grain; the held-out split's documents are the evaluation set;
 3. trains :class:`~vqjax.lm.DecoderLM` with the weighted next-id cross-entropy on a ``('data', 'model')`` mesh
    (``config.model_parallel`` devices on the model axis; parameters placed by their logical axes);
 4. evaluates held-out bits per token, per kind (text, image) and overall, with perplexities;
-5. at the end, generates with constrained decoding: text→image (a caption of each digit, then the image span; the
-   image is decoded and classified by an in-repo digit classifier trained on the training digits, whose held-out
-   accuracy is reported too) and image→text (the held-out digits' codes, then a greedy caption; correct when it
+5. at the end, generates with constrained decoding: text→image (a caption of each digit, then the image span,
+   with classifier-free guidance ``config.generation.guidance`` when not 1; the image is decoded and classified
+   by an in-repo digit classifier trained on the training digits, whose held-out accuracy is reported too) and image→text (the held-out digits' codes, then a greedy caption; correct when it
    names the digit); ``span_validity`` of every generated span. Figure ``generated_digits.png``, and the held-out
    digits' generated captions in ``generated_captions.txt``.
 """
@@ -34,6 +36,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vqjax.data import pipeline
+from vqjax.data.augment import affine_jitter
 from vqjax.lm import Codes, DecoderLM, MultimodalVocab, generate, pack_documents, packed_batches, span_validity
 from vqjax.lm.streams import packed_eval_batches
 from vqjax.lm.documents import DIGIT_WORDS, caption, caption_documents, digit_in_text
@@ -67,6 +70,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_split = "test"
     c.max_train_images = ml_collections.FieldReference(None, field_type=int)
     c.max_eval_images = ml_collections.FieldReference(None, field_type=int)
+    c.augment_copies = 0                       # mnist_captions: jittered copies of each training digit (affine_jitter)
+    c.uncond_fraction = 0.0                    # mnist_captions: caption→image documents without their caption (CFG)
     c.image_tokenizer = "runs/mnist_vq"        # mnist_captions: a trained image tokenizer (workdir or export)
     c.kg_dataset = "umls"                      # kg_text: the knowledge graph (vqjax.data.graphs.KG_DATASETS)
     c.nodepiece = ml_collections.ConfigDict(dict(num_anchors=40, anchors_per_node=10, relations_per_node=12))
@@ -80,7 +85,7 @@ def default_config() -> ml_collections.ConfigDict:
                                              dtype="float32"))
     c.model_parallel = 1                       # devices on the 'model' mesh axis
     c.generation = ml_collections.ConfigDict(dict(num_examples=200, temperature=0.0, top_k=0, top_p=1.0,
-                                                  classifier_steps=1500))
+                                                  guidance=1.0, classifier_steps=1500))
     c.num_train_steps = 3000
     c.log_every_steps = 50
     c.eval_every_steps = 1000
@@ -126,6 +131,14 @@ def check(config: ml_collections.ConfigDict) -> None:
     if not g.temperature >= 0 or not 0 < g.top_p <= 1 or g.top_k < 0:
         raise ValueError(f"config.generation: temperature must be >= 0, top_p in (0, 1] and top_k >= 0 (0: off); "
                          f"got {g.temperature}, {g.top_p}, {g.top_k}")
+    if config.augment_copies < 0 or not 0 <= config.uncond_fraction < 1:
+        raise ValueError(f"config.augment_copies must be >= 0 and config.uncond_fraction in [0, 1); got "
+                         f"{config.augment_copies} and {config.uncond_fraction}")
+    if not g.guidance >= 0:
+        raise ValueError(f"config.generation.guidance must be >= 0 (1: off); got {g.guidance}")
+    if g.guidance != 1 and config.uncond_fraction == 0:
+        raise ValueError(f"config.generation.guidance={g.guidance} contrasts with unconditional images, which the "
+                         f"model only learns with config.uncond_fraction > 0 (e.g. 0.1); got 0")
     DecoderLM(vocab_size=300, dim=config.model.dim, num_layers=1, num_heads=config.model.num_heads,
               num_kv_heads=config.model.num_kv_heads, mlp_dim=8, dtype=config.model.dtype)._check()
 
@@ -210,12 +223,17 @@ def _mnist_corpus(config, workdir, stop) -> Corpus:
     tok = _open_tokenizer(config.image_tokenizer)
     train_images, train_labels = _digits(train_source, config.max_train_images)
     eval_images, eval_labels = _digits(eval_source, config.max_eval_images)
+    if config.augment_copies:
+        jittered = affine_jitter(train_images, config.augment_copies, seed=config.seed)
+        train_images = np.concatenate([train_images, jittered])
+        train_labels = np.tile(train_labels, 1 + config.augment_copies)
     if stop is not None:
         stop.check("encoding the digits")
     train_codes, eval_codes = _encode_all(tok, train_images), _encode_all(tok, eval_images)
 
     def documents(vocab):
-        return (caption_documents(vocab, train_codes, train_labels, seed=config.seed),
+        return (caption_documents(vocab, train_codes, train_labels, seed=config.seed,
+                                  uncond_fraction=config.uncond_fraction),
                 caption_documents(vocab, eval_codes, eval_labels, seed=config.seed + 1))
 
     def final(model, params, vocab):
@@ -357,10 +375,13 @@ def _generation_report(config, workdir, model, params, vocab, tok, train_source,
     prompts = [np.append(vocab.encode([caption(int(d), i % 5)], eos=False), vocab.begin_id("image"))
                for i, d in enumerate(wanted)]
     key = jax.random.key(config.seed + 7)
+    guidance = float(g.guidance)
+    uncond = [np.asarray([vocab.bos_id, vocab.begin_id("image")], np.int32)] * n if guidance != 1 else None
     outs = []
     for s in range(0, n, 50):
         outs += generate(model, params, vocab, prompts[s:s + 50], max_new_tokens=span + 2,
-                         key=jax.random.fold_in(key, s), **sampling)
+                         key=jax.random.fold_in(key, s), guidance=guidance,
+                         uncond_prompts=None if uncond is None else uncond[s:s + 50], **sampling)
     validity = span_validity(vocab, outs, prompts)
     images, ok = [], []
     for p, o in zip(prompts, outs):

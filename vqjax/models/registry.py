@@ -10,10 +10,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 
+from vqjax.models.audio import AudioCodec, SEANetDecoder, SEANetEncoder
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
 from vqjax.models.quantizers import make_quantizer
 
-__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer"]
+__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -44,3 +45,18 @@ def image_tokenizer(*, channels: int, channel_mult: Sequence[int], num_res_block
 
 
 register_model("image_tokenizer", image_tokenizer)
+
+
+def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio_channels: int = 1,
+                num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any]
+                ) -> AudioCodec:
+    """A SEANet :class:`~vqjax.models.audio.AudioCodec`: encoder and mirrored decoder of base width ``channels``
+    and downsampling ``strides`` around the quantizer registered as ``quantizer`` on ``latent_dim`` channels."""
+    strides = tuple(int(s) for s in strides)
+    return AudioCodec(encoder=SEANetEncoder(channels, strides, latent_dim, num_residual=num_residual, causal=causal),
+                      quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
+                      decoder=SEANetDecoder(channels, strides, audio_channels, num_residual=num_residual,
+                                            causal=causal))
+
+
+register_model("audio_codec", audio_codec)

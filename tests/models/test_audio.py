@@ -1,0 +1,141 @@
+"""The SEANet encoder and decoder: shapes set by the strides; the causal ones stream (consecutive chunks with the
+state carried equal the whole signal); a future sample never changes a past output; the transposed convolution is
+the adjoint of the strided one; bad input refused."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax.models.audio import SEANetDecoder, SEANetEncoder, StreamingConv1d, StreamingConvTranspose1d
+
+STRIDES = (2, 4, 5)             # hop 40
+
+
+@pytest.fixture(scope="module")
+def codec():
+    enc = SEANetEncoder(channels=4, strides=STRIDES, latent_dim=6)
+    dec = SEANetDecoder(channels=4, strides=STRIDES)
+    x = jnp.zeros((1, 40, 1))
+    pe = jax.jit(enc.init)(jax.random.key(0), x)
+    pd = jax.jit(dec.init)(jax.random.key(1), jnp.zeros((1, 1, 6)))
+    return enc, dec, pe, pd
+
+
+def _wave(n, batch=2, seed=0):
+    t = np.arange(n) / 16000
+    rng = np.random.default_rng(seed)
+    return (np.sin(2 * np.pi * 220 * t)[None] * rng.uniform(0.2, 1, (batch, 1)) + 0.05 * rng.normal(size=(batch, n))
+            ).astype(np.float32)[..., None]
+
+
+def _stream(module, params, x, cuts):
+    outs, state = [], None
+    apply = jax.jit(module.apply)
+    for a, b in zip([0] + cuts, cuts + [x.shape[1]]):
+        y, state = apply(params, x[:, a:b], state)
+        outs.append(y)
+    return jnp.concatenate(outs, 1)
+
+
+def test_shapes_follow_the_strides(codec):
+    enc, dec, pe, pd = codec
+    x = _wave(400)
+    z, state = jax.jit(enc.apply)(pe, x)
+    assert z.shape == (2, 10, 6) and enc.hop_length == 40
+    y, _ = jax.jit(dec.apply)(pd, z)
+    assert y.shape == (2, 400, 1)
+    nc = SEANetEncoder(channels=4, strides=STRIDES, latent_dim=6, causal=False)
+    zn, none = nc.apply(pe, x)
+    assert zn.shape == z.shape and none is None
+
+
+@pytest.mark.parametrize("cuts", [[40, 80, 200], [120], [360]])
+def test_causal_encoder_and_decoder_stream_exactly(codec, cuts):
+    enc, dec, pe, pd = codec
+    x = _wave(400)
+    whole, _ = jax.jit(enc.apply)(pe, x)
+    np.testing.assert_allclose(_stream(enc, pe, x, cuts), whole, rtol=1e-5, atol=1e-5)
+    frames = [c // 40 for c in cuts]
+    y_whole, _ = jax.jit(dec.apply)(pd, whole)
+    np.testing.assert_allclose(_stream(dec, pd, whole, frames), y_whole, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_outputs_never_see_the_future(codec):
+    enc, dec, pe, pd = codec
+    x = _wave(400)
+    later = x.copy()
+    later[:, 200:] = np.random.default_rng(3).normal(size=later[:, 200:].shape)
+    a, _ = enc.apply(pe, x)
+    b, _ = enc.apply(pe, later)
+    np.testing.assert_array_equal(a[:, :5], b[:, :5])             # frames 0..4 end at sample 199
+    assert not np.allclose(a[:, 5:], b[:, 5:])
+    ya, _ = dec.apply(pd, a)
+    yb, _ = dec.apply(pd, b)
+    np.testing.assert_array_equal(ya[:, :200], yb[:, :200])        # outputs of frames 0..4 only
+    # The non-causal encoder does look ahead.
+    nc = SEANetEncoder(channels=4, strides=STRIDES, latent_dim=6, causal=False)
+    assert not np.allclose(nc.apply(pe, x)[0][:, :5], nc.apply(pe, later)[0][:, :5])
+
+
+def test_transposed_convolution_is_the_adjoint_of_the_strided_one():
+    # <conv(x), y> == <x, conv_transpose(y)> with the same kernel (no bias): the pair are transposes of each other,
+    # the causal transposed convolution keeping the first T * stride outputs of the full one.
+    k, s, cin, cout, t = 8, 4, 3, 5, 6
+    kernel = jax.random.normal(jax.random.key(0), (k, cin, cout))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, t * s + k, cin)).astype(np.float32)
+    y = rng.normal(size=(1, t + 1, cout)).astype(np.float32)
+    # A valid strided convolution of x (no padding) against the full transposed convolution of y.
+    conv = jax.lax.conv_general_dilated(x, kernel, (s,), [(0, 0)], dimension_numbers=("NWC", "WIO", "NWC"))
+    up = StreamingConvTranspose1d(cin, k, s, causal=True)
+    params = {"params": {"kernel": jnp.swapaxes(kernel, 1, 2), "bias": jnp.zeros(cin)}}
+    full, tail = up.apply(params, y)
+    full = jnp.concatenate([full, tail], 1)                        # all (T - 1) * s + k outputs
+    assert full.shape[1] == x.shape[1]
+    np.testing.assert_allclose(jnp.sum(conv * y), jnp.sum(x * full), rtol=1e-4)
+
+
+def test_bad_input_is_refused(codec):
+    enc, dec, pe, pd = codec
+    with pytest.raises(ValueError, match=r"time axis \(401\) must be a multiple of 40"):
+        enc.apply(pe, _wave(401))
+    with pytest.raises(ValueError, match=r"must be \[batch, time, channels\]; got shape \(2, 400\)"):
+        enc.apply(pe, _wave(400)[..., 0])
+    with pytest.raises(ValueError, match="must cover the stride"):
+        StreamingConv1d(4, 2, stride=4).init(jax.random.key(0), jnp.zeros((1, 8, 1)))
+
+
+def test_codec_streams_codes_and_samples_and_drops_levels():
+    from vqjax.models import model_from_spec
+
+    codec = model_from_spec({"name": "audio_codec", "kwargs": dict(
+        channels=4, strides=list(STRIDES), latent_dim=6, quantizer="rvq",
+        quantizer_kwargs=dict(num_levels=3, codebook_size=16))})
+    x = _wave(800, batch=3)
+    variables = jax.jit(lambda k, x: codec.init(k, x))(jax.random.key(0), x[:1, :40])
+    y, q = jax.jit(codec.apply)(variables, x)
+    assert y.shape == x.shape and q.codes.shape == (3, 20, 3)
+    encode = jax.jit(lambda v, x, s, n: codec.apply(v, x, s, n, method="encode_stream"), static_argnums=3)
+    decode = jax.jit(lambda v, c, s: codec.apply(v, c, s, method="decode_stream"))
+    whole = codec.apply(variables, x, method="encode")
+    np.testing.assert_array_equal(whole, q.codes)
+    parts, state = [], None
+    for a, b in ((0, 240), (240, 280), (280, 800)):
+        c, state = encode(variables, x[:, a:b], state, None)
+        parts.append(c)
+    np.testing.assert_array_equal(np.concatenate(parts, 1), whole)             # the same tokens, chunk by chunk
+    samples, state = [], None
+    for a, b in ((0, 7), (7, 20)):
+        s, state = decode(variables, whole[:, a:b], state)
+        samples.append(s)
+    np.testing.assert_allclose(np.concatenate(samples, 1), codec.apply(variables, whole, method="decode"),
+                               rtol=1e-5, atol=1e-6)
+    # Fewer levels: the first levels of the full codes (greedy residual search), decoded with the rest absent.
+    two = codec.apply(variables, x, 2, method="encode")
+    np.testing.assert_array_equal(two, whole[..., :2])
+    padded = np.concatenate([two, -np.ones_like(two[..., :1])], -1)
+    np.testing.assert_allclose(codec.apply(variables, two, method="decode"),
+                               codec.apply(variables, padded, method="decode"), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"num_levels must lie in \[1, 3\]; got 4"):
+        codec.apply(variables, x, 4, method="encode")

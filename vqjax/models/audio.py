@@ -1,0 +1,310 @@
+"""Streaming 1D convolutional encoder and decoder for waveforms (SEANet, as in SoundStream, Zeghidour et al. 2021,
+and EnCodec, Défossez et al. 2022): strided convolutions with residual units of dilated convolutions, ELU
+activations, a frame rate set by the strides.
+
+Every layer is a function ``(x, state) -> (y, state)``. With ``causal=True`` each convolution only looks back, and
+its state holds the input it still needs from the past (a plain convolution) or the output it still owes the
+future (a transposed convolution's overlap): running consecutive chunks with the state carried gives the result of
+running the whole signal at once, chunk for chunk. ``state=None`` starts a signal (zero history).
+
+    enc = SEANetEncoder(channels=32, strides=(2, 4, 5, 8), latent_dim=64)        # 320 samples per frame
+    z, state = enc.apply(params, wave[:, :, None])                               # [B, T / 320, 64]
+    z1, s = enc.apply(params, wave[:, :3200, None]); z2, s = enc.apply(params, wave[:, 3200:, None], s)
+    # concat(z1, z2) == z: the causal encoder streams
+
+Chunks must hold a multiple of the layer's stride (the encoder's hop length, the decoder's one frame). With
+``causal=False`` the padding is split between both sides (better quality, no streaming; ``state`` stays None).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
+           "frames_for", "AudioCodec"]
+
+
+def _check_chunk(x: jax.Array, multiple: int, where: str) -> None:
+    if x.ndim != 3:
+        raise ValueError(f"{where}: x must be [batch, time, channels]; got shape {x.shape}")
+    if x.shape[1] % multiple:
+        raise ValueError(f"{where}: the time axis ({x.shape[1]}) must be a multiple of {multiple} (the stride); pad "
+                         f"the signal or choose chunks of whole frames")
+
+
+class StreamingConv1d(nn.Module):
+    """A 1D convolution ``[B, T, Cin] -> [B, T / stride, features]``.
+
+    Causal: output frame ``t`` sees the inputs up to the end of its stride window, ``(t + 1) * stride - 1``, and
+    ``(kernel_size - 1) * dilation`` before it. The state is the last ``context`` inputs, ``context =
+    (kernel_size - 1) * dilation + 1 - stride`` (zeros at the start of a signal).
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+    causal: bool = True
+    dtype: Any = jnp.float32
+
+    @property
+    def context(self) -> int:
+        return (self.kernel_size - 1) * self.dilation + 1 - self.stride
+
+    @nn.compact
+    def __call__(self, x: jax.Array, state: jax.Array | None = None):
+        if self.context < 0:
+            raise ValueError(f"StreamingConv1d: kernel_size ({self.kernel_size}) x dilation ({self.dilation}) must "
+                             f"cover the stride ({self.stride})")
+        _check_chunk(x, self.stride, "StreamingConv1d")
+        cin = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
+                            (self.kernel_size, cin, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        if self.causal:
+            if state is None:
+                state = jnp.zeros((x.shape[0], self.context, cin), x.dtype)
+            full = jnp.concatenate([state.astype(x.dtype), x], axis=1)
+            pad = [(0, 0)]
+            new_state = full[:, full.shape[1] - self.context:]
+        else:
+            full, new_state = x, None
+            pad = [(self.context // 2, self.context - self.context // 2)]
+        y = jax.lax.conv_general_dilated(full.astype(self.dtype), kernel.astype(self.dtype), (self.stride,), pad,
+                                         rhs_dilation=(self.dilation,), dimension_numbers=("NWC", "WIO", "NWC"))
+        return y + bias.astype(self.dtype), new_state
+
+
+class StreamingConvTranspose1d(nn.Module):
+    """A transposed 1D convolution ``[B, T, Cin] -> [B, T * stride, features]`` (upsampling by ``stride``).
+
+    Each input frame writes ``kernel_size`` outputs starting at ``t * stride``; the full result has ``(T - 1) *
+    stride + kernel_size`` samples. Causal: the first ``T * stride`` are this chunk's output and the last
+    ``kernel_size - stride`` (the overlap into the next frames) are the state, added onto the next chunk's first
+    outputs (dropped at the end of a signal). Non-causal: the overlap is trimmed from both ends.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int
+    causal: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, state: jax.Array | None = None):
+        k, s = self.kernel_size, self.stride
+        if k < s:
+            raise ValueError(f"StreamingConvTranspose1d: kernel_size ({k}) must be >= stride ({s})")
+        _check_chunk(x, 1, "StreamingConvTranspose1d")
+        cin = x.shape[-1]
+        kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
+                            (k, cin, self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        # A transposed convolution as a convolution of the stride-dilated input, padded by k - 1 on both sides.
+        y = jax.lax.conv_general_dilated(x.astype(self.dtype), kernel[::-1].astype(self.dtype), (1,),
+                                         [(k - 1, k - 1)], lhs_dilation=(s,),
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        n = x.shape[1] * s
+        overlap = k - s
+        if self.causal:
+            if state is not None:
+                y = y.at[:, :overlap].add(state.astype(y.dtype))
+            out, new_state = y[:, :n], y[:, n:]
+        else:
+            left = overlap // 2
+            out, new_state = y[:, left:left + n], None
+        return out + bias.astype(self.dtype), new_state
+
+
+class ResidualUnit(nn.Module):
+    """ELU, a dilated ``kernel_size`` convolution to ``channels // compress``, ELU, a 1x1 convolution back, plus
+    the input."""
+
+    kernel_size: int = 7
+    dilation: int = 1
+    compress: int = 2
+    causal: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, state=None):
+        state = (None, None) if state is None else state
+        ch = x.shape[-1]
+        h, s1 = StreamingConv1d(max(ch // self.compress, 1), self.kernel_size, dilation=self.dilation,
+                                causal=self.causal, dtype=self.dtype)(nn.elu(x), state[0])
+        h, s2 = StreamingConv1d(ch, 1, causal=self.causal, dtype=self.dtype)(nn.elu(h), state[1])
+        return x + h, (s1, s2)
+
+
+def _stage_states(state, n):
+    return list(state) if state is not None else [None] * n
+
+
+class SEANetEncoder(nn.Module):
+    """Waveforms ``[B, T, audio_channels]`` -> latents ``[B, T / hop_length, latent_dim]``, ``hop_length =
+    prod(strides)``.
+
+    A ``kernel_size`` convolution to ``channels``; per stride ``s``: ``num_residual`` residual units (dilations
+    ``dilation_base ** j``), ELU and a ``2 s`` strided convolution doubling the width; ELU and a ``kernel_size``
+    convolution to ``latent_dim``.
+    """
+
+    channels: int = 32
+    strides: Sequence[int] = (2, 4, 5, 8)
+    latent_dim: int = 64
+    num_residual: int = 1
+    dilation_base: int = 2
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    causal: bool = True
+    dtype: Any = jnp.float32
+
+    @property
+    def hop_length(self) -> int:
+        return int(np.prod(self.strides))
+
+    @nn.compact
+    def __call__(self, x: jax.Array, state=None):
+        _check_chunk(x, self.hop_length, "SEANetEncoder")
+        layers = 2 + len(self.strides) * (self.num_residual + 1)
+        states = _stage_states(state, layers)
+        new, i = [], 0
+
+        def run(module, h):
+            nonlocal i
+            h, st = module(h, states[i])
+            new.append(st)
+            i += 1
+            return h
+
+        h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype), x)
+        ch = self.channels
+        for s in self.strides:
+            for j in range(self.num_residual):
+                h = run(ResidualUnit(self.residual_kernel_size, self.dilation_base ** j, causal=self.causal,
+                                     dtype=self.dtype), h)
+            ch *= 2
+            h = run(StreamingConv1d(ch, 2 * s, stride=s, causal=self.causal, dtype=self.dtype), nn.elu(h))
+        h = run(StreamingConv1d(self.latent_dim, self.kernel_size, causal=self.causal, dtype=self.dtype), nn.elu(h))
+        return h, (tuple(new) if self.causal else None)
+
+
+class SEANetDecoder(nn.Module):
+    """Latents ``[B, F, latent_dim]`` -> waveforms ``[B, F * hop_length, audio_channels]``: the encoder mirrored
+    (transposed ``2 s`` convolutions halving the width, in reverse stride order)."""
+
+    channels: int = 32
+    strides: Sequence[int] = (2, 4, 5, 8)
+    audio_channels: int = 1
+    num_residual: int = 1
+    dilation_base: int = 2
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    causal: bool = True
+    dtype: Any = jnp.float32
+
+    @property
+    def hop_length(self) -> int:
+        return int(np.prod(self.strides))
+
+    @nn.compact
+    def __call__(self, z: jax.Array, state=None):
+        _check_chunk(z, 1, "SEANetDecoder")
+        layers = 2 + len(self.strides) * (self.num_residual + 1)
+        states = _stage_states(state, layers)
+        new, i = [], 0
+
+        def run(module, h):
+            nonlocal i
+            h, st = module(h, states[i])
+            new.append(st)
+            i += 1
+            return h
+
+        ch = self.channels * 2 ** len(self.strides)
+        h = run(StreamingConv1d(ch, self.kernel_size, causal=self.causal, dtype=self.dtype), z)
+        for s in reversed(tuple(self.strides)):
+            ch //= 2
+            h = run(StreamingConvTranspose1d(ch, 2 * s, s, causal=self.causal, dtype=self.dtype), nn.elu(h))
+            for j in range(self.num_residual):
+                h = run(ResidualUnit(self.residual_kernel_size, self.dilation_base ** j, causal=self.causal,
+                                     dtype=self.dtype), h)
+        h = run(StreamingConv1d(self.audio_channels, self.kernel_size, causal=self.causal, dtype=self.dtype),
+                nn.elu(h))
+        return h, (tuple(new) if self.causal else None)
+
+
+def frames_for(num_samples: int, hop_length: int) -> int:
+    """Frames that cover ``num_samples`` samples (the last one padded): ``ceil(num_samples / hop_length)``."""
+    return math.ceil(num_samples / hop_length)
+
+
+class AudioCodec(nn.Module):
+    """Waveforms ``[B, T, audio_channels]`` -> encoder -> quantizer -> decoder (SoundStream/EnCodec layout).
+
+    ``__call__(x, train)`` returns ``(reconstruction, Quantized)`` for whole signals (``T`` a multiple of the hop
+    length); ``encode(x, num_levels)`` the int32 codes ``[B, T / hop, L]`` (a residual quantizer's first
+    ``num_levels`` levels: fewer levels, lower bitrate) and ``decode(codes)`` the waveform (missing levels count as
+    absent). ``encode_stream``/``decode_stream`` take and return the causal encoder's or decoder's state, so
+    consecutive chunks give the whole signal's codes and samples.
+    """
+
+    encoder: SEANetEncoder
+    quantizer: nn.Module
+    decoder: SEANetDecoder
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    def __call__(self, x: jax.Array, *, train: bool = False):
+        z, _ = self.encoder(x)
+        q = self.quantizer(z, train=train)
+        y, _ = self.decoder(q.values)
+        return y, q
+
+    def _levels(self) -> int | None:
+        return getattr(self.quantizer, "num_levels", None)
+
+    def _keep(self, codes: jax.Array, num_levels: int | None) -> jax.Array:
+        if num_levels is None:
+            return codes
+        total = self._levels()
+        if total is None:
+            raise ValueError(f"AudioCodec.encode: num_levels applies to a residual quantizer; this one is "
+                             f"{type(self.quantizer).__name__}")
+        if not 1 <= num_levels <= total:
+            raise ValueError(f"AudioCodec.encode: num_levels must lie in [1, {total}]; got {num_levels}")
+        return codes[..., :num_levels]
+
+    def encode(self, x: jax.Array, num_levels: int | None = None) -> jax.Array:
+        codes, _ = self.encode_stream(x, None, num_levels)
+        return codes
+
+    def encode_stream(self, x: jax.Array, state, num_levels: int | None = None):
+        """``(codes, state)`` of one chunk (``state=None``: a new signal)."""
+        z, state = self.encoder(x, state)
+        return self._keep(self.quantizer.encode(z), num_levels), state
+
+    def _full(self, codes: jax.Array) -> jax.Array:
+        total = self._levels()
+        if total is None or codes.shape[-1] == total:
+            return codes
+        if codes.shape[-1] > total:
+            raise ValueError(f"AudioCodec.decode: codes have {codes.shape[-1]} levels; the quantizer has {total}")
+        absent = jnp.full(codes.shape[:-1] + (total - codes.shape[-1],), -1, codes.dtype)
+        return jnp.concatenate([codes, absent], axis=-1)
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        y, _ = self.decode_stream(codes, None)
+        return y
+
+    def decode_stream(self, codes: jax.Array, state):
+        """``(samples, state)`` of one chunk of frames (``state=None``: a new signal)."""
+        return self.decoder(self.quantizer.decode(self._full(codes)), state)

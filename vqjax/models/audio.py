@@ -142,11 +142,46 @@ class ResidualUnit(nn.Module):
         return x + h, (s1, s2)
 
 
-def _stage_states(state, n):
-    return list(state) if state is not None else [None] * n
+class _Chain:
+    """Threads streaming states through a stack of layers: ``h = chain(layer, h)`` calls the next layer with its
+    state from ``state`` (a tuple, one per layer; None: a new signal) and collects the new one in ``chain.states``."""
+
+    def __init__(self, state, num_layers: int):
+        self._old = list(state) if state is not None else [None] * num_layers
+        self.states: list = []
+
+    def __call__(self, layer, h):
+        h, st = layer(h, self._old[len(self.states)])
+        self.states.append(st)
+        return h
 
 
-class SEANetEncoder(nn.Module):
+class _SEANet(nn.Module):
+    """The fields the SEANet encoder and decoder share: base width, strides, residual units (``num_residual`` per
+    stride, dilations ``dilation_base ** j``, kernel ``residual_kernel_size``), the outer ``kernel_size``, causality."""
+
+    channels: int = 32
+    strides: Sequence[int] = (2, 4, 5, 8)
+    num_residual: int = 1
+    dilation_base: int = 2
+    kernel_size: int = 7
+    residual_kernel_size: int = 3
+    causal: bool = True
+    dtype: Any = jnp.float32
+
+    @property
+    def hop_length(self) -> int:
+        return int(np.prod(self.strides))
+
+    def _chain(self, state) -> _Chain:
+        return _Chain(state, 2 + len(self.strides) * (self.num_residual + 1))
+
+    def _residual(self, dilation_index: int) -> ResidualUnit:
+        return ResidualUnit(self.residual_kernel_size, self.dilation_base ** dilation_index, causal=self.causal,
+                            dtype=self.dtype)
+
+
+class SEANetEncoder(_SEANet):
     """Waveforms ``[B, T, audio_channels]`` -> latents ``[B, T / hop_length, latent_dim]``, ``hop_length =
     prod(strides)``.
 
@@ -155,89 +190,43 @@ class SEANetEncoder(nn.Module):
     convolution to ``latent_dim``.
     """
 
-    channels: int = 32
-    strides: Sequence[int] = (2, 4, 5, 8)
     latent_dim: int = 64
-    num_residual: int = 1
-    dilation_base: int = 2
-    kernel_size: int = 7
-    residual_kernel_size: int = 3
-    causal: bool = True
-    dtype: Any = jnp.float32
-
-    @property
-    def hop_length(self) -> int:
-        return int(np.prod(self.strides))
 
     @nn.compact
     def __call__(self, x: jax.Array, state=None):
         _check_chunk(x, self.hop_length, "SEANetEncoder")
-        layers = 2 + len(self.strides) * (self.num_residual + 1)
-        states = _stage_states(state, layers)
-        new, i = [], 0
-
-        def run(module, h):
-            nonlocal i
-            h, st = module(h, states[i])
-            new.append(st)
-            i += 1
-            return h
-
+        run = self._chain(state)
         h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype), x)
         ch = self.channels
         for s in self.strides:
             for j in range(self.num_residual):
-                h = run(ResidualUnit(self.residual_kernel_size, self.dilation_base ** j, causal=self.causal,
-                                     dtype=self.dtype), h)
+                h = run(self._residual(j), h)
             ch *= 2
             h = run(StreamingConv1d(ch, 2 * s, stride=s, causal=self.causal, dtype=self.dtype), nn.elu(h))
         h = run(StreamingConv1d(self.latent_dim, self.kernel_size, causal=self.causal, dtype=self.dtype), nn.elu(h))
-        return h, (tuple(new) if self.causal else None)
+        return h, (tuple(run.states) if self.causal else None)
 
 
-class SEANetDecoder(nn.Module):
+class SEANetDecoder(_SEANet):
     """Latents ``[B, F, latent_dim]`` -> waveforms ``[B, F * hop_length, audio_channels]``: the encoder mirrored
     (transposed ``2 s`` convolutions halving the width, in reverse stride order)."""
 
-    channels: int = 32
-    strides: Sequence[int] = (2, 4, 5, 8)
     audio_channels: int = 1
-    num_residual: int = 1
-    dilation_base: int = 2
-    kernel_size: int = 7
-    residual_kernel_size: int = 3
-    causal: bool = True
-    dtype: Any = jnp.float32
-
-    @property
-    def hop_length(self) -> int:
-        return int(np.prod(self.strides))
 
     @nn.compact
     def __call__(self, z: jax.Array, state=None):
         _check_chunk(z, 1, "SEANetDecoder")
-        layers = 2 + len(self.strides) * (self.num_residual + 1)
-        states = _stage_states(state, layers)
-        new, i = [], 0
-
-        def run(module, h):
-            nonlocal i
-            h, st = module(h, states[i])
-            new.append(st)
-            i += 1
-            return h
-
+        run = self._chain(state)
         ch = self.channels * 2 ** len(self.strides)
         h = run(StreamingConv1d(ch, self.kernel_size, causal=self.causal, dtype=self.dtype), z)
         for s in reversed(tuple(self.strides)):
             ch //= 2
             h = run(StreamingConvTranspose1d(ch, 2 * s, s, causal=self.causal, dtype=self.dtype), nn.elu(h))
             for j in range(self.num_residual):
-                h = run(ResidualUnit(self.residual_kernel_size, self.dilation_base ** j, causal=self.causal,
-                                     dtype=self.dtype), h)
+                h = run(self._residual(j), h)
         h = run(StreamingConv1d(self.audio_channels, self.kernel_size, causal=self.causal, dtype=self.dtype),
                 nn.elu(h))
-        return h, (tuple(new) if self.causal else None)
+        return h, (tuple(run.states) if self.causal else None)
 
 
 def frames_for(num_samples: int, hop_length: int) -> int:

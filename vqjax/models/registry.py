@@ -53,10 +53,10 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
     """A SEANet :class:`~vqjax.models.audio.AudioCodec`: encoder and mirrored decoder of base width ``channels``
     and downsampling ``strides`` around the quantizer registered as ``quantizer`` on ``latent_dim`` channels."""
     strides = tuple(int(s) for s in strides)
-    return AudioCodec(encoder=SEANetEncoder(channels, strides, latent_dim, num_residual=num_residual, causal=causal),
+    shared = dict(channels=channels, strides=strides, num_residual=num_residual, causal=causal)
+    return AudioCodec(encoder=SEANetEncoder(latent_dim=latent_dim, **shared),
                       quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
-                      decoder=SEANetDecoder(channels, strides, audio_channels, num_residual=num_residual,
-                                            causal=causal))
+                      decoder=SEANetDecoder(audio_channels=audio_channels, **shared))
 
 
 register_model("audio_codec", audio_codec)

@@ -85,7 +85,11 @@ def test_lm_config_errors_name_the_field(data_dir, image_tokenizer_dir, tmp_path
     for override, match in ((dict(documents="wiki"), "config.documents must be one of"),
                             (dict(text_vocab_size=100), "text_vocab_size must be >= 256"),
                             (dict(image_tokenizer=str(tmp_path / "none")), "config.image_tokenizer"),
-                            (dict(model_parallel=3), "model_parallel .3. must divide")):
+                            (dict(model_parallel=3), "model_parallel .3. must divide"),
+                            (dict(augment_copies=-1), "config.augment_copies must be >= 0"),
+                            (dict(uncond_fraction=0.0), r"guidance=4.0 contrasts with unconditional images.*"
+                                                        r"uncond_fraction > 0"),
+                            (dict(**{"generation.guidance": -1.0}), "guidance must be >= 0")):
         c = _lm_config(data_dir, image_tokenizer_dir, **override)
         with pytest.raises(ValueError, match=match):
             train_and_evaluate(c, str(tmp_path / "w"), progress=False)

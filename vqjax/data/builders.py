@@ -1,4 +1,4 @@
-"""tfds dataset builders for the bundled real image sources, written as array_record (no TensorFlow needed).
+"""tfds dataset builders for the bundled real sources, written as array_record (no TensorFlow needed).
 
 Each builder turns a source that ships inside a package into a tfds dataset of ``tfds.features.Tensor`` fields,
 read back with ``tfds.data_source`` (random access, as grain wants it):
@@ -10,6 +10,14 @@ read back with ``tfds.data_source`` (random access, as grain wants it):
 | ``vqjax_opencv_digits`` | Debian ``opencv-doc``'s ``digits.png`` (5000 handwritten 20x20 digits) | test | uint8 ``[20, 20, 1]`` |
 
 Every example also has an int64 ``label`` (the digit, or the photo's index in :data:`vqjax.data.PHOTOS`).
+
+``vqjax_speech``: the recorded speech of Debian's klettres-data and ktuberling-data (:mod:`vqjax.data.audio`),
+mono, resampled to 16 kHz and trimmed of leading and trailing silence, as int16 ``audio [T]`` with its
+``sample_rate``, ``language``, ``corpus`` and ``word``. Split ``train``: every recording of the languages outside
+:data:`vqjax.data.audio.TEST_LANGUAGES`, one example each; ``test``: the held-out languages' KLettres recordings
+as clips of 8 consecutive recordings (per language, 0.15 s pauses); ``test_ktuberling``: the same from
+KTuberling. Whole languages, so whole speakers, are held out.
+
 Importing this module registers the builders with tfds under those names.
 """
 
@@ -22,8 +30,8 @@ import tensorflow_datasets as tfds
 
 from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
 
-__all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "OPENCV_DIGITS", "BUILDERS", "rgb_photos",
-           "opencv_digits"]
+__all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "OPENCV_DIGITS", "BUILDERS",
+           "rgb_photos", "opencv_digits"]
 
 OPENCV_DIGITS = "/usr/share/doc/opencv-doc/examples/data/digits.png"
 _VERSION = tfds.core.Version("1.0.0")
@@ -147,4 +155,56 @@ class VqjaxOpencvDigits(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": image, "label": int(label)}
 
 
-BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits)}
+class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
+    """Recorded speech in 20+ languages; held-out languages (speakers) as 8-recording test clips."""
+
+    VERSION = _VERSION
+    SAMPLE_RATE = 16000
+    PER_CLIP = 8
+    ROOTS = None            # None: vqjax.data.audio.SPEECH_ROOTS (tests point it at a folder of their own)
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, description="recorded speech from Debian's klettres-data and ktuberling-data",
+            features=tfds.features.FeaturesDict({
+                "audio": tfds.features.Tensor(shape=(None,), dtype=np.int16),
+                "sample_rate": tfds.features.Tensor(shape=(), dtype=np.int32),
+                "language": tfds.features.Text(), "corpus": tfds.features.Text(), "word": tfds.features.Text(),
+            }))
+
+    def _split_generators(self, dl_manager):
+        from vqjax.data import audio
+
+        recordings = audio.find_recordings(self.ROOTS or audio.SPEECH_ROOTS)
+        held = set(audio.TEST_LANGUAGES)
+        train = [r for r in recordings if r.language not in held]
+        test = {corpus: [r for r in recordings if r.language in held and r.corpus == corpus]
+                for corpus in ("klettres", "ktuberling")}
+        return {"train": self._generate_examples(train, per_clip=1),
+                "test": self._generate_examples(test["klettres"], per_clip=self.PER_CLIP),
+                "test_ktuberling": self._generate_examples(test["ktuberling"], per_clip=self.PER_CLIP)}
+
+    def _generate_examples(self, recordings, per_clip):
+        from vqjax.data import audio
+
+        sr = self.SAMPLE_RATE
+        by_language: dict[str, list] = {}
+        for r in recordings:
+            x, rate = audio.read_audio(r.path)
+            wave = audio.trim_silence(audio.resample(audio.to_mono(x), rate, sr), sr)
+            if wave.size >= sr // 10:                     # drop empty and near-empty files
+                by_language.setdefault(r.language, []).append((r, wave))
+        for language, items in sorted(by_language.items()):
+            if per_clip == 1:
+                for r, wave in items:
+                    yield r.path, {"audio": audio.to_pcm16(wave), "sample_rate": sr, "language": language,
+                                   "corpus": r.corpus, "word": r.word}
+                continue
+            clips = audio.make_clips([w for _, w in items], per_clip, sr)
+            for i, clip in enumerate(clips):
+                words = [r.word for r, _ in items[i * per_clip:(i + 1) * per_clip]]
+                yield f"{language}/{i}", {"audio": audio.to_pcm16(clip), "sample_rate": sr, "language": language,
+                                          "corpus": items[0][0].corpus, "word": " ".join(words)}
+
+
+BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits, VqjaxSpeech)}

@@ -1,13 +1,15 @@
-"""Image input: a tfds data source by name, read through grain.
+"""Input: a tfds data source by name, read through grain.
 
-``dataset`` names are either a bundled builder (``vqjax_mnist``, ``vqjax_photo_crops``, ``vqjax_opencv_digits``;
-prepared into ``data_dir`` on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset
+``dataset`` names are either a bundled builder (``vqjax_mnist``, ``vqjax_photo_crops``, ``vqjax_opencv_digits``,
+``vqjax_speech``; prepared into ``data_dir`` on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset
 already prepared in ``data_dir`` (nothing is downloaded at run time).
 
 Training batches come from a grain ``MapDataset``: shuffled with a new order every epoch, repeated forever,
 sharded per process (process ``p`` of ``P`` reads examples ``p, p + P, ...``), batched, and indexable by step, so a
-resumed run reads exactly the batches an uninterrupted run would have read. Worker processes
-(``worker_count > 0``) prefetch batches in parallel. Images come out as float32 ``[B, H, W, C]`` in ``[0, 1]``.
+resumed run reads exactly the batches an uninterrupted run would have read; a random transform (a crop, say) draws
+from a generator seeded by (seed, step, position in the global batch), so it is resumed exactly too. Worker
+processes (``worker_count > 0``) prefetch batches in parallel. Images come out as float32 ``[B, H, W, C]`` in
+``[0, 1]`` unless a transform says otherwise.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 __all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "train_batches", "eval_batches"]
 
-BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits")
+BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits", "vqjax_speech")
 
 
 def check_dataset_name(dataset: str) -> str:
@@ -94,7 +96,8 @@ def _to_float(example: dict[str, Any]) -> dict[str, np.ndarray]:
 
 def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1, worker_count: int = 0,
-                  transform: Callable[[dict], dict] | None = None) -> Iterator[dict]:
+                  transform: Callable[[dict], dict] | None = None,
+                  random_transform: Callable[[dict, np.random.Generator], dict] | None = None) -> Iterator[dict]:
     """Endless shuffled training batches ``{'image': float32 [batch_size // process_count, H, W, C]}`` (with
     ``'label'`` int64 when the source has labels).
 
@@ -110,14 +113,24 @@ def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: in
       process_index, process_count: this process's slice of every global batch.
       worker_count: grain worker processes (0 reads in this process).
       transform: applied to each example before stacking (default: images to float32 in [0, 1]).
+      random_transform: instead of ``transform``, ``(example, rng) -> example`` with a numpy generator seeded by
+        ``(seed, step, position in the global batch)``: the same draws whatever the process count, and on resume.
     """
-    transform = transform or _to_float
+    if transform is not None and random_transform is not None:
+        raise ValueError("train_batches: pass transform or random_transform, not both")
     if batch_size % process_count:
         raise ValueError(f"batch_size ({batch_size}) must be divisible by the process count ({process_count})")
     per = batch_size // process_count
-    mine = slice(process_index * per, (process_index + 1) * per)
+    first = process_index * per
+    if random_transform is None:
+        fixed = transform or _to_float
+        one = lambda step, slot, i: fixed(source[i])
+    else:
+        one = lambda step, slot, i: random_transform(source[i], np.random.default_rng([seed, step, slot]))
     ds = grain.MapDataset.range(len(source)).shuffle(seed=seed).repeat(None).batch(batch_size, drop_remainder=True)
-    ds = ds[start_step:].map(lambda ids: _stack([transform(source[int(i)]) for i in np.asarray(ids)[mine]]))
+    ds = ds.map_with_index(lambda step, ids: (step, ids))[start_step:]
+    ds = ds.map(lambda item: _stack([one(item[0], first + j, int(i))
+                                     for j, i in enumerate(np.asarray(item[1])[first:first + per])]))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if worker_count > 0:
         from absl import flags

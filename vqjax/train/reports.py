@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_curves", "result_table"]
+__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_waveforms", "save_curves", "result_table"]
 
 
 class MetricWriter:
@@ -82,6 +82,35 @@ def save_reconstructions(path: str, originals: np.ndarray, reconstructions: np.n
     return path
 
 
+def save_waveforms(path: str, waves, labels, sample_rate: int, n_fft: int = 512) -> str:
+    """A PNG with, per waveform (``[T]``), its samples over time and its log-magnitude spectrogram beside them,
+    one row each, labelled; the first row is meant to be the original."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vqjax.models.audio_losses import stft_magnitude
+
+    fig, axes = plt.subplots(len(waves), 2, figsize=(11, 1.7 * len(waves)), squeeze=False)
+    for row, (wave, label) in zip(axes, zip(waves, labels)):
+        wave = np.asarray(wave, np.float32)
+        t = np.arange(wave.size) / sample_rate
+        row[0].plot(t, wave, lw=0.3)
+        row[0].set_ylim(-1, 1)
+        row[0].set_ylabel(label, fontsize=7)
+        spec = 20 * np.log10(stft_magnitude(wave[None], n_fft, xp=np)[0].T + 1e-5)
+        row[1].imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=spec.max() - 80, vmax=spec.max(),
+                      extent=(0, t[-1] if t.size else 1, 0, sample_rate / 2000))
+        row[1].set_ylabel("kHz", fontsize=7)
+    axes[-1, 0].set_xlabel("seconds")
+    axes[-1, 1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def save_curves(workdir: str) -> dict[str, str]:
     """``loss_curves.png`` (train losses), ``codebook_usage.png`` (eval usage and perplexity over steps) for
     tokenizers, ``ranking_metrics.png`` (MRR, Hits@1/10 over steps) for link prediction."""
@@ -96,7 +125,7 @@ def save_curves(workdir: str) -> dict[str, str]:
     paths = {}
     if train:
         fig, ax = plt.subplots(figsize=(5, 3))
-        for name in ("loss", "recon_loss", "quantizer_loss", "gen_loss", "disc_loss"):
+        for name in ("loss", "recon_loss", "mel_loss", "quantizer_loss", "gen_loss", "disc_loss"):
             pts = [(r["step"], r[name]) for r in train if name in r]
             if pts:
                 ax.plot(*zip(*pts), label=name)

@@ -37,7 +37,8 @@ TASKS: dict[str, "Task"] = {}
 # Built-in task modules, imported on first lookup (each registers itself).
 _BUILTIN = {"image_tokenizer": "vqjax.train.tasks.image_tokenizer",
             "link_prediction": "vqjax.train.tasks.link_prediction",
-            "lm": "vqjax.train.tasks.lm"}
+            "lm": "vqjax.train.tasks.lm",
+            "audio_codec": "vqjax.train.tasks.audio_codec"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,132 @@
+"""Recorded-speech data: discovery, resampling, loudness, trimming, clips, crops; the tfds builder on synthetic
+recordings laid out like Debian's (held-out languages, clips of consecutive recordings); random crops in the
+grain pipeline that are the same on resume and whatever the process count."""
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("soundfile", reason="needs soundfile (the test extra)")
+
+from speech_data import make_speech_roots, voiced  # noqa: E402
+
+from vqjax.data import audio, builders, pipeline  # noqa: E402
+
+
+def _sine(freq, seconds, rate, amp=1.0):
+    t = np.arange(int(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_resample_keeps_a_tone_and_its_level():
+    x = _sine(1000, 1.0, 44100, 0.5)
+    y = audio.resample(x, 44100, 16000)
+    assert y.shape == (16000,)
+    spectrum = np.abs(np.fft.rfft(y[1000:-1000] * np.hanning(14000)))
+    assert abs(np.argmax(spectrum) * 16000 / 14000 - 1000) < 2
+    np.testing.assert_allclose(np.sqrt(np.mean(y[1000:-1000] ** 2)), 0.5 / math.sqrt(2), rtol=0.01)
+    np.testing.assert_array_equal(audio.resample(x, 44100, 44100), x)
+    with pytest.raises(ValueError, match="sample rates"):
+        audio.resample(x, 0, 16000)
+
+
+def test_loudness_of_a_full_scale_sine_and_normalisation():
+    x = _sine(440, 2.0, 16000)
+    assert audio.loudness_db(x, 16000) == pytest.approx(-3.01, abs=0.02)
+    # gating: of the 400 ms blocks (hop 100 ms) of 2 s of tone then 1 s of silence, the 7 silent ones are gated
+    # out; 17 hold only tone (power 1/2) and 3 straddle the edge (3/4, 2/4, 1/4 of it)
+    gated = np.concatenate([x, np.zeros(16000, np.float32)])
+    expected = 10 * np.log10((17 * 0.5 + 0.5 * (0.75 + 0.5 + 0.25)) / 20)
+    assert audio.loudness_db(gated, 16000) == pytest.approx(expected, abs=0.01)
+    quiet = np.concatenate([x, 0.01 * x])          # 40 dB down: under the relative gate, so it does not count
+    assert audio.loudness_db(quiet, 16000) == pytest.approx(expected, abs=0.01)
+    y = audio.normalize_loudness(0.01 * x, 16000, target_db=-23.0)
+    assert audio.loudness_db(y, 16000) == pytest.approx(-23.0, abs=0.01)
+    loud = audio.normalize_loudness(0.01 * x, 16000, target_db=0.0)      # would clip: held under the peak
+    assert np.max(np.abs(loud)) == pytest.approx(0.99, abs=1e-6)
+    assert audio.loudness_db(np.zeros(100), 16000) == -math.inf
+    np.testing.assert_array_equal(audio.normalize_loudness(np.zeros(100), 16000), np.zeros(100))
+
+
+def test_trim_silence_clips_and_crops():
+    wave = voiced(0.5, 16000, 0, silence=0.3)
+    trimmed = audio.trim_silence(wave, 16000)
+    assert 0.45 * 16000 < trimmed.size < 0.6 * 16000
+    assert np.max(np.abs(trimmed[:320])) > 1e-3
+    clips = audio.make_clips([np.ones(10), 2 * np.ones(10), 3 * np.ones(10)], 2, 100, gap_seconds=0.05)
+    assert len(clips) == 1 and clips[0].tolist() == [1.0] * 10 + [0.0] * 5 + [2.0] * 10
+    x = np.arange(100, dtype=np.float32)
+    a = audio.random_crop(x, 30, np.random.default_rng(3))
+    b = audio.random_crop(x, 30, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert a.size == 30 and np.all(np.diff(a) == 1)
+    assert audio.random_crop(x[:10], 30, np.random.default_rng(0)).tolist() == list(range(10)) + [0] * 20
+    assert audio.to_pcm16(np.array([0.5, -1.0, 2.0])).tolist() == [16384, -32767, 32767]     # clipped
+    np.testing.assert_allclose(audio.from_pcm16(np.array([16384, -32767], np.int16)), [16384 / 32767, -1.0],
+                               rtol=1e-7)
+
+
+def test_prepare_example_resamples_normalises_and_crops():
+    example = {"audio": audio.to_pcm16(0.1 * _sine(300, 1.0, 22050)), "sample_rate": 22050}
+    out = audio.prepare_example(example, sample_rate=16000, target_db=-20.0)
+    assert out["audio"].shape == (16000, 1) and out["length"] == 16000
+    assert audio.loudness_db(out["audio"][:, 0], 16000) == pytest.approx(-20.0, abs=0.05)
+    cut = audio.prepare_example(example, sample_rate=16000, crop_length=20000)
+    assert cut["audio"].shape == (20000, 1) and cut["length"] == 16000 and not cut["audio"][16000:].any()
+
+
+def test_find_recordings_names_the_missing_package(tmp_path):
+    with pytest.raises(FileNotFoundError, match="klettres-data"):
+        audio.find_recordings({"klettres": str(tmp_path / "none")})
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speech")
+    roots = make_speech_roots(root)
+    return roots, str(root / "tfds")
+
+
+def test_speech_builder_holds_out_whole_languages(speech, monkeypatch):
+    roots, data_dir = speech
+    monkeypatch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
+    train = pipeline.get_source("vqjax_speech", "train", data_dir)
+    test = pipeline.get_source("vqjax_speech", "test", data_dir)
+    test_kt = pipeline.get_source("vqjax_speech", "test_ktuberling", data_dir)
+    languages = {train[i]["language"].decode() for i in range(len(train))}
+    assert languages == {"xx", "yy", "zz"} and len(train) == 30
+    # 10 recordings per held-out language -> one clip of 8 each (the rest dropped)
+    assert len(test) == 2 and {test[i]["language"].decode() for i in range(2)} == {"en", "fr"}
+    assert len(test_kt) == 1 and test_kt[0]["language"].decode() == "de"
+    for source in (train, test):
+        ex = source[0]
+        assert ex["audio"].dtype == np.int16 and int(ex["sample_rate"]) == 16000
+    assert len(test[0]["word"].decode().split()) == 8
+    # trimmed recordings: a clip is 8 voiced stretches and 7 pauses of 0.15 s, not the files' silences
+    assert test[0]["audio"].size < 8 * 0.65 * 16000 + 7 * 0.15 * 16000
+
+
+def test_random_crops_resume_and_ignore_the_process_count(speech, monkeypatch):
+    roots, data_dir = speech
+    monkeypatch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
+    source = pipeline.get_source("vqjax_speech", "train", data_dir)
+
+    def crop(example, rng):
+        return audio.prepare_example(example, sample_rate=16000, crop_length=4000, rng=rng)
+
+    def take(n, **kw):
+        it = pipeline.train_batches(source, batch_size=4, seed=1, random_transform=crop, **kw)
+        return [next(it)["audio"] for _ in range(n)]
+
+    full = take(5)
+    resumed = take(2, start_step=3)
+    np.testing.assert_array_equal(full[3], resumed[0])
+    np.testing.assert_array_equal(full[4], resumed[1])
+    halves = [take(5, process_index=p, process_count=2) for p in range(2)]
+    for step in range(5):
+        np.testing.assert_array_equal(np.concatenate([halves[0][step], halves[1][step]]), full[step])
+    other_seed = next(pipeline.train_batches(source, batch_size=4, seed=2, random_transform=crop))["audio"]
+    assert not np.array_equal(other_seed, full[0])
+    with pytest.raises(ValueError, match="not both"):
+        pipeline.train_batches(source, batch_size=4, seed=1, transform=lambda e: e, random_transform=crop)

@@ -1,0 +1,207 @@
+"""Recorded speech that ships in Debian packages, and the waveform operations the audio pipeline applies.
+
+The recordings (../shared/DATA.md): KLettres' spoken letters and syllables (``klettres-data``, about 51 minutes
+in 20 languages, one speaker per language) and KTuberling's spoken object names (``ktuberling-data``, about 29
+minutes in 20 languages), ogg files whose folder names the language. They are found under
+:data:`SPEECH_ROOTS` (``apt-get install -y klettres-data ktuberling-data``), read with ``soundfile``.
+
+Held out for test by language (so by speaker): :data:`TEST_LANGUAGES`. The test clips follow the codec papers'
+habit of judging several seconds of speech: :func:`make_clips` joins ``per_clip`` consecutive recordings, each
+with its silence trimmed, with a short pause between them.
+
+Waveforms here are float32 numpy arrays in [-1, 1]: ``[T]`` mono or ``[T, C]``.
+
+* :func:`resample` is polyphase (``scipy.signal.resample_poly``, a Kaiser-windowed FIR), exact for rational rates;
+* :func:`loudness_db` is ITU-R BS.1770's gated loudness measured on the plain signal (the 400 ms blocks, the
+  absolute gate at -70 dB and the relative gate 10 dB under the ungated level) without its K-weighting filter;
+  :func:`normalize_loudness` scales to a target and keeps the peak under 1;
+* :func:`trim_silence` cuts the leading and trailing 20 ms frames quieter than ``threshold_db`` under the loudest;
+* :func:`random_crop` takes a window of a fixed length, zero-padding a shorter signal at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import math
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
+           "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop", "to_pcm16",
+           "from_pcm16", "prepare_example"]
+
+SPEECH_ROOTS: dict[str, str] = {"klettres": "/usr/share/klettres", "ktuberling": "/usr/share/ktuberling/sounds"}
+TEST_LANGUAGES = ("en", "fr", "de", "es", "it")
+_PACKAGES = {"klettres": "klettres-data", "ktuberling": "ktuberling-data"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """One recorded file: its path, corpus (a key of the roots), language (the first folder under the root) and
+    the word or letter it says (the file name)."""
+
+    path: str
+    corpus: str
+    language: str
+    word: str
+
+
+def find_recordings(roots: Mapping[str, str] = SPEECH_ROOTS) -> list[Recording]:
+    """Every ``*.ogg`` under each root, sorted by corpus and path.
+
+    Raises:
+      FileNotFoundError: a root is missing (naming the Debian package that installs it) or holds no ogg file.
+    """
+    out = []
+    for corpus, root in sorted(roots.items()):
+        if not os.path.isdir(root):
+            package = _PACKAGES.get(corpus, corpus)
+            raise FileNotFoundError(f"speech recordings: {root} is missing; install Debian's {package} "
+                                    f"(apt-get install -y {package}) or pass its folder in roots={{{corpus!r}: ...}}")
+        files = sorted(glob.glob(os.path.join(root, "**", "*.ogg"), recursive=True))
+        if not files:
+            raise FileNotFoundError(f"speech recordings: {root} holds no .ogg file")
+        for path in files:
+            rel = os.path.relpath(path, root).split(os.sep)
+            language = rel[0] if len(rel) > 1 else ""
+            out.append(Recording(path, corpus, language, os.path.splitext(rel[-1])[0]))
+    return out
+
+
+def read_audio(path: str) -> tuple[np.ndarray, int]:
+    """``(samples float32 [T, C], sample_rate)`` of an audio file (ogg, wav, flac: whatever libsndfile reads)."""
+    import soundfile
+
+    x, sr = soundfile.read(path, dtype="float32", always_2d=True)
+    return x, int(sr)
+
+
+def to_mono(x: np.ndarray) -> np.ndarray:
+    """``[T]`` from ``[T]`` or ``[T, C]`` (the mean of the channels)."""
+    x = np.asarray(x, np.float32)
+    return x if x.ndim == 1 else x.mean(axis=1)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """``x`` (``[T]`` or ``[T, C]``) from ``sr_in`` to ``sr_out`` Hz, polyphase; the identity when they are equal."""
+    if sr_in <= 0 or sr_out <= 0:
+        raise ValueError(f"resample: sample rates must be positive; got sr_in={sr_in}, sr_out={sr_out}")
+    x = np.asarray(x, np.float32)
+    if sr_in == sr_out:
+        return x
+    from scipy.signal import resample_poly
+
+    g = math.gcd(int(sr_in), int(sr_out))
+    return resample_poly(x, sr_out // g, sr_in // g, axis=0).astype(np.float32)
+
+
+def loudness_db(x: np.ndarray, sample_rate: int) -> float:
+    """Gated loudness in dB relative to full scale (BS.1770 gating without the K-weighting; see the module
+    docstring); ``-inf`` for a silent signal. Signals shorter than a 400 ms block count as one block."""
+    x = to_mono(x).astype(np.float64)
+    block = max(int(0.4 * sample_rate), 1)
+    hop = max(block // 4, 1)
+    if x.size <= block:
+        powers = np.array([np.mean(x * x)]) if x.size else np.zeros(1)
+    else:
+        starts = np.arange(0, x.size - block + 1, hop)
+        c = np.concatenate([[0.0], np.cumsum(x * x)])
+        powers = (c[starts + block] - c[starts]) / block
+    gate = powers > 10 ** (-70 / 10)
+    if not gate.any():
+        return -math.inf
+    relative = np.mean(powers[gate]) * 10 ** (-10 / 10)
+    gate &= powers > relative
+    return float(10 * np.log10(np.mean(powers[gate])))
+
+
+def normalize_loudness(x: np.ndarray, sample_rate: int, target_db: float = -23.0, peak: float = 0.99) -> np.ndarray:
+    """``x`` scaled to ``target_db`` of :func:`loudness_db`, then down so that ``max |x| <= peak``; a silent
+    signal comes back unchanged."""
+    x = np.asarray(x, np.float32)
+    level = loudness_db(x, sample_rate)
+    if not math.isfinite(level):
+        return x
+    y = x * np.float32(10 ** ((target_db - level) / 20))
+    top = float(np.max(np.abs(y))) if y.size else 0.0
+    return y * np.float32(peak / top) if top > peak else y
+
+
+def trim_silence(x: np.ndarray, sample_rate: int, threshold_db: float = -40.0) -> np.ndarray:
+    """``x`` without its leading and trailing 20 ms frames whose RMS lies more than ``-threshold_db`` dB under the
+    loudest frame's (a silent signal comes back empty)."""
+    mono = to_mono(x)
+    frame = max(int(0.02 * sample_rate), 1)
+    n = mono.size // frame
+    if n == 0:
+        return x
+    rms = np.sqrt(np.mean(mono[:n * frame].reshape(n, frame).astype(np.float64) ** 2, axis=1))
+    if rms.max() <= 0:
+        return x[:0]
+    loud = np.flatnonzero(rms >= rms.max() * 10 ** (threshold_db / 20))
+    return x[loud[0] * frame:min((loud[-1] + 1) * frame, mono.size)]
+
+
+def make_clips(waves: Sequence[np.ndarray], per_clip: int, sample_rate: int, gap_seconds: float = 0.15
+               ) -> list[np.ndarray]:
+    """Consecutive groups of ``per_clip`` waveforms (``[T]``), each joined with ``gap_seconds`` of silence between
+    them; a last incomplete group is dropped."""
+    if per_clip <= 0:
+        raise ValueError(f"make_clips: per_clip must be positive; got {per_clip}")
+    gap = np.zeros(int(round(gap_seconds * sample_rate)), np.float32)
+    clips = []
+    for start in range(0, len(waves) - per_clip + 1, per_clip):
+        parts = []
+        for w in waves[start:start + per_clip]:
+            parts += [np.asarray(w, np.float32), gap]
+        clips.append(np.concatenate(parts[:-1]))
+    return clips
+
+
+def random_crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A window of ``length`` samples of ``x`` (``[T]`` or ``[T, C]``) at a uniform random start; a shorter
+    signal is zero-padded at the end."""
+    if length <= 0:
+        raise ValueError(f"random_crop: length must be positive; got {length}")
+    if x.shape[0] <= length:
+        pad = [(0, length - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+        return np.pad(x, pad)
+    start = int(rng.integers(0, x.shape[0] - length + 1))
+    return x[start:start + length]
+
+
+def to_pcm16(x: np.ndarray) -> np.ndarray:
+    """float samples in [-1, 1] as int16 (clipped)."""
+    return np.round(np.clip(np.asarray(x, np.float64), -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def from_pcm16(x: np.ndarray) -> np.ndarray:
+    """int16 samples as float32 in [-1, 1]."""
+    return np.asarray(x, np.float32) / np.float32(32767.0)
+
+
+def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | None = -23.0,
+                    crop_length: int | None = None, rng: np.random.Generator | None = None) -> dict:
+    """One dataset example (``audio`` int16 or float ``[T]``, ``sample_rate``) as the model reads it:
+    ``{'audio': float32 [L, 1], 'length': int32}``.
+
+    Resampled to ``sample_rate``, loudness-normalised to ``target_db`` (None keeps the level), then cut to
+    ``crop_length`` samples when given: a random window with ``rng``, else the first ``crop_length`` (zero-padded
+    when shorter). ``length`` counts the samples that are signal, not padding.
+    """
+    wave = np.asarray(example["audio"])
+    wave = from_pcm16(wave) if wave.dtype == np.int16 else wave.astype(np.float32)
+    wave = resample(to_mono(wave), int(example["sample_rate"]), sample_rate)
+    if target_db is not None:
+        wave = normalize_loudness(wave, sample_rate, target_db)
+    length = wave.shape[0]
+    if crop_length is not None:
+        if rng is not None:
+            wave = random_crop(wave, crop_length, rng)
+        else:
+            wave = np.pad(wave[:crop_length], (0, max(crop_length - length, 0)))
+        length = min(length, crop_length)
+    return {"audio": wave[:, None].astype(np.float32), "length": np.int32(length)}

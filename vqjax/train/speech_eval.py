@@ -1,0 +1,206 @@
+"""The speech-codec harness: one set of metrics for every codec on the same held-out files, neural or classical.
+
+A codec here is a function ``(wave float32 [T], sample_rate) -> decoded float32 [T']``. :func:`evaluate_codec`
+runs it over the clips and scores each decoded clip against its original, after aligning the codec's delay
+(:func:`align`: the lag of the cross-correlation peak within ``max_delay_seconds``, found once per clip) so that
+no codec is under-rated for its latency:
+
+* ``pesq_wb`` and ``pesq_nb``: ITU-T P.862.2 wide band and P.862 narrow band (the ``pesq`` package; NaN when it
+  is not installed, install ``vqjax[audio]``);
+* ``stoi``: short-time objective intelligibility (``pystoi``);
+* ``si_sdr``: scale-invariant SDR in dB;
+* ``mel_distance``: :func:`vqjax.models.audio_losses.multiscale_mel_loss` (lower is better).
+
+The anchors are Debian's classical codecs run as subprocesses on the same clips: :func:`codec2_roundtrip`
+(``c2enc``/``c2dec``, 8 kHz, 700–3200 bit/s) and :func:`opus_roundtrip` (``opusenc``/``opusdec``, 6 kbps and up),
+both resampled back to the clips' rate. :func:`anchor_codecs` lists those whose binaries are present.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Callable, Sequence
+
+import numpy as np
+
+from vqjax.data.audio import from_pcm16, resample, to_pcm16
+
+__all__ = ["align", "score_clip", "evaluate_codec", "CodecResult", "codec2_roundtrip", "opus_roundtrip",
+           "anchor_codecs", "CODEC2_MODES", "summary_rows", "plot_rate_distortion", "METRICS"]
+
+CODEC2_MODES = (3200, 2400, 1600, 1400, 1300, 1200, 700)
+METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")
+
+
+def align(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, max_delay_seconds: float = 0.1
+          ) -> tuple[np.ndarray, int]:
+    """``degraded`` shifted by its delay against ``reference`` and cut or zero-padded to the reference's length,
+    and the delay in samples (positive: the codec lags)."""
+    ref = np.asarray(reference, np.float64)
+    deg = np.asarray(degraded, np.float64)
+    max_lag = int(max_delay_seconds * sample_rate)
+    n = ref.size + deg.size
+    size = 1 << (n - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(deg, size) * np.conj(np.fft.rfft(ref, size)), size)
+    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
+    lag = int(lags[np.argmax(corr[lags % size])])
+    shifted = deg[lag:] if lag >= 0 else np.concatenate([np.zeros(-lag), deg])
+    out = np.zeros(ref.size)
+    out[:min(ref.size, shifted.size)] = shifted[:ref.size]
+    return out.astype(np.float32), lag
+
+
+def _pesq(ref, deg, sample_rate, mode):
+    try:
+        from pesq import pesq
+    except ImportError:
+        return math.nan
+    rate = 16000 if mode == "wb" else 8000
+    try:
+        return float(pesq(rate, resample(ref, sample_rate, rate), resample(deg, sample_rate, rate), mode))
+    except Exception:              # the package raises its own errors for silent or too-short signals
+        return math.nan
+
+
+def score_clip(reference: np.ndarray, decoded: np.ndarray, sample_rate: int, *, aligned: bool = True) -> dict:
+    """The metrics of one decoded clip (``decoded`` aligned first unless ``aligned=False``); see the module
+    docstring. ``delay`` is the aligned lag in samples."""
+    from pystoi import stoi
+
+    from vqjax.models.audio_losses import multiscale_mel_loss, si_sdr
+
+    ref = np.asarray(reference, np.float32)
+    deg, lag = align(ref, decoded, sample_rate) if aligned else (np.asarray(decoded, np.float32)[:ref.size], 0)
+    if deg.size < ref.size:
+        deg = np.pad(deg, (0, ref.size - deg.size))
+    return {"pesq_wb": _pesq(ref, deg, sample_rate, "wb"), "pesq_nb": _pesq(ref, deg, sample_rate, "nb"),
+            "stoi": float(stoi(ref, deg, sample_rate, extended=False)),
+            "si_sdr": float(si_sdr(ref[None], deg[None], xp=np)[0]),
+            "mel_distance": float(multiscale_mel_loss(deg[None], ref[None], sample_rate, xp=np)), "delay": lag}
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecResult:
+    """One codec's scores on the clips: ``name``, ``kbps``, ``per_clip`` (one dict of metrics per clip) and
+    ``mean`` (the mean of each metric over the clips where it is finite)."""
+
+    name: str
+    kbps: float
+    per_clip: list[dict]
+    mean: dict
+
+
+def evaluate_codec(name: str, kbps: float, codec: Callable[[np.ndarray, int], np.ndarray],
+                   clips: Sequence[np.ndarray], sample_rate: int) -> CodecResult:
+    """Runs ``codec`` on every clip and scores it (:func:`score_clip`)."""
+    per_clip = []
+    for i, clip in enumerate(clips):
+        scores = score_clip(clip, codec(np.asarray(clip, np.float32), sample_rate), sample_rate)
+        per_clip.append({"clip": i, **scores})
+    mean = {}
+    for key in METRICS:
+        values = [c[key] for c in per_clip if math.isfinite(c[key])]
+        mean[key] = float(np.mean(values)) if values else math.nan
+    return CodecResult(name, float(kbps), per_clip, mean)
+
+
+def _run(args: list[str]) -> None:
+    done = subprocess.run(args, capture_output=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.decode(errors='replace')}")
+
+
+def codec2_roundtrip(wave: np.ndarray, sample_rate: int, bitrate: int = 3200) -> np.ndarray:
+    """``wave`` through Codec2 at ``bitrate`` bit/s (one of :data:`CODEC2_MODES`): resampled to 8 kHz, encoded
+    by ``c2enc``, decoded by ``c2dec``, resampled back."""
+    if bitrate not in CODEC2_MODES:
+        raise ValueError(f"codec2_roundtrip: bitrate must be one of {CODEC2_MODES}; got {bitrate}")
+    mode = "700C" if bitrate == 700 else str(bitrate)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, bits, out = (os.path.join(tmp, f) for f in ("in.raw", "out.bit", "out.raw"))
+        to_pcm16(resample(wave, sample_rate, 8000)).tofile(raw)
+        _run(["c2enc", mode, raw, bits])
+        _run(["c2dec", mode, bits, out])
+        decoded = from_pcm16(np.fromfile(out, np.int16))
+    return resample(decoded, 8000, sample_rate)
+
+
+def opus_roundtrip(wave: np.ndarray, sample_rate: int, kbps: float = 6.0) -> np.ndarray:
+    """``wave`` through Opus at ``kbps`` (``opusenc --bitrate``, VBR as the encoder defaults; ``opusdec`` at
+    the clip's rate, which the decoder resamples to from its internal 48 kHz)."""
+    import soundfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav, enc, out = (os.path.join(tmp, f) for f in ("in.wav", "out.opus", "out.wav"))
+        soundfile.write(wav, to_pcm16(wave), sample_rate, subtype="PCM_16")
+        _run(["opusenc", "--quiet", "--bitrate", f"{kbps:g}", wav, enc])
+        _run(["opusdec", "--quiet", "--rate", str(sample_rate), enc, out])
+        decoded, rate = soundfile.read(out, dtype="float32")
+    return resample(decoded if decoded.ndim == 1 else decoded.mean(1), rate, sample_rate)
+
+
+def anchor_codecs(specs: Sequence[str]) -> tuple[dict[str, tuple[float, Callable]], list[str]]:
+    """The anchors named ``'codec2:BITRATE'`` or ``'opus:KBPS'`` whose binaries are installed, as ``{name:
+    (kbps, codec)}``, and the names skipped (with the missing binary)."""
+    found, skipped = {}, []
+    for spec in specs:
+        kind, _, value = spec.partition(":")
+        if kind == "codec2":
+            bitrate = int(value)
+            if bitrate not in CODEC2_MODES:
+                raise ValueError(f"anchor {spec!r}: Codec2 bitrates are {CODEC2_MODES}")
+            need, kbps = ("c2enc", "c2dec"), bitrate / 1000
+            fn = lambda w, sr, b=bitrate: codec2_roundtrip(w, sr, b)
+        elif kind == "opus":
+            kbps = float(value)
+            need = ("opusenc", "opusdec")
+            fn = lambda w, sr, k=kbps: opus_roundtrip(w, sr, k)
+        else:
+            raise ValueError(f"anchor {spec!r} must be 'codec2:BITRATE' or 'opus:KBPS'")
+        missing = [b for b in need if shutil.which(b) is None]
+        if missing:
+            skipped.append(f"{spec} (missing {', '.join(missing)}: apt-get install -y "
+                           f"{'codec2' if kind == 'codec2' else 'opus-tools'})")
+        else:
+            found[f"{kind} {value}{' bit/s' if kind == 'codec2' else ' kbps'}"] = (kbps, fn)
+    return found, skipped
+
+
+def summary_rows(results: Sequence[CodecResult]) -> list[dict]:
+    """One row per codec, by bitrate: name, kbps and the mean metrics."""
+    return [{"codec": r.name, "kbps": r.kbps, **r.mean} for r in sorted(results, key=lambda r: (r.kbps, r.name))]
+
+
+def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str = "") -> str:
+    """PESQ-WB, STOI and mel distance against kbps, one marker per codec family (vqjax's points joined)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    families: dict[str, list[CodecResult]] = {}
+    for r in results:
+        families.setdefault(r.name.split(" ")[0], []).append(r)
+    for ax, key, label in zip(axes, ("pesq_wb", "stoi", "mel_distance"),
+                              ("PESQ wide band (higher is better)", "STOI (higher is better)",
+                               "multi-scale mel distance (lower is better)")):
+        for family, rs in sorted(families.items()):
+            rs = sorted(rs, key=lambda r: r.kbps)
+            ax.plot([r.kbps for r in rs], [r.mean[key] for r in rs], "o-", label=family)
+        ax.set_xlabel("kbps")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,479 @@
+"""Task ``'audio_codec'``: a neural speech codec (SEANet encoder/decoder around a quantizer) on tfds + grain input.
+
+One train step updates the codec on random crops (``config.crop_seconds``) with the weighted sum of the
+multi-scale mel loss, the multi-resolution STFT loss, time-domain L1 and the quantizer's loss, plus, when
+``config.gan.weight > 0`` and from ``config.gan.start_step``, the adversarial and feature-matching terms of the
+multi-period and multi-resolution STFT discriminators (:mod:`vqjax.models.audio_gan`), which are updated in the
+same step. Residual quantizers with ``quantizer_dropout`` learn to serve every number of levels, so one model has
+several bitrates: ``kbps = frame_rate * levels * log2(codebook size) / 1000``.
+
+Periodic evaluation reads the first ``config.eval_seconds`` of each clip of ``config.eval_split`` and reports, per
+bitrate of ``config.eval_levels``, SI-SDR and the multi-scale mel distance. The final test
+(:mod:`vqjax.train.speech_eval`) decodes every whole clip at every bitrate and scores it with PESQ, STOI, SI-SDR
+and the mel distance next to the classical codecs of ``config.anchors`` on the same clips, writing
+``rate_distortion.png``, ``rate_distortion.json`` (per clip) and ``audio_examples.png``. The artifact is a
+:class:`vqjax.AudioTokenizer` (``modality='audio'``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+import math
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vqjax.data import audio as audio_data, pipeline
+from vqjax.models import model_from_spec, quantizer_vocab_size
+from vqjax.models.audio_gan import AudioDiscriminators, discriminator_losses, feature_matching, generator_losses
+from vqjax.models.audio_losses import l1_loss, multiresolution_stft_loss, multiscale_mel_loss, si_sdr
+from vqjax.models.vqgan import GAN_LOSSES
+from vqjax.train import reports, speech_eval
+from vqjax.train.config import check_positive, core_config, default_data_dir
+from vqjax.train.core import data_mesh, make_optimizer, to_host
+from vqjax.train.tasks import Run, Task, register_task
+
+__all__ = ["AudioTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
+
+
+class AudioTrainState(NamedTuple):
+    """Everything a resumed codec run needs: step, codec parameters, quantizer statistics and optimizer state,
+    the raw key data (step ``s`` draws from ``fold_in(rng, s)``), and the discriminators' parameters and
+    optimizer state (None without the adversarial terms)."""
+
+    step: jax.Array
+    params: Any
+    vq_stats: Any
+    opt_state: Any
+    rng: jax.Array
+    disc_params: Any = None
+    disc_opt_state: Any = None
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of a speech-codec experiment. The defaults: 16 kHz, strides (2, 4, 5, 8) (50 frames per
+    second), a residual VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12) with quantizer
+    dropout, trained on the bundled recorded speech."""
+    c = core_config("audio_codec")
+    c.dataset = "vqjax_speech"
+    c.train_split = "train"
+    c.eval_split = "test"
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.sample_rate = 16000
+    c.crop_seconds = 1.0
+    c.eval_seconds = 4.0
+    c.loudness_db = -23.0
+    c.batch_size = 16
+    c.eval_batch_size = 8
+    c.max_eval_examples = ml_collections.FieldReference(None, field_type=int)
+    c.worker_count = 0
+
+    c.model = ml_collections.ConfigDict(dict(channels=32, strides=(2, 4, 5, 8), latent_dim=64, num_residual=1,
+                                             causal=True))
+    c.quantizer = "rvq"
+    c.quantizer_kwargs = ml_collections.ConfigDict(dict(num_levels=12, codebook_size=1024, quantizer_dropout=0.5,
+                                                        codebook_learning="ema", codebook_init="kmeans",
+                                                        dead_code_threshold=1.0))
+    c.optimizer.learning_rate = 3e-4
+    c.optimizer.b1 = 0.8
+    c.optimizer.b2 = 0.99
+    c.losses = ml_collections.ConfigDict(dict(mel=1.0, stft=1.0, l1=0.1))
+    c.gan = ml_collections.ConfigDict(dict(weight=0.0, loss="hinge", start_step=0, feature_weight=3.0,
+                                           periods=(2, 3, 5, 7, 11), fft_sizes=(512, 1024, 2048), channels=16))
+    c.eval_levels = (3, 6, 12)
+    c.anchors = ("codec2:1200", "codec2:2400", "codec2:3200", "opus:6", "opus:12")
+    c.test_max_clips = ml_collections.FieldReference(None, field_type=int)
+    return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A tiny codec, 10 steps of 0.4 s crops, 4 eval clips of 1 s, no anchors."""
+    c.model.channels = 4
+    c.model.latent_dim = 8
+    c.model.strides = (4, 5, 8)
+    if "codebook_size" in c.quantizer_kwargs:
+        c.quantizer_kwargs.codebook_size = 32
+    if "num_levels" in c.quantizer_kwargs:
+        c.quantizer_kwargs.num_levels = 2
+    c.eval_levels = ()
+    c.crop_seconds = 0.4
+    c.eval_seconds = 1.0
+    c.batch_size = 4
+    c.eval_batch_size = 4
+    c.max_eval_examples = 4
+    c.test_max_clips = 2
+    c.anchors = ()
+    c.gan.channels = 4
+    c.gan.periods = (2, 3)
+    c.gan.fft_sizes = (256,)
+    c.num_train_steps = 10
+    c.log_every_steps = 5
+    c.eval_every_steps = 10
+    c.checkpoint_every_steps = 5
+    c.optimizer.warmup_steps = 2
+    return c
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def model_spec(config: ml_collections.ConfigDict) -> dict:
+    """The codec's explicit constructor arguments (:func:`vqjax.models.audio_codec`)."""
+    m = config.model
+    return {"name": "audio_codec",
+            "kwargs": {"channels": int(m.channels), "strides": [int(s) for s in m.strides],
+                       "latent_dim": int(m.latent_dim), "num_residual": int(m.num_residual),
+                       "causal": bool(m.causal), "audio_channels": 1, "quantizer": config.quantizer,
+                       "quantizer_kwargs": _plain(config.quantizer_kwargs.to_dict())}}
+
+
+def _hop(config) -> int:
+    return int(np.prod(config.model.strides))
+
+
+def _levels_of(model) -> int | None:
+    return getattr(model.quantizer, "num_levels", None)
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Refuses a bad codec config with a message naming the field, before any data is read."""
+    pipeline.check_dataset_name(config.dataset)
+    check_positive(config, "batch_size", "eval_batch_size", "sample_rate", "model.channels", "model.latent_dim",
+                   "model.num_residual", "gan.channels")
+    for field in ("max_eval_examples", "test_max_clips"):
+        if config[field] is not None:
+            check_positive(config, field)
+    if config.worker_count < 0:
+        raise ValueError(f"config.worker_count must be >= 0; got {config.worker_count}")
+    m = config.model
+    if not len(m.strides) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in m.strides):
+        raise ValueError(f"config.model.strides must be a non-empty tuple of positive ints; got {m.strides}")
+    hop = _hop(config)
+    for field in ("crop_seconds", "eval_seconds"):
+        samples = config[field] * config.sample_rate
+        if not samples >= hop or abs(samples - round(samples)) > 1e-6:
+            raise ValueError(f"config.{field} ({config[field]}) must be a whole number of samples at "
+                             f"config.sample_rate ({config.sample_rate}) and at least one frame ({hop} samples, the "
+                             f"product of config.model.strides)")
+    model = model_from_spec(model_spec(config))       # refuses an unknown quantizer or quantizer field
+    levels = _levels_of(model)
+    for n in config.eval_levels:
+        if levels is None:
+            raise ValueError(f"config.eval_levels applies to a residual quantizer; quantizer {config.quantizer!r} "
+                             f"has one bitrate: set config.eval_levels = ()")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= levels:
+            raise ValueError(f"config.eval_levels must hold ints in [1, {levels}] (the quantizer's levels); got "
+                             f"{tuple(config.eval_levels)}")
+    for name, weight in config.losses.items():
+        if weight < 0:
+            raise ValueError(f"config.losses.{name} must be >= 0; got {weight}")
+    if not any(w > 0 for w in config.losses.values()):
+        raise ValueError(f"config.losses needs a positive weight; got {config.losses.to_dict()}")
+    g = config.gan
+    if g.weight < 0 or g.feature_weight < 0 or g.start_step < 0:
+        raise ValueError(f"config.gan: weight, feature_weight and start_step must be >= 0; got {g.weight}, "
+                         f"{g.feature_weight}, {g.start_step}")
+    if g.loss not in GAN_LOSSES:
+        raise ValueError(f"config.gan.loss must be one of {GAN_LOSSES}; got {g.loss!r}")
+    if g.weight > 0 and not (len(g.periods) or len(g.fft_sizes)):
+        raise ValueError("config.gan: periods and fft_sizes are both empty; the adversarial term needs a "
+                         "discriminator (or set config.gan.weight = 0)")
+    speech_eval.anchor_codecs(tuple(config.anchors))          # refuses a malformed anchor name
+
+
+def _bitrate(frame_rate: float, levels: int, vocab: int) -> float:
+    return frame_rate * levels * math.log2(vocab) / 1000.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StepParts:
+    """The static pieces of a train step."""
+
+    model: Any
+    tx: optax.GradientTransformation
+    sample_rate: int
+    losses: tuple[tuple[str, float], ...]
+    disc: Any = None
+    disc_tx: Any = None
+    gan_weight: float = 0.0
+    feature_weight: float = 0.0
+    gan_loss: str = "hinge"
+    gan_start: int = 0
+
+
+def _recon_terms(parts: StepParts, recon, wave) -> dict:
+    fns = {"mel": lambda: multiscale_mel_loss(recon, wave, parts.sample_rate),
+           "stft": lambda: multiresolution_stft_loss(recon, wave), "l1": lambda: l1_loss(recon, wave)}
+    return {name: fns[name]() for name, weight in parts.losses if weight > 0}
+
+
+def train_step(parts: StepParts, state: AudioTrainState, wave):
+    """One step: the codec update (reconstruction + quantizer [+ adversarial + feature matching]), then the
+    discriminators' update on the same real and (gradient-free) decoded crops."""
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    weights = dict(parts.losses)
+    on = (state.step >= parts.gan_start).astype(jnp.float32)
+
+    def loss_fn(params):
+        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, wave, train=True,
+                                            mutable=["vq_stats"], rngs={"vq": rng})
+        terms = _recon_terms(parts, recon, wave)
+        loss = sum(weights[k] * v for k, v in terms.items()) + q.loss
+        aux = {f"{k}_loss": v for k, v in terms.items()}
+        aux["quantizer_loss"] = q.loss
+        if parts.disc is not None:
+            fake = parts.disc.apply(state.disc_params, recon)
+            real = parts.disc.apply(state.disc_params, wave)
+            adv, fm = generator_losses(fake, parts.gan_loss), feature_matching(real, fake)
+            loss = loss + on * (parts.gan_weight * adv + parts.feature_weight * fm)
+            aux.update(gen_loss=adv, feature_matching=fm)
+        return loss, (upd.get("vq_stats", {}), recon, q, aux)
+
+    (loss, (vq_stats, recon, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
+               **{f"q_{k}": v for k, v in q.metrics.items()}}
+    disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
+    if parts.disc is not None:
+        fake = jax.lax.stop_gradient(recon)
+
+        def d_loss_fn(p):
+            return on * discriminator_losses(parts.disc.apply(p, wave), parts.disc.apply(p, fake), parts.gan_loss)
+
+        d_loss, d_grads = jax.value_and_grad(d_loss_fn)(disc_params)
+        d_updates, disc_opt_state = parts.disc_tx.update(d_grads, disc_opt_state, disc_params)
+        disc_params = optax.apply_updates(disc_params, d_updates)
+        metrics["disc_loss"] = d_loss
+    return state._replace(step=state.step + 1, params=params, vq_stats=vq_stats, opt_state=opt_state,
+                          disc_params=disc_params, disc_opt_state=disc_opt_state), metrics
+
+
+def _levels_mask(codes: jax.Array, levels: int | None) -> jax.Array:
+    """Codes with the levels from ``levels`` on marked absent (-1): a residual codec's lower bitrate."""
+    if levels is None:
+        return codes
+    keep = jnp.arange(codes.shape[-1]) < levels
+    return jnp.where(keep, codes, -1)
+
+
+def reconstruct(model, variables, wave, levels: int | None = None):
+    """The codec's reconstruction of ``wave [B, T, 1]`` from its first ``levels`` residual levels (None: all),
+    and the codes."""
+    codes = model.apply(variables, wave, method=model.encode)
+    return model.apply(variables, _levels_mask(codes, levels), method=model.decode), codes
+
+
+def eval_step(model, sample_rate, levels_list, params, vq_stats, wave, length):
+    """Per bitrate: masked sums over the batch of SI-SDR and the mel distance; and the codes (all levels)."""
+    variables = {"params": params, "vq_stats": vq_stats}
+    codes = model.apply(variables, wave, method=model.encode)
+    mask = (jnp.arange(wave.shape[1])[None, :] < length[:, None]).astype(jnp.float32)
+    valid = (length > 0).astype(jnp.float32)
+    out = {}
+    for levels in levels_list:
+        recon = model.apply(variables, _levels_mask(codes, levels), method=model.decode) * mask[..., None]
+        tag = "all" if levels is None else str(levels)
+        out[f"si_sdr@{tag}"] = jnp.sum(si_sdr(wave, recon, mask) * valid)
+        per = jax.vmap(lambda r, w: multiscale_mel_loss(r[None], w[None], sample_rate))(recon, wave)
+        out[f"mel_distance@{tag}"] = jnp.sum(per * valid)
+    return out, codes
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
+    """Reads the data, builds the codec (and discriminators) and the steps; refuses an empty split first."""
+    data_dir = config.data_dir or default_data_dir()
+    train_source, eval_source = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split), data_dir)
+    if len(train_source) < config.batch_size:
+        raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {len(train_source)} examples "
+                         f"of split {config.train_split!r}")
+    sr = int(config.sample_rate)
+    spec_model = model_spec(config)
+    model = model_from_spec(spec_model)
+    hop = model.hop_length
+    frame_rate = sr / hop
+    crop = int(round(config.crop_seconds * sr))
+    window = int(round(config.eval_seconds * sr))
+    replicated, batch_sharding = data_mesh({"batch_size": config.batch_size,
+                                            "eval_batch_size": config.eval_batch_size}, devices)
+    tx = make_optimizer(config.optimizer, config.num_train_steps)
+    sample = jnp.zeros((config.batch_size, crop, 1), jnp.float32)
+    g = config.gan
+    disc = AudioDiscriminators(tuple(int(p) for p in g.periods), tuple(int(n) for n in g.fft_sizes),
+                               int(g.channels)) if g.weight > 0 else None
+    disc_tx = make_optimizer(config.optimizer, config.num_train_steps) if disc is not None else None
+
+    def init_state(key):
+        k_params, k_vq, k_run, k_disc = jax.random.split(key, 4)
+        variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
+        params = variables["params"]
+        d_params = disc.init(k_disc, sample) if disc is not None else None
+        return AudioTrainState(step=jnp.int32(0), params=params, vq_stats=variables.get("vq_stats", {}),
+                               opt_state=tx.init(params), rng=jax.random.key_data(k_run), disc_params=d_params,
+                               disc_opt_state=disc_tx.init(d_params) if disc is not None else None)
+
+    abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
+    levels = _levels_of(model)
+    vocab = quantizer_vocab_size(model.quantizer)
+    codes_tail = [levels] if levels is not None else list(jax.eval_shape(
+        functools.partial(model.apply, method=model.encode), {"params": abstract.params,
+                                                                 "vq_stats": abstract.vq_stats},
+        sample[:1]).shape[2:])
+    per_frame = int(np.prod(codes_tail)) if codes_tail else 1
+    state_sharding = jax.tree.map(lambda _: replicated, abstract)
+    parts = StepParts(model=model, tx=tx, sample_rate=sr,
+                      losses=tuple((k, float(v)) for k, v in sorted(config.losses.items())), disc=disc,
+                      disc_tx=disc_tx, gan_weight=float(g.weight), feature_weight=float(g.feature_weight),
+                      gan_loss=g.loss, gan_start=int(g.start_step))
+    jit_train = jax.jit(functools.partial(train_step, parts), in_shardings=(state_sharding, batch_sharding),
+                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    eval_levels = tuple(int(n) for n in config.eval_levels) or (None,)
+    jit_eval = jax.jit(functools.partial(eval_step, model, sr, eval_levels),
+                       in_shardings=(replicated, replicated, batch_sharding, batch_sharding),
+                       out_shardings=(replicated, batch_sharding))
+
+    def global_batch(local):
+        return jax.make_array_from_process_local_data(batch_sharding, local)
+
+    def train_example(example, rng):
+        return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db, crop_length=crop,
+                                          rng=rng)
+
+    def eval_example(example):
+        return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db,
+                                          crop_length=window)
+
+    def make_step(start):
+        batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed,
+                                         start_step=start, process_index=jax.process_index(),
+                                         process_count=jax.process_count(), worker_count=config.worker_count,
+                                         random_transform=train_example)
+        return lambda state: jit_train(state, global_batch(next(batches)["audio"]))
+
+    from vqjax.train import evaluate as metrics_lib
+
+    def run_eval(state, step):
+        counter = metrics_lib.CodeCounter(vocab, per_frame)
+        totals: dict[str, float] = {}
+        count = 0.0
+        for batch in pipeline.eval_batches(eval_source, batch_size=config.eval_batch_size,
+                                           max_examples=config.max_eval_examples, transform=eval_example,
+                                           process_index=jax.process_index(), process_count=jax.process_count()):
+            length = np.where(batch["mask"] > 0, batch["length"], 0).astype(np.int32)
+            sums, codes = jit_eval(state.params, state.vq_stats, global_batch(batch["audio"]), global_batch(length))
+            for k, v in sums.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            count += float(batch["mask"].sum())
+            codes = to_host(codes).reshape(-1, to_host(codes).shape[1], per_frame)
+            frames = -(-to_host(global_batch(length)) // hop)             # the frames that hold signal
+            counter.update(codes, np.arange(codes.shape[1])[None, :] < frames[:, None])
+        result = {k: v / count for k, v in totals.items()}
+        result.update(counter.result())
+        result["kbps"] = _bitrate(frame_rate, per_frame, vocab)
+        return result
+
+    def run_test(state, step):
+        return _test(config, model, {"params": state.params, "vq_stats": state.vq_stats}, eval_source, workdir,
+                     frame_rate=frame_rate, vocab=vocab, levels=levels, per_frame=per_frame)
+
+    tokens_per_second = frame_rate * per_frame
+    spec = {"modality": "audio", "model": spec_model,
+            "input": {"shape": [None, 1], "dtype": "float32", "range": [-1.0, 1.0]},
+            "codes_shape": [None] + codes_tail, "vocab_size": int(vocab), "sample_rate": sr,
+            "frame_rate": frame_rate, "tokens_per_second": tokens_per_second,
+            "kbps": _bitrate(frame_rate, per_frame, vocab), "loudness_db": config.loudness_db,
+            "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
+    info = {"sample_rate": sr, "hop_length": hop, "frame_rate": frame_rate, "vocab_size": int(vocab),
+            "codes_per_frame": per_frame, "kbps": spec["kbps"], "dataset": config.dataset,
+            "quantizer": config.quantizer, "train_examples": len(train_source), "eval_examples": len(eval_source)}
+    return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
+               hint="Lower config.optimizer.learning_rate or check the data.", test=run_test, spec=spec,
+               abstract=abstract)
+
+
+def _bucket(length: int, multiple: int) -> int:
+    return max(multiple, -(-length // multiple) * multiple)
+
+
+def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, levels, per_frame) -> dict:
+    """Whole clips at every bitrate of ``config.eval_levels`` (or the one bitrate) and the anchors, through
+    :func:`vqjax.train.speech_eval.evaluate_codec`; writes the figures and ``rate_distortion.json``."""
+    sr = int(config.sample_rate)
+    total = len(eval_source) if config.test_max_clips is None else min(len(eval_source), config.test_max_clips)
+    clips = [audio_data.prepare_example(eval_source[i], sample_rate=sr, target_db=config.loudness_db)["audio"][:, 0]
+             for i in range(total)]
+    bucket = model.hop_length * max(1, int(round(frame_rate)))        # pad clips to whole seconds: few shapes
+    recon_fn = jax.jit(reconstruct, static_argnums=(0, 3))
+
+    def neural(levels_used):
+        def codec(wave, rate):
+            padded = np.zeros((1, _bucket(wave.size, bucket), 1), np.float32)
+            padded[0, :wave.size, 0] = wave
+            recon, _ = recon_fn(model, variables, jnp.asarray(padded), levels_used)
+            return np.asarray(recon)[0, :wave.size, 0]
+        return codec
+
+    results = []
+    for n in (tuple(int(v) for v in config.eval_levels) or (None,)):
+        used = per_frame if n is None else n
+        results.append(speech_eval.evaluate_codec(f"vqjax {used}q", _bitrate(frame_rate, used, vocab), neural(n),
+                                                  clips, sr))
+    anchors, skipped = speech_eval.anchor_codecs(tuple(config.anchors))
+    for name, (kbps, fn) in anchors.items():
+        results.append(speech_eval.evaluate_codec(name, kbps, fn, clips, sr))
+    for name in skipped:
+        logging.getLogger("vqjax.train").warning("anchor skipped: %s", name)
+    out = {"clips": total, "anchors_skipped": len(skipped)}
+    for r in results:
+        for k, v in r.mean.items():
+            out[f"{r.name}/{k}"] = v
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "rate_distortion.json"), "w") as fh:
+            json.dump({"rows": speech_eval.summary_rows(results), "skipped": skipped,
+                       "per_clip": {r.name: r.per_clip for r in results}}, fh, indent=1)
+        speech_eval.plot_rate_distortion(os.path.join(workdir, "rate_distortion.png"), results,
+                                         f"{total} held-out clips, {config.dataset}:{config.eval_split}")
+        used = tuple(int(v) for v in config.eval_levels) or (None,)
+        reports.save_waveforms(os.path.join(workdir, "audio_examples.png"),
+                               [clips[0]] + [neural(n)(clips[0], sr) for n in used],
+                               ["original"] + [r.name for r in results[:len(used)]], sr)
+    return out
+
+
+def report(result: dict, workdir: str) -> str:
+    """The final evaluation as a table (the test's codecs by bitrate), and where the figures and tokenizer are."""
+    workdir = os.path.abspath(workdir)
+    rows = [("step", f"{result['step']}")]
+    names = sorted({k.split("/")[0] for k in result if "/" in k and k.endswith("/pesq_wb")})
+    for name in names:
+        rows.append((name, "PESQ-WB {:.2f}  PESQ-NB {:.2f}  STOI {:.3f}  SI-SDR {:.1f} dB  mel {:.3f}".format(
+            *(result.get(f"{name}/{k}", math.nan) for k in ("pesq_wb", "pesq_nb", "stoi", "si_sdr",
+                                                              "mel_distance")))))
+    for k in sorted(result):
+        if k.startswith("si_sdr@"):
+            rows.append((f"eval {k}", f"{result[k]:.2f} dB"))
+    extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
+             f"per clip: {os.path.join(workdir, 'rate_distortion.json')}",
+             f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]
+    if result.get("anchors_skipped"):
+        with open(os.path.join(workdir, "rate_distortion.json")) as fh:
+            extra.append(f"anchors skipped: {'; '.join(json.load(fh)['skipped'])}")
+    return reports.result_table("codec", rows, ("rate_distortion.png", "audio_examples.png", "loss_curves.png"),
+                                workdir, extra, result)
+
+
+TASK = register_task(Task("audio_codec", default_config, check, runlocal, setup, report,
+                          free_fields=("quantizer_kwargs",)))

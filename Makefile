@@ -8,7 +8,7 @@ UV := $(PY) -m uv pip install -q --python $(PY) --compile-bytecode
 PYTEST_WORKERS ?= 2
 comma := ,
 
-.PHONY: demo demo-remedies test bench e2e clean
+.PHONY: demo demo-remedies test bench e2e speech-deps clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,15 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_graph.py
 	$(PY) benchmarks/bench_lm.py
 
+# Debian's recorded speech and classical codecs for the speech-codec runs (as root; apt-get update once).
+speech-deps:
+	@if [ ! -d /usr/share/klettres ] || ! command -v c2enc >/dev/null || ! command -v opusenc >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq klettres-data ktuberling-data \
+	    codec2 opus-tools; fi
+
 # The tests marked slow, then the full-size runs whose figures the README and the issue notes quote (tens of
-# minutes on a 2-core CPU).
-e2e: $(VENV)/.installed-test
+# minutes on a 2-core CPU; the speech codecs need the audio extra, whose pesq compiles with the C compiler).
+e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m slow --durations=15 tests
 	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
 	$(PY) -m vqjax.main --config=experiments/mnist_captions_lm.py --workdir=runs/mnist_captions_lm
@@ -50,6 +56,8 @@ e2e: $(VENV)/.installed-test
 	$(PY) -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse
 	$(PY) -m vqjax.main --config=experiments/photos_vqgan.py --workdir=runs/photos_vqgan
 	$(PY) benchmarks/bench_link_prediction.py --root runs/link_prediction
+	$(PY) -m vqjax.main --config=experiments/speech_codec.py --workdir=runs/speech_codec
+	$(PY) -m vqjax.main --config=experiments/speech_codec_single.py --workdir=runs/speech_codec_single
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

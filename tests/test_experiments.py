@@ -10,7 +10,7 @@ from vqjax.train.config import build_model, check_config, check_image_shape, che
 
 def test_experiments_exist():
     assert {"mnist_vq", "mnist_fsq", "mnist_lfq", "mnist_vq_collapse", "photos_vqgan", "umls_nodepiece",
-            "umls_embedding", "mnist_captions_lm"} <= set(experiment_names())
+            "umls_embedding", "mnist_captions_lm", "speech_codec", "speech_codec_single"} <= set(experiment_names())
 
 
 @pytest.mark.parametrize("name", experiment_names())
@@ -22,6 +22,9 @@ def test_experiment_is_valid(name, arg):
         return
     if c.get("task") == "link_prediction":
         _check_link_experiment(c, arg)
+        return
+    if c.get("task") == "audio_codec":
+        _check_audio_experiment(c, arg)
         return
     check_config(c)
     shape = (28, 28, 1) if c.dataset == "vqjax_mnist" else (32, 32, 3)
@@ -55,6 +58,21 @@ def _check_lm_experiment(c, arg):
     assert logits.shape == (2, c.seq_len, 2000)
     if arg == "runlocal":
         assert c.num_train_steps <= 50
+
+
+def _check_audio_experiment(c, arg):
+    from vqjax.train.tasks.audio_codec import model_spec
+
+    from vqjax.models import model_from_spec
+
+    check_config(c)
+    model = model_from_spec(model_spec(c))
+    x = jnp.zeros((2, int(c.crop_seconds * c.sample_rate), 1))
+    variables = jax.eval_shape(lambda k: model.init({"params": k, "vq": k}, x), jax.random.key(0))
+    recon, q = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert recon.shape == x.shape and q.codes.shape[1] == x.shape[1] // model.hop_length
+    if arg == "runlocal":
+        assert c.num_train_steps <= 50 and not c.anchors
 
 
 def _check_link_experiment(c, arg):

@@ -9,6 +9,10 @@ Held out for test by language (so by speaker): :data:`TEST_LANGUAGES`. The test 
 habit of judging several seconds of speech: :func:`make_clips` joins ``per_clip`` consecutive recordings, each
 with its silence trimmed, with a short pause between them.
 
+Synthetic speech for volume, and for machines without the Debian packages: :func:`synthesize` drives eSpeak NG
+(the ``espeakng-loader`` wheel bundles the library and its voices) through ctypes, any of its voices and variants
+(``'en-us+f3'``, ``'fr+m2'``), 22050 Hz.
+
 Waveforms here are float32 numpy arrays in [-1, 1]: ``[T]`` mono or ``[T, C]``.
 
 * :func:`resample` is polyphase (``scipy.signal.resample_poly``, a Kaiser-windowed FIR), exact for rational rates;
@@ -31,7 +35,7 @@ import numpy as np
 
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
            "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop", "to_pcm16",
-           "from_pcm16", "prepare_example"]
+           "from_pcm16", "prepare_example", "synthesize", "SYNTH_RATE"]
 
 SPEECH_ROOTS: dict[str, str] = {"klettres": "/usr/share/klettres", "ktuberling": "/usr/share/ktuberling/sounds"}
 TEST_LANGUAGES = ("en", "fr", "de", "es", "it")
@@ -205,3 +209,68 @@ def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | No
             wave = np.pad(wave[:crop_length], (0, max(crop_length - length, 0)))
         length = min(length, crop_length)
     return {"audio": wave[:, None].astype(np.float32), "length": np.int32(length)}
+
+
+SYNTH_RATE = 22050
+_ESPEAK: dict = {}
+
+
+def _espeak():
+    """The eSpeak NG library, initialised once for synchronous synthesis into a Python callback."""
+    if not _ESPEAK:
+        import ctypes
+
+        try:
+            import espeakng_loader
+        except ImportError as err:
+            raise ImportError("synthesize needs the espeakng-loader wheel: pip install 'vqjax[audio]'") from err
+        lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())
+        rate = lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0)     # 2: synchronous
+        if rate != SYNTH_RATE:
+            raise RuntimeError(f"eSpeak NG failed to initialise (returned {rate})")
+        chunks: list = []
+        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+        def collect(wav, count, _events):
+            if count > 0 and wav:
+                chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+            return 0
+
+        callback = callback_type(collect)
+        lib.espeak_SetSynthCallback(callback)
+        _ESPEAK.update(lib=lib, chunks=chunks, callback=callback)
+    return _ESPEAK
+
+
+def synthesize(text: str, voice: str = "en-us", words_per_minute: int = 150, pitch: int | None = None
+               ) -> np.ndarray:
+    """``text`` spoken by eSpeak NG's ``voice`` (a language, optionally ``+variant``) at ``words_per_minute``
+    (80-450) and ``pitch`` (0-100, None: the voice's), as float32 ``[T]`` at :data:`SYNTH_RATE` Hz.
+
+    eSpeak NG's output is not bit-reproducible: the same call can differ by a few samples in length (its random
+    draws are not all seedable from outside). Store what you synthesise if you need it twice.
+
+    Raises:
+      ValueError: empty text, an unknown voice, or a rate or pitch out of range.
+    """
+    if not text or not text.strip():
+        raise ValueError("synthesize: text is empty")
+    if not 80 <= words_per_minute <= 450:
+        raise ValueError(f"synthesize: words_per_minute must lie in [80, 450]; got {words_per_minute}")
+    if pitch is not None and not 0 <= pitch <= 100:
+        raise ValueError(f"synthesize: pitch must lie in [0, 100]; got {pitch}")
+    state = _espeak()
+    lib = state["lib"]
+    if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        raise ValueError(f"synthesize: eSpeak NG has no voice {voice!r} (e.g. 'en-us', 'fr', 'de+f2')")
+    lib.espeak_SetParameter(1, int(words_per_minute), 0)             # 1: espeakRATE
+    if pitch is not None:
+        lib.espeak_SetParameter(3, int(pitch), 0)                    # 3: espeakPITCH
+    state["chunks"].clear()
+    data = text.encode("utf-8")
+    lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, 0, None, None)   # position 0 in characters, auto encoding
+    lib.espeak_Synchronize()
+    if pitch is not None:
+        lib.espeak_SetParameter(3, 50, 0)
+    out = np.concatenate(state["chunks"]) if state["chunks"] else np.zeros(0, np.int16)
+    return from_pcm16(out)

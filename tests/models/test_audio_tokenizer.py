@@ -1,0 +1,109 @@
+"""The audio artifact: padded batches encode as each signal alone (causal and non-causal), fewer levels, padding
+frames, resampling of other rates, export/load, and every refused input named."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax.data.audio import resample
+from vqjax.models import model_from_spec
+from vqjax.tokenizer import AudioTokenizer, Tokenizer
+
+HOP = 40
+
+
+def _tokenizer(causal=True):
+    spec_model = {"name": "audio_codec", "kwargs": {"channels": 4, "strides": [2, 4, 5], "latent_dim": 8,
+                                                    "causal": causal, "quantizer": "rvq",
+                                                    "quantizer_kwargs": {"num_levels": 3, "codebook_size": 256}}}
+    model = model_from_spec(spec_model)
+    variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, jnp.zeros((1, 400, 1)))
+    spec = {"modality": "audio", "model": spec_model, "input": {"shape": [None, 1], "range": [-1.0, 1.0]},
+            "codes_shape": [None, 3], "vocab_size": 256, "sample_rate": 16000, "frame_rate": 400.0,
+            "tokens_per_second": 1200.0, "kbps": 4.8}
+    return AudioTokenizer(spec, model, {"params": variables["params"], "vq_stats": variables["vq_stats"]})
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["causal", "noncausal"])
+def tok(request):
+    return _tokenizer(request.param)
+
+
+def _signals(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((len(lengths), max(lengths)), np.float32)
+    for i, n in enumerate(lengths):
+        t = np.arange(n) / 16000
+        x[i, :n] = 0.5 * np.sin(2 * np.pi * rng.uniform(100, 900) * t) + 0.05 * rng.normal(size=n)
+    return x
+
+
+def test_padded_batch_equals_each_signal_alone(tok):
+    lengths = [400, 263, 121, 400]
+    x = _signals(lengths)
+    codes = np.asarray(tok.encode(x, sample_rate=16000, lengths=lengths))
+    assert codes.shape == (4, 10, 3) and codes.dtype == np.int32
+    for i, n in enumerate(lengths):
+        alone = np.asarray(tok.encode(x[i:i + 1, :n], sample_rate=16000))
+        frames = -(-n // HOP)
+        assert alone.shape == (1, frames, 3)
+        np.testing.assert_array_equal(codes[i, :frames], alone[0])
+        assert (codes[i, frames:] == -1).all()
+
+
+def test_decode_fewer_levels_and_padding_frames(tok):
+    x = _signals([400, 200])
+    codes = tok.encode(x, sample_rate=16000, lengths=[400, 200])
+    wave = np.asarray(tok.decode(codes))
+    assert wave.shape == (2, 400) and np.abs(wave).max() <= 1.0
+    assert not wave[1, 200:].any()                                   # -1 frames are silence
+    two = tok.encode(x, sample_rate=16000, num_levels=2)
+    np.testing.assert_array_equal(two, np.asarray(tok.encode(x, sample_rate=16000))[..., :2])
+    assert tok.decode(two).shape == (2, 400)
+    assert tok.kbps == 4.8 and tok.codes_shape == (None, 3) and tok.hop_length == HOP and tok.num_levels == 3
+
+
+def test_other_sample_rates_are_resampled(tok):
+    x = _signals([800])
+    at32 = tok.encode(x, sample_rate=32000)
+    np.testing.assert_array_equal(at32, tok.encode(resample(x.T, 32000, 16000).T, sample_rate=16000))
+    assert tok.encode((x * 32767).astype(np.int16), sample_rate=32000).shape == at32.shape
+
+
+def test_export_and_load_round_trip(tmp_path):
+    tok = _tokenizer()
+    x = _signals([400])
+    path = tok.export(str(tmp_path / "codec"))
+    back = Tokenizer.load(path)
+    assert isinstance(back, AudioTokenizer) and back.sample_rate == 16000
+    np.testing.assert_array_equal(back.encode(x, sample_rate=16000), tok.encode(x, sample_rate=16000))
+
+
+@pytest.mark.parametrize("bad, kwargs, match", [
+    (np.zeros((1, 400), np.float32), {}, "sample_rate is required"),
+    (np.zeros((1, 400, 2), np.float32), {"sample_rate": 16000}, "mono"),
+    (np.zeros((1, 0), np.float32), {"sample_rate": 16000}, "empty"),
+    (np.zeros((1, 20), np.float32), {"sample_rate": 16000}, "at least one frame"),
+    (np.full((1, 400), np.nan, np.float32), {"sample_rate": 16000}, "NaN"),
+    (np.full((1, 400), 1.5, np.float32), {"sample_rate": 16000}, r"\[-1, 1\]"),
+    (np.zeros((1, 400), np.int32), {"sample_rate": 16000}, "int16"),
+    (np.zeros((1, 400), np.float32), {"sample_rate": 16000, "num_levels": 4}, "num_levels"),
+    (np.zeros((2, 400), np.float32), {"sample_rate": 16000, "lengths": [400, 500]}, "lengths"),
+    (np.zeros((1, 400), np.float32), {"sample_rate": -1}, "positive"),
+])
+def test_bad_input_is_refused(bad, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _tokenizer().encode(bad, **kwargs)
+
+
+def test_bad_codes_are_refused():
+    tok = _tokenizer()
+    with pytest.raises(ValueError, match=r"\[0, 256\)"):
+        tok.decode(np.full((1, 2, 3), 256))
+    with pytest.raises(ValueError, match="levels"):
+        tok.decode(np.zeros((1, 2, 4), np.int32))
+    partial = np.zeros((1, 2, 3), np.int32)
+    partial[0, 1, 0] = -1                                            # -1 only as a whole padding frame
+    with pytest.raises(ValueError, match="padding"):
+        tok.decode(partial)

@@ -1,0 +1,117 @@
+"""The 'audio_codec' task end to end on synthetic recordings laid out like Debian's: it trains, evaluates per
+bitrate, scores the held-out clips through the harness and leaves an AudioTokenizer; the harness's alignment and
+scores; the classical anchors where their binaries exist; config errors named before any data is read."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("soundfile", reason="needs soundfile (the test extra)")
+pytest.importorskip("pystoi", reason="needs pystoi (the test extra)")
+
+from speech_data import make_speech_roots, voiced  # noqa: E402
+
+from vqjax.data import builders  # noqa: E402
+from vqjax.train import speech_eval, train_and_evaluate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def speech_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("speech")
+    return make_speech_roots(root), str(root / "tfds")
+
+
+def _config(data_dir, **overrides):
+    from experiments_loader import load_experiment
+
+    c = load_experiment("speech_codec", "runlocal")
+    c.data_dir = data_dir
+    c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 6, 6, 6
+    c.quantizer_kwargs.num_levels = 3
+    c.eval_levels = (1, 3)
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tmp_path, monkeypatch, one):
+    roots, data_dir = speech_dir
+    monkeypatch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
+    workdir = str(tmp_path / "run")
+    result = train_and_evaluate(_config(data_dir), workdir, progress=False, devices=one)
+    for name in ("vqjax 1q", "vqjax 3q"):
+        for metric in ("stoi", "si_sdr", "mel_distance"):
+            assert np.isfinite(result[f"{name}/{metric}"]), (name, metric)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    evals = [r for r in rows if r["split"] == "eval"]
+    assert evals and {"si_sdr@1", "si_sdr@3", "mel_distance@3", "usage", "kbps"} <= set(evals[-1])
+    # kbps of the full codes: 16000 / 160 frames per second x 3 levels x log2(32) bits
+    assert evals[-1]["kbps"] == pytest.approx(100 * 3 * 5 / 1000)
+    table = json.load(open(os.path.join(workdir, "rate_distortion.json")))
+    assert [r["codec"] for r in table["rows"]] == ["vqjax 1q", "vqjax 3q"]
+    assert table["rows"][0]["kbps"] == pytest.approx(0.5) and len(table["per_clip"]["vqjax 1q"]) == 2
+    for fig in ("rate_distortion.png", "audio_examples.png", "loss_curves.png"):
+        assert os.path.getsize(os.path.join(workdir, fig)) > 1000
+
+    import vqjax
+
+    tok = vqjax.Tokenizer.load(workdir)
+    assert isinstance(tok, vqjax.tokenizer.AudioTokenizer) and tok.modality == "audio"
+    assert tok.sample_rate == 16000 and tok.frame_rate == 100.0 and tok.tokens_per_second == 300.0
+    wave = voiced(0.3, 16000, 5)[None]
+    codes = tok.encode(wave, sample_rate=16000)
+    assert codes.shape == (1, -(-wave.shape[1] // 160), 3)
+    assert tok.decode(codes).shape == (1, codes.shape[1] * 160)
+
+
+def test_align_and_scores():
+    ref = voiced(1.0, 16000, 1)
+    late = np.concatenate([np.zeros(123, np.float32), ref])[:ref.size]
+    aligned, lag = speech_eval.align(ref, late, 16000)
+    assert lag == 123
+    np.testing.assert_array_equal(aligned[:ref.size - 123], ref[:ref.size - 123])
+    same = speech_eval.score_clip(ref, ref, 16000)
+    assert same["stoi"] > 0.99 and same["si_sdr"] > 60 and same["mel_distance"] < 1e-6 and same["delay"] == 0
+    noisy = speech_eval.score_clip(ref, ref + 0.05 * np.random.default_rng(0).normal(size=ref.size), 16000)
+    assert noisy["stoi"] < same["stoi"] and noisy["si_sdr"] < 30 and noisy["mel_distance"] > 0.01
+    if np.isfinite(same["pesq_wb"]):                          # the pesq package is in the audio extra
+        assert same["pesq_wb"] > 4.0 and noisy["pesq_wb"] < same["pesq_wb"]
+    with pytest.raises(ValueError, match="codec2:BITRATE"):
+        speech_eval.anchor_codecs(["mp3:128"])
+    with pytest.raises(ValueError, match="Codec2 bitrates"):
+        speech_eval.anchor_codecs(["codec2:5000"])
+
+
+@pytest.mark.skipif(shutil.which("c2enc") is None or shutil.which("opusenc") is None,
+                    reason="needs Debian's codec2 and opus-tools (apt-get install -y codec2 opus-tools)")
+def test_classical_anchors_round_trip_in_the_harness():
+    clip = voiced(1.5, 16000, 2)
+    found, skipped = speech_eval.anchor_codecs(["codec2:3200", "opus:12"])
+    assert not skipped and set(found) == {"codec2 3200 bit/s", "opus 12 kbps"}
+    results = {name: speech_eval.evaluate_codec(name, kbps, fn, [clip], 16000) for name, (kbps, fn) in found.items()}
+    assert results["opus 12 kbps"].mean["stoi"] > results["codec2 3200 bit/s"].mean["stoi"] > 0.3
+    assert results["opus 12 kbps"].kbps == 12.0 and results["codec2 3200 bit/s"].kbps == 3.2
+
+
+def test_codec_config_errors_name_the_field(tmp_path):
+    for override, match in ((dict(eval_levels=(4,)), r"eval_levels must hold ints in \[1, 3\]"),
+                            (dict(crop_seconds=0.001), "config.crop_seconds"),
+                            (dict(anchors=("mp3:128",)), "anchor"),
+                            (dict(dataset="speech"), "dataset must be one of"),
+                            (dict(losses=dict(mel=0.0, stft=0.0, l1=0.0)), "needs a positive weight"),
+                            (dict(gan=dict(weight=1.0, loss="hinge", start_step=0, feature_weight=1.0, periods=(),
+                                           fft_sizes=(), channels=4)), "both empty")):
+        c = _config(str(tmp_path / "tfds"), **override)
+        with pytest.raises(ValueError, match=match):
+            train_and_evaluate(c, str(tmp_path / "w"), progress=False)
+    c = _config(str(tmp_path / "tfds"))
+    c.losses.mell = 1.0
+    with pytest.raises(ValueError, match="did you mean config.losses.mel"):
+        train_and_evaluate(c, str(tmp_path / "w"), progress=False)
+    c = _config(str(tmp_path / "tfds"), quantizer="vq")
+    c.quantizer_kwargs = dict(codebook_size=16)
+    with pytest.raises(ValueError, match="one bitrate"):
+        train_and_evaluate(c, str(tmp_path / "w"), progress=False)

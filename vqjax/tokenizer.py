@@ -314,6 +314,10 @@ class AudioTokenizer(Tokenizer):
       encodes each group of equal frame count at that length;
     * ``num_levels`` keeps a residual codec's first levels (a lower bitrate); ``decode`` accepts fewer levels than
       the model has, and ``-1`` frames (padding, as ``encode`` returns them) decode to silence.
+
+    Streaming (causal models): ``encode_chunk(x, state, sample_rate=...)`` and ``decode_chunk(codes, state)`` carry
+    the encoder's and decoder's state from chunk to chunk (``state=None`` starts a signal); chunks of whole frames
+    give exactly the codes and samples of the whole signal.
     """
 
     @property
@@ -420,6 +424,39 @@ class AudioTokenizer(Tokenizer):
         out[~keep] = -1
         return jnp.asarray(out)
 
+    def _streaming(self, name: str) -> None:
+        if not bool(getattr(self.model.encoder, "causal", False)):
+            raise ValueError(f"AudioTokenizer.{name}: streaming needs a causal model; this one was trained with "
+                             f"causal=False")
+
+    def encode_chunk(self, x, state=None, *, sample_rate: int | None = None, num_levels: int | None = None):
+        """``(codes [B, frames, levels], state)`` of the next chunk ``x [B, T]`` of a signal, ``T`` a multiple of
+        the hop length, at the model's ``sample_rate`` (chunks are not resampled: a resampler has state too)."""
+        self._streaming("encode_chunk")
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            raise ValueError(f"AudioTokenizer.encode_chunk: chunks must be at the model's rate {self.sample_rate} Hz; "
+                             f"got {sample_rate} (resample the whole signal first)")
+        x = self._signals(x, self.sample_rate)
+        if x.shape[1] % self.hop_length:
+            raise ValueError(f"AudioTokenizer.encode_chunk: a chunk must hold whole frames (a multiple of "
+                             f"{self.hop_length} samples); got {x.shape[1]}")
+        codes, state = _audio_encode_chunk(self.model, self.variables, jnp.asarray(x[..., None]), state, num_levels)
+        return codes, state
+
+    def decode_chunk(self, codes, state=None):
+        """``(samples [B, frames * hop_length], state)`` of the next chunk of codes (``state=None`` starts a
+        signal); codes as for :meth:`decode`, without padding frames."""
+        self._streaming("decode_chunk")
+        codes = np.asarray(codes)
+        if codes.ndim != 3 or not np.issubdtype(codes.dtype, np.integer) or codes.shape[1] == 0:
+            raise ValueError(f"AudioTokenizer.decode_chunk: codes must be integer [B, frames, levels]; got "
+                             f"{codes.dtype} {codes.shape}")
+        if codes.min() < 0 or codes.max() >= self.vocab_size:
+            raise ValueError(f"AudioTokenizer.decode_chunk: codes must lie in [0, {self.vocab_size}); got min "
+                             f"{int(codes.min())}, max {int(codes.max())}")
+        wave, state = _audio_decode_chunk(self.model, self.variables, jnp.asarray(codes, jnp.int32), state)
+        return wave[..., 0], state
+
     def decode(self, codes) -> jax.Array:
         """float32 ``[B, frames * hop_length]`` in [-1, 1] from codes ``[B, frames, levels']`` (``levels' <=``
         the model's); ``-1`` frames are silence. Raises ``ValueError`` for a code outside ``[0, vocab_size)``
@@ -445,6 +482,18 @@ class AudioTokenizer(Tokenizer):
 @jax.jit(static_argnums=(0, 3))
 def _audio_encode(model, variables, x, num_levels):
     return model.apply(variables, x, num_levels, method=model.encode).astype(jnp.int32)
+
+
+@jax.jit(static_argnums=(0, 4))
+def _audio_encode_chunk(model, variables, x, state, num_levels):
+    codes, state = model.apply(variables, x, state, num_levels, method=model.encode_stream)
+    return codes.astype(jnp.int32), state
+
+
+@jax.jit(static_argnums=0)
+def _audio_decode_chunk(model, variables, codes, state):
+    wave, state = model.apply(variables, codes, state, method=model.decode_stream)
+    return jnp.clip(wave, -1.0, 1.0).astype(jnp.float32), state
 
 
 @jax.jit(static_argnums=0)

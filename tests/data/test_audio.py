@@ -130,3 +130,20 @@ def test_random_crops_resume_and_ignore_the_process_count(speech, monkeypatch):
     assert not np.array_equal(other_seed, full[0])
     with pytest.raises(ValueError, match="not both"):
         pipeline.train_batches(source, batch_size=4, seed=1, transform=lambda e: e, random_transform=crop)
+
+
+def test_synthesize_speaks_in_several_voices():
+    pytest.importorskip("espeakng_loader", reason="needs espeakng-loader (the test extra)")
+    a = audio.synthesize("three seven nine", "en-us")
+    b = audio.synthesize("three seven nine", "en-us", words_per_minute=300)
+    c = audio.synthesize("three seven nine", "de+f2")
+    assert a.dtype == np.float32 and 0.8 * audio.SYNTH_RATE < a.size < 2.5 * audio.SYNTH_RATE
+    assert b.size < 0.8 * a.size                       # twice as fast
+    assert 0.05 < np.max(np.abs(a)) <= 1.0 and audio.loudness_db(a, audio.SYNTH_RATE) > -40
+    assert c.size != a.size or not np.allclose(c, a)
+    with pytest.raises(ValueError, match="empty"):
+        audio.synthesize("  ")
+    with pytest.raises(ValueError, match="no voice"):
+        audio.synthesize("hello", "zzz+f3")
+    with pytest.raises(ValueError, match="words_per_minute"):
+        audio.synthesize("hello", words_per_minute=20)

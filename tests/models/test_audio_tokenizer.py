@@ -107,3 +107,25 @@ def test_bad_codes_are_refused():
     partial[0, 1, 0] = -1                                            # -1 only as a whole padding frame
     with pytest.raises(ValueError, match="padding"):
         tok.decode(partial)
+
+
+def test_chunks_stream_exactly_like_the_whole_signal():
+    tok = _tokenizer(causal=True)
+    x = _signals([800])
+    whole = np.asarray(tok.encode(x, sample_rate=16000))
+    state, parts = None, []
+    for a, b in ((0, 120), (120, 400), (400, 800)):
+        codes, state = tok.encode_chunk(x[:, a:b], state, sample_rate=16000)
+        parts.append(np.asarray(codes))
+    np.testing.assert_array_equal(np.concatenate(parts, 1), whole)
+    state, waves = None, []
+    for a, b in ((0, 7), (7, 20)):
+        wave, state = tok.decode_chunk(whole[:, a:b], state)
+        waves.append(np.asarray(wave))
+    np.testing.assert_allclose(np.concatenate(waves, 1), tok.decode(whole), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="whole frames"):
+        tok.encode_chunk(x[:, :50], sample_rate=16000)
+    with pytest.raises(ValueError, match="model's rate"):
+        tok.encode_chunk(x[:, :80], sample_rate=8000)
+    with pytest.raises(ValueError, match="causal"):
+        _tokenizer(causal=False).encode_chunk(x[:, :80], sample_rate=16000)

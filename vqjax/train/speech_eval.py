@@ -167,7 +167,7 @@ def anchor_codecs(specs: Sequence[str]) -> tuple[dict[str, tuple[float, Callable
             skipped.append(f"{spec} (missing {', '.join(missing)}: apt-get install -y "
                            f"{'codec2' if kind == 'codec2' else 'opus-tools'})")
         else:
-            found[f"{kind} {value}{' bit/s' if kind == 'codec2' else ' kbps'}"] = (kbps, fn)
+            found[f"{kind} {value}{' bps' if kind == 'codec2' else ' kbps'}"] = (kbps, fn)
     return found, skipped
 
 

@@ -457,7 +457,7 @@ def report(result: dict, workdir: str) -> str:
     """The final evaluation as a table (the test's codecs by bitrate), and where the figures and tokenizer are."""
     workdir = os.path.abspath(workdir)
     rows = [("step", f"{result['step']}")]
-    names = sorted({k.split("/")[0] for k in result if "/" in k and k.endswith("/pesq_wb")})
+    names = sorted({k.rsplit("/", 1)[0] for k in result if k.endswith("/pesq_wb")})
     for name in names:
         rows.append((name, "PESQ-WB {:.2f}  PESQ-NB {:.2f}  STOI {:.3f}  SI-SDR {:.1f} dB  mel {:.3f}".format(
             *(result.get(f"{name}/{k}", math.nan) for k in ("pesq_wb", "pesq_nb", "stoi", "si_sdr",

@@ -18,7 +18,7 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("VQJAX_QUICKSTART_STEPS", "150")
     monkeypatch.setenv("VQJAX_LM_TOKENIZER_STEPS", "20")
     monkeypatch.setenv("VQJAX_LM_STEPS", "60")
-    monkeypatch.setenv("VQJAX_AUDIO_STEPS", "150")
+    monkeypatch.setenv("VQJAX_AUDIO_STEPS", "80")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE)
     nb = nbformat.read(path, as_version=4)
@@ -35,8 +35,8 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
 
 
 def _assert_audio_notebook(outputs: str):
-    """After 150 steps the codec's decoded test utterance is far closer to it than silence is (mel distance 0.39
-    against 1.69 when measured), and all six levels do at least as well as the first two."""
+    """After 80 steps the codec's decoded test utterance is far closer to it than silence is (mel distance 0.58
+    against 1.69 when measured on a KLettres recording), and all six levels do at least as well as the first two."""
     import re
 
     found = re.search(r"mel distance by levels: 2: ([0-9.]+), 4: ([0-9.]+), 6: ([0-9.]+); silence: ([0-9.]+)",

@@ -342,7 +342,7 @@ class AudioTokenizer(Tokenizer):
     @property
     def num_levels(self) -> int | None:
         """A residual codec's levels (None for a single quantizer)."""
-        return getattr(self.model.quantizer, "num_levels", None)
+        return self.model.num_levels
 
     def _signals(self, x, sample_rate) -> np.ndarray:
         name = "AudioTokenizer.encode"

@@ -265,13 +265,15 @@ class AudioCodec(nn.Module):
         y, _ = self.decoder(q.values)
         return y, q
 
-    def _levels(self) -> int | None:
+    @property
+    def num_levels(self) -> int | None:
+        """The residual quantizer's levels; None for a single quantizer (one bitrate)."""
         return getattr(self.quantizer, "num_levels", None)
 
     def _keep(self, codes: jax.Array, num_levels: int | None) -> jax.Array:
         if num_levels is None:
             return codes
-        total = self._levels()
+        total = self.num_levels
         if total is None:
             raise ValueError(f"AudioCodec.encode: num_levels applies to a residual quantizer; this one is "
                              f"{type(self.quantizer).__name__}")
@@ -289,7 +291,7 @@ class AudioCodec(nn.Module):
         return self._keep(self.quantizer.encode(z), num_levels), state
 
     def _full(self, codes: jax.Array) -> jax.Array:
-        total = self._levels()
+        total = self.num_levels
         if total is None or codes.shape[-1] == total:
             return codes
         if codes.shape[-1] > total:

@@ -15,7 +15,8 @@ from typing import Any, Iterable
 import ml_collections
 
 __all__ = ["core_config", "optimizer_config", "runlocal", "parse_arg", "check_fields", "check_core",
-           "check_positive", "default_data_dir", "base_config", "link_config", "check_config", "check_link_config",
+           "check_positive", "default_data_dir", "add_example_data", "check_example_data", "read_example_splits",
+           "plain", "base_config", "link_config", "check_config", "check_link_config",
            "build_model", "check_image_shape", "nearest_name"]
 
 
@@ -42,6 +43,56 @@ def core_config(task: str) -> ml_collections.ConfigDict:
     c.max_to_keep = 3
     c.optimizer = optimizer_config()
     return c
+
+
+def add_example_data(c: ml_collections.ConfigDict, dataset: str, batch_size: int, eval_batch_size: int
+                     ) -> ml_collections.ConfigDict:
+    """Adds the fields of a task that reads examples from a tfds source through grain (``dataset``, its
+    ``train_split``/``eval_split``, ``data_dir``, the batch sizes, ``max_eval_examples``, ``worker_count``)."""
+    c.dataset = dataset
+    c.train_split = "train"
+    c.eval_split = "test"
+    c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c.batch_size = batch_size
+    c.eval_batch_size = eval_batch_size
+    c.max_eval_examples = ml_collections.FieldReference(None, field_type=int)
+    c.worker_count = 0
+    return c
+
+
+def check_example_data(config: ml_collections.ConfigDict) -> None:
+    """The fields :func:`add_example_data` adds: a known dataset name, positive batch sizes and example limit, a
+    non-negative worker count."""
+    from vqjax.data import pipeline
+
+    pipeline.check_dataset_name(config.dataset)
+    check_positive(config, "batch_size", "eval_batch_size")
+    if config.max_eval_examples is not None:
+        check_positive(config, "max_eval_examples")
+    if config.worker_count < 0:
+        raise ValueError(f"config.worker_count must be >= 0; got {config.worker_count}")
+
+
+def read_example_splits(config: ml_collections.ConfigDict):
+    """The train and eval sources of ``config.dataset`` (:func:`vqjax.data.pipeline.get_splits`, which refuses an
+    empty split), refusing a train split smaller than one batch."""
+    from vqjax.data import pipeline
+
+    train, evaluation = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split),
+                                            config.data_dir or default_data_dir())
+    if len(train) < config.batch_size:
+        raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {len(train)} examples of split "
+                         f"{config.train_split!r}")
+    return train, evaluation
+
+
+def plain(value):
+    """A config value as plain JSON-able Python: dicts and lists all the way down (for artifact specs)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    return value
 
 
 def parse_arg(arg: str | None) -> bool:

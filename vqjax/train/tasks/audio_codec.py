@@ -36,8 +36,9 @@ from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.audio_gan import AudioDiscriminators, discriminator_losses, feature_matching, generator_losses
 from vqjax.models.audio_losses import l1_loss, multiresolution_stft_loss, multiscale_mel_loss, si_sdr
 from vqjax.models.vqgan import GAN_LOSSES
-from vqjax.train import reports, speech_eval
-from vqjax.train.config import check_positive, core_config, default_data_dir
+from vqjax.train import evaluate as metrics_lib, reports, speech_eval
+from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
+                                read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
@@ -62,19 +63,11 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field of a speech-codec experiment. The defaults: 16 kHz, strides (2, 4, 5, 8) (50 frames per
     second), a residual VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12) with quantizer
     dropout, trained on the bundled recorded speech."""
-    c = core_config("audio_codec")
-    c.dataset = "vqjax_speech"
-    c.train_split = "train"
-    c.eval_split = "test"
-    c.data_dir = ml_collections.FieldReference(None, field_type=str)
+    c = add_example_data(core_config("audio_codec"), "vqjax_speech", batch_size=16, eval_batch_size=8)
     c.sample_rate = 16000
     c.crop_seconds = 1.0
     c.eval_seconds = 4.0
     c.loudness_db = -23.0
-    c.batch_size = 16
-    c.eval_batch_size = 8
-    c.max_eval_examples = ml_collections.FieldReference(None, field_type=int)
-    c.worker_count = 0
 
     c.model = ml_collections.ConfigDict(dict(channels=32, strides=(2, 4, 5, 8), latent_dim=64, num_residual=1,
                                              causal=True))
@@ -122,14 +115,6 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def model_spec(config: ml_collections.ConfigDict) -> dict:
     """The codec's explicit constructor arguments (:func:`vqjax.models.audio_codec`)."""
     m = config.model
@@ -137,27 +122,20 @@ def model_spec(config: ml_collections.ConfigDict) -> dict:
             "kwargs": {"channels": int(m.channels), "strides": [int(s) for s in m.strides],
                        "latent_dim": int(m.latent_dim), "num_residual": int(m.num_residual),
                        "causal": bool(m.causal), "audio_channels": 1, "quantizer": config.quantizer,
-                       "quantizer_kwargs": _plain(config.quantizer_kwargs.to_dict())}}
+                       "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
 
 
 def _hop(config) -> int:
     return int(np.prod(config.model.strides))
 
 
-def _levels_of(model) -> int | None:
-    return getattr(model.quantizer, "num_levels", None)
-
-
 def check(config: ml_collections.ConfigDict) -> None:
     """Refuses a bad codec config with a message naming the field, before any data is read."""
-    pipeline.check_dataset_name(config.dataset)
-    check_positive(config, "batch_size", "eval_batch_size", "sample_rate", "model.channels", "model.latent_dim",
-                   "model.num_residual", "gan.channels")
-    for field in ("max_eval_examples", "test_max_clips"):
-        if config[field] is not None:
-            check_positive(config, field)
-    if config.worker_count < 0:
-        raise ValueError(f"config.worker_count must be >= 0; got {config.worker_count}")
+    check_example_data(config)
+    check_positive(config, "sample_rate", "model.channels", "model.latent_dim", "model.num_residual",
+                   "gan.channels")
+    if config.test_max_clips is not None:
+        check_positive(config, "test_max_clips")
     m = config.model
     if not len(m.strides) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in m.strides):
         raise ValueError(f"config.model.strides must be a non-empty tuple of positive ints; got {m.strides}")
@@ -169,7 +147,7 @@ def check(config: ml_collections.ConfigDict) -> None:
                              f"config.sample_rate ({config.sample_rate}) and at least one frame ({hop} samples, the "
                              f"product of config.model.strides)")
     model = model_from_spec(model_spec(config))       # refuses an unknown quantizer or quantizer field
-    levels = _levels_of(model)
+    levels = model.num_levels
     for n in config.eval_levels:
         if levels is None:
             raise ValueError(f"config.eval_levels applies to a residual quantizer; quantizer {config.quantizer!r} "
@@ -227,6 +205,9 @@ def train_step(parts: StepParts, state: AudioTrainState, wave):
     weights = dict(parts.losses)
     on = (state.step >= parts.gan_start).astype(jnp.float32)
 
+    # The discriminators' view of the real crops does not depend on the codec: computed once, outside the gradient.
+    real = parts.disc.apply(state.disc_params, wave) if parts.disc is not None else None
+
     def loss_fn(params):
         (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, wave, train=True,
                                             mutable=["vq_stats"], rngs={"vq": rng})
@@ -236,7 +217,6 @@ def train_step(parts: StepParts, state: AudioTrainState, wave):
         aux["quantizer_loss"] = q.loss
         if parts.disc is not None:
             fake = parts.disc.apply(state.disc_params, recon)
-            real = parts.disc.apply(state.disc_params, wave)
             adv, fm = generator_losses(fake, parts.gan_loss), feature_matching(real, fake)
             loss = loss + on * (parts.gan_weight * adv + parts.feature_weight * fm)
             aux.update(gen_loss=adv, feature_matching=fm)
@@ -262,7 +242,7 @@ def train_step(parts: StepParts, state: AudioTrainState, wave):
                           disc_params=disc_params, disc_opt_state=disc_opt_state), metrics
 
 
-def _levels_mask(codes: jax.Array, levels: int | None) -> jax.Array:
+def _levels_mask(codes: jax.Array, levels) -> jax.Array:
     """Codes with the levels from ``levels`` on marked absent (-1): a residual codec's lower bitrate."""
     if levels is None:
         return codes
@@ -270,7 +250,7 @@ def _levels_mask(codes: jax.Array, levels: int | None) -> jax.Array:
     return jnp.where(keep, codes, -1)
 
 
-def reconstruct(model, variables, wave, levels: int | None = None):
+def reconstruct(model, variables, wave, levels=None):
     """The codec's reconstruction of ``wave [B, T, 1]`` from its first ``levels`` residual levels (None: all),
     and the codes."""
     codes = model.apply(variables, wave, method=model.encode)
@@ -295,11 +275,7 @@ def eval_step(model, sample_rate, levels_list, params, vq_stats, wave, length):
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
     """Reads the data, builds the codec (and discriminators) and the steps; refuses an empty split first."""
-    data_dir = config.data_dir or default_data_dir()
-    train_source, eval_source = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split), data_dir)
-    if len(train_source) < config.batch_size:
-        raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {len(train_source)} examples "
-                         f"of split {config.train_split!r}")
+    train_source, eval_source = read_example_splits(config)
     sr = int(config.sample_rate)
     spec_model = model_spec(config)
     model = model_from_spec(spec_model)
@@ -326,7 +302,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                                disc_opt_state=disc_tx.init(d_params) if disc is not None else None)
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    levels = _levels_of(model)
+    levels = model.num_levels
     vocab = quantizer_vocab_size(model.quantizer)
     codes_tail = [levels] if levels is not None else list(jax.eval_shape(
         functools.partial(model.apply, method=model.encode), {"params": abstract.params,
@@ -363,8 +339,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                                          random_transform=train_example)
         return lambda state: jit_train(state, global_batch(next(batches)["audio"]))
 
-    from vqjax.train import evaluate as metrics_lib
-
     def run_eval(state, step):
         counter = metrics_lib.CodeCounter(vocab, per_frame)
         totals: dict[str, float] = {}
@@ -377,7 +351,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             for k, v in sums.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             count += float(batch["mask"].sum())
-            codes = to_host(codes).reshape(-1, to_host(codes).shape[1], per_frame)
+            codes = to_host(codes)
+            codes = codes.reshape(codes.shape[0], codes.shape[1], per_frame)
             frames = -(-to_host(global_batch(length)) // hop)             # the frames that hold signal
             counter.update(codes, np.arange(codes.shape[1])[None, :] < frames[:, None])
         result = {k: v / count for k, v in totals.items()}
@@ -416,13 +391,14 @@ def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, 
     clips = [audio_data.prepare_example(eval_source[i], sample_rate=sr, target_db=config.loudness_db)["audio"][:, 0]
              for i in range(total)]
     bucket = model.hop_length * max(1, int(round(frame_rate)))        # pad clips to whole seconds: few shapes
-    recon_fn = jax.jit(reconstruct, static_argnums=(0, 3))
+    recon_fn = jax.jit(reconstruct, static_argnums=0)      # levels traced: one compilation per clip length
 
     def neural(levels_used):
         def codec(wave, rate):
             padded = np.zeros((1, _bucket(wave.size, bucket), 1), np.float32)
             padded[0, :wave.size, 0] = wave
-            recon, _ = recon_fn(model, variables, jnp.asarray(padded), levels_used)
+            recon, _ = recon_fn(model, variables, jnp.asarray(padded),
+                                None if levels_used is None else jnp.int32(levels_used))
             return np.asarray(recon)[0, :wave.size, 0]
         return codec
 

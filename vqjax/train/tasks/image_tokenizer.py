@@ -27,7 +27,8 @@ from vqjax.models.perceptual import perceptual_distance
 from vqjax.models.vqgan import (GAN_LOSSES, GANConfig, GANState, PatchDiscriminator, discriminator_step, gan_init,
                                 generator_term)
 from vqjax.train import evaluate as metrics_lib, reports
-from vqjax.train.config import check_positive, core_config, default_data_dir, optimizer_config
+from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, optimizer_config,
+                                plain, read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
@@ -63,15 +64,7 @@ def default_config() -> ml_collections.ConfigDict:
     The defaults are a small VQ-VAE for the bundled 28x28 MNIST digits: 16 base channels, two downsamplings
     (7x7 tokens), 32-d latents (XLA's CPU convolutions are slow, so the model is sized for a CPU demo).
     """
-    c = core_config("image_tokenizer")
-    c.dataset = "vqjax_mnist"
-    c.train_split = "train"
-    c.eval_split = "test"
-    c.data_dir = ml_collections.FieldReference(None, field_type=str)
-    c.batch_size = 32
-    c.eval_batch_size = 250
-    c.max_eval_examples = ml_collections.FieldReference(None, field_type=int)
-    c.worker_count = 0
+    c = add_example_data(core_config("image_tokenizer"), "vqjax_mnist", batch_size=32, eval_batch_size=250)
 
     c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, latent_dim=32))
     c.quantizer = "vq"
@@ -114,15 +107,7 @@ def model_spec(config: ml_collections.ConfigDict, image_channels: int) -> dict:
             "kwargs": {"channels": int(m.channels), "channel_mult": [int(v) for v in m.channel_mult],
                        "num_res_blocks": int(m.num_res_blocks), "latent_dim": int(m.latent_dim),
                        "image_channels": int(image_channels), "quantizer": config.quantizer,
-                       "quantizer_kwargs": _plain(config.quantizer_kwargs.to_dict())}}
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
+                       "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
 
 
 def build_model(config: ml_collections.ConfigDict, image_channels: int):
@@ -132,13 +117,8 @@ def build_model(config: ml_collections.ConfigDict, image_channels: int):
 
 def check(config: ml_collections.ConfigDict) -> None:
     """Refuses a bad image-tokenizer config with a message naming the field, before any data is read."""
-    pipeline.check_dataset_name(config.dataset)
-    check_positive(config, "batch_size", "eval_batch_size", "model.channels", "model.num_res_blocks",
-                   "model.latent_dim")
-    if config.max_eval_examples is not None:
-        check_positive(config, "max_eval_examples")
-    if config.worker_count < 0:
-        raise ValueError(f"config.worker_count must be >= 0; got {config.worker_count}")
+    check_example_data(config)
+    check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim")
     if config.recon_loss not in LOSSES:
         raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
     m = config.model
@@ -254,11 +234,7 @@ def _gan_config(config) -> GANConfig | None:
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
     """Reads the data, builds the model and the steps; refuses an empty split or a bad image size first."""
-    data_dir = config.data_dir or default_data_dir()
-    train_source, eval_source = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split), data_dir)
-    if len(train_source) < config.batch_size:
-        raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {len(train_source)} examples "
-                         f"of split {config.train_split!r}")
+    train_source, eval_source = read_example_splits(config)
     shape = pipeline.image_shape(train_source)
     check_image_shape(config, shape)
     if pipeline.image_shape(eval_source) != shape:

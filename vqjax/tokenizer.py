@@ -301,8 +301,9 @@ class AudioTokenizer(Tokenizer):
     """A speech or audio codec's tokenizer (``modality='audio'``, from the ``audio_codec`` task).
 
     ``encode(x, sample_rate=...)`` takes a batch of mono signals ``[B, T]`` or ``[B, T, 1]`` of any length ``T``
-    and returns int32 codes ``[B, frames, levels]``, ``frames = ceil(T / hop_length)`` (the signal zero-padded to
-    whole frames); ``decode(codes)`` returns float32 ``[B, frames * hop_length]`` in [-1, 1]. The rules:
+    and returns int32 codes ``[B, frames, levels]``, ``frames = ceil((T + delay) / hop_length)`` (the signal
+    zero-padded to whole frames, and past the decoder's :attr:`delay`); ``decode(codes)`` returns float32
+    ``[B, frames * hop_length - delay]`` in [-1, 1], sample ``n`` the estimate of input sample ``n``. The rules:
 
     * ``sample_rate`` is required; a rate other than the model's is resampled (polyphase, exact for rational
       ratios) before encoding, so the codes always describe the model's rate;
@@ -317,7 +318,8 @@ class AudioTokenizer(Tokenizer):
 
     Streaming (causal models): ``encode_chunk(x, state, sample_rate=...)`` and ``decode_chunk(codes, state)`` carry
     the encoder's and decoder's state from chunk to chunk (``state=None`` starts a signal); chunks of whole frames
-    give exactly the codes and samples of the whole signal.
+    give exactly the codes and samples of the whole signal. ``decode_chunk`` returns the decoder's samples as they
+    come, lagging the input by :attr:`delay` (``decode`` drops those first ``delay`` samples).
     """
 
     @property
@@ -343,6 +345,11 @@ class AudioTokenizer(Tokenizer):
     def num_levels(self) -> int | None:
         """A residual codec's levels (None for a single quantizer)."""
         return self.model.num_levels
+
+    @property
+    def delay(self) -> int:
+        """Samples by which the decoder's raw output lags the input (0 but for a causal inverse-STFT decoder)."""
+        return int(self.model.delay)
 
     def _signals(self, x, sample_rate) -> np.ndarray:
         name = "AudioTokenizer.encode"
@@ -404,8 +411,8 @@ class AudioTokenizer(Tokenizer):
         if num_levels is not None and (levels is None or not 1 <= num_levels <= levels):
             raise ValueError(f"{name}: num_levels must lie in [1, {levels}] for this codec; got {num_levels}"
                              if levels is not None else f"{name}: num_levels needs a residual codec")
-        frames = -(-lengths // hop)
-        total = int(-(-t // hop))
+        frames = -(-(lengths + self.delay) // hop)
+        total = int(-(-(t + self.delay) // hop))
         causal = bool(getattr(self.model.encoder, "causal", True))
         groups = [np.arange(b)] if causal else [np.flatnonzero(frames == f) for f in np.unique(frames)]
         out = None
@@ -476,7 +483,7 @@ class AudioTokenizer(Tokenizer):
         safe = np.where(pad[..., None], 0, codes).astype(np.int32)
         wave = np.asarray(_audio_decode(self.model, self.variables, jnp.asarray(safe)))[..., 0]
         wave = wave * np.repeat(~pad, self.hop_length, axis=1)
-        return jnp.asarray(wave, jnp.float32)
+        return jnp.asarray(wave[:, self.delay:], jnp.float32)
 
 
 @jax.jit(static_argnums=(0, 3))

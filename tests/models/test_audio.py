@@ -1,21 +1,26 @@
-"""The SEANet encoder and decoder: shapes set by the strides; the causal ones stream (consecutive chunks with the
-state carried equal the whole signal); a future sample never changes a past output; the transposed convolution is
-the adjoint of the strided one; bad input refused."""
+"""The SEANet and the STFT/inverse-STFT encoders and decoders: shapes set by the strides; the causal ones stream
+(consecutive chunks with the state carried equal the whole signal); a future sample never changes a past output;
+the transposed convolution is the adjoint of the strided one; the inverse STFT gives back the signal whose frame
+spectra it is given; bad input refused."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vqjax.models.audio import SEANetDecoder, SEANetEncoder, StreamingConv1d, StreamingConvTranspose1d
+from vqjax.models.audio import (ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder, StreamingConv1d,
+                                StreamingConvTranspose1d, frame_signal, inverse_stft, overlap_add)
 
 STRIDES = (2, 4, 5)             # hop 40
+ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder, STRIDES, 4),
+                 "stft": (STFTEncoder, ISTFTDecoder, (10, 4), 8)}        # STFT hop 10 (window 40), then 4 per frame
 
 
-@pytest.fixture(scope="module")
-def codec():
-    enc = SEANetEncoder(channels=4, strides=STRIDES, latent_dim=6)
-    dec = SEANetDecoder(channels=4, strides=STRIDES)
+@pytest.fixture(scope="module", params=sorted(ARCHITECTURES))
+def codec(request):
+    encoder, decoder, strides, width = ARCHITECTURES[request.param]
+    enc = encoder(channels=width, strides=strides, latent_dim=6)
+    dec = decoder(channels=width, strides=strides)
     x = jnp.zeros((1, 40, 1))
     pe = jax.jit(enc.init)(jax.random.key(0), x)
     pd = jax.jit(dec.init)(jax.random.key(1), jnp.zeros((1, 1, 6)))
@@ -45,7 +50,7 @@ def test_shapes_follow_the_strides(codec):
     assert z.shape == (2, 10, 6) and enc.hop_length == 40
     y, _ = jax.jit(dec.apply)(pd, z)
     assert y.shape == (2, 400, 1)
-    nc = SEANetEncoder(channels=4, strides=STRIDES, latent_dim=6, causal=False)
+    nc = enc.clone(causal=False)
     zn, none = nc.apply(pe, x)
     assert zn.shape == z.shape and none is None
 
@@ -74,7 +79,7 @@ def test_causal_outputs_never_see_the_future(codec):
     yb, _ = dec.apply(pd, b)
     np.testing.assert_array_equal(ya[:, :200], yb[:, :200])        # outputs of frames 0..4 only
     # The non-causal encoder does look ahead.
-    nc = SEANetEncoder(channels=4, strides=STRIDES, latent_dim=6, causal=False)
+    nc = enc.clone(causal=False)
     assert not np.allclose(nc.apply(pe, x)[0][:, :5], nc.apply(pe, later)[0][:, :5])
 
 
@@ -94,6 +99,31 @@ def test_transposed_convolution_is_the_adjoint_of_the_strided_one():
     full = jnp.concatenate([full, tail], 1)                        # all (T - 1) * s + k outputs
     assert full.shape[1] == x.shape[1]
     np.testing.assert_allclose(jnp.sum(conv * y), jnp.sum(x * full), rtol=1e-4)
+
+
+def test_inverse_stft_of_unwindowed_frames_is_the_signal():
+    # Frames of x (no analysis window) -> rfft -> inverse_stft: the Hann synthesis windows sum to one, so every
+    # sample covered by four frames comes back exactly; the causal form streams, the centred one is the same
+    # signal shifted by the half overlap.
+    n_fft, hop = 64, 16
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 320)).astype(np.float32))
+    frames, _ = frame_signal(x, n_fft, hop, causal=True)
+    assert frames.shape == (2, 20, 64)
+    np.testing.assert_array_equal(frames[:, 3], x[:, 0:64])            # frame t ends at sample (t + 1) hop
+    y, tail = inverse_stft(jnp.fft.rfft(frames, axis=-1), n_fft, hop, causal=True)
+    assert y.shape == (2, 320) and tail.shape == (2, 48)
+    # Frame t lands on samples t hop .. t hop + 63 and holds x[t hop - 48 .. t hop + 15]: a delay of 48 samples
+    # (the zeros before the signal included).
+    np.testing.assert_allclose(y[:, 48:], x[:, :320 - 48], atol=1e-5)
+    y1, s1 = inverse_stft(jnp.fft.rfft(frames[:, :7], axis=-1), n_fft, hop, True)
+    y2, _ = inverse_stft(jnp.fft.rfft(frames[:, 7:], axis=-1), n_fft, hop, True, s1)
+    np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y, atol=1e-6)
+    centred, _ = frame_signal(x, n_fft, hop, causal=False)
+    yc, none = inverse_stft(jnp.fft.rfft(centred, axis=-1), n_fft, hop, causal=False)
+    assert none is None
+    np.testing.assert_allclose(yc[:, 48:-48], x[:, 48:-48], atol=1e-5)
+    with pytest.raises(ValueError, match=r"frame length \(30\) must be a multiple of hop \(16\)"):
+        overlap_add(jnp.zeros((1, 3, 30)), 16)
 
 
 def test_bad_input_is_refused(codec):

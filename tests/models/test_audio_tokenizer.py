@@ -13,9 +13,12 @@ from vqjax.tokenizer import AudioTokenizer, Tokenizer
 HOP = 40
 
 
-def _tokenizer(causal=True):
-    spec_model = {"name": "audio_codec", "kwargs": {"channels": 4, "strides": [2, 4, 5], "latent_dim": 8,
-                                                    "causal": causal, "quantizer": "rvq",
+ARCH = {"seanet": {"channels": 4, "strides": [2, 4, 5]}, "stft": {"channels": 8, "strides": [10, 4]}}   # hop 40
+
+
+def _tokenizer(causal=True, architecture="seanet"):
+    spec_model = {"name": "audio_codec", "kwargs": {**ARCH[architecture], "architecture": architecture,
+                                                    "latent_dim": 8, "causal": causal, "quantizer": "rvq",
                                                     "quantizer_kwargs": {"num_levels": 3, "codebook_size": 256}}}
     model = model_from_spec(spec_model)
     variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, jnp.zeros((1, 400, 1)))
@@ -25,9 +28,10 @@ def _tokenizer(causal=True):
     return AudioTokenizer(spec, model, {"params": variables["params"], "vq_stats": variables["vq_stats"]})
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["causal", "noncausal"])
+@pytest.fixture(scope="module", params=[(c, a) for a in sorted(ARCH) for c in (True, False)],
+                ids=lambda p: f"{p[1]}-{'causal' if p[0] else 'noncausal'}")
 def tok(request):
-    return _tokenizer(request.param)
+    return _tokenizer(*request.param)
 
 
 def _signals(lengths, seed=0):
@@ -43,10 +47,10 @@ def test_padded_batch_equals_each_signal_alone(tok):
     lengths = [400, 263, 121, 400]
     x = _signals(lengths)
     codes = np.asarray(tok.encode(x, sample_rate=16000, lengths=lengths))
-    assert codes.shape == (4, 10, 3) and codes.dtype == np.int32
+    assert codes.shape == (4, -(-(400 + tok.delay) // HOP), 3) and codes.dtype == np.int32
     for i, n in enumerate(lengths):
         alone = np.asarray(tok.encode(x[i:i + 1, :n], sample_rate=16000))
-        frames = -(-n // HOP)
+        frames = -(-(n + tok.delay) // HOP)              # the frames that cover the signal and the decoder's delay
         assert alone.shape == (1, frames, 3)
         np.testing.assert_array_equal(codes[i, :frames], alone[0])
         assert (codes[i, frames:] == -1).all()
@@ -56,11 +60,12 @@ def test_decode_fewer_levels_and_padding_frames(tok):
     x = _signals([400, 200])
     codes = tok.encode(x, sample_rate=16000, lengths=[400, 200])
     wave = np.asarray(tok.decode(codes))
-    assert wave.shape == (2, 400) and np.abs(wave).max() <= 1.0
-    assert not wave[1, 200:].any()                                   # -1 frames are silence
+    frames = -(-(np.array([400, 200]) + tok.delay) // HOP)
+    assert wave.shape == (2, frames[0] * HOP - tok.delay) and wave.shape[1] >= 400 and np.abs(wave).max() <= 1.0
+    assert not wave[1, frames[1] * HOP - tok.delay:].any()           # -1 frames are silence
     two = tok.encode(x, sample_rate=16000, num_levels=2)
     np.testing.assert_array_equal(two, np.asarray(tok.encode(x, sample_rate=16000))[..., :2])
-    assert tok.decode(two).shape == (2, 400)
+    assert tok.decode(two).shape == wave.shape
     assert tok.kbps == 4.8 and tok.codes_shape == (None, 3) and tok.hop_length == HOP and tok.num_levels == 3
 
 
@@ -109,20 +114,23 @@ def test_bad_codes_are_refused():
         tok.decode(partial)
 
 
-def test_chunks_stream_exactly_like_the_whole_signal():
-    tok = _tokenizer(causal=True)
+@pytest.mark.parametrize("architecture", sorted(ARCH))
+def test_chunks_stream_exactly_like_the_whole_signal(architecture):
+    tok = _tokenizer(causal=True, architecture=architecture)
     x = _signals([800])
     whole = np.asarray(tok.encode(x, sample_rate=16000))
     state, parts = None, []
     for a, b in ((0, 120), (120, 400), (400, 800)):
         codes, state = tok.encode_chunk(x[:, a:b], state, sample_rate=16000)
         parts.append(np.asarray(codes))
-    np.testing.assert_array_equal(np.concatenate(parts, 1), whole)
+    np.testing.assert_array_equal(np.concatenate(parts, 1), whole[:, :20])     # (encode adds the delay's frame)
     state, waves = None, []
-    for a, b in ((0, 7), (7, 20)):
+    for a, b in ((0, 7), (7, whole.shape[1])):
         wave, state = tok.decode_chunk(whole[:, a:b], state)
         waves.append(np.asarray(wave))
-    np.testing.assert_allclose(np.concatenate(waves, 1), tok.decode(whole), rtol=1e-5, atol=1e-6)
+    # decode_chunk gives the decoder's samples as they come; decode drops the first `delay` of them.
+    np.testing.assert_allclose(np.concatenate(waves, 1)[:, tok.delay:], tok.decode(whole), rtol=1e-5, atol=1e-6)
+    assert tok.delay == (30 if architecture == "stft" else 0)        # window 40 minus hop 10
     with pytest.raises(ValueError, match="whole frames"):
         tok.encode_chunk(x[:, :50], sample_rate=16000)
     with pytest.raises(ValueError, match="model's rate"):

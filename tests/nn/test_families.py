@@ -25,6 +25,8 @@ MODULES = {
                                   dead_code_threshold=0.2, quantizer_dropout=0.3),
     "rvq_beam_shared": lambda: ResidualVQ(3, 16, 8, beam_width=3, shared_codebook=True),
     "rvq_simvq": lambda: ResidualVQ(2, 16, 8, codebook_learning="simvq", estimator="rotation"),
+    "rvq_factorised": lambda: ResidualVQ(3, 16, 8, code_dim=2, metric="cosine", codebook_init="kmeans",
+                                         kmeans_iters=3, quantizer_dropout=0.3),
     "pq": lambda: ProductVQ(2, 16, 8, codebook_init="kmeans", kmeans_iters=3, dead_code_threshold=0.2),
     "pq_shared_cosine": lambda: ProductVQ(4, 16, 8, shared_codebook=True, metric="cosine", code_dim=2),
     "aq": lambda: AdditiveVQ(3, 16, 8, beam_width=3, icm_iters=1, codebook_learning="ema", codebook_init="kmeans",
@@ -130,6 +132,29 @@ def test_quantizer_dropout_only_in_training():
     assert kept.min() == 1 and kept.max() == 4 and len(np.unique(kept)) == 4
     np.testing.assert_array_equal(module.apply(variables, q_train.codes, method="decode"), q_train.values)
     assert int(module.apply(variables, z).codes.min()) >= 0
+
+
+def test_factorised_residual_vq_searches_projected_cosine_codes_level_by_level(patches):
+    # DAC-style levels: level 0's code is the nearest by cosine in its projected space, and every level lowers the
+    # error of the partial sum (decode with the later levels absent).
+    train, test = patches
+    module = ResidualVQ(4, 64, 64, code_dim=8, metric="cosine", codebook_init="kmeans", kmeans_iters=5)
+    variables = _fit(module, train, steps=40)
+    codes = np.asarray(jax.jit(lambda v, x: module.apply(v, x, method="encode"))(variables, test))
+    p = variables["params"]["level_0"]["project_in"]
+    zc = np.asarray(test) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
+    book = np.asarray(module.apply(variables, method=lambda m: m.codebooks()))[0]
+    unit = lambda a: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    sims = unit(zc) @ unit(book).T
+    assert np.mean(codes[:, 0] == sims.argmax(1)) > 0.99
+    errors = []
+    for n in range(1, 5):
+        partial = np.where(np.arange(4) < n, codes, -1)
+        recon = module.apply(variables, jnp.asarray(partial), method="decode")
+        errors.append(float(jnp.mean((recon - test) ** 2)))
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    with pytest.raises(ValueError, match="factorised levels .* need beam_width=1"):
+        ResidualVQ(2, 8, 4, code_dim=2, beam_width=2).init(jax.random.key(0), jnp.zeros((2, 4)))
 
 
 def test_ema_accumulation_in_residual_vq():

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 
-from vqjax.models.audio import AudioCodec, SEANetDecoder, SEANetEncoder
+from vqjax.models.audio import AudioCodec, ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
 from vqjax.models.quantizers import make_quantizer
 
@@ -47,16 +47,25 @@ def image_tokenizer(*, channels: int, channel_mult: Sequence[int], num_res_block
 register_model("image_tokenizer", image_tokenizer)
 
 
+AUDIO_ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder), "stft": (STFTEncoder, ISTFTDecoder)}
+
+
 def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio_channels: int = 1,
-                num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any]
-                ) -> AudioCodec:
-    """A SEANet :class:`~vqjax.models.audio.AudioCodec`: encoder and mirrored decoder of base width ``channels``
-    and downsampling ``strides`` around the quantizer registered as ``quantizer`` on ``latent_dim`` channels."""
+                num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any],
+                architecture: str = "seanet") -> AudioCodec:
+    """An :class:`~vqjax.models.audio.AudioCodec` around the quantizer registered as ``quantizer`` on
+    ``latent_dim`` channels. ``architecture='seanet'``: SEANet encoder and mirrored decoder of base width
+    ``channels`` and downsampling ``strides`` on the waveform; ``'stft'``: STFT encoder and inverse-STFT (Vocos)
+    decoder of width ``channels``, hop ``strides[0]`` and the frame rate divided by the later strides."""
+    if architecture not in AUDIO_ARCHITECTURES:
+        raise ValueError(f"audio_codec: architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
+                         f"{architecture!r}")
+    encoder, decoder = AUDIO_ARCHITECTURES[architecture]
     strides = tuple(int(s) for s in strides)
     shared = dict(channels=channels, strides=strides, num_residual=num_residual, causal=causal)
-    return AudioCodec(encoder=SEANetEncoder(latent_dim=latent_dim, **shared),
+    return AudioCodec(encoder=encoder(latent_dim=latent_dim, **shared),
                       quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
-                      decoder=SEANetDecoder(audio_channels=audio_channels, **shared))
+                      decoder=decoder(audio_channels=audio_channels, **shared))
 
 
 register_model("audio_codec", audio_codec)

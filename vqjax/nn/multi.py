@@ -145,8 +145,11 @@ class ResidualVQ(_JointCodebooks):
         (needs the ``'vq'`` rng or uses the step counter); dropped levels' codes are ``-1``.
       shared_codebook: one codebook for all levels.
       the keyword-only :class:`~vqjax.nn.vq.CodebookOptions`: as :class:`VectorQuantizer`, per level
-        (``codebook_init='kmeans'`` fits all levels jointly; ``estimator`` 'ste' or 'rotation' acts on the total;
-        ``metric`` must be 'l2' and ``code_dim`` None).
+        (``codebook_init='kmeans'`` fits all levels jointly; ``estimator`` 'ste' or 'rotation' acts on the total).
+        With ``code_dim`` or ``metric='cosine'`` the levels are factorised as in DAC (Kumar et al. 2023): level
+        ``l`` projects its residual to ``code_dim``, searches there (l2-normalised with 'cosine'), projects the
+        code back and passes on ``r_{l+1} = r_l - q_l``; encoding is then greedy (``beam_width`` 1), every level
+        starts its own k-means and the gradient reaches ``z`` through each level's estimator.
 
     Example:
       >>> rvq = vqjax.nn.ResidualVQ(8, 1024, 128, codebook_learning='ema', dead_code_threshold=1.0)
@@ -168,14 +171,86 @@ class ResidualVQ(_JointCodebooks):
     def _count(self) -> int:
         return self.num_levels
 
+    @property
+    def factorized(self) -> bool:
+        """Levels search projected (``code_dim``) or l2-normalised (``metric='cosine'``) codes, DAC-style."""
+        return self.code_dim is not None or self.metric == "cosine"
+
     def setup(self):
-        self._check_joint("ResidualVQ")
         checks.check_probability("ResidualVQ: quantizer_dropout", self.quantizer_dropout, open_right=False)
-        self._setup_levels(self.shared_codebook)
+        if not self.factorized:
+            self._check_joint("ResidualVQ")
+            self._setup_levels(self.shared_codebook)
+            return
+        for field, value in (("num_levels", self.num_levels), ("codebook_size", self.codebook_size),
+                             ("dim", self.dim)):
+            checks.check_positive_int(f"ResidualVQ: {field}", value)
+        self.check_options("ResidualVQ")
+        if self.beam_width != 1 or self.shared_codebook or self.estimator not in ("ste", "rotation"):
+            raise ValueError(f"ResidualVQ: factorised levels (code_dim={self.code_dim}, metric={self.metric!r}) "
+                             f"need beam_width=1, shared_codebook=False and estimator 'ste' or 'rotation'; got "
+                             f"{self.beam_width}, {self.shared_codebook}, {self.estimator!r}")
+        self.quantizers = [VectorQuantizer(self.codebook_size, self.dim, **option_values(self), name=f"level_{i}")
+                           for i in range(self.num_levels)]
+
+    def codebooks(self) -> jax.Array:
+        """The codebooks searched now: float32 ``[L, K, D]`` (``[L, K, code_dim]`` when factorised)."""
+        if self.factorized:
+            return jnp.stack([vq.current_codebook() for vq in self.quantizers])
+        return super().codebooks()
 
     def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool = True) -> Quantized:
         """Quantizes ``z [..., dim]``: codes int32 ``z.shape[:-1] + (num_levels,)``."""
-        return self._quantize(z, train, apply_update, residual_targets, self.quantizer_dropout)
+        if not self.factorized:
+            return self._quantize(z, train, apply_update, residual_targets, self.quantizer_dropout)
+        z = checks.as_float_array("ResidualVQ: z", z, last_dim=self.dim)
+        residual, results = z.astype(jnp.float32), []
+        for vq in self.quantizers:
+            results.append(vq(residual, train=train, apply_update=apply_update))
+            residual = residual - results[-1].values
+        codes = jnp.stack([r.codes for r in results], axis=-1)
+        keep = jnp.ones(codes.shape, bool)
+        if train and self.quantizer_dropout > 0:
+            keep = dropout_mask(jax.random.fold_in(self._key(), 2), z.shape[:-1], self.num_levels,
+                                self.quantizer_dropout)
+            codes = jnp.where(keep, codes, -1)
+        total = 0.0                                   # summed level by level, as decode does
+        for i, r in enumerate(results):
+            total = total + jnp.where(keep[..., i, None], r.values, 0.0)
+        loss = sum(r.loss for r in results)
+        return Quantized(total.astype(z.dtype), codes, loss.astype(jnp.float32),
+                         _merge_metrics([r.metrics for r in results]))
+
+    def _key(self):
+        if self.factorized and self.has_rng("vq"):
+            return self.make_rng("vq")
+        if self.factorized:
+            return jax.random.fold_in(jax.random.key(1), self.quantizers[0].codebook_state.step)
+        return super()._key()
+
+    def encode(self, z: jax.Array) -> jax.Array:
+        """int32 codes ``z.shape[:-1] + (num_levels,)``."""
+        if not self.factorized:
+            return super().encode(z)
+        residual = checks.as_float_array("ResidualVQ: z", z, last_dim=self.dim).astype(jnp.float32)
+        codes = []
+        for vq in self.quantizers:
+            codes.append(vq.encode(residual))
+            residual = residual - vq.decode(codes[-1])
+        return jnp.stack(codes, axis=-1)
+
+    def decode(self, codes: jax.Array, dtype=jnp.float32) -> jax.Array:
+        """``[..., dim]`` sums of the codes' vectors (code ``-1``: level absent, for dropped residual levels)."""
+        if not self.factorized:
+            return super().decode(codes, dtype)
+        codes = checks.as_code_array("ResidualVQ: codes", codes, self.codebook_size, low=-1)
+        if codes.ndim < 1 or codes.shape[-1] != self.num_levels:
+            raise ValueError(f"ResidualVQ: codes must have shape [..., {self.num_levels}]; got {tuple(codes.shape)}")
+        total = 0.0
+        for i, vq in enumerate(self.quantizers):
+            c = codes[..., i]
+            total = total + jnp.where((c >= 0)[..., None], vq.decode(jnp.maximum(c, 0)), 0.0)
+        return jnp.asarray(total).astype(dtype)
 
 
 class AdditiveVQ(_JointCodebooks):

@@ -1,4 +1,5 @@
-"""Task ``'audio_codec'``: a neural speech codec (SEANet encoder/decoder around a quantizer) on tfds + grain input.
+"""Task ``'audio_codec'``: a neural speech codec (an STFT or SEANet encoder/decoder around a quantizer, chosen by
+``config.model.architecture``) on tfds + grain input.
 
 One train step updates the codec on random crops (``config.crop_seconds``) with the weighted sum of the
 multi-scale mel loss, the multi-resolution STFT loss, time-domain L1 and the quantizer's loss, plus, when
@@ -33,6 +34,8 @@ import optax
 
 from vqjax.data import audio as audio_data, pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
+from vqjax.models.registry import AUDIO_ARCHITECTURES
+from vqjax.models.audio import align_output
 from vqjax.models.audio_gan import AudioDiscriminators, discriminator_losses, feature_matching, generator_losses
 from vqjax.models.audio_losses import l1_loss, multiresolution_stft_loss, multiscale_mel_loss, si_sdr
 from vqjax.models.vqgan import GAN_LOSSES
@@ -60,22 +63,26 @@ class AudioTrainState(NamedTuple):
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """Every field of a speech-codec experiment. The defaults: 16 kHz, strides (2, 4, 5, 8) (50 frames per
-    second), a residual VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12) with quantizer
-    dropout, trained on the bundled recorded speech."""
+    """Every field of a speech-codec experiment. The defaults: 16 kHz, the causal STFT encoder and inverse-STFT
+    decoder (``model.architecture='stft'``: STFT hop 160, window 640, then 2 frames per latent, so 50 frames per
+    second; width ``channels`` 256, ``num_residual`` 2 ConvNeXt blocks at each rate); ``'seanet'`` reads
+    ``channels`` as the base width, ``strides`` as the downsampling (e.g. (2, 4, 5, 8)) and ``num_residual`` as
+    residual units per stride. A residual VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12)
+    with quantizer dropout, trained on the bundled recorded speech. Losses compare the decoder's output with the
+    input it reconstructs (shifted by the model's ``delay``)."""
     c = add_example_data(core_config("audio_codec"), "vqjax_speech", batch_size=16, eval_batch_size=8)
     c.sample_rate = 16000
     c.crop_seconds = 1.0
     c.eval_seconds = 4.0
     c.loudness_db = -23.0
 
-    c.model = ml_collections.ConfigDict(dict(channels=32, strides=(2, 4, 5, 8), latent_dim=64, num_residual=1,
-                                             causal=True))
+    c.model = ml_collections.ConfigDict(dict(architecture="stft", channels=256, strides=(160, 2), latent_dim=64,
+                                             num_residual=2, causal=True))
     c.quantizer = "rvq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(num_levels=12, codebook_size=1024, quantizer_dropout=0.5,
                                                         codebook_learning="ema", codebook_init="kmeans",
                                                         dead_code_threshold=1.0))
-    c.optimizer.learning_rate = 3e-4
+    c.optimizer.learning_rate = 1e-3
     c.optimizer.b1 = 0.8
     c.optimizer.b2 = 0.99
     c.losses = ml_collections.ConfigDict(dict(mel=1.0, stft=1.0, l1=0.1))
@@ -89,9 +96,10 @@ def default_config() -> ml_collections.ConfigDict:
 
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A tiny codec, 10 steps of 0.4 s crops, 4 eval clips of 1 s, no anchors."""
-    c.model.channels = 4
+    c.model.channels = 4 if c.model.architecture == "seanet" else 16
     c.model.latent_dim = 8
-    c.model.strides = (4, 5, 8)
+    c.model.strides = (4, 5, 8) if c.model.architecture == "seanet" else (80, 2)          # 160 samples a frame
+    c.model.num_residual = 1
     if "codebook_size" in c.quantizer_kwargs:
         c.quantizer_kwargs.codebook_size = 32
     if "num_levels" in c.quantizer_kwargs:
@@ -121,7 +129,8 @@ def model_spec(config: ml_collections.ConfigDict) -> dict:
     return {"name": "audio_codec",
             "kwargs": {"channels": int(m.channels), "strides": [int(s) for s in m.strides],
                        "latent_dim": int(m.latent_dim), "num_residual": int(m.num_residual),
-                       "causal": bool(m.causal), "audio_channels": 1, "quantizer": config.quantizer,
+                       "causal": bool(m.causal), "audio_channels": 1, "architecture": str(m.architecture),
+                       "quantizer": config.quantizer,
                        "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
 
 
@@ -137,8 +146,14 @@ def check(config: ml_collections.ConfigDict) -> None:
     if config.test_max_clips is not None:
         check_positive(config, "test_max_clips")
     m = config.model
+    if m.architecture not in AUDIO_ARCHITECTURES:
+        raise ValueError(f"config.model.architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
+                         f"{m.architecture!r}")
     if not len(m.strides) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in m.strides):
         raise ValueError(f"config.model.strides must be a non-empty tuple of positive ints; got {m.strides}")
+    if m.architecture == "stft" and m.strides[0] < 2:
+        raise ValueError(f"config.model.strides[0] is the STFT hop of the 'stft' architecture and must be >= 2; got "
+                         f"{m.strides[0]}")
     hop = _hop(config)
     for field in ("crop_seconds", "eval_seconds"):
         samples = config[field] * config.sample_rate
@@ -204,14 +219,17 @@ def train_step(parts: StepParts, state: AudioTrainState, wave):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     weights = dict(parts.losses)
     on = (state.step >= parts.gan_start).astype(jnp.float32)
+    delay = parts.model.delay
+    _, target = align_output(wave, wave, delay)             # the input samples the (delayed) output reconstructs
 
     # The discriminators' view of the real crops does not depend on the codec: computed once, outside the gradient.
-    real = parts.disc.apply(state.disc_params, wave) if parts.disc is not None else None
+    real = parts.disc.apply(state.disc_params, target) if parts.disc is not None else None
 
     def loss_fn(params):
         (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, wave, train=True,
                                             mutable=["vq_stats"], rngs={"vq": rng})
-        terms = _recon_terms(parts, recon, wave)
+        recon, _ = align_output(recon, wave, delay)
+        terms = _recon_terms(parts, recon, target)
         loss = sum(weights[k] * v for k, v in terms.items()) + q.loss
         aux = {f"{k}_loss": v for k, v in terms.items()}
         aux["quantizer_loss"] = q.loss
@@ -232,7 +250,7 @@ def train_step(parts: StepParts, state: AudioTrainState, wave):
         fake = jax.lax.stop_gradient(recon)
 
         def d_loss_fn(p):
-            return on * discriminator_losses(parts.disc.apply(p, wave), parts.disc.apply(p, fake), parts.gan_loss)
+            return on * discriminator_losses(parts.disc.apply(p, target), parts.disc.apply(p, fake), parts.gan_loss)
 
         d_loss, d_grads = jax.value_and_grad(d_loss_fn)(disc_params)
         d_updates, disc_opt_state = parts.disc_tx.update(d_grads, disc_opt_state, disc_params)
@@ -264,11 +282,14 @@ def eval_step(model, sample_rate, levels_list, params, vq_stats, wave, length):
     mask = (jnp.arange(wave.shape[1])[None, :] < length[:, None]).astype(jnp.float32)
     valid = (length > 0).astype(jnp.float32)
     out = {}
+    _, mask = align_output(mask, mask, model.delay)
     for levels in levels_list:
-        recon = model.apply(variables, _levels_mask(codes, levels), method=model.decode) * mask[..., None]
+        recon = model.apply(variables, _levels_mask(codes, levels), method=model.decode)
+        recon, target = align_output(recon, wave, model.delay)
+        recon = recon * mask[..., None]
         tag = "all" if levels is None else str(levels)
-        out[f"si_sdr@{tag}"] = jnp.sum(si_sdr(wave, recon, mask) * valid)
-        per = jax.vmap(lambda r, w: multiscale_mel_loss(r[None], w[None], sample_rate))(recon, wave)
+        out[f"si_sdr@{tag}"] = jnp.sum(si_sdr(target, recon, mask) * valid)
+        per = jax.vmap(lambda r, w: multiscale_mel_loss(r[None], w[None], sample_rate))(recon, target)
         out[f"mel_distance@{tag}"] = jnp.sum(per * valid)
     return out, codes
 
@@ -394,12 +415,12 @@ def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, 
     recon_fn = jax.jit(reconstruct, static_argnums=0)      # levels traced: one compilation per clip length
 
     def neural(levels_used):
-        def codec(wave, rate):
-            padded = np.zeros((1, _bucket(wave.size, bucket), 1), np.float32)
+        def codec(wave, rate):                 # zeros after the clip cover the decoder's delay
+            padded = np.zeros((1, _bucket(wave.size + model.delay, bucket), 1), np.float32)
             padded[0, :wave.size, 0] = wave
             recon, _ = recon_fn(model, variables, jnp.asarray(padded),
                                 None if levels_used is None else jnp.int32(levels_used))
-            return np.asarray(recon)[0, :wave.size, 0]
+            return np.asarray(recon)[0, model.delay:model.delay + wave.size, 0]
         return codec
 
     results = []

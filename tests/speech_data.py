@@ -22,11 +22,11 @@ def voiced(seconds: float, sample_rate: int, seed: int, silence: float = 0.2) ->
 
 def make_speech_roots(root, files_per_language: int = 10) -> dict:
     """Two corpora like klettres and ktuberling: test languages ``en``, ``fr`` (klettres) and ``de``
-    (ktuberling, stereo 44.1 kHz), train languages ``xx``, ``yy`` (22.05 kHz mono) and ``zz`` (stereo)."""
+    (ktuberling, stereo 44.1 kHz), train languages ``nl``, ``sv`` (22.05 kHz mono) and ``pl`` (stereo)."""
     import soundfile
 
-    layout = {"klettres": {"en": (22050, 1), "fr": (22050, 1), "xx": (22050, 1), "yy": (22050, 1)},
-              "ktuberling": {"de": (44100, 2), "zz": (44100, 2)}}
+    layout = {"klettres": {"en": (22050, 1), "fr": (22050, 1), "nl": (22050, 1), "sv": (22050, 1)},
+              "ktuberling": {"de": (44100, 2), "pl": (44100, 2)}}
     roots = {}
     seed = 0
     for corpus, languages in layout.items():
@@ -40,3 +40,15 @@ def make_speech_roots(root, files_per_language: int = 10) -> dict:
                 soundfile.write(os.path.join(base, language, f"w{i:02d}.ogg"), data, rate)
         roots[corpus] = base
     return roots
+
+
+def make_music(path, seconds: float = 8.5, rate: int = 44100) -> str:
+    """A stereo chord with a beat at ``rate``, written as wav: a stand-in for the iscc-samples music clip."""
+    import soundfile
+
+    t = np.arange(int(seconds * rate)) / rate
+    chord = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6)) / 3
+    beat = 0.5 + 0.5 * (np.sin(2 * np.pi * 2 * t) > 0)
+    left = (0.4 * chord * beat).astype(np.float32)
+    soundfile.write(str(path), np.stack([left, 0.7 * left], 1), rate)
+    return str(path)

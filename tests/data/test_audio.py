@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("soundfile", reason="needs soundfile (the test extra)")
 
-from speech_data import make_speech_roots, voiced  # noqa: E402
+from speech_data import make_music, make_speech_roots, voiced  # noqa: E402
 
 from vqjax.data import audio, builders, pipeline  # noqa: E402
 
@@ -88,14 +88,15 @@ def speech(tmp_path_factory):
     return roots, str(root / "tfds")
 
 
-def test_speech_builder_holds_out_whole_languages(speech, monkeypatch):
+def test_speech_builder_holds_out_whole_languages(speech, monkeypatch, tmp_path):
     roots, data_dir = speech
     monkeypatch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
+    monkeypatch.setattr(builders.VqjaxSpeech, "MUSIC", make_music(tmp_path / "music.wav", seconds=8.5))
     train = pipeline.get_source("vqjax_speech", "train", data_dir)
     test = pipeline.get_source("vqjax_speech", "test", data_dir)
     test_kt = pipeline.get_source("vqjax_speech", "test_ktuberling", data_dir)
     languages = {train[i]["language"].decode() for i in range(len(train))}
-    assert languages == {"xx", "yy", "zz"} and len(train) == 30
+    assert languages == {"nl", "sv", "pl"} and len(train) == 30
     # 10 recordings per held-out language -> one clip of 8 each (the rest dropped)
     assert len(test) == 2 and {test[i]["language"].decode() for i in range(2)} == {"en", "fr"}
     assert len(test_kt) == 1 and test_kt[0]["language"].decode() == "de"
@@ -105,6 +106,19 @@ def test_speech_builder_holds_out_whole_languages(speech, monkeypatch):
     assert len(test[0]["word"].decode().split()) == 8
     # trimmed recordings: a clip is 8 voiced stretches and 7 pauses of 0.15 s, not the files' silences
     assert test[0]["audio"].size < 8 * 0.65 * 16000 + 7 * 0.15 * 16000
+    # eSpeak NG says each training word once, in the word's language (held-out languages never)
+    synthetic = pipeline.get_source("vqjax_speech", "train_synthetic", data_dir)
+    assert len(synthetic) == 30
+    assert {synthetic[i]["language"].decode() for i in range(30)} == {"nl", "sv", "pl"}
+    assert {synthetic[i]["corpus"].decode() for i in range(30)} == {"espeak-ng"}
+    assert all(synthetic[i]["audio"].size > 1600 for i in range(30))
+    assert len(pipeline.get_source("vqjax_speech", "train+train_synthetic", data_dir)) == 60   # a split expression
+    with pytest.raises(ValueError, match=r"has splits .* got split='train\+spoken'"):
+        pipeline.get_source("vqjax_speech", "train+spoken", data_dir)
+    # the music clip in 4 s pieces at 16 kHz, mono; the last half second is dropped
+    music = pipeline.get_source("vqjax_speech", "test_music", data_dir)
+    assert len(music) == 2 and all(music[i]["audio"].size == 64000 for i in range(2))
+    assert music[0]["language"].decode() == "music"
 
 
 def test_random_crops_resume_and_ignore_the_process_count(speech, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("soundfile", reason="needs soundfile (the test extra)")
 pytest.importorskip("pystoi", reason="needs pystoi (the test extra)")
 
-from speech_data import make_speech_roots, voiced  # noqa: E402
+from speech_data import make_music, make_speech_roots, voiced  # noqa: E402
 
 from vqjax.data import builders  # noqa: E402
 from vqjax.train import speech_eval, train_and_evaluate  # noqa: E402
@@ -21,7 +21,9 @@ from vqjax.train import speech_eval, train_and_evaluate  # noqa: E402
 @pytest.fixture(scope="module")
 def speech_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("speech")
-    return make_speech_roots(root), str(root / "tfds")
+    with pytest.MonkeyPatch.context() as patch:        # the music stand-in, read when the builder prepares
+        patch.setattr(builders.VqjaxSpeech, "MUSIC", make_music(root / "music.wav", seconds=4.5))
+        yield make_speech_roots(root), str(root / "tfds")
 
 
 def _config(data_dir, **overrides):
@@ -41,19 +43,21 @@ def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tm
     roots, data_dir = speech_dir
     monkeypatch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
     workdir = str(tmp_path / "run")
-    result = train_and_evaluate(_config(data_dir), workdir, progress=False, devices=one)
-    for name in ("vqjax 1q", "vqjax 3q"):
+    result = train_and_evaluate(_config(data_dir, ood_splits=("test_music",)), workdir, progress=False, devices=one)
+    for name in ("vqjax 1q", "vqjax 3q", "test_music/vqjax 1q"):
         for metric in ("stoi", "si_sdr", "mel_distance"):
             assert np.isfinite(result[f"{name}/{metric}"]), (name, metric)
+    assert result["test_music/clips"] == 1 and result["clips"] == 2
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     evals = [r for r in rows if r["split"] == "eval"]
     assert evals and {"si_sdr@1", "si_sdr@3", "mel_distance@3", "usage", "kbps"} <= set(evals[-1])
     # kbps of the full codes: 16000 / 160 frames per second x 3 levels x log2(32) bits
     assert evals[-1]["kbps"] == pytest.approx(100 * 3 * 5 / 1000)
     table = json.load(open(os.path.join(workdir, "rate_distortion.json")))
-    assert [r["codec"] for r in table["rows"]] == ["vqjax 1q", "vqjax 3q"]
-    assert table["rows"][0]["kbps"] == pytest.approx(0.5) and len(table["per_clip"]["vqjax 1q"]) == 2
-    for fig in ("rate_distortion.png", "audio_examples.png", "loss_curves.png"):
+    assert [r["codec"] for r in table["test"]["rows"]] == ["vqjax 1q", "vqjax 3q"]
+    assert table["test"]["rows"][0]["kbps"] == pytest.approx(0.5) and len(table["test"]["per_clip"]["vqjax 1q"]) == 2
+    assert len(table["test_music"]["per_clip"]["vqjax 3q"]) == 1
+    for fig in ("rate_distortion.png", "audio_examples.png", "loss_curves.png", "rate_distortion_test_music.png"):
         assert os.path.getsize(os.path.join(workdir, fig)) > 1000
 
     import vqjax
@@ -74,6 +78,16 @@ def test_align_and_scores():
     aligned, lag = speech_eval.align(ref, late, 16000)
     assert lag == 123
     np.testing.assert_array_equal(aligned[:ref.size - 123], ref[:ref.size - 123])
+    # A codec that keeps the envelope but synthesises its own phase (here: random STFT phases) is aligned by the
+    # envelope; the waveform's cross-correlation alone peaks at a spurious lag.
+    from scipy.signal import istft, stft
+
+    syllables = np.concatenate([voiced(0.1 + 0.03 * k, 16000, k, silence=0.04) for k in range(6)])
+    _, _, spec = stft(np.concatenate([np.zeros(300), syllables]), nperseg=512)
+    phases = np.exp(2j * np.pi * np.random.default_rng(1).uniform(size=spec.shape))
+    scrambled = istft(np.abs(spec) * phases, nperseg=512)[1][:syllables.size].astype(np.float32)
+    _, lag = speech_eval.align(syllables, scrambled, 16000)
+    assert abs(lag - 300) <= 64, lag
     same = speech_eval.score_clip(ref, ref, 16000)
     assert same["stoi"] > 0.99 and same["si_sdr"] > 60 and same["mel_distance"] < 1e-6 and same["delay"] == 0
     noisy = speech_eval.score_clip(ref, ref + 0.05 * np.random.default_rng(0).normal(size=ref.size), 16000)

@@ -23,6 +23,7 @@ Importing this module registers the builders with tfds under those names.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -155,13 +156,28 @@ class VqjaxOpencvDigits(tfds.core.GeneratorBasedBuilder):
             yield i, {"image": image, "label": int(label)}
 
 
-class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
-    """Recorded speech in 20+ languages; held-out languages (speakers) as 8-recording test clips."""
+def _music_clip() -> str | None:
+    """The iscc-samples package's 15.5 s music clip (``demo.wav``), or None when the package is missing."""
+    try:
+        import iscc_samples
+    except ImportError:
+        return None
+    return next((str(p) for p in iscc_samples.audios() if p.name == "demo.wav"), None)
 
-    VERSION = _VERSION
+
+class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
+    """Recorded speech in 20+ languages; held-out languages (speakers) as 8-recording test clips; eSpeak NG speech
+    of the training words (``train_synthetic``); a music clip, out of domain (``test_music``)."""
+
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "train_synthetic (eSpeak NG voices) and test_music (iscc-samples) splits",
+                     "1.0.0": "recorded speech: train, test, test_ktuberling"}
     SAMPLE_RATE = 16000
     PER_CLIP = 8
     ROOTS = None            # None: vqjax.data.audio.SPEECH_ROOTS (tests point it at a folder of their own)
+    MUSIC = None            # None: the iscc-samples music clip (empty split without the package)
+    MUSIC_SECONDS = 4
+    VOICE_VARIANTS = ("m1", "m3", "f1", "f3", "m7", "f4")
 
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -181,8 +197,50 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
         test = {corpus: [r for r in recordings if r.language in held and r.corpus == corpus]
                 for corpus in ("klettres", "ktuberling")}
         return {"train": self._generate_examples(train, per_clip=1),
+                "train_synthetic": self._generate_synthetic(train),
                 "test": self._generate_examples(test["klettres"], per_clip=self.PER_CLIP),
-                "test_ktuberling": self._generate_examples(test["ktuberling"], per_clip=self.PER_CLIP)}
+                "test_ktuberling": self._generate_examples(test["ktuberling"], per_clip=self.PER_CLIP),
+                "test_music": self._generate_music()}
+
+    def _generate_synthetic(self, recordings):
+        """Each training recording's word spoken by eSpeak NG in its language, a voice variant and a rate drawn
+        from the word's position (a language eSpeak lacks is skipped; nothing without ``espeakng-loader``)."""
+        from vqjax.data import audio
+
+        try:
+            audio.synthesize("a")
+        except (ImportError, OSError) as err:
+            logging.getLogger("vqjax.data").warning("train_synthetic is empty: eSpeak NG unavailable (%s)", err)
+            return
+        sr = self.SAMPLE_RATE
+        for i, r in enumerate(sorted(recordings, key=lambda r: r.path)):
+            voice = f"{r.language.replace('_', '-').lower()}+{self.VOICE_VARIANTS[i % len(self.VOICE_VARIANTS)]}"
+            try:
+                wave = audio.synthesize(r.word.replace("_", " "), voice, words_per_minute=120 + 10 * (i % 7))
+            except ValueError:                                # no such eSpeak voice, or an empty word
+                continue
+            wave = audio.trim_silence(audio.resample(wave, audio.SYNTH_RATE, sr), sr)
+            if wave.size >= sr // 10:
+                yield f"synthetic/{r.path}", {"audio": audio.to_pcm16(wave), "sample_rate": sr,
+                                              "language": r.language, "corpus": "espeak-ng", "word": r.word}
+
+    def _generate_music(self):
+        """The music clip, mono at 16 kHz, in ``MUSIC_SECONDS`` pieces (a last piece under a second dropped)."""
+        from vqjax.data import audio
+
+        path = self.MUSIC or _music_clip()
+        if path is None:
+            logging.getLogger("vqjax.data").warning("test_music is empty: pip install iscc-samples")
+            return
+        sr = self.SAMPLE_RATE
+        x, rate = audio.read_audio(path)
+        wave = audio.resample(audio.to_mono(x), rate, sr)
+        n = int(self.MUSIC_SECONDS * sr)
+        for i, start in enumerate(range(0, wave.size, n)):
+            piece = wave[start:start + n]
+            if piece.size >= sr:
+                yield f"music/{i}", {"audio": audio.to_pcm16(piece), "sample_rate": sr, "language": "music",
+                                     "corpus": os.path.basename(path), "word": f"{start / sr:.0f}s"}
 
     def _generate_examples(self, recordings, per_clip):
         from vqjax.data import audio

@@ -33,7 +33,8 @@ def check_dataset_name(dataset: str) -> str:
 
 
 def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, Any]]:
-    """A random-access source of examples (dicts of numpy arrays) for ``split`` of ``dataset``.
+    """A random-access source of examples (dicts of numpy arrays) for ``split`` of ``dataset`` (a tfds split
+    expression: ``'train'``, ``'train+train_synthetic'``, ``'train[:90%]'``).
 
     Bundled builders are prepared into ``data_dir`` (array_record) the first time; ``tfds:NAME`` must already be
     there. Raises ``ValueError`` for an unknown name or split and ``FileNotFoundError`` for a missing tfds dataset.
@@ -53,17 +54,25 @@ def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, An
             builder = tfds.builder(name, data_dir=data_dir)
         except tfds.core.registered.DatasetNotFoundError as err:
             raise ValueError(f"dataset {dataset!r}: tfds has no dataset named {name!r}") from err
-        if builder.is_prepared() and split not in builder.info.splits:
-            raise ValueError(f"dataset {dataset!r} has splits {sorted(builder.info.splits)}; got split={split!r}")
+        if builder.is_prepared():
+            _check_split(dataset, split, builder.info.splits)
         try:
             return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         except (NotImplementedError, AssertionError, FileNotFoundError) as err:
             raise FileNotFoundError(f"dataset {dataset!r} is not prepared as array_record in data_dir={data_dir!r}; "
                                     f"vqjax never downloads at run time: prepare it there first (tfds build {name} "
                                     f"--data_dir={data_dir} --file_format=array_record)") from err
-    if split not in builder.info.splits:
-        raise ValueError(f"dataset {dataset!r} has splits {sorted(builder.info.splits)}; got split={split!r}")
+    _check_split(dataset, split, builder.info.splits)
     return builder.as_data_source(split=split)
+
+
+def _check_split(dataset: str, split: str, known) -> None:
+    """Refuses a split expression naming a split the dataset lacks (``'train+train_synthetic'`` and slices such as
+    ``'train[:10%]'`` are tfds split expressions; each part's name must exist)."""
+    names = [part.strip().split("[", 1)[0] for part in split.split("+")]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"dataset {dataset!r} has splits {sorted(known)}; got split={split!r}")
 
 
 def get_splits(dataset: str, splits: Sequence[str], data_dir: str) -> list[Sequence[dict[str, Any]]]:

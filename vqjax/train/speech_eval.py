@@ -2,8 +2,8 @@
 
 A codec here is a function ``(wave float32 [T], sample_rate) -> decoded float32 [T']``. :func:`evaluate_codec`
 runs it over the clips and scores each decoded clip against its original, after aligning the codec's delay
-(:func:`align`: the lag of the cross-correlation peak within ``max_delay_seconds``, found once per clip) so that
-no codec is under-rated for its latency:
+(:func:`align`: the envelopes' cross-correlation peak within ``max_delay_seconds``, refined on the waveform, found
+once per clip) so that no codec is under-rated for its latency or for synthesising its own phase:
 
 * ``pesq_wb`` and ``pesq_nb``: ITU-T P.862.2 wide band and P.862 narrow band (the ``pesq`` package; NaN when it
   is not installed, install ``vqjax[audio]``);
@@ -37,18 +37,35 @@ CODEC2_MODES = (3200, 2400, 1600, 1400, 1300, 1200, 700)
 METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")
 
 
+def _envelope(x: np.ndarray, width: int) -> np.ndarray:
+    """The root-mean-square of ``x`` over a sliding window of ``width`` samples, mean removed."""
+    env = np.sqrt(np.maximum(np.convolve(x * x, np.ones(width) / width, mode="same"), 0.0))
+    return env - env.mean()
+
+
+def _xcorr_lag(ref: np.ndarray, deg: np.ndarray, lags: np.ndarray) -> int:
+    """The lag among ``lags`` (positive: ``deg`` lags ``ref``) that maximises the cross-correlation."""
+    size = 1 << (ref.size + deg.size - 1).bit_length()
+    corr = np.fft.irfft(np.fft.rfft(deg, size) * np.conj(np.fft.rfft(ref, size)), size)
+    return int(lags[np.argmax(corr[lags % size])])
+
+
 def align(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, max_delay_seconds: float = 0.1
           ) -> tuple[np.ndarray, int]:
     """``degraded`` shifted by its delay against ``reference`` and cut or zero-padded to the reference's length,
-    and the delay in samples (positive: the codec lags)."""
+    and the delay in samples (positive: the codec lags).
+
+    The delay is found in two stages: the cross-correlation of the signals' 4 ms RMS envelopes (which a codec that
+    synthesises its own phase, parametric like Codec2 or neural, keeps although its waveform no longer correlates
+    with the input), then the waveform cross-correlation within one envelope window of that lag (sample-exact for
+    waveform-matching codecs such as Opus)."""
     ref = np.asarray(reference, np.float64)
     deg = np.asarray(degraded, np.float64)
     max_lag = int(max_delay_seconds * sample_rate)
-    n = ref.size + deg.size
-    size = 1 << (n - 1).bit_length()
-    corr = np.fft.irfft(np.fft.rfft(deg, size) * np.conj(np.fft.rfft(ref, size)), size)
-    lags = np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)])
-    lag = int(lags[np.argmax(corr[lags % size])])
+    width = max(1, int(0.004 * sample_rate))
+    coarse = _xcorr_lag(_envelope(ref, width), _envelope(deg, width),
+                        np.concatenate([np.arange(0, max_lag + 1), np.arange(-max_lag, 0)]))
+    lag = _xcorr_lag(ref, deg, np.arange(coarse - width, coarse + width + 1))
     shifted = deg[lag:] if lag >= 0 else np.concatenate([np.zeros(-lag), deg])
     out = np.zeros(ref.size)
     out[:min(ref.size, shifted.size)] = shifted[:ref.size]

@@ -40,8 +40,8 @@ from vqjax.models.audio_gan import AudioDiscriminators, discriminator_losses, fe
 from vqjax.models.audio_losses import l1_loss, multiresolution_stft_loss, multiscale_mel_loss, si_sdr
 from vqjax.models.vqgan import GAN_LOSSES
 from vqjax.train import evaluate as metrics_lib, reports, speech_eval
-from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
-                                read_example_splits)
+from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config,
+                                default_data_dir, plain, read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
@@ -91,6 +91,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_levels = (3, 6, 12)
     c.anchors = ("codec2:1200", "codec2:2400", "codec2:3200", "opus:6", "opus:12")
     c.test_max_clips = ml_collections.FieldReference(None, field_type=int)
+    c.ood_splits = ("test_music",)
     return c
 
 
@@ -112,6 +113,7 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.max_eval_examples = 4
     c.test_max_clips = 2
     c.anchors = ()
+    c.ood_splits = ()
     c.gan.channels = 4
     c.gan.periods = (2, 3)
     c.gan.fft_sizes = (256,)
@@ -145,6 +147,8 @@ def check(config: ml_collections.ConfigDict) -> None:
                    "gan.channels")
     if config.test_max_clips is not None:
         check_positive(config, "test_max_clips")
+    if any(not isinstance(split, str) or not split for split in config.ood_splits):
+        raise ValueError(f"config.ood_splits must hold split names (e.g. 'test_music'); got {config.ood_splits!r}")
     m = config.model
     if m.architecture not in AUDIO_ARCHITECTURES:
         raise ValueError(f"config.model.architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
@@ -404,15 +408,24 @@ def _bucket(length: int, multiple: int) -> int:
     return max(multiple, -(-length // multiple) * multiple)
 
 
+def _clips(config, source, limit=None) -> list[np.ndarray]:
+    sr = int(config.sample_rate)
+    total = len(source) if limit is None else min(len(source), limit)
+    return [audio_data.prepare_example(source[i], sample_rate=sr, target_db=config.loudness_db)["audio"][:, 0]
+            for i in range(total)]
+
+
 def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, levels, per_frame) -> dict:
     """Whole clips at every bitrate of ``config.eval_levels`` (or the one bitrate) and the anchors, through
-    :func:`vqjax.train.speech_eval.evaluate_codec`; writes the figures and ``rate_distortion.json``."""
+    :func:`vqjax.train.speech_eval.evaluate_codec`, on ``config.eval_split`` and on each of ``config.ood_splits``
+    (out of domain: keys and figures carry the split's name); writes the figures and ``rate_distortion.json``."""
     sr = int(config.sample_rate)
-    total = len(eval_source) if config.test_max_clips is None else min(len(eval_source), config.test_max_clips)
-    clips = [audio_data.prepare_example(eval_source[i], sample_rate=sr, target_db=config.loudness_db)["audio"][:, 0]
-             for i in range(total)]
     bucket = model.hop_length * max(1, int(round(frame_rate)))        # pad clips to whole seconds: few shapes
     recon_fn = jax.jit(reconstruct, static_argnums=0)      # levels traced: one compilation per clip length
+    used_levels = tuple(int(v) for v in config.eval_levels) or (None,)
+    anchors, skipped = speech_eval.anchor_codecs(tuple(config.anchors))
+    for name in skipped:
+        logging.getLogger("vqjax.train").warning("anchor skipped: %s", name)
 
     def neural(levels_used):
         def codec(wave, rate):                 # zeros after the clip cover the decoder's delay
@@ -423,30 +436,45 @@ def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, 
             return np.asarray(recon)[0, model.delay:model.delay + wave.size, 0]
         return codec
 
-    results = []
-    for n in (tuple(int(v) for v in config.eval_levels) or (None,)):
-        used = per_frame if n is None else n
-        results.append(speech_eval.evaluate_codec(f"vqjax {used}q", _bitrate(frame_rate, used, vocab), neural(n),
-                                                  clips, sr))
-    anchors, skipped = speech_eval.anchor_codecs(tuple(config.anchors))
-    for name, (kbps, fn) in anchors.items():
-        results.append(speech_eval.evaluate_codec(name, kbps, fn, clips, sr))
-    for name in skipped:
-        logging.getLogger("vqjax.train").warning("anchor skipped: %s", name)
-    out = {"clips": total, "anchors_skipped": len(skipped)}
-    for r in results:
-        for k, v in r.mean.items():
-            out[f"{r.name}/{k}"] = v
+    def score(clips):
+        results = []
+        for n in used_levels:
+            used = per_frame if n is None else n
+            results.append(speech_eval.evaluate_codec(f"vqjax {used}q", _bitrate(frame_rate, used, vocab),
+                                                      neural(n), clips, sr))
+        return results + [speech_eval.evaluate_codec(name, kbps, fn, clips, sr)
+                          for name, (kbps, fn) in anchors.items()]
+
+    clips = _clips(config, eval_source, config.test_max_clips)
+    sets = {config.eval_split: (clips, score(clips))}
+    for split in config.ood_splits:
+        source = pipeline.get_source(config.dataset, split, config.data_dir or default_data_dir())
+        if not len(source):
+            logging.getLogger("vqjax.train").warning("out-of-domain split %s is empty: not scored", split)
+            continue
+        ood = _clips(config, source, config.test_max_clips)
+        sets[split] = (ood, score(ood))
+    out = {"clips": len(clips), "anchors_skipped": len(skipped)}
+    for split, (split_clips, results) in sets.items():
+        prefix = "" if split == config.eval_split else f"{split}/"
+        if prefix:
+            out[f"{prefix}clips"] = len(split_clips)
+        for r in results:
+            for k, v in r.mean.items():
+                out[f"{prefix}{r.name}/{k}"] = v
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "rate_distortion.json"), "w") as fh:
-            json.dump({"rows": speech_eval.summary_rows(results), "skipped": skipped,
-                       "per_clip": {r.name: r.per_clip for r in results}}, fh, indent=1)
-        speech_eval.plot_rate_distortion(os.path.join(workdir, "rate_distortion.png"), results,
-                                         f"{total} held-out clips, {config.dataset}:{config.eval_split}")
-        used = tuple(int(v) for v in config.eval_levels) or (None,)
-        reports.save_waveforms(os.path.join(workdir, "audio_examples.png"),
-                               [clips[0]] + [neural(n)(clips[0], sr) for n in used],
-                               ["original"] + [r.name for r in results[:len(used)]], sr)
+            json.dump({split: {"rows": speech_eval.summary_rows(results),
+                               "per_clip": {r.name: r.per_clip for r in results}}
+                       for split, (_, results) in sets.items()} | {"skipped": skipped}, fh, indent=1)
+        for split, (split_clips, results) in sets.items():
+            tag = "" if split == config.eval_split else f"_{split}"
+            what = "held-out clips" if not tag else "out-of-domain clips"
+            speech_eval.plot_rate_distortion(os.path.join(workdir, f"rate_distortion{tag}.png"), results,
+                                             f"{len(split_clips)} {what}, {config.dataset}:{split}")
+            reports.save_waveforms(os.path.join(workdir, f"audio_examples{tag}.png"),
+                                   [split_clips[0]] + [neural(n)(split_clips[0], sr) for n in used_levels],
+                                   ["original"] + [r.name for r in results[:len(used_levels)]], sr)
     return out
 
 

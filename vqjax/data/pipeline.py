@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "train_batches", "eval_batches"]
 
-BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits", "vqjax_speech")
+BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits", "vqjax_speech", "vqjax_moving_mnist")
 
 
 def check_dataset_name(dataset: str) -> str:

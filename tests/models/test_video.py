@@ -1,0 +1,88 @@
+"""The causal 3D video encoder and decoder: shapes from the strides (a single image is one latent frame); chunked
+encoding and decoding equal the whole clip's; a later frame never changes an earlier output; bad input refused."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax.models.video import CausalConv3d, VideoDecoder, VideoEncoder, latent_frames
+
+FIELDS = dict(channels=4, channel_mult=(1, 2, 2), temporal_down=(True, True), num_res_blocks=1)
+
+
+@pytest.fixture(scope="module")
+def video_codec():
+    enc = VideoEncoder(latent_dim=3, **FIELDS)
+    dec = VideoDecoder(out_channels=1, **FIELDS)
+    pe = jax.jit(enc.init)(jax.random.key(0), jnp.zeros((1, 5, 16, 16, 1)))
+    pd = jax.jit(dec.init)(jax.random.key(1), jnp.zeros((1, 2, 4, 4, 3)))
+    return enc, dec, pe, pd
+
+
+def _clip(frames, batch=2, seed=0):
+    return np.random.default_rng(seed).uniform(size=(batch, frames, 16, 16, 1)).astype(np.float32)
+
+
+def _chunks(module, params, x, cuts):
+    outs, state = [], None
+    apply = jax.jit(module.apply)
+    for a, b in zip([0] + cuts, cuts + [x.shape[1]]):
+        y, state = apply(params, x[:, a:b], state)
+        outs.append(y)
+    return jnp.concatenate(outs, 1)
+
+
+def test_shapes_follow_the_strides_and_an_image_is_one_frame(video_codec):
+    enc, dec, pe, pd = video_codec
+    assert enc.temporal_stride == 4 and enc.spatial_stride == 4
+    z, _ = jax.jit(enc.apply)(pe, _clip(17))
+    assert z.shape == (2, 5, 4, 4, 3) and latent_frames(17, 4) == 5
+    y, _ = jax.jit(dec.apply)(pd, z)
+    assert y.shape == (2, 17, 16, 16, 1)
+    x = _clip(17)
+    image, _ = enc.apply(pe, x[:, :1])
+    assert image.shape == (2, 1, 4, 4, 3)
+    # frame 0 is encoded on its own: the image's latent is the clip's first latent frame
+    np.testing.assert_allclose(image[:, 0], enc.apply(pe, x)[0][:, 0], rtol=1e-5, atol=1e-5)
+    assert dec.apply(pd, image)[0].shape == (2, 1, 16, 16, 1)
+
+
+@pytest.mark.parametrize("cuts", [[1, 5, 9, 13], [5], [9, 13]])
+def test_chunks_equal_the_whole_clip(video_codec, cuts):
+    enc, dec, pe, pd = video_codec
+    x = _clip(17)
+    whole, _ = jax.jit(enc.apply)(pe, x)
+    np.testing.assert_allclose(_chunks(enc, pe, x, cuts), whole, rtol=1e-5, atol=1e-5)
+    frames = [latent_frames(c, 4) for c in cuts]
+    y_whole, _ = jax.jit(dec.apply)(pd, whole)
+    np.testing.assert_allclose(_chunks(dec, pd, whole, frames), y_whole, rtol=1e-5, atol=1e-5)
+
+
+def test_later_frames_never_change_earlier_outputs(video_codec):
+    enc, dec, pe, pd = video_codec
+    x = _clip(17)
+    later = x.copy()
+    later[:, 9:] = _clip(8, seed=5)
+    a, _ = enc.apply(pe, x)
+    b, _ = enc.apply(pe, later)
+    np.testing.assert_array_equal(a[:, :3], b[:, :3])              # latent 2 reads frames up to 8
+    assert not np.allclose(a[:, 3:], b[:, 3:])
+    ya, _ = dec.apply(pd, a)
+    yb, _ = dec.apply(pd, b)
+    np.testing.assert_array_equal(ya[:, :9], yb[:, :9])             # frames 0..8 come from latents 0..2
+
+
+def test_bad_input_is_refused(video_codec):
+    enc, dec, pe, pd = video_codec
+    with pytest.raises(ValueError, match=r"first chunk must hold 1 \+ 2 \* n frames; got 16"):
+        enc.apply(pe, _clip(16))
+    with pytest.raises(ValueError, match=r"must be a video \[batch, frames, height, width, channels\]"):
+        enc.apply(pe, _clip(17)[:, :, :, :, 0])
+    with pytest.raises(ValueError, match=r"1 \+ 4 \* n frames"):
+        latent_frames(16, 4)
+    with pytest.raises(ValueError, match="temporal kernel"):
+        CausalConv3d(2, (1, 3, 3), (2, 1, 1)).init(jax.random.key(0), jnp.zeros((1, 3, 4, 4, 1)))
+    with pytest.raises(ValueError, match="temporal_down needs one entry per spatial halving"):
+        VideoEncoder(channels=4, channel_mult=(1, 2), temporal_down=(True, True)).init(
+            jax.random.key(0), jnp.zeros((1, 5, 8, 8, 1)))

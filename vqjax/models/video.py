@@ -1,0 +1,224 @@
+"""Causal 3D convolutional video encoder and decoder (the MAGVIT-v2 layout, Yu et al. 2024).
+
+Videos are ``[B, T, H, W, C]``. Every temporal convolution only looks back, and the first frame is padded by copies
+of itself, so frame 0 is encoded on its own: a clip of ``1 + s * n`` frames (``s`` the temporal stride) gives
+``1 + n`` latent frames, and a single image gives one latent frame (one model tokenizes images and videos).
+
+Every temporal layer is a function ``(x, state) -> (y, state)``: the state holds the frames a convolution still
+needs from the past (``None``: the start of a clip). Encoding a clip chunk by chunk, the state carried, gives the
+whole clip's latents: the first chunk holds ``1 + s * a`` frames, later chunks ``s * b``. Normalisation is per
+frame (GroupNorm over space and channels), so no frame sees a later one.
+
+    enc = VideoEncoder(channels=32, channel_mult=(1, 2, 2), temporal_down=(True, True), latent_dim=8)
+    z, state = enc.apply(params, video)                 # [B, 1 + (T - 1) / 4, H / 4, W / 4, 8]
+    z1, s = enc.apply(params, video[:, :5]); z2, s = enc.apply(params, video[:, 5:], s)   # == z
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vqjax.models.autoencoder import group_count
+
+__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "latent_frames"]
+
+
+def latent_frames(num_frames: int, temporal_stride: int) -> int:
+    """Latent frames of a clip of ``num_frames = 1 + temporal_stride * n`` frames: ``1 + n``."""
+    if num_frames < 1 or (num_frames - 1) % temporal_stride:
+        raise ValueError(f"a clip must hold 1 + {temporal_stride} * n frames (the first frame alone, then whole "
+                         f"groups of {temporal_stride}); got {num_frames}")
+    return 1 + (num_frames - 1) // temporal_stride
+
+
+def _check_video(x: jax.Array, where: str) -> None:
+    if x.ndim != 5:
+        raise ValueError(f"{where}: x must be a video [batch, frames, height, width, channels]; got shape {x.shape}")
+
+
+class CausalConv3d(nn.Module):
+    """A 3D convolution ``[B, T, H, W, Cin] -> [B, T', H / sh, W / sw, features]``, causal in time.
+
+    Temporally, output frame ``j`` reads input frames ``j * st - (kt - 1) .. j * st`` (stride ``st``, kernel
+    ``kt``), the frames before the clip being copies of its first frame; spatially the padding is 'SAME'. A first
+    chunk (``state=None``) of ``1 + st * a`` frames gives ``1 + a`` frames; the state is the last ``kt - st`` input
+    frames (padding included), and a later chunk of ``st * b`` frames gives ``b``.
+    """
+
+    features: int
+    kernel_size: Sequence[int] = (3, 3, 3)
+    strides: Sequence[int] = (1, 1, 1)
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, state: jax.Array | None = None):
+        _check_video(x, "CausalConv3d")
+        kt, kh, kw = (int(k) for k in self.kernel_size)
+        st, sh, sw = (int(s) for s in self.strides)
+        if kt < st:
+            raise ValueError(f"CausalConv3d: the temporal kernel ({kt}) must cover the temporal stride ({st})")
+        if state is None:
+            if (x.shape[1] - 1) % st:
+                raise ValueError(f"CausalConv3d: a clip's first chunk must hold 1 + {st} * n frames; got {x.shape[1]}")
+            first = jnp.repeat(x[:, :1], kt - 1, axis=1)
+            full = jnp.concatenate([first, x], axis=1)
+        else:
+            if x.shape[1] % st:
+                raise ValueError(f"CausalConv3d: a later chunk must hold a multiple of {st} frames; got {x.shape[1]}")
+            full = jnp.concatenate([state.astype(x.dtype), x], axis=1)
+        new_state = full[:, full.shape[1] - (kt - st):]
+        pads = []
+        for n, k, s in ((x.shape[2], kh, sh), (x.shape[3], kw, sw)):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            pads.append((total // 2, total - total // 2))
+        full = jnp.pad(full, ((0, 0), (0, 0), *pads, (0, 0)))      # explicit padding: fast kernel gradients on CPU
+        kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
+                            (kt, kh, kw, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        y = jax.lax.conv_general_dilated(full.astype(self.dtype), kernel.astype(self.dtype), (st, sh, sw),
+                                         [(0, 0)] * 3, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        return y + bias.astype(self.dtype), new_state
+
+
+def _frame_norm(x: jax.Array, dtype) -> jax.Array:
+    """GroupNorm of each frame on its own (over height, width and channel groups): causal in time."""
+    b, t = x.shape[:2]
+    h = nn.GroupNorm(group_count(x.shape[-1]), dtype=dtype)(x.reshape((b * t,) + x.shape[2:]))
+    return h.reshape(x.shape)
+
+
+class _Chain:
+    """Threads the temporal states through a stack of layers (``state=None``: the start of a clip)."""
+
+    def __init__(self, state):
+        self._old = list(state) if state is not None else []
+        self.states: list = []
+
+    def __call__(self, layer, h):
+        i = len(self.states)
+        h, st = layer(h, self._old[i] if i < len(self._old) else None)
+        self.states.append(st)
+        return h
+
+
+class VideoResBlock(nn.Module):
+    """Per-frame GroupNorm, swish, causal 3x3x3 convolution, twice, plus a (1x1x1-projected when the width
+    changes) skip connection. The state is the two convolutions'."""
+
+    channels: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, state=None):
+        state = (None, None) if state is None else state
+        h = nn.swish(_frame_norm(x, self.dtype))
+        h, s1 = CausalConv3d(self.channels, dtype=self.dtype)(h, state[0])
+        h = nn.swish(_frame_norm(h, self.dtype))
+        h, s2 = CausalConv3d(self.channels, dtype=self.dtype)(h, state[1])
+        if x.shape[-1] != self.channels:
+            x = nn.Dense(self.channels, dtype=self.dtype)(x)
+        return x + h, (s1, s2)
+
+
+class _Video(nn.Module):
+    """The fields the video encoder and decoder share.
+
+    Attributes:
+      channels: base width; level ``i`` has ``channels * channel_mult[i]``.
+      channel_mult: width multipliers per resolution level; ``len(channel_mult) - 1`` spatial halvings.
+      temporal_down: per halving, whether time is halved too (``(True, True)``: 4x in time).
+      num_res_blocks: residual blocks per level.
+    """
+
+    channels: int = 32
+    channel_mult: Sequence[int] = (1, 2, 2)
+    temporal_down: Sequence[bool] = (True, True)
+    num_res_blocks: int = 1
+    dtype: Any = jnp.float32
+
+    def _check_fields(self, name: str) -> None:
+        if len(self.temporal_down) != len(self.channel_mult) - 1:
+            raise ValueError(f"{name}: temporal_down needs one entry per spatial halving ({len(self.channel_mult) - 1}"
+                             f"); got {tuple(self.temporal_down)}")
+
+    @property
+    def temporal_stride(self) -> int:
+        return int(2 ** sum(bool(d) for d in self.temporal_down))
+
+    @property
+    def spatial_stride(self) -> int:
+        return int(2 ** (len(self.channel_mult) - 1))
+
+
+class VideoEncoder(_Video):
+    """Videos ``[B, 1 + s n, H, W, C]`` -> latents ``[B, 1 + n, H / 2^L, W / 2^L, latent_dim]`` (``s`` the
+    temporal stride): a causal 3x3x3 convolution, per level residual blocks and a strided causal convolution
+    (stride 2 in space, and in time where ``temporal_down``), more blocks, per-frame GroupNorm, swish, a 1x1x1
+    projection to ``latent_dim``."""
+
+    latent_dim: int = 8
+
+    @nn.compact
+    def __call__(self, x: jax.Array, state=None):
+        _check_video(x, "VideoEncoder")
+        self._check_fields("VideoEncoder")
+        run = _Chain(state)
+        h = run(CausalConv3d(self.channels * self.channel_mult[0], dtype=self.dtype), x.astype(self.dtype))
+        for level, mult in enumerate(self.channel_mult):
+            for _ in range(self.num_res_blocks):
+                h = run(VideoResBlock(self.channels * mult, dtype=self.dtype), h)
+            if level < len(self.channel_mult) - 1:
+                st = 2 if self.temporal_down[level] else 1
+                h = run(CausalConv3d(self.channels * mult, (3, 3, 3), (st, 2, 2), dtype=self.dtype), h)
+        h = run(VideoResBlock(h.shape[-1], dtype=self.dtype), h)
+        h = nn.swish(_frame_norm(h, self.dtype))
+        return nn.Dense(self.latent_dim, dtype=self.dtype)(h), tuple(run.states)
+
+
+class _TimeUpsample(nn.Module):
+    """Doubles the frame rate causally: a dense layer to twice the width, each frame split into two; a clip's first
+    frame keeps only its second half (``1 + n`` frames -> ``1 + 2 n``). The state marks a clip already started."""
+
+    @nn.compact
+    def __call__(self, x, state=None):
+        b, t, hh, ww, c = x.shape
+        y = nn.Dense(2 * c)(x).reshape(b, t, hh, ww, 2, c)
+        y = jnp.moveaxis(y, 4, 2).reshape(b, 2 * t, hh, ww, c)
+        if state is None:
+            y = y[:, 1:]
+        return y, jnp.zeros((), jnp.int32)
+
+
+class VideoDecoder(_Video):
+    """Latents ``[B, 1 + n, h, w, latent_dim]`` -> videos ``[B, 1 + s n, h 2^L, w 2^L, out_channels]``: the
+    encoder mirrored (per level, residual blocks, then nearest spatial doubling and a causal convolution, and a
+    causal frame doubling where ``temporal_down``); per-frame GroupNorm, swish and a causal 3x3x3 convolution to
+    ``out_channels``."""
+
+    out_channels: int = 3
+
+    @nn.compact
+    def __call__(self, z: jax.Array, state=None):
+        _check_video(z, "VideoDecoder")
+        self._check_fields("VideoDecoder")
+        run = _Chain(state)
+        top = self.channels * self.channel_mult[-1]
+        h = run(CausalConv3d(top, dtype=self.dtype), z.astype(self.dtype))
+        h = run(VideoResBlock(top, dtype=self.dtype), h)
+        for level in reversed(range(len(self.channel_mult))):
+            width = self.channels * self.channel_mult[level]
+            for _ in range(self.num_res_blocks):
+                h = run(VideoResBlock(width, dtype=self.dtype), h)
+            if level > 0:
+                if self.temporal_down[level - 1]:
+                    h = run(_TimeUpsample(), h)
+                h = jnp.repeat(jnp.repeat(h, 2, axis=2), 2, axis=3)
+                h = run(CausalConv3d(width, dtype=self.dtype), h)
+        h = nn.swish(_frame_norm(h, self.dtype))
+        h = run(CausalConv3d(self.out_channels, dtype=self.dtype), h)
+        return h, tuple(run.states)

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqjax.models.streaming import StateChain
+
 __all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
            "ConvNeXtBlock", "STFTEncoder", "ISTFTDecoder", "hann_window", "frame_signal", "overlap_add", "inverse_stft",
            "align_output", "frames_for", "AudioCodec"]
@@ -163,21 +165,6 @@ class ResidualUnit(nn.Module):
         return x + h, (s1, s2)
 
 
-class _Chain:
-    """Threads streaming states through a stack of layers: ``h = chain(layer, h)`` calls the next layer with its
-    state from ``state`` (a tuple, one per layer; None: a new signal) and collects the new one in ``chain.states``."""
-
-    def __init__(self, state):
-        self._old = list(state) if state is not None else []
-        self.states: list = []
-
-    def __call__(self, layer, h):
-        i = len(self.states)
-        h, st = layer(h, self._old[i] if i < len(self._old) else None)
-        self.states.append(st)
-        return h
-
-
 class _SEANet(nn.Module):
     """The fields the SEANet encoder and decoder share: base width, strides, residual units (``num_residual`` per
     stride, dilations ``dilation_base ** j``, kernel ``residual_kernel_size``), the outer ``kernel_size``, causality."""
@@ -201,8 +188,8 @@ class _SEANet(nn.Module):
         to ``t``)."""
         return 0
 
-    def _chain(self, state) -> _Chain:
-        return _Chain(state)
+    def _chain(self, state) -> StateChain:
+        return StateChain(state)
 
     def _residual(self, dilation_index: int) -> ResidualUnit:
         return ResidualUnit(self.residual_kernel_size, self.dilation_base ** dilation_index, causal=self.causal,
@@ -311,10 +298,10 @@ class _Fourier(nn.Module):
         ``n - delay`` (the non-causal one centres its windows: 0)."""
         return self.n_fft - int(self.strides[0]) if self.causal else 0
 
-    def _chain(self, state) -> _Chain:
-        return _Chain(state)
+    def _chain(self, state) -> StateChain:
+        return StateChain(state)
 
-    def _blocks(self, run: _Chain, h):
+    def _blocks(self, run: StateChain, h):
         scale = 1.0 / (len(self.strides) * self.num_residual)
         for _ in range(self.num_residual):
             h = run(ConvNeXtBlock(self.kernel_size, layer_scale_init=scale, causal=self.causal, dtype=self.dtype), h)

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vqjax.models.autoencoder import group_count
+from vqjax.models.streaming import StateChain
 
 __all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "latent_frames"]
 
@@ -92,20 +92,6 @@ def _frame_norm(x: jax.Array, dtype) -> jax.Array:
     return h.reshape(x.shape)
 
 
-class _Chain:
-    """Threads the temporal states through a stack of layers (``state=None``: the start of a clip)."""
-
-    def __init__(self, state):
-        self._old = list(state) if state is not None else []
-        self.states: list = []
-
-    def __call__(self, layer, h):
-        i = len(self.states)
-        h, st = layer(h, self._old[i] if i < len(self._old) else None)
-        self.states.append(st)
-        return h
-
-
 class VideoResBlock(nn.Module):
     """Per-frame GroupNorm, swish, causal 3x3x3 convolution, twice, plus a (1x1x1-projected when the width
     changes) skip connection. The state is the two convolutions'."""
@@ -167,7 +153,7 @@ class VideoEncoder(_Video):
     def __call__(self, x: jax.Array, state=None):
         _check_video(x, "VideoEncoder")
         self._check_fields("VideoEncoder")
-        run = _Chain(state)
+        run = StateChain(state)
         h = run(CausalConv3d(self.channels * self.channel_mult[0], dtype=self.dtype), x.astype(self.dtype))
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_res_blocks):
@@ -206,7 +192,7 @@ class VideoDecoder(_Video):
     def __call__(self, z: jax.Array, state=None):
         _check_video(z, "VideoDecoder")
         self._check_fields("VideoDecoder")
-        run = _Chain(state)
+        run = StateChain(state)
         top = self.channels * self.channel_mult[-1]
         h = run(CausalConv3d(top, dtype=self.dtype), z.astype(self.dtype))
         h = run(VideoResBlock(top, dtype=self.dtype), h)

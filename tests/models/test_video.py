@@ -86,3 +86,34 @@ def test_bad_input_is_refused(video_codec):
     with pytest.raises(ValueError, match="temporal_down needs one entry per spatial halving"):
         VideoEncoder(channels=4, channel_mult=(1, 2), temporal_down=(True, True)).init(
             jax.random.key(0), jnp.zeros((1, 5, 8, 8, 1)))
+
+
+@pytest.mark.parametrize("quantizer, kwargs, tail", [("fsq", {"levels": [5, 5, 5]}, ()),
+                                                     ("rvq", {"num_levels": 2, "codebook_size": 16}, (2,))])
+def test_tokenizer_codes_stream_and_decode_like_the_whole_clip(quantizer, kwargs, tail):
+    from vqjax.models import model_from_spec
+
+    model = model_from_spec({"name": "video_tokenizer", "kwargs": dict(
+        channels=4, channel_mult=[1, 2, 2], temporal_down=[True, True], num_res_blocks=1, latent_dim=3,
+        video_channels=1, quantizer=quantizer, quantizer_kwargs=kwargs)})
+    x = _clip(17)
+    variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, x[:, :5])
+    recon, q = jax.jit(model.apply)(variables, x)
+    assert recon.shape == x.shape and q.codes.shape == (2, 5, 4, 4) + tail
+    assert model.temporal_stride == 4 and model.spatial_stride == 4
+    encode = jax.jit(lambda v, x, s: model.apply(v, x, s, method="encode_stream"))
+    decode = jax.jit(lambda v, c, s: model.apply(v, c, s, method="decode_stream"))
+    whole = model.apply(variables, x, method="encode")
+    np.testing.assert_array_equal(whole, q.codes)
+    parts, state = [], None
+    for a, b in ((0, 5), (5, 13), (13, 17)):
+        c, state = encode(variables, x[:, a:b], state)
+        parts.append(c)
+    np.testing.assert_array_equal(np.concatenate(parts, 1), whole)          # the same tokens, chunk by chunk
+    frames, state = [], None
+    for a, b in ((0, 2), (2, 5)):
+        f, state = decode(variables, whole[:, a:b], state)
+        frames.append(f)
+    np.testing.assert_allclose(np.concatenate(frames, 1), model.apply(variables, whole, method="decode"),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(model.apply(variables, whole, method="decode"), recon, rtol=1e-5, atol=1e-5)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from vqjax.models.autoencoder import group_count
 from vqjax.models.streaming import StateChain
 
-__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "latent_frames"]
+__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoTokenizer", "latent_frames"]
 
 
 def latent_frames(num_frames: int, temporal_stride: int) -> int:
@@ -154,7 +154,8 @@ class VideoEncoder(_Video):
         _check_video(x, "VideoEncoder")
         self._check_fields("VideoEncoder")
         run = StateChain(state)
-        h = run(CausalConv3d(self.channels * self.channel_mult[0], dtype=self.dtype), x.astype(self.dtype))
+        h = run(CausalConv3d(self.channels * self.channel_mult[0], dtype=self.dtype),
+                x.astype(self.dtype) * 2.0 - 1.0)
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_res_blocks):
                 h = run(VideoResBlock(self.channels * mult, dtype=self.dtype), h)
@@ -181,10 +182,10 @@ class _TimeUpsample(nn.Module):
 
 
 class VideoDecoder(_Video):
-    """Latents ``[B, 1 + n, h, w, latent_dim]`` -> videos ``[B, 1 + s n, h 2^L, w 2^L, out_channels]``: the
-    encoder mirrored (per level, residual blocks, then nearest spatial doubling and a causal convolution, and a
-    causal frame doubling where ``temporal_down``); per-frame GroupNorm, swish and a causal 3x3x3 convolution to
-    ``out_channels``."""
+    """Latents ``[B, 1 + n, h, w, latent_dim]`` -> videos ``[B, 1 + s n, h 2^L, w 2^L, out_channels]`` (values near
+    ``[0, 1]``): the encoder mirrored (per level, residual blocks, then a causal frame doubling where
+    ``temporal_down``, nearest spatial doubling and a causal convolution); per-frame GroupNorm, swish and a causal
+    3x3x3 convolution to ``out_channels``, mapped from ``[-1, 1]`` to ``[0, 1]``."""
 
     out_channels: int = 3
 
@@ -206,5 +207,48 @@ class VideoDecoder(_Video):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=2), 2, axis=3)
                 h = run(CausalConv3d(width, dtype=self.dtype), h)
         h = nn.swish(_frame_norm(h, self.dtype))
-        h = run(CausalConv3d(self.out_channels, dtype=self.dtype), h)
-        return h, tuple(run.states)
+        h = run(CausalConv3d(self.out_channels, dtype=jnp.float32), h)
+        return (h + 1.0) * 0.5, tuple(run.states)
+
+
+class VideoTokenizer(nn.Module):
+    """Video encoder -> quantizer -> video decoder (MAGVIT-v2 layout).
+
+    ``__call__(x, train)`` returns ``(reconstruction, Quantized)`` for clips ``[B, 1 + s n, H, W, C]`` in
+    ``[0, 1]``; ``encode(x)`` the int32 codes ``[B, 1 + n, H / 2^L, W / 2^L(, levels)]`` and ``decode(codes)``
+    the clip. ``encode_stream``/``decode_stream`` carry the encoder's or decoder's state, so consecutive chunks
+    (the first ``1 + s a`` frames, then ``s b``) give the whole clip's codes and frames.
+    """
+
+    encoder: VideoEncoder
+    quantizer: nn.Module
+    decoder: VideoDecoder
+
+    @property
+    def temporal_stride(self) -> int:
+        return self.encoder.temporal_stride
+
+    @property
+    def spatial_stride(self) -> int:
+        return self.encoder.spatial_stride
+
+    def __call__(self, x: jax.Array, *, train: bool = False):
+        z, _ = self.encoder(x)
+        q = self.quantizer(z, train=train)
+        y, _ = self.decoder(q.values)
+        return y, q
+
+    def encode(self, x: jax.Array) -> jax.Array:
+        return self.encode_stream(x, None)[0]
+
+    def encode_stream(self, x: jax.Array, state):
+        """``(codes, state)`` of one chunk of frames (``state=None``: a new clip)."""
+        z, state = self.encoder(x, state)
+        return self.quantizer.encode(z), state
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        return self.decode_stream(codes, None)[0]
+
+    def decode_stream(self, codes: jax.Array, state):
+        """``(frames, state)`` of one chunk of latent frames (``state=None``: a new clip)."""
+        return self.decoder(self.quantizer.decode(codes), state)

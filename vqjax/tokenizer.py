@@ -203,10 +203,10 @@ class Tokenizer:
             raise ValueError(f"{name}: input must have shape [B, {', '.join(map(str, shape))}]; "
                              f"got {tuple(x.shape)}")
         dtype = np.dtype(x.dtype)
-        if dtype == np.uint8 and self.modality == "image" and self.value_range == (0.0, 1.0):
+        if dtype == np.uint8 and self.modality in ("image", "video") and self.value_range == (0.0, 1.0):
             return jnp.asarray(x).astype(jnp.float32) / 255.0
         if not np.issubdtype(dtype, np.floating):
-            rule = " (uint8 images are divided by 255)" if self.modality == "image" else ""
+            rule = f" (uint8 {self.modality}s are divided by 255)" if self.modality in ("image", "video") else ""
             raise DTypeError(f"{name}: input must be floating{rule}; got dtype {dtype}")
         return jnp.asarray(x, jnp.float32)
 

@@ -111,6 +111,25 @@ def save_waveforms(path: str, waves, labels, sample_rate: int, n_fft: int = 512)
     return path
 
 
+def save_curve(path: str, values, xlabel: str, ylabel: str, title: str = "") -> str:
+    """A PNG of one curve: ``values`` against their index (e.g. PSNR by frame)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(np.arange(len(values)), np.asarray(values), "o-")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def save_curves(workdir: str) -> dict[str, str]:
     """``loss_curves.png`` (train losses), ``codebook_usage.png`` (eval usage and perplexity over steps) for
     tokenizers, ``ranking_metrics.png`` (MRR, Hits@1/10 over steps) for link prediction."""

@@ -38,7 +38,8 @@ TASKS: dict[str, "Task"] = {}
 _BUILTIN = {"image_tokenizer": "vqjax.train.tasks.image_tokenizer",
             "link_prediction": "vqjax.train.tasks.link_prediction",
             "lm": "vqjax.train.tasks.lm",
-            "audio_codec": "vqjax.train.tasks.audio_codec"}
+            "audio_codec": "vqjax.train.tasks.audio_codec",
+            "video_tokenizer": "vqjax.train.tasks.video_tokenizer"}
 
 
 @dataclasses.dataclass(frozen=True)

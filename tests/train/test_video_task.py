@@ -1,0 +1,76 @@
+"""The 'video_tokenizer' task end to end on a small Moving MNIST: it trains, evaluates PSNR/SSIM per frame,
+flicker, tokens per second and bits per pixel, draws its figures and leaves a video Tokenizer with its frame rate;
+the per-frame metrics against hand-made cases; config errors named before any data is read."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqjax.data import builders
+from vqjax.train import train_and_evaluate
+from vqjax.train.tasks import video_tokenizer
+
+
+def _config(data_dir):
+    from experiments_loader import load_experiment
+
+    c = load_experiment("moving_mnist_video", "runlocal")
+    c.data_dir = data_dir
+    return c
+
+
+def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
+    monkeypatch.setattr(builders.VqjaxMovingMnist, "NUM_CLIPS", {"train": 8, "test": 4})
+    workdir = str(tmp_path / "run")
+    result = train_and_evaluate(_config(str(tmp_path / "tfds")), workdir, progress=False, devices=one)
+    assert np.isfinite(result["psnr"]) and 0 <= result["ssim"] <= 1 and result["flicker"] >= 0
+    # 5 x 16 x 16 FSQ tokens (1000 codes) for 17 frames of 64x64 at 10 frames per second
+    assert result["tokens_per_second"] == pytest.approx(5 * 16 * 16 / 1.7)
+    assert result["bits_per_pixel"] == pytest.approx(5 * 16 * 16 * np.log2(1000) / (17 * 64 * 64))
+    per_frame = json.load(open(os.path.join(workdir, "psnr_per_frame.json")))
+    assert len(per_frame["psnr"]) == 17 and np.mean(per_frame["psnr"]) == pytest.approx(result["psnr"])
+    for fig in ("reconstructions.png", "psnr_per_frame.png", "loss_curves.png"):
+        assert os.path.getsize(os.path.join(workdir, fig)) > 1000
+
+    import vqjax
+
+    tok = vqjax.Tokenizer.load(workdir)
+    assert tok.modality == "video" and tok.frame_rate == 10.0 and tok.codes_shape == (5, 16, 16)
+    clip = (np.random.default_rng(0).uniform(size=(1, 17, 64, 64, 1)) * 255).astype(np.uint8)
+    codes = tok.encode(clip)
+    np.testing.assert_array_equal(codes, tok.encode(clip.astype(np.float32) / 255.0))
+    assert tok.decode(codes).shape == (1, 17, 64, 64, 1)
+    with pytest.raises(ValueError, match=r"input must have shape \[B, 17, 64, 64, 1\]"):
+        tok.encode(clip[:, :16])
+    with pytest.raises(ValueError, match="NaN"):
+        tok.encode(np.full((1, 17, 64, 64, 1), np.nan, np.float32))
+
+
+def test_frame_metrics_by_hand():
+    clips = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 3, 16, 16, 1)).astype(np.float32))
+    same = video_tokenizer.frame_metrics(clips, clips)
+    assert float(same["psnr"].min()) > 90 and np.allclose(same["ssim"], 1.0, atol=1e-4)
+    assert np.allclose(same["flicker"], 0.0)
+    shifted = video_tokenizer.frame_metrics(clips, clips + 0.1)          # a constant offset: no flicker
+    np.testing.assert_allclose(shifted["psnr"], 20.0, atol=1e-3)
+    np.testing.assert_allclose(shifted["flicker"], 0.0, atol=1e-10)
+    noisy = clips.at[:, 1].add(0.1)                                       # one frame off: two differences wrong
+    np.testing.assert_allclose(video_tokenizer.frame_metrics(clips, noisy)["flicker"], 0.01, rtol=1e-4)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("frame_rate", 0.0, "config.frame_rate must be a positive number"),
+    ("recon_loss", "l3", "config.recon_loss must be one of"),
+    ("model.temporal_down", (True,), "temporal_down must hold one bool per spatial halving"),
+])
+def test_bad_config_is_refused(field, value, match):
+    from vqjax.train.tasks import get_task
+
+    c = _config("/nonexistent")
+    parent, _, name = field.rpartition(".")
+    (c[parent] if parent else c)[name] = value
+    with pytest.raises(ValueError, match=match):
+        get_task("video_tokenizer").check(c)

@@ -1,0 +1,300 @@
+"""Task ``'video_tokenizer'``: causal 3D video tokenizers (MAGVIT-v2 layout) on tfds + grain input.
+
+One train step updates the tokenizer on clips ``[B, T, H, W, C]`` in ``[0, 1]`` with the reconstruction loss
+(``config.recon_loss``) plus the quantizer's loss. Evaluation reports, on ``config.eval_split``, PSNR and SSIM per
+frame (averaged over frames and clips), the temporal flicker (mean squared error of consecutive-frame differences),
+codebook usage, tokens per second (at ``config.frame_rate``) and bits per pixel, writes ``psnr_per_frame.json``
+and draws ``reconstructions.png`` (a clip's frames above their reconstructions) and ``psnr_per_frame.png``. The
+run's artifact is a :class:`vqjax.Tokenizer` (``modality='video'``, with its frame rate).
+
+Not yet here (issue 15): real footage, the frame-by-frame image tokenizer and the classical codecs at the same
+token rate, a video discriminator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vqjax.data import pipeline
+from vqjax.models import model_from_spec, quantizer_vocab_size
+from vqjax.models.video import latent_frames
+from vqjax.train import evaluate as metrics_lib, reports
+from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
+                                read_example_splits)
+from vqjax.train.core import data_mesh, make_optimizer, to_host
+from vqjax.train.tasks import Run, Task, register_task
+
+__all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
+
+LOSSES = ("l2", "l1")
+
+
+class VideoTrainState(NamedTuple):
+    """Step, tokenizer parameters, quantizer statistics, optimizer state and the raw key data (step ``s`` draws
+    from ``fold_in(rng, s)``)."""
+
+    step: jax.Array
+    params: Any
+    vq_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of a video-tokenizer experiment. The defaults: Moving MNIST (17 frames of 64x64), 4x in time and
+    in space (5 x 16 x 16 latents), FSQ with levels (8, 5, 5, 5) (1000 implicit codes), at a nominal 10 frames per
+    second."""
+    c = add_example_data(core_config("video_tokenizer"), "vqjax_moving_mnist", batch_size=8, eval_batch_size=8)
+    c.frame_rate = 10.0
+    c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), temporal_down=(True, True),
+                                             num_res_blocks=1, latent_dim=8))
+    c.quantizer = "fsq"
+    c.quantizer_kwargs = ml_collections.ConfigDict(dict(levels=(8, 5, 5, 5)))
+    c.recon_loss = "l2"
+    return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A tiny model, 6 steps, 4 eval clips."""
+    c.model.channels = 4
+    c.model.latent_dim = 4
+    if "codebook_size" in c.quantizer_kwargs:
+        c.quantizer_kwargs.codebook_size = 32
+    c.batch_size = 2
+    c.eval_batch_size = 2
+    c.max_eval_examples = 4
+    c.num_train_steps = 6
+    c.log_every_steps = 3
+    c.eval_every_steps = 6
+    c.checkpoint_every_steps = 3
+    c.optimizer.warmup_steps = 2
+    return c
+
+
+def model_spec(config: ml_collections.ConfigDict, video_channels: int) -> dict:
+    """The model's explicit constructor arguments (:func:`vqjax.models.video_tokenizer`)."""
+    m = config.model
+    return {"name": "video_tokenizer",
+            "kwargs": {"channels": int(m.channels), "channel_mult": [int(v) for v in m.channel_mult],
+                       "temporal_down": [bool(v) for v in m.temporal_down], "num_res_blocks": int(m.num_res_blocks),
+                       "latent_dim": int(m.latent_dim), "video_channels": int(video_channels),
+                       "quantizer": config.quantizer, "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Refuses a bad video-tokenizer config with a message naming the field, before any data is read."""
+    check_example_data(config)
+    check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim")
+    if isinstance(config.frame_rate, bool) or not config.frame_rate > 0:
+        raise ValueError(f"config.frame_rate must be a positive number of frames per second; got {config.frame_rate!r}")
+    if config.recon_loss not in LOSSES:
+        raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
+    m = config.model
+    if not len(m.channel_mult) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
+                                      for v in m.channel_mult):
+        raise ValueError(f"config.model.channel_mult must be a non-empty tuple of positive ints; got {m.channel_mult}")
+    if len(m.temporal_down) != len(m.channel_mult) - 1 or any(not isinstance(v, bool) for v in m.temporal_down):
+        raise ValueError(f"config.model.temporal_down must hold one bool per spatial halving "
+                         f"({len(m.channel_mult) - 1}); got {tuple(m.temporal_down)}")
+    model_from_spec(model_spec(config, 1))                 # refuses an unknown quantizer or quantizer field
+
+
+def check_clip_shape(config: ml_collections.ConfigDict, shape: tuple[int, ...], temporal: int, spatial: int) -> None:
+    """Clips must hold ``1 + temporal * n`` frames and sides divisible by the spatial downsampling."""
+    try:
+        latent_frames(shape[0], temporal)
+    except ValueError as err:
+        raise ValueError(f"dataset {config.dataset!r}: {err} (config.model.temporal_down="
+                         f"{tuple(config.model.temporal_down)})") from None
+    if shape[1] % spatial or shape[2] % spatial:
+        raise ValueError(f"frame size {shape[1]}x{shape[2]} of dataset {config.dataset!r} is not divisible by the "
+                         f"downsampling factor {spatial} of config.model.channel_mult="
+                         f"{tuple(config.model.channel_mult)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepParts:
+    model: Any
+    tx: optax.GradientTransformation
+    recon_loss: str
+
+
+def _recon_loss(kind, x, y):
+    d = x - y
+    return jnp.mean(jnp.abs(d)) if kind == "l1" else jnp.mean(d * d)
+
+
+def train_step(parts: StepParts, state: VideoTrainState, clips):
+    """One step: reconstruction plus quantizer loss."""
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, clips, train=True,
+                                            mutable=["vq_stats"], rngs={"vq": rng})
+        recon_loss = _recon_loss(parts.recon_loss, recon, clips)
+        return recon_loss + q.loss, (upd.get("vq_stats", {}), q, {"recon_loss": recon_loss, "quantizer_loss": q.loss})
+
+    (loss, (vq_stats, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
+               **{f"q_{k}": v for k, v in q.metrics.items()}}
+    return state._replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          vq_stats=vq_stats, opt_state=opt_state), metrics
+
+
+def frame_metrics(clips: jax.Array, recon: jax.Array) -> dict:
+    """Per clip and frame PSNR and SSIM ``[B, T]``, and per clip the flicker: the mean squared error of the
+    consecutive-frame differences ``[B]`` (0 for one-frame clips)."""
+    b, t = clips.shape[:2]
+    flat = lambda v: v.reshape((b * t,) + v.shape[2:])
+    psnr = metrics_lib.psnr(flat(clips), flat(recon)).reshape(b, t)
+    ssim = metrics_lib.ssim(flat(clips), flat(recon)).reshape(b, t)
+    if t > 1:
+        diff = (recon[:, 1:] - recon[:, :-1]) - (clips[:, 1:] - clips[:, :-1])
+        flicker = jnp.mean(diff * diff, axis=(1, 2, 3, 4))
+    else:
+        flicker = jnp.zeros((b,), jnp.float32)
+    return {"psnr": psnr, "ssim": ssim, "flicker": flicker}
+
+
+def eval_step(model, params, vq_stats, clips, mask):
+    """Masked sums over clips of the per-frame PSNR and SSIM ``[T]`` and the flicker, the codes and the
+    reconstructions."""
+    recon, q = model.apply({"params": params, "vq_stats": vq_stats}, clips, train=False)
+    recon = jnp.clip(recon, 0.0, 1.0)
+    m = frame_metrics(clips, recon)
+    sums = {"psnr": jnp.sum(m["psnr"] * mask[:, None], axis=0), "ssim": jnp.sum(m["ssim"] * mask[:, None], axis=0),
+            "flicker": jnp.sum(m["flicker"] * mask)}
+    return sums, q.codes, recon
+
+
+def _to_float(example):
+    video = np.asarray(example["video"])
+    scale = 1.0 / 255.0 if video.dtype == np.uint8 else 1.0
+    return {"video": video.astype(np.float32) * scale}
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
+    """Reads the data, builds the model and the steps; refuses an empty split or a bad clip shape first."""
+    train_source, eval_source = read_example_splits(config)
+    shape = tuple(np.asarray(train_source[0]["video"]).shape)
+    spec_model = model_spec(config, shape[-1])
+    model = model_from_spec(spec_model)
+    check_clip_shape(config, shape, model.temporal_stride, model.spatial_stride)
+    if tuple(np.asarray(eval_source[0]["video"]).shape) != shape:
+        raise ValueError(f"split {config.eval_split!r} has clips of shape {np.asarray(eval_source[0]['video']).shape}"
+                         f"; split {config.train_split!r} has {shape}")
+    replicated, batch_sharding = data_mesh({"batch_size": config.batch_size,
+                                            "eval_batch_size": config.eval_batch_size}, devices)
+    tx = make_optimizer(config.optimizer, config.num_train_steps)
+    sample = jnp.zeros((config.batch_size,) + shape, jnp.float32)
+
+    def init_state(key):
+        k_params, k_vq, k_run = jax.random.split(key, 3)
+        variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
+        params = variables["params"]
+        return VideoTrainState(step=jnp.int32(0), params=params, vq_stats=variables.get("vq_stats", {}),
+                               opt_state=tx.init(params), rng=jax.random.key_data(k_run))
+
+    abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
+    codes_shape = tuple(jax.eval_shape(functools.partial(model.apply, method=model.encode),
+                                       {"params": abstract.params, "vq_stats": abstract.vq_stats},
+                                       sample[:1]).shape[1:])
+    vocab = quantizer_vocab_size(model.quantizer)
+    per_position = codes_shape[3] if len(codes_shape) == 4 else 1
+    tokens_per_clip = math.prod(codes_shape)
+    seconds = shape[0] / float(config.frame_rate)
+    tokens_per_second = tokens_per_clip / seconds
+    bits_per_pixel = tokens_per_clip * math.log2(vocab) / (shape[0] * shape[1] * shape[2])
+    state_sharding = jax.tree.map(lambda _: replicated, abstract)
+    parts = StepParts(model=model, tx=tx, recon_loss=config.recon_loss)
+    jit_train = jax.jit(functools.partial(train_step, parts), in_shardings=(state_sharding, batch_sharding),
+                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    jit_eval = jax.jit(functools.partial(eval_step, model),
+                       in_shardings=(replicated, replicated, batch_sharding, batch_sharding),
+                       out_shardings=(replicated, batch_sharding, batch_sharding))
+
+    def global_batch(local):
+        return jax.make_array_from_process_local_data(batch_sharding, local)
+
+    def make_step(start):
+        batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed,
+                                         start_step=start, process_index=jax.process_index(),
+                                         process_count=jax.process_count(), worker_count=config.worker_count,
+                                         transform=_to_float)
+        return lambda state: jit_train(state, global_batch(next(batches)["video"]))
+
+    def run_eval(state, step):
+        counter = metrics_lib.CodeCounter(vocab, per_position)
+        psnr = np.zeros(shape[0])
+        ssim = np.zeros(shape[0])
+        flicker, count, first = 0.0, 0.0, None
+        for batch in pipeline.eval_batches(eval_source, batch_size=config.eval_batch_size,
+                                           max_examples=config.max_eval_examples, transform=_to_float,
+                                           process_index=jax.process_index(), process_count=jax.process_count()):
+            mask = global_batch(batch["mask"])
+            sums, codes, recon = jit_eval(state.params, state.vq_stats, global_batch(batch["video"]), mask)
+            psnr += np.asarray(sums["psnr"])
+            ssim += np.asarray(sums["ssim"])
+            flicker += float(sums["flicker"])
+            mask_all = to_host(mask)
+            count += float(mask_all.sum())
+            codes = to_host(codes)
+            counter.update(codes.reshape(codes.shape[0], -1, per_position), mask_all)
+            if first is None:
+                first = (to_host(global_batch(batch["video"]))[0], to_host(recon)[0])
+        per_frame = psnr / count
+        result = {"psnr": float(per_frame.mean()), "ssim": float((ssim / count).mean()), "flicker": flicker / count,
+                  "psnr_first_frame": float(per_frame[0]), "psnr_last_frame": float(per_frame[-1])}
+        result.update(counter.result())
+        result.update(tokens_per_second=tokens_per_second, bits_per_pixel=bits_per_pixel)
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "psnr_per_frame.json"), "w") as fh:
+                json.dump({"step": int(step), "psnr": per_frame.tolist(), "ssim": (ssim / count).tolist()}, fh)
+            reports.save_reconstructions(os.path.join(workdir, "reconstructions.png"), first[0], first[1],
+                                         f"step {step}: a clip's frames, PSNR {result['psnr']:.2f} dB")
+            reports.save_curve(os.path.join(workdir, "psnr_per_frame.png"), per_frame, "frame index", "PSNR (dB)",
+                               f"step {step}: PSNR by frame, {int(count)} clips")
+        return result
+
+    spec = {"modality": "video", "model": spec_model,
+            "input": {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0]},
+            "codes_shape": list(codes_shape), "vocab_size": int(vocab), "frame_rate": float(config.frame_rate),
+            "tokens_per_second": tokens_per_second, "bits_per_pixel": bits_per_pixel,
+            "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
+    info = {"clip_shape": list(shape), "vocab_size": int(vocab), "codes_shape": list(codes_shape),
+            "tokens_per_second": tokens_per_second, "bits_per_pixel": bits_per_pixel, "dataset": config.dataset,
+            "quantizer": config.quantizer}
+    return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
+               hint="Lower config.optimizer.learning_rate or check the data.", spec=spec, abstract=abstract)
+
+
+def report(result: dict, workdir: str) -> str:
+    """The final evaluation as a table, and where the figures and the tokenizer are."""
+    workdir = os.path.abspath(workdir)
+    rows = [("step", f"{result['step']}"), ("PSNR (mean over frames)", f"{result['psnr']:.2f} dB"),
+            ("PSNR first / last frame", f"{result['psnr_first_frame']:.2f} / {result['psnr_last_frame']:.2f} dB"),
+            ("SSIM", f"{result['ssim']:.4f}"), ("flicker (MSE of frame differences)", f"{result['flicker']:.5f}"),
+            ("codebook usage", f"{100 * result['usage']:.1f}%"),
+            ("tokens per second", f"{result['tokens_per_second']:.0f}"),
+            ("bits per pixel", f"{result['bits_per_pixel']:.4f}")]
+    extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
+             f"PSNR per frame: {os.path.join(workdir, 'psnr_per_frame.json')}",
+             f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]
+    return reports.result_table("eval metric", rows, ("reconstructions.png", "psnr_per_frame.png",
+                                                      "loss_curves.png"), workdir, extra, result)
+
+
+TASK = register_task(Task("video_tokenizer", default_config, check, runlocal, setup, report,
+                          free_fields=("quantizer_kwargs",)))

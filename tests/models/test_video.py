@@ -117,3 +117,18 @@ def test_tokenizer_codes_stream_and_decode_like_the_whole_clip(quantizer, kwargs
     np.testing.assert_allclose(np.concatenate(frames, 1), model.apply(variables, whole, method="decode"),
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(model.apply(variables, whole, method="decode"), recon, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides", [(1, 1, 1), (2, 2, 2), (1, 2, 2)])
+def test_causal_conv_is_a_3d_convolution_over_the_first_frame_padding(strides):
+    # The layer (a sum of 2D convolutions per temporal tap) against XLA's 3D convolution of the clip with two
+    # copies of its first frame in front and 'SAME' spatial padding.
+    layer = CausalConv3d(5, (3, 3, 3), strides)
+    x = _clip(9, seed=3)
+    params = layer.init(jax.random.key(0), x)
+    y, _ = layer.apply(params, x)
+    padded = np.concatenate([x[:, :1], x[:, :1], x], axis=1)
+    ref = jax.lax.conv_general_dilated(padded, params["params"]["kernel"], strides, [(0, 0), (1, 1), (1, 1)]
+                                       if strides[1] == 1 else [(0, 0), (0, 1), (0, 1)],
+                                       dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    np.testing.assert_allclose(y, ref + params["params"]["bias"], rtol=1e-4, atol=1e-5)

@@ -38,15 +38,37 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
     import vqjax
 
     tok = vqjax.Tokenizer.load(workdir)
-    assert tok.modality == "video" and tok.frame_rate == 10.0 and tok.codes_shape == (5, 16, 16)
+    assert isinstance(tok, vqjax.VideoTokenizer) and tok.modality == "video" and tok.frame_rate == 10.0
+    assert tok.temporal_stride == 4 and tok.spatial_stride == 4
     clip = (np.random.default_rng(0).uniform(size=(1, 17, 64, 64, 1)) * 255).astype(np.uint8)
-    codes = tok.encode(clip)
+    codes = np.asarray(tok.encode(clip))
+    assert codes.shape == (1, 5, 16, 16)
     np.testing.assert_array_equal(codes, tok.encode(clip.astype(np.float32) / 255.0))
     assert tok.decode(codes).shape == (1, 17, 64, 64, 1)
-    with pytest.raises(ValueError, match=r"input must have shape \[B, 17, 64, 64, 1\]"):
-        tok.encode(clip[:, :16])
-    with pytest.raises(ValueError, match="NaN"):
-        tok.encode(np.full((1, 17, 64, 64, 1), np.nan, np.float32))
+    # any causal length and size: an image, 9 frames of 32x48
+    assert tok.encode(clip[:, :1]).shape == (1, 1, 16, 16)
+    assert tok.encode(clip[:, :9, :32, :48]).shape == (1, 3, 8, 12)
+    # chunked encoding and decoding give the whole clip's codes and frames
+    state, parts = None, []
+    for a, b in ((0, 5), (5, 13), (13, 17)):
+        c, state = tok.encode_chunk(clip[:, a:b], state)
+        parts.append(np.asarray(c))
+    np.testing.assert_array_equal(np.concatenate(parts, 1), codes)
+    state, frames = None, []
+    for a, b in ((0, 2), (2, 5)):
+        f, state = tok.decode_chunk(codes[:, a:b], state)
+        frames.append(np.asarray(f))
+    np.testing.assert_allclose(np.concatenate(frames, 1), tok.decode(codes), rtol=1e-5, atol=1e-5)
+    for bad, match in ((clip[:, :16], r"1 \+ 4 \* n frames .* got 16"), (clip[:, :, :30], "multiples of 4"),
+                       (clip[..., 0], r"clips must be \[B, frames, height, width, 1\]"),
+                       (np.full((1, 5, 8, 8, 1), np.nan, np.float32), "NaN"),
+                       (clip.astype(np.float32), r"values must lie in \[0, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            tok.encode(bad)
+    with pytest.raises(ValueError, match="a later chunk must hold a multiple of 4 frames"):
+        tok.encode_chunk(clip[:, 5:8], tok.encode_chunk(clip[:, :5])[1])
+    with pytest.raises(ValueError, match=r"codes must lie in \[0, 1000\)"):
+        tok.decode(codes + 1000)
 
 
 def test_frame_metrics_by_hand():

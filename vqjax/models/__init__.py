@@ -5,9 +5,9 @@ from vqjax.models.quantizers import QUANTIZERS, make_quantizer, quantizer_vocab_
 from vqjax.models.audio import AudioCodec, SEANetDecoder, SEANetEncoder
 from vqjax.models.registry import (MODELS, audio_codec, image_tokenizer, model_from_spec, register_model,
                                    video_tokenizer)
-from vqjax.models.video import VideoDecoder, VideoEncoder, VideoTokenizer
+from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
 
 __all__ = ["Encoder", "Decoder", "ResBlock", "ImageTokenizer", "QUANTIZERS", "make_quantizer",
            "register_quantizer", "quantizer_vocab_size", "MODELS", "register_model", "model_from_spec",
            "image_tokenizer", "AudioCodec", "SEANetEncoder", "SEANetDecoder", "audio_codec", "VideoEncoder",
-           "VideoDecoder", "VideoTokenizer", "video_tokenizer"]
+           "VideoDecoder", "VideoAutoencoder", "video_tokenizer"]

@@ -13,7 +13,7 @@ import flax.linen as nn
 from vqjax.models.audio import AudioCodec, ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
 from vqjax.models.quantizers import make_quantizer
-from vqjax.models.video import VideoDecoder, VideoEncoder, VideoTokenizer
+from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
 
 __all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "video_tokenizer"]
 
@@ -74,13 +74,13 @@ register_model("audio_codec", audio_codec)
 
 def video_tokenizer(*, channels: int, channel_mult: Sequence[int], temporal_down: Sequence[bool], num_res_blocks: int,
                     latent_dim: int, video_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any]
-                    ) -> VideoTokenizer:
-    """A causal 3D :class:`~vqjax.models.video.VideoTokenizer`: encoder and mirrored decoder of base width
+                    ) -> VideoAutoencoder:
+    """A causal 3D :class:`~vqjax.models.video.VideoAutoencoder`: encoder and mirrored decoder of base width
     ``channels`` (``len(channel_mult) - 1`` spatial halvings, time halved where ``temporal_down``) around the
     quantizer registered as ``quantizer`` on ``latent_dim`` channels."""
     shared = dict(channels=channels, channel_mult=tuple(int(m) for m in channel_mult),
                   temporal_down=tuple(bool(d) for d in temporal_down), num_res_blocks=num_res_blocks)
-    return VideoTokenizer(encoder=VideoEncoder(latent_dim=latent_dim, **shared),
+    return VideoAutoencoder(encoder=VideoEncoder(latent_dim=latent_dim, **shared),
                           quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
                           decoder=VideoDecoder(out_channels=video_channels, **shared))
 

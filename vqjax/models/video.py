@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from vqjax.models.autoencoder import group_count
 from vqjax.models.streaming import StateChain
 
-__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoTokenizer", "latent_frames"]
+__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder", "latent_frames"]
 
 
 def latent_frames(num_frames: int, temporal_stride: int) -> int:
@@ -219,7 +219,7 @@ class VideoDecoder(_Video):
         return (h + 1.0) * 0.5, tuple(run.states)
 
 
-class VideoTokenizer(nn.Module):
+class VideoAutoencoder(nn.Module):
     """Video encoder -> quantizer -> video decoder (MAGVIT-v2 layout).
 
     ``__call__(x, train)`` returns ``(reconstruction, Quantized)`` for clips ``[B, 1 + s n, H, W, C]`` in

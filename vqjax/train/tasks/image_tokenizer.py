@@ -33,7 +33,7 @@ from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["ImageTrainState", "default_config", "check", "runlocal", "setup", "report", "build_model",
-           "model_spec", "check_image_shape", "TASK"]
+           "model_spec", "check_image_shape", "LOSSES", "reconstruction_loss", "TASK"]
 
 LOSSES = ("l2", "l1")
 
@@ -165,7 +165,8 @@ class StepParts:
     ema_decay: float = 0.0
 
 
-def _recon_loss(kind, x, y):
+def reconstruction_loss(kind: str, x, y):
+    """``mean |x - y|`` (``kind='l1'``) or ``mean (x - y)²`` (``'l2'``): the tokenizer tasks' pixel loss."""
     d = x - y
     return jnp.mean(jnp.abs(d)) if kind == "l1" else jnp.mean(d * d)
 
@@ -178,7 +179,7 @@ def train_step(parts: StepParts, state: ImageTrainState, images, feature_params)
     features = (lambda x: parts.feature_net.apply(feature_params, x, method="features")) if parts.feature_net else None
 
     def nll_of(recon):
-        nll = _recon_loss(parts.recon_loss, recon, images)
+        nll = reconstruction_loss(parts.recon_loss, recon, images)
         if features is not None:
             nll = nll + parts.perceptual_weight * perceptual_distance(features, recon, images)
         return nll
@@ -187,7 +188,7 @@ def train_step(parts: StepParts, state: ImageTrainState, images, feature_params)
         (recon, q, h), upd = model.apply({"params": params, "vq_stats": state.vq_stats}, images, train=True,
                                          return_features=True, mutable=["vq_stats"], rngs={"vq": rng})
         loss = nll_of(recon) + q.loss
-        aux = {"recon_loss": _recon_loss(parts.recon_loss, recon, images), "quantizer_loss": q.loss}
+        aux = {"recon_loss": reconstruction_loss(parts.recon_loss, recon, images), "quantizer_loss": q.loss}
         if parts.gan is not None:
             h = jax.lax.stop_gradient(h)
             last = model.last_layer_params(params)

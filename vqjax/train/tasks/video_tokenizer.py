@@ -34,11 +34,9 @@ from vqjax.train.config import (add_example_data, check_example_data, check_posi
                                 read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
+from vqjax.train.tasks.image_tokenizer import LOSSES, reconstruction_loss
 
 __all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
-
-LOSSES = ("l2", "l1")
-
 
 class VideoTrainState(NamedTuple):
     """Step, tokenizer parameters, quantizer statistics, optimizer state and the raw key data (step ``s`` draws
@@ -130,11 +128,6 @@ class StepParts:
     recon_loss: str
 
 
-def _recon_loss(kind, x, y):
-    d = x - y
-    return jnp.mean(jnp.abs(d)) if kind == "l1" else jnp.mean(d * d)
-
-
 def train_step(parts: StepParts, state: VideoTrainState, clips):
     """One step: reconstruction plus quantizer loss."""
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -142,7 +135,7 @@ def train_step(parts: StepParts, state: VideoTrainState, clips):
     def loss_fn(params):
         (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, clips, train=True,
                                             mutable=["vq_stats"], rngs={"vq": rng})
-        recon_loss = _recon_loss(parts.recon_loss, recon, clips)
+        recon_loss = reconstruction_loss(parts.recon_loss, recon, clips)
         return recon_loss + q.loss, (upd.get("vq_stats", {}), q, {"recon_loss": recon_loss, "quantizer_loss": q.loss})
 
     (loss, (vq_stats, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from streaming_helpers import run_in_chunks
 
 from vqjax.models.audio import (ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder, StreamingConv1d,
                                 StreamingConvTranspose1d, frame_signal, inverse_stft, overlap_add)
@@ -34,15 +35,6 @@ def _wave(n, batch=2, seed=0):
             ).astype(np.float32)[..., None]
 
 
-def _stream(module, params, x, cuts):
-    outs, state = [], None
-    apply = jax.jit(module.apply)
-    for a, b in zip([0] + cuts, cuts + [x.shape[1]]):
-        y, state = apply(params, x[:, a:b], state)
-        outs.append(y)
-    return jnp.concatenate(outs, 1)
-
-
 def test_shapes_follow_the_strides(codec):
     enc, dec, pe, pd = codec
     x = _wave(400)
@@ -60,10 +52,10 @@ def test_causal_encoder_and_decoder_stream_exactly(codec, cuts):
     enc, dec, pe, pd = codec
     x = _wave(400)
     whole, _ = jax.jit(enc.apply)(pe, x)
-    np.testing.assert_allclose(_stream(enc, pe, x, cuts), whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_in_chunks(enc, pe, x, cuts), whole, rtol=1e-5, atol=1e-5)
     frames = [c // 40 for c in cuts]
     y_whole, _ = jax.jit(dec.apply)(pd, whole)
-    np.testing.assert_allclose(_stream(dec, pd, whole, frames), y_whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_in_chunks(dec, pd, whole, frames), y_whole, rtol=1e-5, atol=1e-5)
 
 
 def test_causal_outputs_never_see_the_future(codec):

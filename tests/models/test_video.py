@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from streaming_helpers import run_in_chunks
 
 from vqjax.models.video import CausalConv3d, VideoDecoder, VideoEncoder, latent_frames
 
@@ -22,15 +23,6 @@ def video_codec():
 
 def _clip(frames, batch=2, seed=0):
     return np.random.default_rng(seed).uniform(size=(batch, frames, 16, 16, 1)).astype(np.float32)
-
-
-def _chunks(module, params, x, cuts):
-    outs, state = [], None
-    apply = jax.jit(module.apply)
-    for a, b in zip([0] + cuts, cuts + [x.shape[1]]):
-        y, state = apply(params, x[:, a:b], state)
-        outs.append(y)
-    return jnp.concatenate(outs, 1)
 
 
 def test_shapes_follow_the_strides_and_an_image_is_one_frame(video_codec):
@@ -53,10 +45,10 @@ def test_chunks_equal_the_whole_clip(video_codec, cuts):
     enc, dec, pe, pd = video_codec
     x = _clip(17)
     whole, _ = jax.jit(enc.apply)(pe, x)
-    np.testing.assert_allclose(_chunks(enc, pe, x, cuts), whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_in_chunks(enc, pe, x, cuts), whole, rtol=1e-5, atol=1e-5)
     frames = [latent_frames(c, 4) for c in cuts]
     y_whole, _ = jax.jit(dec.apply)(pd, whole)
-    np.testing.assert_allclose(_chunks(dec, pd, whole, frames), y_whole, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run_in_chunks(dec, pd, whole, frames), y_whole, rtol=1e-5, atol=1e-5)
 
 
 def test_later_frames_never_change_earlier_outputs(video_codec):

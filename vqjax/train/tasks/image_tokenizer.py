@@ -33,7 +33,7 @@ from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["ImageTrainState", "default_config", "check", "runlocal", "setup", "report", "build_model",
-           "model_spec", "check_image_shape", "LOSSES", "reconstruction_loss", "TASK"]
+           "model_spec", "check_channel_mult", "check_image_shape", "LOSSES", "reconstruction_loss", "TASK"]
 
 LOSSES = ("l2", "l1")
 
@@ -121,10 +121,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim")
     if config.recon_loss not in LOSSES:
         raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
-    m = config.model
-    if not len(m.channel_mult) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
-                                      for v in m.channel_mult):
-        raise ValueError(f"config.model.channel_mult must be a non-empty tuple of positive ints; got {m.channel_mult}")
+    check_channel_mult(config)
     build_model(config, 1)                   # refuses an unknown quantizer or quantizer field
     g = config.gan
     if g.weight < 0 or config.perceptual_weight < 0:
@@ -140,6 +137,13 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.ema_decay must be in [0, 1); got {config.ema_decay}")
     if config.perceptual_weight > 0:
         check_positive(config, "feature_net_classes", "feature_net_steps")
+
+
+def check_channel_mult(config: ml_collections.ConfigDict) -> None:
+    """``config.model.channel_mult`` must be a non-empty tuple of positive ints (the image and video tasks)."""
+    mult = config.model.channel_mult
+    if not len(mult) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in mult):
+        raise ValueError(f"config.model.channel_mult must be a non-empty tuple of positive ints; got {mult}")
 
 
 def check_image_shape(config: ml_collections.ConfigDict, shape: tuple[int, int, int]) -> None:

@@ -34,7 +34,7 @@ from vqjax.train.config import (add_example_data, check_example_data, check_posi
                                 read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
-from vqjax.train.tasks.image_tokenizer import LOSSES, reconstruction_loss
+from vqjax.train.tasks.image_tokenizer import LOSSES, check_channel_mult, reconstruction_loss
 
 __all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
 
@@ -98,10 +98,8 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.frame_rate must be a positive number of frames per second; got {config.frame_rate!r}")
     if config.recon_loss not in LOSSES:
         raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
+    check_channel_mult(config)
     m = config.model
-    if not len(m.channel_mult) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
-                                      for v in m.channel_mult):
-        raise ValueError(f"config.model.channel_mult must be a non-empty tuple of positive ints; got {m.channel_mult}")
     if len(m.temporal_down) != len(m.channel_mult) - 1 or any(not isinstance(v, bool) for v in m.temporal_down):
         raise ValueError(f"config.model.temporal_down must hold one bool per spatial halving "
                          f"({len(m.channel_mult) - 1}); got {tuple(m.temporal_down)}")

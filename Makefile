@@ -8,7 +8,7 @@ UV := $(PY) -m uv pip install -q --python $(PY) --compile-bytecode
 PYTEST_WORKERS ?= 2
 comma := ,
 
-.PHONY: demo demo-remedies test bench e2e speech-deps clean
+.PHONY: demo demo-remedies test bench e2e speech-deps video-deps clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,9 +46,14 @@ speech-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq klettres-data ktuberling-data \
 	    codec2 opus-tools; fi
 
+# Debian's opencv-doc sample videos for the real-footage clips (vqjax_video_clips; as root).
+video-deps:
+	@if [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc; fi
+
 # The tests marked slow, then the full-size runs whose figures the README and the issue notes quote (tens of
 # minutes on a 2-core CPU; the speech codecs need the audio extra, whose pesq compiles with the C compiler).
-e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps
+e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m slow --durations=15 tests
 	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
 	$(PY) -m vqjax.main --config=experiments/mnist_captions_lm.py --workdir=runs/mnist_captions_lm
@@ -58,6 +63,11 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps
 	$(PY) benchmarks/bench_link_prediction.py --root runs/link_prediction
 	$(PY) -m vqjax.main --config=experiments/speech_codec.py --workdir=runs/speech_codec
 	$(PY) -m vqjax.main --config=experiments/speech_codec_single.py --workdir=runs/speech_codec_single
+	for d in moving_mnist clips; do \
+	  $(PY) -m vqjax.main --config=experiments/$${d}_frames.py --workdir=runs/$${d}_frames16 && \
+	  $(PY) -m vqjax.main --config=experiments/$${d}_frames.py --workdir=runs/$${d}_frames64 \
+	    --config.model.channel_mult='(1, 2, 2, 2)' && \
+	  $(PY) -m vqjax.main --config=experiments/$${d}_video.py --workdir=runs/$${d}_video || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -80,19 +80,21 @@ def test_bad_input_is_refused(video_codec):
             jax.random.key(0), jnp.zeros((1, 5, 8, 8, 1)))
 
 
-@pytest.mark.parametrize("quantizer, kwargs, tail", [("fsq", {"levels": [5, 5, 5]}, ()),
-                                                     ("rvq", {"num_levels": 2, "codebook_size": 16}, (2,))])
-def test_tokenizer_codes_stream_and_decode_like_the_whole_clip(quantizer, kwargs, tail):
+@pytest.mark.parametrize("quantizer, kwargs, tail, patch", [("fsq", {"levels": [5, 5, 5]}, (), 1),
+                                                            ("fsq", {"levels": [5, 5, 5]}, (), 2),
+                                                            ("rvq", {"num_levels": 2, "codebook_size": 16}, (2,), 1)])
+def test_tokenizer_codes_stream_and_decode_like_the_whole_clip(quantizer, kwargs, tail, patch):
     from vqjax.models import model_from_spec
 
     model = model_from_spec({"name": "video_tokenizer", "kwargs": dict(
         channels=4, channel_mult=[1, 2, 2], temporal_down=[True, True], num_res_blocks=1, latent_dim=3,
-        video_channels=1, quantizer=quantizer, quantizer_kwargs=kwargs)})
+        video_channels=1, quantizer=quantizer, quantizer_kwargs=kwargs, patch_size=patch)})
     x = _clip(17)
     variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, x[:, :5])
     recon, q = jax.jit(model.apply)(variables, x)
-    assert recon.shape == x.shape and q.codes.shape == (2, 5, 4, 4) + tail
-    assert model.temporal_stride == 4 and model.spatial_stride == 4
+    side = 16 // (4 * patch)
+    assert recon.shape == x.shape and q.codes.shape == (2, 5, side, side) + tail
+    assert model.temporal_stride == 4 and model.spatial_stride == 4 * patch
     encode = jax.jit(lambda v, x, s: model.apply(v, x, s, method="encode_stream"))
     decode = jax.jit(lambda v, c, s: model.apply(v, c, s, method="decode_stream"))
     whole = model.apply(variables, x, method="encode")
@@ -124,3 +126,16 @@ def test_causal_conv_is_a_3d_convolution_over_the_first_frame_padding(strides):
                                        if strides[1] == 1 else [(0, 0), (0, 1), (0, 1)],
                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
     np.testing.assert_allclose(y, ref + params["params"]["bias"], rtol=1e-4, atol=1e-5)
+
+
+def test_space_to_depth_stacks_each_frames_patches_and_inverts():
+    from vqjax.models.video import depth_to_space, space_to_depth
+
+    x = np.arange(2 * 3 * 4 * 6 * 2, dtype=np.float32).reshape(2, 3, 4, 6, 2)
+    y = space_to_depth(jnp.asarray(x), 2)
+    assert y.shape == (2, 3, 2, 3, 8)
+    np.testing.assert_array_equal(y[1, 2, 1, 2], x[1, 2, 2:4, 4:6].reshape(-1))     # one 2x2 patch, row-major
+    np.testing.assert_array_equal(depth_to_space(y, 2), x)
+    np.testing.assert_array_equal(space_to_depth(jnp.asarray(x), 1), x)
+    with pytest.raises(ValueError, match="not divisible by patch_size 4"):
+        space_to_depth(jnp.asarray(x), 4)

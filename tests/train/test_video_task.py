@@ -11,6 +11,7 @@ import pytest
 
 from vqjax.data import builders
 from vqjax.train import train_and_evaluate
+from vqjax.train import video_eval
 from vqjax.train.tasks import video_tokenizer
 
 
@@ -23,13 +24,37 @@ def _config(data_dir):
 
 
 def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
+    from experiments_loader import load_experiment
+
     monkeypatch.setattr(builders.VqjaxMovingMnist, "NUM_CLIPS", {"train": 8, "test": 4})
+    frames_dir = str(tmp_path / "frames")                 # the frame-by-frame baseline, on the same clips' frames
+    frames = load_experiment("moving_mnist_frames", "runlocal")
+    frames.data_dir = str(tmp_path / "tfds")
+    frames.num_train_steps, frames.batch_size, frames.max_eval_examples = 4, 17, 34
+    frames_result = train_and_evaluate(frames, frames_dir, progress=False, devices=one)
+    assert np.isfinite(frames_result["psnr"])
     workdir = str(tmp_path / "run")
-    result = train_and_evaluate(_config(str(tmp_path / "tfds")), workdir, progress=False, devices=one)
+    c = _config(str(tmp_path / "tfds"))
+    c.frame_baselines = (frames_dir,)
+    c.anchors = ("mpeg4", "vp9")
+    result = train_and_evaluate(c, workdir, progress=False, devices=one)
     assert np.isfinite(result["psnr"]) and 0 <= result["ssim"] <= 1 and result["flicker"] >= 0
-    # 5 x 16 x 16 FSQ tokens (1000 codes) for 17 frames of 64x64 at 10 frames per second
-    assert result["tokens_per_second"] == pytest.approx(5 * 16 * 16 / 1.7)
-    assert result["bits_per_pixel"] == pytest.approx(5 * 16 * 16 * np.log2(1000) / (17 * 64 * 64))
+    # 5 x 8 x 8 FSQ tokens (1000 codes) for 17 frames of 64x64 at 10 frames per second
+    assert result["tokens_per_second"] == pytest.approx(5 * 8 * 8 / 1.7)
+    assert result["bits_per_pixel"] == pytest.approx(5 * 8 * 8 * np.log2(1000) / (17 * 64 * 64))
+    # the final test: the tokenizer, the per-frame image tokenizer (4 x 4 tokens a frame) and both anchors
+    assert result["test_clips"] == 2 and result["anchors_skipped"] == 0
+    assert result["video tokenizer/bits_per_pixel"] == pytest.approx(result["bits_per_pixel"])
+    assert result["per-frame 16 tokens/tokens_per_second"] == pytest.approx(16 * 10)
+    assert result["per-frame 16 tokens/bits_per_pixel"] == pytest.approx(16 * np.log2(1000) / (64 * 64))
+    for name in ("mpeg4", "vp9"):
+        assert np.isfinite(result[f"{name}/psnr"]) and result[f"{name}/bits_per_pixel"] > 0
+    table = json.load(open(os.path.join(workdir, "rate_distortion.json")))
+    assert [r["codec"] for r in table["rows"]] == ["video tokenizer", "per-frame 16 tokens", "mpeg4", "vp9"]
+    assert len(table["per_clip"]["vp9"]["psnr"]) == 2 and len(table["psnr_per_frame"]["mpeg4"]) == 17
+    for fig in ("rate_distortion.png", "codec_frames.png"):
+        assert os.path.getsize(os.path.join(workdir, fig)) > 1000
+    assert "per-frame 16 tokens" in video_tokenizer.report(result, workdir)
     per_frame = json.load(open(os.path.join(workdir, "psnr_per_frame.json")))
     assert len(per_frame["psnr"]) == 17 and np.mean(per_frame["psnr"]) == pytest.approx(result["psnr"])
     for fig in ("reconstructions.png", "psnr_per_frame.png", "loss_curves.png"):
@@ -39,15 +64,15 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
 
     tok = vqjax.Tokenizer.load(workdir)
     assert isinstance(tok, vqjax.VideoTokenizer) and tok.modality == "video" and tok.frame_rate == 10.0
-    assert tok.temporal_stride == 4 and tok.spatial_stride == 4
+    assert tok.temporal_stride == 4 and tok.spatial_stride == 8          # a 2x2 patch stem and two halvings
     clip = (np.random.default_rng(0).uniform(size=(1, 17, 64, 64, 1)) * 255).astype(np.uint8)
     codes = np.asarray(tok.encode(clip))
-    assert codes.shape == (1, 5, 16, 16)
+    assert codes.shape == (1, 5, 8, 8)
     np.testing.assert_array_equal(codes, tok.encode(clip.astype(np.float32) / 255.0))
     assert tok.decode(codes).shape == (1, 17, 64, 64, 1)
     # any causal length and size: an image, 9 frames of 32x48
-    assert tok.encode(clip[:, :1]).shape == (1, 1, 16, 16)
-    assert tok.encode(clip[:, :9, :32, :48]).shape == (1, 3, 8, 12)
+    assert tok.encode(clip[:, :1]).shape == (1, 1, 8, 8)
+    assert tok.encode(clip[:, :9, :32, :48]).shape == (1, 3, 4, 6)
     # chunked encoding and decoding give the whole clip's codes and frames
     state, parts = None, []
     for a, b in ((0, 5), (5, 13), (13, 17)):
@@ -59,7 +84,7 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
         f, state = tok.decode_chunk(codes[:, a:b], state)
         frames.append(np.asarray(f))
     np.testing.assert_allclose(np.concatenate(frames, 1), tok.decode(codes), rtol=1e-5, atol=1e-5)
-    for bad, match in ((clip[:, :16], r"1 \+ 4 \* n frames .* got 16"), (clip[:, :, :30], "multiples of 4"),
+    for bad, match in ((clip[:, :16], r"1 \+ 4 \* n frames .* got 16"), (clip[:, :, :28], "multiples of 8"),
                        (clip[..., 0], r"clips must be \[B, frames, height, width, 1\]"),
                        (np.full((1, 5, 8, 8, 1), np.nan, np.float32), "NaN"),
                        (clip.astype(np.float32), r"values must lie in \[0, 1\]")):
@@ -73,14 +98,14 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
 
 def test_frame_metrics_by_hand():
     clips = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 3, 16, 16, 1)).astype(np.float32))
-    same = video_tokenizer.frame_metrics(clips, clips)
+    same = video_eval.frame_metrics(clips, clips)
     assert float(same["psnr"].min()) > 90 and np.allclose(same["ssim"], 1.0, atol=1e-4)
     assert np.allclose(same["flicker"], 0.0)
-    shifted = video_tokenizer.frame_metrics(clips, clips + 0.1)          # a constant offset: no flicker
+    shifted = video_eval.frame_metrics(clips, clips + 0.1)          # a constant offset: no flicker
     np.testing.assert_allclose(shifted["psnr"], 20.0, atol=1e-3)
     np.testing.assert_allclose(shifted["flicker"], 0.0, atol=1e-10)
     noisy = clips.at[:, 1].add(0.1)                                       # one frame off: two differences wrong
-    np.testing.assert_allclose(video_tokenizer.frame_metrics(clips, noisy)["flicker"], 0.01, rtol=1e-4)
+    np.testing.assert_allclose(video_eval.frame_metrics(clips, noisy)["flicker"], 0.01, rtol=1e-4)
 
 
 @pytest.mark.parametrize("field, value, match", [

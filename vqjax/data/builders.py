@@ -18,6 +18,12 @@ mono, resampled to 16 kHz and trimmed of leading and trailing silence, as int16 
 as clips of 8 consecutive recordings (per language, 0.15 s pauses); ``test_ktuberling``: the same from
 KTuberling. Whole languages, so whole speakers, are held out.
 
+``vqjax_moving_mnist``: two bundled MNIST digits bouncing (:func:`vqjax.data.video.moving_mnist`), uint8
+``video [17, 64, 64, 1]``; train 1200 clips from the train digits, test 200 from the test digits.
+``vqjax_video_clips``: real footage (:data:`vqjax.data.video.FOOTAGE`: the iscc-samples demo, opencv-doc's
+``vtest`` and ``Megamind``, those installed) as uint8 ``video [17, 64, 64, 3]`` crops with their
+``source``, ``start_frame``, ``crop`` and ``frame_rate``; test from whole held-out segments of each video.
+
 Importing this module registers the builders with tfds under those names.
 """
 
@@ -31,7 +37,8 @@ import tensorflow_datasets as tfds
 
 from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
 
-__all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "VqjaxMovingMnist", "OPENCV_DIGITS",
+__all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "VqjaxMovingMnist", "VqjaxVideoClips",
+           "OPENCV_DIGITS",
            "BUILDERS", "rgb_photos", "opencv_digits", "mnist_test_mask"]
 
 OPENCV_DIGITS = "/usr/share/doc/opencv-doc/examples/data/digits.png"
@@ -308,4 +315,48 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
                                           "corpus": items[0][0].corpus, "word": " ".join(words)}
 
 
-BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits, VqjaxSpeech, VqjaxMovingMnist)}
+class VqjaxVideoClips(tfds.core.GeneratorBasedBuilder):
+    """Real footage in clips of 17 frames of 64x64 RGB: the iscc-samples demo video and opencv-doc's sample videos
+    (:data:`vqjax.data.video.FOOTAGE`, those installed), each scaled to a shorter side of 128 pixels; whole
+    85-frame segments of every video's timeline (one in five) are held out for test
+    (:func:`vqjax.data.video.footage_clips`)."""
+
+    VERSION = _VERSION
+    SOURCES = None          # None: vqjax.data.video.footage_sources() (tests pass {name: path} of their own)
+    NUM_FRAMES = 17
+    SIZE = 64
+    SHORT_SIDE = 128
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, description="clips of real footage (iscc-samples, opencv-doc), test from held-out segments",
+            features=tfds.features.FeaturesDict({
+                "video": tfds.features.Tensor(shape=(self.NUM_FRAMES, self.SIZE, self.SIZE, 3), dtype=np.uint8),
+                "source": tfds.features.Text(),
+                "start_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
+                "crop": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+                "frame_rate": tfds.features.Tensor(shape=(), dtype=np.float32),
+            }))
+
+    def _split_generators(self, dl_manager):
+        from vqjax.data import video
+
+        sources = dict(self.SOURCES) if self.SOURCES is not None else video.footage_sources()
+        if not sources:
+            raise FileNotFoundError("vqjax_video_clips: no footage found; pip install iscc-samples, or install "
+                                    "Debian's opencv-doc")
+        return {split: self._generate_examples(sources, split) for split in ("train", "test")}
+
+    def _generate_examples(self, sources, split):
+        from vqjax.data import video
+
+        for seed, (name, path) in enumerate(sorted(sources.items())):
+            frames, rate = video.read_video(path, short_side=self.SHORT_SIDE)
+            for first, (y, x), clip in video.footage_clips(frames, split, num_frames=self.NUM_FRAMES,
+                                                           size=self.SIZE, seed=seed):
+                yield f"{name}/{first}/{y}/{x}", {"video": clip, "source": name, "start_frame": first,
+                                                  "crop": np.array([y, x], np.int32), "frame_rate": rate}
+
+
+BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits, VqjaxSpeech, VqjaxMovingMnist,
+                                VqjaxVideoClips)}

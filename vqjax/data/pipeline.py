@@ -1,8 +1,9 @@
 """Input: a tfds data source by name, read through grain.
 
-``dataset`` names are either a bundled builder (``vqjax_mnist``, ``vqjax_photo_crops``, ``vqjax_opencv_digits``,
-``vqjax_speech``; prepared into ``data_dir`` on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset
-already prepared in ``data_dir`` (nothing is downloaded at run time).
+``dataset`` names are either a bundled builder (:data:`BUNDLED`: ``vqjax_mnist``, ``vqjax_photo_crops``,
+``vqjax_opencv_digits``, ``vqjax_speech``, ``vqjax_moving_mnist``, ``vqjax_video_clips``; prepared into ``data_dir``
+on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset already prepared in
+``data_dir`` (nothing is downloaded at run time).
 
 Training batches come from a grain ``MapDataset``: shuffled with a new order every epoch, repeated forever,
 sharded per process (process ``p`` of ``P`` reads examples ``p, p + P, ...``), batched, and indexable by step, so a
@@ -14,14 +15,17 @@ processes (``worker_count > 0``) prefetch batches in parallel. Images come out a
 
 from __future__ import annotations
 
+import collections.abc
 from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import numpy as np
 
-__all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "train_batches", "eval_batches"]
+__all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "VideoFrames", "train_batches",
+           "eval_batches"]
 
-BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits", "vqjax_speech", "vqjax_moving_mnist")
+BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits", "vqjax_speech", "vqjax_moving_mnist",
+           "vqjax_video_clips")
 
 
 def check_dataset_name(dataset: str) -> str:
@@ -90,6 +94,34 @@ def image_shape(source: Sequence[dict[str, Any]]) -> tuple[int, int, int]:
     """``(H, W, C)`` of the source's ``image`` feature (a rank-2 image gets C = 1)."""
     image = np.asarray(source[0]["image"])
     return tuple(image.shape) if image.ndim == 3 else tuple(image.shape) + (1,)
+
+
+class VideoFrames(collections.abc.Sequence):
+    """The frames of a source of clips as a source of images: example ``i`` is ``{'image': video[t]}`` of clip
+    ``i // T``, frame ``i % T`` (clips ``[T, H, W, C]`` in the ``video`` feature, all of one length). Nothing is
+    copied: each read decodes its clip. An image tokenizer trained on it sees every frame of the clips a video
+    tokenizer trains on, and is applied frame by frame to the same test clips."""
+
+    def __init__(self, source: Sequence[dict[str, Any]]):
+        if len(source) == 0:
+            raise ValueError("VideoFrames: the source of clips is empty")
+        first = source[0]
+        if "video" not in first:
+            raise ValueError(f"VideoFrames: examples need a 'video' feature [T, H, W, C]; got features {sorted(first)}")
+        shape = np.asarray(first["video"]).shape
+        if len(shape) != 4:
+            raise ValueError(f"VideoFrames: the 'video' feature must be [T, H, W, C]; got shape {shape}")
+        self._source = source
+        self.frames_per_clip = int(shape[0])
+
+    def __len__(self) -> int:
+        return len(self._source) * self.frames_per_clip
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"VideoFrames: index {index} out of range for {len(self)} frames")
+        clip, frame = divmod(int(index) % len(self), self.frames_per_clip)
+        return {"image": np.asarray(self._source[clip]["video"])[frame]}
 
 
 def _to_float(example: dict[str, Any]) -> dict[str, np.ndarray]:

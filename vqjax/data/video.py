@@ -1,8 +1,11 @@
-"""Video data: Moving MNIST generated deterministically from real MNIST digits.
+"""Video data: Moving MNIST generated deterministically from real MNIST digits, and clips of real footage.
 
 :func:`moving_mnist` places ``num_digits`` digits on a black ``size x size`` canvas and moves each in a straight
 line at a constant speed, reflecting off the borders (Srivastava et al. 2015); overlapping digits combine by their
 maximum. Everything is drawn from ``seed``, so a clip is a pure function of (digit images, seed, its index).
+
+:func:`read_video` decodes a video file with PyAV and scales its frames; :func:`footage_clips` cuts a decoded video
+into fixed-size clips, holding out whole segments of its timeline for test (:func:`segment_split`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,14 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["MovingDigits", "moving_mnist", "bounce"]
+__all__ = ["MovingDigits", "moving_mnist", "bounce", "FOOTAGE", "footage_sources", "read_video", "segment_split",
+           "footage_clips"]
+
+# Real footage that ships in packages: the iscc-samples demo clip (pip) and opencv-doc's sample videos (Debian;
+# its tree.avi is left out: PyAV decodes 68 of its 444 frames, too few for a held-out segment).
+OPENCV_VIDEOS = "/usr/share/doc/opencv-doc/examples/data"
+FOOTAGE = {"iscc_demo": ("iscc_samples", "demo.mp4"), "opencv_vtest": (OPENCV_VIDEOS, "vtest.avi"),
+           "opencv_megamind": (OPENCV_VIDEOS, "Megamind.avi")}
 
 
 class MovingDigits(NamedTuple):
@@ -75,3 +85,90 @@ def moving_mnist(images: np.ndarray, labels: np.ndarray, num_clips: int, *, num_
     return MovingDigits(video=np.round(video * 255.0).astype(np.uint8)[..., None],
                         labels=np.asarray(labels)[index].astype(np.int32), digit_index=index.astype(np.int32),
                         start=start.astype(np.float32), velocity=velocity.astype(np.float32))
+
+
+def footage_sources() -> dict[str, str]:
+    """The files of :data:`FOOTAGE` present on this machine, by name (iscc-samples installed, opencv-doc's
+    files where they are)."""
+    import os
+
+    found = {}
+    for name, (where, filename) in FOOTAGE.items():
+        if where == "iscc_samples":
+            try:
+                import iscc_samples
+            except ImportError:
+                continue
+            paths = [str(p) for p in iscc_samples.videos() if p.name == filename]
+            if paths:
+                found[name] = paths[0]
+        elif os.path.exists(os.path.join(where, filename)):
+            found[name] = os.path.join(where, filename)
+    return found
+
+
+def read_video(path: str, short_side: int | None = None) -> tuple[np.ndarray, float]:
+    """All frames of a video file as uint8 ``[T, H, W, 3]`` (RGB) and its frame rate, decoded with PyAV; with
+    ``short_side`` each frame is resized (area averaging) so that its shorter side has that many pixels."""
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError("reading video files needs PyAV: pip install 'vqjax[video]'") from err
+    from PIL import Image
+
+    frames = []
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate) if stream.average_rate else 0.0
+        for frame in container.decode(stream):
+            img = frame.to_image()
+            if short_side is not None:
+                scale = short_side / min(img.size)
+                size = (max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale)))
+                img = img.resize(size, Image.Resampling.BOX)
+            frames.append(np.asarray(img.convert("RGB"), np.uint8))
+    if not frames:
+        raise ValueError(f"read_video: no frames decoded from {path!r}")
+    return np.stack(frames), rate
+
+
+def segment_split(num_frames: int, segment: int, test_every: int, test_offset: int = 2) -> list[tuple[str, int, int]]:
+    """The timeline cut into whole segments of ``segment`` frames (a shorter tail dropped), each ``(split, start,
+    end)``: segment ``k`` is ``'test'`` when ``k % test_every == test_offset``, else ``'train'``; test segments are
+    spread over the video and nothing of them is ever in train."""
+    if segment < 1 or test_every < 2 or not 0 <= test_offset < test_every:
+        raise ValueError(f"segment_split: segment >= 1, test_every >= 2 and 0 <= test_offset < test_every; got "
+                         f"{segment}, {test_every}, {test_offset}")
+    return [("test" if k % test_every == test_offset else "train", k * segment, (k + 1) * segment)
+            for k in range(num_frames // segment)]
+
+
+def footage_clips(frames: np.ndarray, split: str, *, num_frames: int = 17, size: int = 64, segment: int = 85,
+                  test_every: int = 5, train_stride: int = 8, crops: int = 2, seed: int = 0):
+    """Clips ``uint8 [num_frames, size, size, 3]`` of ``split`` cut from ``frames [T, H, W, 3]``, yielded with their
+    first frame and the crop's top-left ``(y, x)``.
+
+    Windows never cross a segment of :func:`segment_split`. In ``'train'`` segments, windows start every
+    ``train_stride`` frames and each gives ``crops`` crops at positions drawn from ``seed``; in ``'test'``
+    segments, windows do not overlap and the ``crops`` crops are spread evenly along the longer side, centred on
+    the shorter.
+    """
+    t, h, w = frames.shape[:3]
+    if h < size or w < size:
+        raise ValueError(f"footage_clips: frames of {h}x{w} are smaller than the crop size {size}")
+    if split not in ("train", "test"):
+        raise ValueError(f"footage_clips: split must be 'train' or 'test'; got {split!r}")
+    rng = np.random.default_rng(seed)
+    stride = train_stride if split == "train" else num_frames
+    for part, start, end in segment_split(t, segment, test_every):
+        if part != split:
+            continue
+        for first in range(start, end - num_frames + 1, stride):
+            if split == "train":
+                spots = zip(rng.integers(0, h - size + 1, crops), rng.integers(0, w - size + 1, crops))
+            else:
+                along = np.linspace(0, (w if w >= h else h) - size, crops).round().astype(int)
+                middle = ((h if w >= h else w) - size) // 2
+                spots = [(middle, a) if w >= h else (a, middle) for a in along]
+            for y, x in spots:
+                yield first, (int(y), int(x)), frames[first:first + num_frames, y:y + size, x:x + size]

@@ -73,13 +73,14 @@ register_model("audio_codec", audio_codec)
 
 
 def video_tokenizer(*, channels: int, channel_mult: Sequence[int], temporal_down: Sequence[bool], num_res_blocks: int,
-                    latent_dim: int, video_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any]
-                    ) -> VideoAutoencoder:
+                    latent_dim: int, video_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any],
+                    patch_size: int = 1) -> VideoAutoencoder:
     """A causal 3D :class:`~vqjax.models.video.VideoAutoencoder`: encoder and mirrored decoder of base width
-    ``channels`` (``len(channel_mult) - 1`` spatial halvings, time halved where ``temporal_down``) around the
-    quantizer registered as ``quantizer`` on ``latent_dim`` channels."""
+    ``channels`` (a ``patch_size`` space-to-depth stem, ``len(channel_mult) - 1`` spatial halvings, time halved
+    where ``temporal_down``) around the quantizer registered as ``quantizer`` on ``latent_dim`` channels."""
     shared = dict(channels=channels, channel_mult=tuple(int(m) for m in channel_mult),
-                  temporal_down=tuple(bool(d) for d in temporal_down), num_res_blocks=num_res_blocks)
+                  temporal_down=tuple(bool(d) for d in temporal_down), num_res_blocks=num_res_blocks,
+                  patch_size=int(patch_size))
     return VideoAutoencoder(encoder=VideoEncoder(latent_dim=latent_dim, **shared),
                           quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
                           decoder=VideoDecoder(out_channels=video_channels, **shared))

@@ -25,7 +25,8 @@ import jax.numpy as jnp
 from vqjax.models.autoencoder import group_count
 from vqjax.models.streaming import StateChain
 
-__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder", "latent_frames"]
+__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder", "latent_frames",
+           "space_to_depth", "depth_to_space"]
 
 
 def latent_frames(num_frames: int, temporal_stride: int) -> int:
@@ -127,15 +128,22 @@ class _Video(nn.Module):
       channel_mult: width multipliers per resolution level; ``len(channel_mult) - 1`` spatial halvings.
       temporal_down: per halving, whether time is halved too (``(True, True)``: 4x in time).
       num_res_blocks: residual blocks per level.
+      patch_size: each frame is first cut into ``patch_size x patch_size`` patches stacked on the channels
+        (space-to-depth, per frame: causality and streaming unchanged) and the decoder's last convolution writes
+        them back; the convolutions then run at ``1 / patch_size`` of the resolution (a cheap stem, as Cosmos'
+        patchified input); ``1`` works at full resolution.
     """
 
     channels: int = 32
     channel_mult: Sequence[int] = (1, 2, 2)
     temporal_down: Sequence[bool] = (True, True)
     num_res_blocks: int = 1
+    patch_size: int = 1
     dtype: Any = jnp.float32
 
     def _check_fields(self, name: str) -> None:
+        if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int) or self.patch_size < 1:
+            raise ValueError(f"{name}: patch_size must be a positive int; got {self.patch_size!r}")
         if len(self.temporal_down) != len(self.channel_mult) - 1:
             raise ValueError(f"{name}: temporal_down needs one entry per spatial halving ({len(self.channel_mult) - 1}"
                              f"); got {tuple(self.temporal_down)}")
@@ -146,12 +154,33 @@ class _Video(nn.Module):
 
     @property
     def spatial_stride(self) -> int:
-        return int(2 ** (len(self.channel_mult) - 1))
+        return int(self.patch_size * 2 ** (len(self.channel_mult) - 1))
+
+
+def space_to_depth(x: jax.Array, p: int) -> jax.Array:
+    """``[B, T, H, W, C] -> [B, T, H / p, W / p, p * p * C]``: each frame's ``p x p`` patches on the channels."""
+    if p == 1:
+        return x
+    b, t, h, w, c = x.shape
+    if h % p or w % p:
+        raise ValueError(f"space_to_depth: frame size {h}x{w} is not divisible by patch_size {p}")
+    x = x.reshape(b, t, h // p, p, w // p, p, c)
+    return jnp.transpose(x, (0, 1, 2, 4, 3, 5, 6)).reshape(b, t, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x: jax.Array, p: int) -> jax.Array:
+    """The inverse of :func:`space_to_depth`."""
+    if p == 1:
+        return x
+    b, t, h, w, pc = x.shape
+    c = pc // (p * p)
+    x = x.reshape(b, t, h, w, p, p, c)
+    return jnp.transpose(x, (0, 1, 2, 4, 3, 5, 6)).reshape(b, t, h * p, w * p, c)
 
 
 class VideoEncoder(_Video):
-    """Videos ``[B, 1 + s n, H, W, C]`` -> latents ``[B, 1 + n, H / 2^L, W / 2^L, latent_dim]`` (``s`` the
-    temporal stride): a causal 3x3x3 convolution, per level residual blocks and a strided causal convolution
+    """Videos ``[B, 1 + s n, H, W, C]`` -> latents ``[B, 1 + n, H / f, W / f, latent_dim]`` (``s`` the
+    temporal stride, ``f = patch_size * 2^L`` the spatial one): the patch stem, a causal 3x3x3 convolution, per level residual blocks and a strided causal convolution
     (stride 2 in space, and in time where ``temporal_down``), more blocks, per-frame GroupNorm, swish, a 1x1x1
     projection to ``latent_dim``."""
 
@@ -163,7 +192,7 @@ class VideoEncoder(_Video):
         self._check_fields("VideoEncoder")
         run = StateChain(state)
         h = run(CausalConv3d(self.channels * self.channel_mult[0], dtype=self.dtype),
-                x.astype(self.dtype) * 2.0 - 1.0)
+                space_to_depth(x.astype(self.dtype) * 2.0 - 1.0, self.patch_size))
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_res_blocks):
                 h = run(VideoResBlock(self.channels * mult, dtype=self.dtype), h)
@@ -190,10 +219,11 @@ class _TimeUpsample(nn.Module):
 
 
 class VideoDecoder(_Video):
-    """Latents ``[B, 1 + n, h, w, latent_dim]`` -> videos ``[B, 1 + s n, h 2^L, w 2^L, out_channels]`` (values near
+    """Latents ``[B, 1 + n, h, w, latent_dim]`` -> videos ``[B, 1 + s n, h f, w f, out_channels]`` (values near
     ``[0, 1]``): the encoder mirrored (per level, residual blocks, then a causal frame doubling where
     ``temporal_down``, nearest spatial doubling and a causal convolution); per-frame GroupNorm, swish and a causal
-    3x3x3 convolution to ``out_channels``, mapped from ``[-1, 1]`` to ``[0, 1]``."""
+    3x3x3 convolution to ``out_channels * patch_size^2``, the patches put back, mapped from ``[-1, 1]`` to
+    ``[0, 1]``."""
 
     out_channels: int = 3
 
@@ -215,8 +245,8 @@ class VideoDecoder(_Video):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=2), 2, axis=3)
                 h = run(CausalConv3d(width, dtype=self.dtype), h)
         h = nn.swish(_frame_norm(h, self.dtype))
-        h = run(CausalConv3d(self.out_channels, dtype=jnp.float32), h)
-        return (h + 1.0) * 0.5, tuple(run.states)
+        h = run(CausalConv3d(self.out_channels * self.patch_size ** 2, dtype=jnp.float32), h)
+        return (depth_to_space(h, self.patch_size) + 1.0) * 0.5, tuple(run.states)
 
 
 class VideoAutoencoder(nn.Module):

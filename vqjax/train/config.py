@@ -73,13 +73,16 @@ def check_example_data(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.worker_count must be >= 0; got {config.worker_count}")
 
 
-def read_example_splits(config: ml_collections.ConfigDict):
+def read_example_splits(config: ml_collections.ConfigDict, view=None):
     """The train and eval sources of ``config.dataset`` (:func:`vqjax.data.pipeline.get_splits`, which refuses an
-    empty split), refusing a train split smaller than one batch."""
+    empty split), each through ``view`` when given (:class:`vqjax.data.pipeline.VideoFrames`, say), refusing a train
+    split smaller than one batch."""
     from vqjax.data import pipeline
 
     train, evaluation = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split),
                                             config.data_dir or default_data_dir())
+    if view is not None:
+        train, evaluation = view(train), view(evaluation)
     if len(train) < config.batch_size:
         raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {len(train)} examples of split "
                          f"{config.train_split!r}")

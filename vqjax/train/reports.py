@@ -8,7 +8,8 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_waveforms", "save_curves", "result_table"]
+__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_image_rows", "save_waveforms", "save_curve",
+           "save_curves", "result_table"]
 
 
 class MetricWriter:
@@ -61,18 +62,23 @@ def _grid(images: np.ndarray, cols: int) -> np.ndarray:
 
 def save_reconstructions(path: str, originals: np.ndarray, reconstructions: np.ndarray, title: str = "") -> str:
     """A PNG with a row of originals above a row of their reconstructions (``[N, H, W, C]`` in ``[0, 1]``)."""
+    return save_image_rows(path, [originals, reconstructions], ["original", "reconstruction"], title)
+
+
+def save_image_rows(path: str, rows, labels, title: str = "") -> str:
+    """A PNG with one labelled row of images per entry of ``rows`` (each ``[N, H, W, C]`` in ``[0, 1]``, at most
+    16 shown): a clip's frames above their reconstructions by several codecs, say."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = min(len(originals), 16)
-    orig = _grid(np.clip(originals[:n], 0, 1), n)
-    rec = _grid(np.clip(reconstructions[:n], 0, 1), n)
-    fig, axes = plt.subplots(2, 1, figsize=(max(n * 0.7, 4), 2.0))
-    for ax, img, label in ((axes[0], orig, "original"), (axes[1], rec, "reconstruction")):
+    n = min(min(len(r) for r in rows), 16)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(max(n * 0.7, 4), 1.0 * len(rows)), squeeze=False)
+    for ax, images, label in zip(axes[:, 0], rows, labels):
+        img = _grid(np.clip(np.asarray(images)[:n], 0, 1), n)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
-        ax.set_ylabel(label, fontsize=7)
+        ax.set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
         ax.set_xticks([])
         ax.set_yticks([])
     if title:

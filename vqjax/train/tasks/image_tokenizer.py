@@ -66,6 +66,9 @@ def default_config() -> ml_collections.ConfigDict:
     """
     c = add_example_data(core_config("image_tokenizer"), "vqjax_mnist", batch_size=32, eval_batch_size=250)
 
+    # True: the dataset holds clips ('video' [T, H, W, C]) and the tokenizer trains on and is scored on their frames
+    # (pipeline.VideoFrames): the frame-by-frame baseline of a video tokenizer, on the same clips.
+    c.video_frames = False
     c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, latent_dim=32))
     c.quantizer = "vq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(codebook_size=1024))
@@ -119,6 +122,8 @@ def check(config: ml_collections.ConfigDict) -> None:
     """Refuses a bad image-tokenizer config with a message naming the field, before any data is read."""
     check_example_data(config)
     check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim")
+    if not isinstance(config.video_frames, bool):
+        raise ValueError(f"config.video_frames must be True or False; got {config.video_frames!r}")
     if config.recon_loss not in LOSSES:
         raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
     check_channel_mult(config)
@@ -239,7 +244,7 @@ def _gan_config(config) -> GANConfig | None:
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
     """Reads the data, builds the model and the steps; refuses an empty split or a bad image size first."""
-    train_source, eval_source = read_example_splits(config)
+    train_source, eval_source = read_example_splits(config, pipeline.VideoFrames if config.video_frames else None)
     shape = pipeline.image_shape(train_source)
     check_image_shape(config, shape)
     if pipeline.image_shape(eval_source) != shape:
@@ -334,7 +339,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "weights": {"params": "ema_params" if use_ema else "params", "vq_stats": "vq_stats"},
             "dataset": config.dataset}
     info = {"image_shape": list(shape), "vocab_size": int(vocab), "codes_shape": list(codes_shape),
-            "dataset": config.dataset, "quantizer": config.quantizer, **extra_info}
+            "dataset": config.dataset, "video_frames": bool(config.video_frames), "quantizer": config.quantizer,
+            **extra_info}
     return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
                hint="Lower config.optimizer.learning_rate or check the data.", spec=spec, abstract=abstract)
 

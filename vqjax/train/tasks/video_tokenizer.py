@@ -7,8 +7,13 @@ codebook usage, tokens per second (at ``config.frame_rate``) and bits per pixel,
 and draws ``reconstructions.png`` (a clip's frames above their reconstructions) and ``psnr_per_frame.png``. The
 run's artifact is a :class:`vqjax.Tokenizer` (``modality='video'``, with its frame rate).
 
-Not yet here (issue 15): real footage, the frame-by-frame image tokenizer and the classical codecs at the same
-token rate, a video discriminator.
+The final test (:func:`vqjax.train.video_eval.evaluate_codec`, on up to ``config.test_max_clips`` clips of the
+eval split) scores, by one harness on the same clips, the tokenizer, each image tokenizer of
+``config.frame_baselines`` applied frame by frame (runs of the image task with ``config.video_frames``), and the
+classical codecs of ``config.anchors`` (MPEG-4, VP9 through PyAV) at the tokenizer's bits per clip; it writes
+``rate_distortion.json`` (means, per clip and PSNR per frame), ``rate_distortion.png`` and ``codec_frames.png``.
+
+Not yet here (issue 15): a video discriminator, inflating a 2D image encoder's weights.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
 import os
 from typing import Any, NamedTuple
@@ -29,14 +35,15 @@ import optax
 from vqjax.data import pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.video import latent_frames
-from vqjax.train import evaluate as metrics_lib, reports
+from vqjax.train import evaluate as metrics_lib, reports, video_eval
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
                                 read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 from vqjax.train.tasks.image_tokenizer import LOSSES, check_channel_mult, reconstruction_loss
 
-__all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
+__all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "reconstruct",
+           "TASK"]
 
 class VideoTrainState(NamedTuple):
     """Step, tokenizer parameters, quantizer statistics, optimizer state and the raw key data (step ``s`` draws
@@ -56,15 +63,21 @@ def default_config() -> ml_collections.ConfigDict:
     c = add_example_data(core_config("video_tokenizer"), "vqjax_moving_mnist", batch_size=8, eval_batch_size=8)
     c.frame_rate = 10.0
     c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), temporal_down=(True, True),
-                                             num_res_blocks=1, latent_dim=8))
+                                             num_res_blocks=1, latent_dim=8, patch_size=1))
     c.quantizer = "fsq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(levels=(8, 5, 5, 5)))
     c.recon_loss = "l2"
+    # The final test (on config.eval_split): the video tokenizer, each image tokenizer of frame_baselines (workdirs
+    # of image-tokenizer runs on the same clips' frames, config.video_frames) applied frame by frame, and the
+    # classical anchors at the video tokenizer's bits per clip, all by vqjax.train.video_eval on the same clips.
+    c.frame_baselines = ()
+    c.anchors = ("mpeg4", "vp9")
+    c.test_max_clips = ml_collections.FieldReference(64, field_type=int)
     return c
 
 
 def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A tiny model, 6 steps, 4 eval clips."""
+    """A tiny model, 6 steps, 4 eval clips; the final test on 2 clips without baselines or anchors."""
     c.model.channels = 4
     c.model.latent_dim = 4
     if "codebook_size" in c.quantizer_kwargs:
@@ -77,6 +90,9 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.eval_every_steps = 6
     c.checkpoint_every_steps = 3
     c.optimizer.warmup_steps = 2
+    c.anchors = ()
+    c.frame_baselines = ()
+    c.test_max_clips = 2
     return c
 
 
@@ -86,14 +102,15 @@ def model_spec(config: ml_collections.ConfigDict, video_channels: int) -> dict:
     return {"name": "video_tokenizer",
             "kwargs": {"channels": int(m.channels), "channel_mult": [int(v) for v in m.channel_mult],
                        "temporal_down": [bool(v) for v in m.temporal_down], "num_res_blocks": int(m.num_res_blocks),
-                       "latent_dim": int(m.latent_dim), "video_channels": int(video_channels),
+                       "patch_size": int(m.patch_size), "latent_dim": int(m.latent_dim),
+                       "video_channels": int(video_channels),
                        "quantizer": config.quantizer, "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
 
 
 def check(config: ml_collections.ConfigDict) -> None:
     """Refuses a bad video-tokenizer config with a message naming the field, before any data is read."""
     check_example_data(config)
-    check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim")
+    check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim", "model.patch_size")
     if isinstance(config.frame_rate, bool) or not config.frame_rate > 0:
         raise ValueError(f"config.frame_rate must be a positive number of frames per second; got {config.frame_rate!r}")
     if config.recon_loss not in LOSSES:
@@ -104,6 +121,12 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.model.temporal_down must hold one bool per spatial halving "
                          f"({len(m.channel_mult) - 1}); got {tuple(m.temporal_down)}")
     model_from_spec(model_spec(config, 1))                 # refuses an unknown quantizer or quantizer field
+    video_eval.anchor_codecs(tuple(config.anchors))        # refuses an unknown anchor
+    if config.test_max_clips is not None:
+        check_positive(config, "test_max_clips")
+    if isinstance(config.frame_baselines, str) or any(not isinstance(p, str) or not p for p in config.frame_baselines):
+        raise ValueError(f"config.frame_baselines must be a tuple of image-tokenizer workdirs; got "
+                         f"{config.frame_baselines!r}")
 
 
 def check_clip_shape(config: ml_collections.ConfigDict, shape: tuple[int, ...], temporal: int, spatial: int) -> None:
@@ -144,30 +167,65 @@ def train_step(parts: StepParts, state: VideoTrainState, clips):
                           vq_stats=vq_stats, opt_state=opt_state), metrics
 
 
-def frame_metrics(clips: jax.Array, recon: jax.Array) -> dict:
-    """Per clip and frame PSNR and SSIM ``[B, T]``, and per clip the flicker: the mean squared error of the
-    consecutive-frame differences ``[B]`` (0 for one-frame clips)."""
-    b, t = clips.shape[:2]
-    flat = lambda v: v.reshape((b * t,) + v.shape[2:])
-    psnr = metrics_lib.psnr(flat(clips), flat(recon)).reshape(b, t)
-    ssim = metrics_lib.ssim(flat(clips), flat(recon)).reshape(b, t)
-    if t > 1:
-        diff = (recon[:, 1:] - recon[:, :-1]) - (clips[:, 1:] - clips[:, :-1])
-        flicker = jnp.mean(diff * diff, axis=(1, 2, 3, 4))
-    else:
-        flicker = jnp.zeros((b,), jnp.float32)
-    return {"psnr": psnr, "ssim": ssim, "flicker": flicker}
-
-
 def eval_step(model, params, vq_stats, clips, mask):
     """Masked sums over clips of the per-frame PSNR and SSIM ``[T]`` and the flicker, the codes and the
     reconstructions."""
     recon, q = model.apply({"params": params, "vq_stats": vq_stats}, clips, train=False)
     recon = jnp.clip(recon, 0.0, 1.0)
-    m = frame_metrics(clips, recon)
+    m = video_eval.frame_metrics(clips, recon)
     sums = {"psnr": jnp.sum(m["psnr"] * mask[:, None], axis=0), "ssim": jnp.sum(m["ssim"] * mask[:, None], axis=0),
             "flicker": jnp.sum(m["flicker"] * mask)}
     return sums, q.codes, recon
+
+
+def reconstruct(model, variables, clips):
+    """The clips through the tokenizer's codes: ``decode(encode(clips))``, clipped to ``[0, 1]``."""
+    codes = model.apply(variables, clips, method=model.encode)
+    return jnp.clip(model.apply(variables, codes, method=model.decode), 0.0, 1.0)
+
+
+def _test(config, model, variables, eval_source, workdir, *, shape, bits_per_clip, tokens_per_clip) -> dict:
+    """The tokenizer, the frame-by-frame baselines of ``config.frame_baselines`` and the anchors of
+    ``config.anchors`` on the same test clips through :func:`vqjax.train.video_eval.evaluate_codec`; writes
+    ``rate_distortion.json``, ``rate_distortion.png`` and ``codec_frames.png``."""
+    from vqjax.tokenizer import Tokenizer
+
+    total = len(eval_source) if config.test_max_clips is None else min(len(eval_source), config.test_max_clips)
+    clips = [_to_float(eval_source[i])["video"] for i in range(total)]
+    recon_fn = jax.jit(functools.partial(reconstruct, model))
+    codecs = [("video tokenizer", lambda c: (np.asarray(recon_fn(variables, jnp.asarray(c[None])))[0], bits_per_clip),
+               tokens_per_clip)]
+    for path in config.frame_baselines:
+        tok = Tokenizer.load(path)
+        if tuple(tok.input_shape) != tuple(shape[1:]):
+            raise ValueError(f"config.frame_baselines: the tokenizer in {path!r} takes images of shape "
+                             f"{tuple(tok.input_shape)}; the clips' frames are {tuple(shape[1:])}")
+        codec, per_frame = video_eval.frame_by_frame(tok)
+        codecs.append((f"per-frame {per_frame} tokens", codec, per_frame * shape[0]))
+    anchors, skipped = video_eval.anchor_codecs(tuple(config.anchors))
+    for reason in skipped:
+        logging.getLogger("vqjax.train").warning("anchor skipped: %s", reason)
+    for name in anchors:
+        codecs.append((name, functools.partial(video_eval.pyav_roundtrip, anchor=name, max_bits=bits_per_clip,
+                                               frame_rate=float(config.frame_rate)), None))
+    results = [video_eval.evaluate_codec(name, fn, clips, frame_rate=float(config.frame_rate), tokens_per_clip=tokens)
+               for name, fn, tokens in codecs]
+    out = {"test_clips": len(clips), "anchors_skipped": len(skipped)}
+    for r in results:
+        out.update({f"{r.name}/{k}": v for k, v in r.mean.items()})
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "rate_distortion.json"), "w") as fh:
+            json.dump({"rows": video_eval.summary_rows(results), "per_clip": {r.name: r.per_clip for r in results},
+                       "psnr_per_frame": {r.name: r.psnr_per_frame for r in results}, "skipped": skipped,
+                       "frame_baselines": list(config.frame_baselines)}, fh, indent=1)
+        video_eval.plot_rate_distortion(os.path.join(workdir, "rate_distortion.png"), results,
+                                        f"{len(clips)} test clips, {config.dataset}:{config.eval_split}")
+        rows = [clips[0]] + [np.asarray(fn(clips[0])[0]) for _, fn, _ in codecs]
+        reports.save_image_rows(os.path.join(workdir, "codec_frames.png"), rows,
+                                ["original"] + [f"{r.name}\n{r.per_clip['psnr'][0]:.1f} dB, "
+                                                f"{r.per_clip['bits_per_pixel'][0]:.3f} bpp" for r in results],
+                                "a test clip's frames through each codec")
+    return out
 
 
 def _to_float(example):
@@ -226,6 +284,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                                          transform=_to_float)
         return lambda state: jit_train(state, global_batch(next(batches)["video"]))
 
+    bits_per_clip = tokens_per_clip * math.log2(vocab)
+
+    def run_test(state, step):
+        variables = {"params": state.params, "vq_stats": state.vq_stats}
+        return {**run_eval(state, step), **_test(config, model, variables, eval_source, workdir, shape=shape,
+                                                 bits_per_clip=bits_per_clip, tokens_per_clip=tokens_per_clip)}
+
     def run_eval(state, step):
         counter = metrics_lib.CodeCounter(vocab, per_position)
         psnr = np.zeros(shape[0])
@@ -268,7 +333,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "tokens_per_second": tokens_per_second, "bits_per_pixel": bits_per_pixel, "dataset": config.dataset,
             "quantizer": config.quantizer}
     return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
-               hint="Lower config.optimizer.learning_rate or check the data.", spec=spec, abstract=abstract)
+               hint="Lower config.optimizer.learning_rate or check the data.", test=run_test, spec=spec,
+               abstract=abstract)
 
 
 def report(result: dict, workdir: str) -> str:
@@ -280,11 +346,20 @@ def report(result: dict, workdir: str) -> str:
             ("codebook usage", f"{100 * result['usage']:.1f}%"),
             ("tokens per second", f"{result['tokens_per_second']:.0f}"),
             ("bits per pixel", f"{result['bits_per_pixel']:.4f}")]
+    names = [k[:-len("/psnr")] for k in result if k.endswith("/psnr")]
+    for name in names:                                   # the final test's codecs on the same clips
+        get = lambda k: result.get(f"{name}/{k}", math.nan)
+        rows.append((f"test: {name}", f"PSNR {get('psnr'):.2f} dB  SSIM {get('ssim'):.4f}  flicker "
+                                      f"{get('flicker'):.5f}  {get('bits_per_pixel'):.4f} bpp  "
+                                      f"{get('tokens_per_second'):.0f} tokens/s"))
     extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
              f"PSNR per frame: {os.path.join(workdir, 'psnr_per_frame.json')}",
              f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]
-    return reports.result_table("eval metric", rows, ("reconstructions.png", "psnr_per_frame.png",
-                                                      "loss_curves.png"), workdir, extra, result)
+    figures = ("reconstructions.png", "psnr_per_frame.png", "loss_curves.png")
+    if names:
+        extra.insert(1, f"test, per clip: {os.path.join(workdir, 'rate_distortion.json')}")
+        figures += ("rate_distortion.png", "codec_frames.png")
+    return reports.result_table("eval metric", rows, figures, workdir, extra, result)
 
 
 TASK = register_task(Task("video_tokenizer", default_config, check, runlocal, setup, report,

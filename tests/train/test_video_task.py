@@ -55,6 +55,14 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
     for fig in ("rate_distortion.png", "codec_frames.png"):
         assert os.path.getsize(os.path.join(workdir, fig)) > 1000
     assert "per-frame 16 tokens" in video_tokenizer.report(result, workdir)
+    # a baseline that is missing, or not an image tokenizer of these frames, is refused before any training
+    for baselines, error, match in (((str(tmp_path / "missing"),), FileNotFoundError, "config.frame_baselines: .*"
+                                     "holds no spec.json"),
+                                    ((workdir,), ValueError, r"holds a video tokenizer .* frames are images")):
+        c.frame_baselines = baselines
+        with pytest.raises(error, match=match):
+            train_and_evaluate(c, str(tmp_path / "refused"), progress=False, devices=one)
+        assert not os.path.exists(os.path.join(tmp_path, "refused", "checkpoints"))
     per_frame = json.load(open(os.path.join(workdir, "psnr_per_frame.json")))
     assert len(per_frame["psnr"]) == 17 and np.mean(per_frame["psnr"]) == pytest.approx(result["psnr"])
     for fig in ("reconstructions.png", "psnr_per_frame.png", "loss_curves.png"):

@@ -142,6 +142,23 @@ def check_clip_shape(config: ml_collections.ConfigDict, shape: tuple[int, ...], 
                          f"{tuple(config.model.channel_mult)}")
 
 
+def check_frame_baselines(config: ml_collections.ConfigDict, shape: tuple[int, ...]) -> None:
+    """Each of ``config.frame_baselines`` must hold an image tokenizer for the clips' frames (checked from its
+    ``spec.json`` before training, so that a missing baseline does not surface after the run)."""
+    from vqjax.tokenizer import read_spec
+
+    for path in config.frame_baselines:
+        try:
+            spec = read_spec(path)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"config.frame_baselines: {err} (train it first: the image task with "
+                                    f"config.video_frames=True on {config.dataset!r})") from None
+        frame = tuple(spec.get("input", {}).get("shape", ()))
+        if spec.get("modality") != "image" or frame != tuple(shape[1:]):
+            raise ValueError(f"config.frame_baselines: {path!r} holds a {spec.get('modality')} tokenizer for inputs "
+                             f"{frame}; the clips' frames are images {tuple(shape[1:])}")
+
+
 @dataclasses.dataclass(frozen=True)
 class StepParts:
     model: Any
@@ -197,9 +214,6 @@ def _test(config, model, variables, eval_source, workdir, *, shape, bits_per_cli
                tokens_per_clip)]
     for path in config.frame_baselines:
         tok = Tokenizer.load(path)
-        if tuple(tok.input_shape) != tuple(shape[1:]):
-            raise ValueError(f"config.frame_baselines: the tokenizer in {path!r} takes images of shape "
-                             f"{tuple(tok.input_shape)}; the clips' frames are {tuple(shape[1:])}")
         codec, per_frame = video_eval.frame_by_frame(tok)
         codecs.append((f"per-frame {per_frame} tokens", codec, per_frame * shape[0]))
     anchors, skipped = video_eval.anchor_codecs(tuple(config.anchors))
@@ -241,6 +255,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     spec_model = model_spec(config, shape[-1])
     model = model_from_spec(spec_model)
     check_clip_shape(config, shape, model.temporal_stride, model.spatial_stride)
+    check_frame_baselines(config, shape)
     if tuple(np.asarray(eval_source[0]["video"]).shape) != shape:
         raise ValueError(f"split {config.eval_split!r} has clips of shape {np.asarray(eval_source[0]['video']).shape}"
                          f"; split {config.train_split!r} has {shape}")

@@ -49,6 +49,7 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
     assert result["per-frame 16 tokens/bits_per_pixel"] == pytest.approx(16 * np.log2(1000) / (64 * 64))
     for name in ("mpeg4", "vp9"):
         assert np.isfinite(result[f"{name}/psnr"]) and result[f"{name}/bits_per_pixel"] > 0
+        assert f"{name}/tokens_per_second" not in result                 # no tokens: no NaN in TensorBoard
     table = json.load(open(os.path.join(workdir, "rate_distortion.json")))
     assert [r["codec"] for r in table["rows"]] == ["video tokenizer", "per-frame 16 tokens", "mpeg4", "vp9"]
     assert len(table["per_clip"]["vp9"]["psnr"]) == 2 and len(table["psnr_per_frame"]["mpeg4"]) == 17

@@ -7,7 +7,7 @@ with :func:`frame_metrics`:
 
 * ``psnr`` and ``ssim``: per frame, averaged over frames and clips (and kept per frame index: ``psnr_per_frame``);
 * ``flicker``: the mean squared error of consecutive-frame differences (temporal artefacts a per-frame score misses);
-* ``bits_per_pixel`` (measured per clip, averaged) and ``tokens_per_second`` (tokenizers; NaN for a classical codec).
+* ``bits_per_pixel`` (measured per clip, averaged) and ``tokens_per_second`` (tokenizers only).
 
 The codecs compared with a video tokenizer on the same clips:
 
@@ -60,7 +60,7 @@ _frame_metrics_jit = jax.jit(frame_metrics)
 @dataclasses.dataclass
 class CodecResult:
     """One codec on a set of clips: per-clip ``psnr``, ``ssim``, ``flicker`` and ``bits_per_pixel``, the PSNR per
-    frame index averaged over clips, and the means (:data:`METRICS`)."""
+    frame index averaged over clips, and the means (:data:`METRICS`; ``tokens_per_second`` for tokenizers only)."""
 
     name: str
     per_clip: dict[str, list[float]]
@@ -91,7 +91,8 @@ def evaluate_codec(name: str, codec: Callable[[np.ndarray], tuple[np.ndarray, fl
         per_clip["bits_per_pixel"].append(float(bits) / (clip.shape[0] * clip.shape[1] * clip.shape[2]))
     t = np.asarray(clips[0]).shape[0]
     mean = {k: float(np.mean(v)) for k, v in per_clip.items()}
-    mean["tokens_per_second"] = (tokens_per_clip * frame_rate / t) if tokens_per_clip else math.nan
+    if tokens_per_clip:
+        mean["tokens_per_second"] = tokens_per_clip * frame_rate / t
     return CodecResult(name=name, per_clip=per_clip, psnr_per_frame=(per_frame / len(clips)).tolist(), mean=mean)
 
 

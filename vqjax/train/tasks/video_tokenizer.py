@@ -364,9 +364,9 @@ def report(result: dict, workdir: str) -> str:
     names = [k[:-len("/psnr")] for k in result if k.endswith("/psnr")]
     for name in names:                                   # the final test's codecs on the same clips
         get = lambda k: result.get(f"{name}/{k}", math.nan)
+        rate = f"  {get('tokens_per_second'):.0f} tokens/s" if f"{name}/tokens_per_second" in result else ""
         rows.append((f"test: {name}", f"PSNR {get('psnr'):.2f} dB  SSIM {get('ssim'):.4f}  flicker "
-                                      f"{get('flicker'):.5f}  {get('bits_per_pixel'):.4f} bpp  "
-                                      f"{get('tokens_per_second'):.0f} tokens/s"))
+                                      f"{get('flicker'):.5f}  {get('bits_per_pixel'):.4f} bpp{rate}"))
     extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
              f"PSNR per frame: {os.path.join(workdir, 'psnr_per_frame.json')}",
              f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]

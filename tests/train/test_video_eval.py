@@ -27,6 +27,7 @@ def test_evaluate_codec_scores_each_clip_and_frame():
     offset = video_eval.evaluate_codec("offset", lambda c: (c + 0.05, 0.0), clips, frame_rate=10.0)
     np.testing.assert_allclose(offset.psnr_per_frame, 20 * np.log10(1 / 0.05), atol=0.2)     # clipped at 1 a bit
     assert "tokens_per_second" not in offset.mean and len(offset.per_clip["psnr"]) == 2
+    np.testing.assert_allclose(offset.first_decoded, np.clip(clips[0] + 0.05, 0, 1))
     with pytest.raises(ValueError, match="returned shape"):
         video_eval.evaluate_codec("bad", lambda c: (c[:-1], 0.0), clips, frame_rate=10.0)
 

@@ -60,12 +60,14 @@ _frame_metrics_jit = jax.jit(frame_metrics)
 @dataclasses.dataclass
 class CodecResult:
     """One codec on a set of clips: per-clip ``psnr``, ``ssim``, ``flicker`` and ``bits_per_pixel``, the PSNR per
-    frame index averaged over clips, and the means (:data:`METRICS`; ``tokens_per_second`` for tokenizers only)."""
+    frame index averaged over clips, the means (:data:`METRICS`; ``tokens_per_second`` for tokenizers only) and
+    the first clip as decoded (for figures)."""
 
     name: str
     per_clip: dict[str, list[float]]
     psnr_per_frame: list[float]
     mean: dict[str, float]
+    first_decoded: np.ndarray
 
 
 def evaluate_codec(name: str, codec: Callable[[np.ndarray], tuple[np.ndarray, float]], clips: Sequence[np.ndarray],
@@ -76,12 +78,14 @@ def evaluate_codec(name: str, codec: Callable[[np.ndarray], tuple[np.ndarray, fl
         raise ValueError(f"evaluate_codec({name!r}): no clips")
     per_clip: dict[str, list[float]] = {"psnr": [], "ssim": [], "flicker": [], "bits_per_pixel": []}
     per_frame = np.zeros(np.asarray(clips[0]).shape[0])
+    first = None
     for clip in clips:
         clip = np.asarray(clip, np.float32)
         decoded, bits = codec(clip)
         decoded = np.clip(np.asarray(decoded, np.float32), 0.0, 1.0)
         if decoded.shape != clip.shape:
             raise ValueError(f"codec {name!r} returned shape {decoded.shape} for a clip of shape {clip.shape}")
+        first = decoded if first is None else first
         m = _frame_metrics_jit(jnp.asarray(clip[None]), jnp.asarray(decoded[None]))
         psnr = np.asarray(m["psnr"][0], np.float64)
         per_frame += psnr
@@ -93,7 +97,8 @@ def evaluate_codec(name: str, codec: Callable[[np.ndarray], tuple[np.ndarray, fl
     mean = {k: float(np.mean(v)) for k, v in per_clip.items()}
     if tokens_per_clip:
         mean["tokens_per_second"] = tokens_per_clip * frame_rate / t
-    return CodecResult(name=name, per_clip=per_clip, psnr_per_frame=(per_frame / len(clips)).tolist(), mean=mean)
+    return CodecResult(name=name, per_clip=per_clip, psnr_per_frame=(per_frame / len(clips)).tolist(), mean=mean,
+                       first_decoded=first)
 
 
 def frame_by_frame(tokenizer) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, float]], int]:

@@ -234,7 +234,7 @@ def _test(config, model, variables, eval_source, workdir, *, shape, bits_per_cli
                        "frame_baselines": list(config.frame_baselines)}, fh, indent=1)
         video_eval.plot_rate_distortion(os.path.join(workdir, "rate_distortion.png"), results,
                                         f"{len(clips)} test clips, {config.dataset}:{config.eval_split}")
-        rows = [clips[0]] + [np.asarray(fn(clips[0])[0]) for _, fn, _ in codecs]
+        rows = [clips[0]] + [r.first_decoded for r in results]
         reports.save_image_rows(os.path.join(workdir, "codec_frames.png"), rows,
                                 ["original"] + [f"{r.name}\n{r.per_clip['psnr'][0]:.1f} dB, "
                                                 f"{r.per_clip['bits_per_pixel'][0]:.3f} bpp" for r in results],

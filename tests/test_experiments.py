@@ -26,18 +26,43 @@ def test_experiment_is_valid(name, arg):
     if c.get("task") == "audio_codec":
         _check_audio_experiment(c, arg)
         return
+    if c.get("task") == "video_tokenizer":
+        _check_video_experiment(c, arg)
+        return
     check_config(c)
-    shape = (28, 28, 1) if c.dataset == "vqjax_mnist" else (32, 32, 3)
+    shape = FRAME_SHAPES.get(c.dataset, (32, 32, 3))
     check_image_shape(c, shape)
     model = build_model(c, shape[-1])
     x = jnp.zeros((2,) + shape)
     variables = jax.eval_shape(lambda k: model.init({"params": k, "vq": k}, x), jax.random.key(0))
     recon, q = jax.eval_shape(lambda v: model.apply(v, x), variables)
     assert recon.shape == x.shape
-    tokens = (7, 7) if c.dataset == "vqjax_mnist" else (8, 8)
-    assert q.codes.shape[1:3] == tokens
+    factor = 2 ** (len(c.model.channel_mult) - 1)
+    assert q.codes.shape[1:3] == (shape[0] // factor, shape[1] // factor)
     if arg == "runlocal":
         assert c.num_train_steps <= 50
+
+
+# The frames (or images) of each bundled dataset an experiment may read; others are 32x32 RGB photo crops.
+FRAME_SHAPES = {"vqjax_mnist": (28, 28, 1), "vqjax_moving_mnist": (64, 64, 1), "vqjax_video_clips": (64, 64, 3)}
+
+
+def _check_video_experiment(c, arg):
+    from vqjax.models import model_from_spec
+    from vqjax.train.tasks import video_tokenizer
+
+    check_config(c)
+    frame = FRAME_SHAPES[c.dataset]
+    model = model_from_spec(video_tokenizer.model_spec(c, frame[-1]))
+    video_tokenizer.check_clip_shape(c, (17,) + frame, model.temporal_stride, model.spatial_stride)
+    x = jnp.zeros((1, 17) + frame)
+    variables = jax.eval_shape(lambda k: model.init({"params": k, "vq": k}, x), jax.random.key(0))
+    recon, q = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert recon.shape == x.shape
+    f = model.spatial_stride
+    assert q.codes.shape[1:4] == (1 + 16 // model.temporal_stride, frame[0] // f, frame[1] // f)
+    if arg == "runlocal":
+        assert c.num_train_steps <= 50 and not c.frame_baselines
 
 
 def test_experiment_refuses_unknown_argument():

@@ -38,8 +38,7 @@ import tensorflow_datasets as tfds
 from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
 
 __all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "VqjaxMovingMnist", "VqjaxVideoClips",
-           "OPENCV_DIGITS",
-           "BUILDERS", "rgb_photos", "opencv_digits", "mnist_test_mask"]
+           "OPENCV_DIGITS", "BUILDERS", "rgb_photos", "opencv_digits", "mnist_test_mask"]
 
 OPENCV_DIGITS = "/usr/share/doc/opencv-doc/examples/data/digits.png"
 _VERSION = tfds.core.Version("1.0.0")

@@ -340,8 +340,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
                 return {"step": end, "interrupted": True}
             if result is None:
                 result = _evaluate(run.evaluate, state, end, "eval", writer, workdir)
-            if run.test is not None:
-                result = _evaluate(run.test, state, end, "test", writer, workdir)
+            if run.test is not None:            # the final eval's metrics, then the test's (its keys win)
+                result = {**result, **_evaluate(run.test, state, end, "test", writer, workdir)}
         finally:
             if writer is not None:
                 writer.close()

@@ -8,8 +8,8 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_image_rows", "save_waveforms", "save_curve",
-           "save_curves", "result_table"]
+__all__ = ["MetricWriter", "read_metrics", "save_reconstructions", "save_image_rows", "save_figure", "save_waveforms",
+           "save_curve", "save_curves", "result_table"]
 
 
 class MetricWriter:
@@ -84,6 +84,19 @@ def save_image_rows(path: str, rows, labels, title: str = "") -> str:
     if title:
         fig.suptitle(title, fontsize=8)
     fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def save_figure(fig, path: str, title: str = "", dpi: int = 110) -> str:
+    """Titles a matplotlib figure, lays it out, writes it to ``path`` (creating its folder) and closes it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

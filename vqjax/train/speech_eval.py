@@ -214,10 +214,6 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from vqjax.train.reports import save_figure
+
+    return save_figure(fig, path, title)

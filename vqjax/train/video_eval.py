@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import os
 from typing import Callable, Sequence
 
 import jax
@@ -227,10 +226,6 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
     for a in (ax, bx):
         a.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    from vqjax.train.reports import save_figure
+
+    return save_figure(fig, path, title)

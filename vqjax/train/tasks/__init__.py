@@ -54,7 +54,8 @@ class Run:
       replicated: the mesh's replicated sharding (the state lives replicated).
       info: what ``run.json`` records about the run (JSON-serialisable).
       hint: advice printed with a non-finite loss.
-      test: ``(state, step) -> dict`` for a final held-out evaluation after training, or None.
+      test: ``(state, step) -> dict`` for a final held-out evaluation after training, or None; the run's result is
+        the final evaluation's metrics updated with the test's.
       spec: the tokenizer artifact's spec (:func:`vqjax.tokenizer.write_spec`) when the run trains a tokenizer.
       abstract: ``jax.eval_shape(init_state, key)`` when the task has already traced it (else the core does).
       state_sharding: the state's shardings (a pytree like ``abstract``) when it is not all ``replicated``

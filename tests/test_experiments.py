@@ -10,7 +10,8 @@ from vqjax.train.config import build_model, check_config, check_image_shape, che
 
 def test_experiments_exist():
     assert {"mnist_vq", "mnist_fsq", "mnist_lfq", "mnist_vq_collapse", "photos_vqgan", "umls_nodepiece",
-            "umls_embedding", "mnist_captions_lm", "speech_codec", "speech_codec_single"} <= set(experiment_names())
+            "umls_embedding", "mnist_captions_lm", "speech_codec", "speech_codec_single", "motion_tokenizer",
+            "eeg_tokenizer", "action_tokenizer"} <= set(experiment_names())
 
 
 @pytest.mark.parametrize("name", experiment_names())
@@ -29,6 +30,9 @@ def test_experiment_is_valid(name, arg):
     if c.get("task") == "video_tokenizer":
         _check_video_experiment(c, arg)
         return
+    if c.get("task") == "sequence_tokenizer":
+        _check_sequence_experiment(c, arg)
+        return
     check_config(c)
     shape = FRAME_SHAPES.get(c.dataset, (32, 32, 3))
     check_image_shape(c, shape)
@@ -45,6 +49,26 @@ def test_experiment_is_valid(name, arg):
 
 # The frames (or images) of each bundled dataset an experiment may read; others are 32x32 RGB photo crops.
 FRAME_SHAPES = {"vqjax_mnist": (28, 28, 1), "vqjax_moving_mnist": (64, 64, 1), "vqjax_video_clips": (64, 64, 3)}
+
+
+# Channels of each time-series set an experiment may read.
+SERIES_CHANNELS = {"vqjax_timeseries/pusher_actions": 7, "vqjax_timeseries/eeg_scp1": 6,
+                   "vqjax_timeseries/basic_motions": 6}
+
+
+def _check_sequence_experiment(c, arg):
+    from vqjax.models import model_from_spec
+    from vqjax.train.tasks import sequence_tokenizer
+
+    check_config(c)
+    channels = SERIES_CHANNELS[c.dataset]
+    model = model_from_spec(sequence_tokenizer.model_spec(c, [0.0] * channels, [1.0] * channels))
+    x = jnp.zeros((2, c.length, channels))
+    variables = jax.eval_shape(lambda k: model.init({"params": k, "vq": k}, x), jax.random.key(0))
+    recon, q = jax.eval_shape(lambda v: model.apply(v, x), variables)
+    assert recon.shape == x.shape and q.codes.shape[1] == c.length // model.hop_length
+    if arg == "runlocal":
+        assert c.num_train_steps <= 50
 
 
 def _check_video_experiment(c, arg):

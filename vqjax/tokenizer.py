@@ -28,7 +28,9 @@ dtypes are refused (an int32 image in 0..255 is ambiguous: convert it to uint8 o
 
 Audio (``modality='audio'``) loads as :class:`AudioTokenizer`: signals of any length, a stated sample rate,
 codes ``[B, frames, levels]`` (see its docstring for its rules). Video (``modality='video'``) loads as
-:class:`VideoTokenizer`: clips of any causal length and size, and chunked encoding.
+:class:`VideoTokenizer`: clips of any causal length and size, and chunked encoding. Time series
+(``modality='timeseries'``) load as :class:`TimeSeriesTokenizer`: raw multichannel signals of any length that is a
+multiple of the hop, normalised by the statistics the spec carries.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import numpy as np
 
 from vqjax.checks import DTypeError
 
-__all__ = ["Tokenizer", "AudioTokenizer", "VideoTokenizer", "write_spec", "read_spec", "FORMAT_VERSION", "SPEC_FILE",
+__all__ = ["Tokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer", "write_spec", "read_spec", "FORMAT_VERSION", "SPEC_FILE",
            "WEIGHTS_FILE"]
 
 FORMAT_VERSION = 1
@@ -169,6 +171,8 @@ class Tokenizer:
             cls = AudioTokenizer
         if spec["modality"] == "video" and not issubclass(cls, VideoTokenizer):
             cls = VideoTokenizer
+        if spec["modality"] == "timeseries" and not issubclass(cls, TimeSeriesTokenizer):
+            cls = TimeSeriesTokenizer
         model = model_from_spec(spec["model"])
         weights_file = os.path.join(path, WEIGHTS_FILE)
         if os.path.exists(weights_file) and step is None:
@@ -604,3 +608,73 @@ def _video_encode(model, variables, x, state):
 def _video_decode(model, variables, codes, state):
     frames, state = model.apply(variables, codes, state, method=model.decode_stream)
     return jnp.clip(frames, 0.0, 1.0).astype(jnp.float32), state
+
+
+class TimeSeriesTokenizer(Tokenizer):
+    """A multichannel time-series tokenizer (``modality='timeseries'``, from the ``sequence_tokenizer`` task).
+
+    ``encode(x)`` takes raw float signals ``[B, T, C]`` (``[B, T]`` for one channel) in the units of the training
+    data: ``C`` must be the trained :attr:`channels`, ``T`` a positive multiple of :attr:`hop_length`; the
+    per-channel normalisation recorded in the spec (``spec['normalization']``) is applied inside the model. It
+    returns int32 codes ``[B, T / hop(, levels)]`` (a multi-scale model: ``[B, sum_s T / (hop s)]``);
+    ``decode(codes)`` returns float32 ``[B, T, C]`` in raw units. Non-floating dtypes, a wrong channel count, a
+    length that is not a whole number of frames (too short included), empty input and NaN/Inf are refused with a
+    ``ValueError``; codes outside ``[0, vocab_size)`` too.
+    """
+
+    @property
+    def channels(self) -> int:
+        return int(self.spec["input"]["shape"][-1])
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.spec.get("channels") or [f"ch {i}" for i in range(self.channels)])
+
+    @property
+    def normalization(self) -> dict:
+        """``{'mean': [C], 'scale': [C]}``: ``encode`` reads ``(x - mean) / scale``."""
+        return dict(self.spec["normalization"])
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per code position (times the largest temporal scale of a multi-scale model)."""
+        return int(self.model.hop_length) * max(getattr(self.model.quantizer, "scales", (1,)))
+
+    def encode(self, x) -> jax.Array:
+        """int32 codes of raw signals (see the class docstring for the rules)."""
+        name = "TimeSeriesTokenizer.encode"
+        x = np.asarray(x)
+        if x.ndim == 2 and self.channels == 1:
+            x = x[..., None]
+        if x.ndim != 3 or x.shape[-1] != self.channels:
+            raise ValueError(f"{name}: signals must be [B, T, {self.channels}] ({self.channels} channels: "
+                             f"{', '.join(self.channel_names)}); got shape {x.shape}")
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"{name}: x is empty (shape {x.shape})")
+        if x.shape[1] % self.hop_length:
+            raise ValueError(f"{name}: the length T ({x.shape[1]}) must be a positive multiple of {self.hop_length} "
+                             f"samples (one code position); pad or crop the signal")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise DTypeError(f"{name}: signals must be floating; got dtype {x.dtype}")
+        codes, bad, _, _ = _encode_checked(self.model, self.variables, jnp.asarray(x, jnp.float32))
+        if int(bad):
+            raise ValueError(f"{name}: the signals hold {int(bad)} NaN/Inf value(s)")
+        return codes
+
+    def decode(self, codes) -> jax.Array:
+        """float32 ``[B, T, C]`` raw signals from codes ``[B, positions(, levels)]``."""
+        name = "TimeSeriesTokenizer.decode"
+        codes = np.asarray(codes)
+        tail = self.codes_shape[1:]
+        if codes.ndim != 2 + len(tail) or tuple(codes.shape[2:]) != tail or codes.shape[1] == 0 or \
+                not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"{name}: codes must be integer [B, positions{''.join(f', {v}' for v in tail)}]; got "
+                             f"{codes.dtype} {codes.shape}")
+        if codes.min() < 0 or codes.max() >= self.vocab_size:
+            raise ValueError(f"{name}: codes must lie in [0, {self.vocab_size}); got min {int(codes.min())}, max "
+                             f"{int(codes.max())}")
+        scales = getattr(self.model.quantizer, "scales", None)
+        if scales is not None:
+            self.model.quantizer.frames_for(codes.shape[1])         # raises for a count of no whole frames
+        out, _, _ = _decode_checked(self.model, self.variables, jnp.asarray(codes, jnp.int32), -np.inf, np.inf)
+        return out

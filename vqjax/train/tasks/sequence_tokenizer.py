@@ -1,0 +1,417 @@
+"""Task ``'sequence_tokenizer'``: tokenizers for multichannel time series (motion, EEG, robot actions) on tfds +
+grain input, measured against FAST.
+
+The model (:class:`vqjax.models.SequenceTokenizer`) is a 1D convolutional autoencoder (optionally with Transformer
+blocks, optionally multi-scale residual) around any layer-2 quantizer. Each channel is normalised by the training
+split's mean and standard deviation, computed in ``setup`` and written into the model's spec, so the artifact
+(:class:`vqjax.TimeSeriesTokenizer`, ``modality='timeseries'``) takes and returns raw signals.
+
+Series are brought to ``config.length`` samples: a random crop of each training series per step, the first
+``config.length`` samples of each evaluation series (series shorter than that are refused before training).
+One train step minimises ``config.losses.time`` x the MSE in normalised units, plus ``config.losses.spectral`` x
+:func:`vqjax.models.sequence.spectral_loss` on patches of ``config.spectral_patch`` samples, plus the quantizer's
+loss.
+
+Evaluation (:mod:`vqjax.train.timeseries_eval`) reports NMSE, per-channel correlation, band-power error (when
+``config.band_power`` and the data has a sample rate), codebook usage and tokens per chunk/second. The final test
+scores, by one harness on the same held-out chunks, the tokenizer at each of ``config.eval_levels`` (a residual
+quantizer's first levels: fewer tokens) and FAST (:class:`vqjax.models.fast.FAST`, fitted on the training chunks)
+at each of ``config.fast_scales``; it measures how often FAST's token sequences still decode when tokens are
+corrupted at the rates of ``config.corruption_rates``; and writes ``rate_distortion.json``,
+``rate_distortion.png`` and ``reconstructions.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vqjax.data import pipeline
+from vqjax.models import model_from_spec, quantizer_vocab_size
+from vqjax.models.fast import FAST
+from vqjax.models.sequence import spectral_loss
+from vqjax.train import evaluate as metrics_lib, reports, timeseries_eval
+from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
+                                read_example_splits)
+from vqjax.train.core import data_mesh, make_optimizer
+from vqjax.train.tasks import Run, Task, register_task
+
+__all__ = ["SequenceTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec",
+           "channel_stats", "read_series", "TASK"]
+
+
+class SequenceTrainState(NamedTuple):
+    """Step, parameters, quantizer statistics, optimizer state and the raw key data (step ``s`` draws from
+    ``fold_in(rng, s)``)."""
+
+    step: jax.Array
+    params: Any
+    vq_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of a sequence-tokenizer experiment. The defaults: scripted Pusher-v5 action chunks (32 steps x 7
+    joints at 20 Hz), 4x temporal downsampling, a residual VQ of 4 levels of 256 codes with quantizer dropout
+    (so 8 to 32 tokens a chunk), FAST at scales 2 to 20 beside it."""
+    c = add_example_data(core_config("sequence_tokenizer"), "vqjax_timeseries/pusher_actions", batch_size=64,
+                         eval_batch_size=128)
+    c.length = 32
+    c.model = ml_collections.ConfigDict(dict(channels=32, strides=(2, 2), latent_dim=16, num_residual=1,
+                                             transformer_layers=0, scales=(1,)))
+    c.quantizer = "rvq"
+    c.quantizer_kwargs = ml_collections.ConfigDict(dict(num_levels=4, codebook_size=256, quantizer_dropout=0.5,
+                                                        codebook_learning="ema", codebook_init="kmeans",
+                                                        dead_code_threshold=1.0))
+    c.losses = ml_collections.ConfigDict(dict(time=1.0, spectral=0.0))
+    c.spectral_patch = 16
+    c.band_power = False
+    c.eval_levels = (1, 2, 4)
+    c.fast_scales = (2.0, 5.0, 10.0, 20.0)
+    c.fast_vocab_size = 1024
+    c.corruption_rates = (0.01, 0.05)
+    c.optimizer.learning_rate = 2e-3
+    c.num_train_steps = 3000
+    c.eval_every_steps = 1000
+    return c
+
+
+def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A tiny model, 6 steps, 16 eval chunks; FAST at two scales."""
+    c.model.channels = 4
+    c.model.latent_dim = 4
+    if "codebook_size" in c.quantizer_kwargs:
+        c.quantizer_kwargs.codebook_size = 16
+    if "num_levels" in c.quantizer_kwargs:
+        c.quantizer_kwargs.num_levels = 2
+        c.eval_levels = (1, 2)
+    c.batch_size = 8
+    c.eval_batch_size = 8
+    c.max_eval_examples = 16
+    c.num_train_steps = 6
+    c.log_every_steps = 3
+    c.eval_every_steps = 6
+    c.checkpoint_every_steps = 3
+    c.optimizer.warmup_steps = 2
+    c.fast_scales = (2.0, 10.0)
+    return c
+
+
+def _hop(config) -> int:
+    return int(np.prod(config.model.strides)) * max(int(s) for s in config.model.scales)
+
+
+def model_spec(config: ml_collections.ConfigDict, mean, scale) -> dict:
+    """The model's explicit constructor arguments (:func:`vqjax.models.sequence_tokenizer`), with the channels'
+    normalisation."""
+    m = config.model
+    return {"name": "sequence_tokenizer",
+            "kwargs": {"channels": int(m.channels), "strides": [int(s) for s in m.strides],
+                       "latent_dim": int(m.latent_dim), "num_residual": int(m.num_residual),
+                       "transformer_layers": int(m.transformer_layers), "scales": [int(s) for s in m.scales],
+                       "signal_channels": len(mean), "mean": [float(v) for v in mean],
+                       "scale": [float(v) for v in scale], "quantizer": config.quantizer,
+                       "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+    """Refuses a bad config with a message naming the field, before any data is read."""
+    check_example_data(config)
+    check_positive(config, "length", "model.channels", "model.latent_dim", "model.num_residual", "spectral_patch",
+                   "fast_vocab_size")
+    m = config.model
+    for field in ("strides", "scales"):
+        values = m[field]
+        if not len(values) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in values):
+            raise ValueError(f"config.model.{field} must be a non-empty tuple of positive ints; got {values}")
+    if m.transformer_layers < 0:
+        raise ValueError(f"config.model.transformer_layers must be >= 0; got {m.transformer_layers}")
+    hop = _hop(config)
+    if config.length % hop:
+        raise ValueError(f"config.length ({config.length}) must be a multiple of {hop} (the product of "
+                         f"config.model.strides {tuple(m.strides)} times the largest of config.model.scales)")
+    if config.losses.spectral > 0 and config.length % config.spectral_patch:
+        raise ValueError(f"config.length ({config.length}) must be a multiple of config.spectral_patch "
+                         f"({config.spectral_patch})")
+    for name, weight in config.losses.items():
+        if weight < 0:
+            raise ValueError(f"config.losses.{name} must be >= 0; got {weight}")
+    if not any(w > 0 for w in config.losses.values()):
+        raise ValueError(f"config.losses needs a positive weight; got {config.losses.to_dict()}")
+    model = model_from_spec(model_spec(config, [0.0], [1.0]))      # refuses an unknown quantizer or field
+    levels = getattr(model.quantizer, "num_levels", None)
+    for n in config.eval_levels:
+        if levels is None:
+            raise ValueError(f"config.eval_levels applies to a residual quantizer; quantizer {config.quantizer!r} "
+                             f"has one rate: set config.eval_levels = ()")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= levels:
+            raise ValueError(f"config.eval_levels must hold ints in [1, {levels}]; got {tuple(config.eval_levels)}")
+    if any(not s > 0 for s in config.fast_scales):
+        raise ValueError(f"config.fast_scales must be positive; got {tuple(config.fast_scales)}")
+    if any(not 0 < r < 1 for r in config.corruption_rates):
+        raise ValueError(f"config.corruption_rates must lie in (0, 1); got {tuple(config.corruption_rates)}")
+
+
+def read_series(source, length: int, limit: int | None = None) -> dict:
+    """The first ``length`` samples of each series of ``source`` (up to ``limit``): ``signal [N, length, C]``,
+    ``label [N]`` and the ``sample_rate`` (None when the data does not state one)."""
+    total = len(source) if limit is None else min(limit, len(source))
+    examples = [source[i] for i in range(total)]
+    short = [i for i, e in enumerate(examples) if e["signal"].shape[0] < length]
+    if short:
+        raise ValueError(f"config.length ({length}) is longer than {len(short)} series of the split (the first has "
+                         f"{examples[short[0]]['signal'].shape[0]} samples)")
+    rate = float(examples[0]["sample_rate"]) if examples else 0.0
+    return {"signal": np.stack([e["signal"][:length] for e in examples]).astype(np.float32),
+            "label": np.array([int(e["label"]) for e in examples], np.int64), "sample_rate": rate or None}
+
+
+def channel_stats(source) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over every sample of every series (1 for a constant channel)."""
+    total = sq = None
+    count = 0
+    for i in range(len(source)):
+        x = np.asarray(source[i]["signal"], np.float64)
+        if sq is None:
+            total, sq = np.zeros(x.shape[1]), np.zeros(x.shape[1])
+        total += x.sum(axis=0)
+        sq += (x * x).sum(axis=0)
+        count += x.shape[0]
+    mean = total / count
+    std = np.sqrt(np.maximum(sq / count - mean * mean, 0.0))
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepParts:
+    model: Any
+    tx: optax.GradientTransformation
+    time_weight: float
+    spectral_weight: float
+    spectral_patch: int
+
+
+def train_step(parts: StepParts, state: SequenceTrainState, signals):
+    """One step on normalised signals: time-domain MSE [+ spectral loss] + quantizer loss."""
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    xn = parts.model.apply({"params": state.params}, signals, method=parts.model.normalize)
+
+    def loss_fn(params):
+        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, xn, train=True,
+                                            mutable=["vq_stats"], rngs={"vq": rng})
+        aux = {"time_loss": jnp.mean((recon - xn) ** 2), "quantizer_loss": q.loss}
+        loss = parts.time_weight * aux["time_loss"] + q.loss
+        if parts.spectral_weight > 0:
+            aux["spectral_loss"] = spectral_loss(recon, xn, parts.spectral_patch)
+            loss = loss + parts.spectral_weight * aux["spectral_loss"]
+        return loss, (upd.get("vq_stats", {}), q, aux)
+
+    (loss, (vq_stats, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
+               **{f"q_{k}": v for k, v in q.metrics.items()}}
+    return state._replace(step=state.step + 1, params=params, vq_stats=vq_stats, opt_state=opt_state), metrics
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _reconstruct(model, variables, signals, levels):
+    """Raw reconstruction of raw ``signals`` from the first ``levels`` residual levels (None: all), and the codes."""
+    xn = model.apply(variables, signals, method=model.normalize)
+    recon = model.apply(variables, xn, levels, method=model.reconstruct)
+    codes = model.apply(variables, signals, method=model.encode)
+    return model.apply(variables, recon, method=model.denormalize), codes
+
+
+def _random_crop(length: int):
+    def crop(example, rng):
+        x = np.asarray(example["signal"], np.float32)
+        if x.shape[0] < length:
+            raise ValueError(f"config.length ({length}) is longer than a training series ({x.shape[0]} samples)")
+        start = int(rng.integers(0, x.shape[0] - length + 1))
+        return {"signal": x[start:start + length]}
+    return crop
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
+    """Reads the data and its channel statistics, builds the tokenizer and the steps; refuses series shorter
+    than ``config.length`` first."""
+    train_source, eval_source = read_example_splits(config)
+    length = int(config.length)
+    evaluation = read_series(eval_source, length, config.max_eval_examples)
+    read_series(train_source, length, 1)                                   # refuses short series early
+    mean, scale = channel_stats(train_source)
+    spec_model = model_spec(config, mean, scale)
+    model = model_from_spec(spec_model)
+    channels = len(mean)
+    rate = evaluation["sample_rate"]
+    replicated, batch_sharding = data_mesh({"batch_size": config.batch_size}, devices)
+    tx = make_optimizer(config.optimizer, config.num_train_steps)
+    sample = jnp.zeros((config.batch_size, length, channels), jnp.float32)
+
+    def init_state(key):
+        k_params, k_vq, k_run = jax.random.split(key, 3)
+        variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
+        params = variables["params"]
+        return SequenceTrainState(step=jnp.int32(0), params=params, vq_stats=variables.get("vq_stats", {}),
+                                  opt_state=tx.init(params), rng=jax.random.key_data(k_run))
+
+    abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
+    codes_shape = list(jax.eval_shape(functools.partial(model.apply, method=model.encode),
+                                      {"params": abstract.params, "vq_stats": abstract.vq_stats},
+                                      sample[:1]).shape[1:])
+    vocab = quantizer_vocab_size(model.quantizer.quantizers[0] if hasattr(model.quantizer, "scales")
+                                 else model.quantizer)
+    tokens = int(np.prod(codes_shape))
+    levels = model.num_levels
+    state_sharding = jax.tree.map(lambda _: replicated, abstract)
+    parts = StepParts(model, tx, float(config.losses.time), float(config.losses.spectral), int(config.spectral_patch))
+    jit_train = jax.jit(functools.partial(train_step, parts), in_shardings=(state_sharding, batch_sharding),
+                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    bands = timeseries_eval.EEG_BANDS if config.band_power else None
+
+    def make_step(start):
+        batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed,
+                                         start_step=start, process_index=jax.process_index(),
+                                         process_count=jax.process_count(), worker_count=config.worker_count,
+                                         random_transform=_random_crop(length))
+        return lambda state: jit_train(state, jax.make_array_from_process_local_data(batch_sharding,
+                                                                                     next(batches)["signal"]))
+
+    def learned(variables, used):
+        def codec(chunks):
+            recon, _ = _reconstruct(model, variables, jnp.asarray(chunks), used)
+            per_level = tokens // levels if levels else tokens
+            return np.asarray(recon), per_level * (used or levels or 1)
+        return codec
+
+    def run_eval(state, step):
+        variables = {"params": state.params, "vq_stats": state.vq_stats}
+        result = timeseries_eval.evaluate_codec("vqjax", learned(variables, None), evaluation["signal"],
+                                                sample_rate=rate, bands=bands, batch_size=config.eval_batch_size)
+        counter = metrics_lib.CodeCounter(vocab, levels or 1)
+        for start in range(0, len(evaluation["signal"]), config.eval_batch_size):
+            _, codes = _reconstruct(model, variables, jnp.asarray(evaluation["signal"][start:start +
+                                                                                         config.eval_batch_size]),
+                                    None)
+            counter.update(np.asarray(codes).reshape(-1, levels or 1))
+        out = dict(result.mean)
+        out.update(counter.result())
+        return out
+
+    def run_test(state, step):
+        return _test(config, model, {"params": state.params, "vq_stats": state.vq_stats}, train_source,
+                     evaluation, workdir, learned=learned, levels=levels, bands=bands)
+
+    seconds = length / rate if rate else None
+    spec = {"modality": "timeseries", "model": spec_model,
+            "input": {"shape": [length, channels], "dtype": "float32", "range": None},
+            "codes_shape": codes_shape, "vocab_size": int(vocab), "sample_rate": rate,
+            "tokens_per_second": tokens / seconds if seconds else None,
+            "frame_rate": rate / model.hop_length if rate else None,
+            "channels": list(map(str, _channel_names(config, channels))),
+            "normalization": {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale]},
+            "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
+    info = {"length": length, "channels": channels, "sample_rate": rate, "tokens_per_chunk": tokens,
+            "vocab_size": int(vocab), "dataset": config.dataset, "quantizer": config.quantizer,
+            "train_examples": len(train_source), "eval_examples": len(evaluation["signal"])}
+    return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
+               hint="Lower config.optimizer.learning_rate or check the data.", test=run_test, spec=spec,
+               abstract=abstract)
+
+
+def _channel_names(config, channels: int) -> list[str]:
+    """The channels' names for a ``vqjax_timeseries/<set>`` dataset, else ``ch i``."""
+    from vqjax.data.timeseries import CHANNELS
+
+    known = CHANNELS.get(config.dataset.partition("/")[2]) if config.dataset.startswith("vqjax_timeseries/") else None
+    return list(known) if known and len(known) == channels else [f"ch {i}" for i in range(channels)]
+
+
+def _train_chunks(source, length: int) -> np.ndarray:
+    """Every non-overlapping ``length``-sample chunk of every training series (what FAST is fitted on)."""
+    out = []
+    for i in range(len(source)):
+        x = np.asarray(source[i]["signal"], np.float32)
+        out.extend(x[s:s + length] for s in range(0, x.shape[0] - length + 1, length))
+    return np.stack(out)
+
+
+def _test(config, model, variables, train_source, evaluation, workdir, *, learned, levels, bands) -> dict:
+    """The tokenizer at each of ``config.eval_levels`` and FAST at each of ``config.fast_scales``, by one harness
+    on the same chunks; FAST's decodability under token corruption; the figures and ``rate_distortion.json``."""
+    chunks, rate = evaluation["signal"], evaluation["sample_rate"]
+    results = [timeseries_eval.evaluate_codec(f"vqjax {n}q" if n else "vqjax", learned(variables, n), chunks,
+                                              sample_rate=rate, bands=bands, batch_size=config.eval_batch_size)
+               for n in (tuple(config.eval_levels) or (None,))]
+    fitting = _train_chunks(train_source, chunks.shape[1])
+    robustness = {}
+    for scale in config.fast_scales:
+        fast = FAST.fit(fitting, scale=float(scale), vocab_size=int(config.fast_vocab_size))
+
+        def codec(batch, fast=fast):
+            toks = fast.encode(batch)
+            decoded, _ = fast.decode(toks)                  # FAST's own sequences always decode
+            return decoded, np.array([len(t) for t in toks])
+
+        name = f"FAST {scale:g}"
+        results.append(timeseries_eval.evaluate_codec(name, codec, chunks, sample_rate=rate, bands=bands))
+        toks = fast.encode(chunks)
+        for r in config.corruption_rates:
+            robustness[f"{name}/decodable@{r:g}"] = timeseries_eval.corrupted_decodable(
+                lambda seqs, fast=fast: fast.decode(seqs)[1], toks, fast.vocab_size, float(r), seed=config.seed)
+    out = {"test_chunks": len(chunks), **robustness}
+    for r in results:
+        for k, v in r.mean.items():
+            out[f"{r.name}/{k}"] = v
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "rate_distortion.json"), "w") as fh:
+            json.dump({"rows": timeseries_eval.summary_rows(results), "robustness": robustness,
+                       "per_chunk": {r.name: r.per_chunk for r in results}}, fh, indent=1)
+        title = f"{len(chunks)} held-out chunks of {config.dataset}"
+        timeseries_eval.plot_rate_distortion(os.path.join(workdir, "rate_distortion.png"), results, title)
+        best = results[len(tuple(config.eval_levels) or (None,)) - 1]
+        nearest = min(results[len(tuple(config.eval_levels) or (None,)):],
+                      key=lambda r: abs(r.mean["tokens_per_chunk"] - best.mean["tokens_per_chunk"]))
+        timeseries_eval.plot_reconstructions(
+            os.path.join(workdir, "reconstructions.png"), chunks[0], [best.example, nearest.example],
+            [f"{best.name} ({best.mean['tokens_per_chunk']:.0f} tokens)",
+             f"{nearest.name} ({nearest.per_chunk['tokens_per_chunk'][0]:.0f} tokens)"],
+            _channel_names(config, chunks.shape[2]), title=f"a held-out chunk of {config.dataset}")
+    return out
+
+
+def report(result: dict, workdir: str) -> str:
+    """The final test as a table (every codec by tokens per chunk), and where the figures and tokenizer are."""
+    workdir = os.path.abspath(workdir)
+    rows = [("step", f"{result['step']}")]
+    names = sorted({k.rsplit("/", 1)[0] for k in result if k.endswith("/nmse")},
+                   key=lambda n: result[f"{n}/tokens_per_chunk"])
+    for name in names:
+        text = "{:6.1f} tokens  NMSE {:.4f}  corr {:.3f}".format(
+            *(result.get(f"{name}/{k}", math.nan) for k in ("tokens_per_chunk", "nmse", "correlation")))
+        if f"{name}/band_power_db" in result:
+            text += f"  band power {result[f'{name}/band_power_db']:.2f} dB"
+        rows.append((name, text))
+    for k in sorted(k for k in result if "/decodable@" in k):
+        rows.append((k, f"{result[k]:.3f}"))
+    extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
+             f"per chunk: {os.path.join(workdir, 'rate_distortion.json')}",
+             f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]
+    return reports.result_table("codec", rows, ("rate_distortion.png", "reconstructions.png", "loss_curves.png"),
+                                workdir, extra, result)
+
+
+TASK = register_task(Task("sequence_tokenizer", default_config, check, runlocal, setup, report,
+                          free_fields=("quantizer_kwargs",)))

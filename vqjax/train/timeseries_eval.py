@@ -15,6 +15,9 @@ A codec here is ``chunks float32 [N, T, C] -> (decoded [N, T, C], tokens per chu
 
 :func:`corrupted_decodable` measures what users of FAST run into: the fraction of token sequences that still
 decode to a chunk after each token is replaced by a random id with probability ``rate``.
+
+:func:`classification_accuracy` is the downstream test: the same small Transformer
+(:class:`vqjax.models.sequence.SequenceClassifier`) trained on a labelled set's tokens or on its raw series.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["EEG_BANDS", "signal_metrics", "band_powers", "CodecResult", "evaluate_codec", "corrupted_decodable",
-           "summary_rows", "plot_rate_distortion", "plot_reconstructions"]
+           "classification_accuracy", "summary_rows", "plot_rate_distortion", "plot_reconstructions"]
 
 EEG_BANDS = (("delta", 1.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 13.0), ("beta", 13.0, 30.0),
              ("gamma", 30.0, 45.0))
@@ -44,9 +47,9 @@ def band_powers(x: np.ndarray, sample_rate: float, bands=EEG_BANDS) -> np.ndarra
 
 
 def signal_metrics(target: np.ndarray, recon: np.ndarray, *, sample_rate: float | None = None,
-                   bands=EEG_BANDS) -> dict:
+                   bands=None) -> dict:
     """Per-chunk metrics of ``recon`` against ``target`` (both ``[N, T, C]``): ``nmse`` and ``correlation``
-    ``[N]``, and ``band_power_db`` ``[N]`` when ``sample_rate`` and ``bands`` are given. The NMSE's variance is
+    ``[N]``, and ``band_power_db`` ``[N]`` when ``sample_rate`` and ``bands`` (e.g. :data:`EEG_BANDS`) are given. The NMSE's variance is
     each channel's over all of ``target``."""
     target = np.asarray(target, np.float64)
     recon = np.asarray(recon, np.float64)
@@ -82,7 +85,7 @@ class CodecResult:
 
 
 def evaluate_codec(name: str, codec: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], chunks: np.ndarray, *,
-                   sample_rate: float | None = None, bands=EEG_BANDS, batch_size: int = 256) -> CodecResult:
+                   sample_rate: float | None = None, bands=None, batch_size: int = 256) -> CodecResult:
     """Runs ``codec`` over ``chunks [N, T, C]`` in batches and scores it (see the module docstring)."""
     decoded, tokens = [], []
     for start in range(0, len(chunks), batch_size):
@@ -112,6 +115,45 @@ def corrupted_decodable(decode_ok: Callable[[list], np.ndarray], tokens: Sequenc
     return float(np.mean(decode_ok(corrupted)))
 
 
+def classification_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, *,
+                            num_classes: int, vocab_size: int | None = None, patch: int | None = None,
+                            steps: int = 300, batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 0,
+                            width: int = 64, num_layers: int = 2) -> float:
+    """Test accuracy of a :class:`~vqjax.models.sequence.SequenceClassifier` trained for ``steps`` AdamW steps
+    (cross-entropy, minibatches of ``batch_size`` drawn from ``seed``) on ``train_x``: int codes ``[N, P(, L)]``
+    with ``vocab_size``, or float series ``[N, T, C]`` (normalise them first) with ``patch``."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from vqjax.models.sequence import SequenceClassifier
+
+    model = SequenceClassifier(int(num_classes), width, num_layers, vocab_size, patch)
+    params = model.init(jax.random.key(seed), jnp.asarray(train_x[:1]))
+    tx = optax.adamw(learning_rate, weight_decay=1e-4)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, xb, yb):
+        def loss_fn(p):
+            logits = model.apply(p, xb)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+
+        grads = jax.grad(loss_fn)(params)
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt
+
+    rng = np.random.default_rng(seed)
+    n = len(train_x)
+    for _ in range(steps):
+        idx = rng.choice(n, min(batch_size, n), replace=False)
+        params, opt = step(params, opt, jnp.asarray(train_x[idx]), jnp.asarray(train_y[idx]))
+    predict = jax.jit(lambda p, xb: jnp.argmax(model.apply(p, xb), axis=-1))
+    hits = sum(int(np.sum(np.asarray(predict(params, jnp.asarray(test_x[i:i + 256]))) == test_y[i:i + 256]))
+               for i in range(0, len(test_x), 256))
+    return hits / len(test_x)
+
+
 def summary_rows(results: Sequence[CodecResult]) -> list[dict]:
     """One row per codec: its name and mean metrics (JSON-able)."""
     return [{"codec": r.name, **r.mean} for r in results]
@@ -124,7 +166,7 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = ["nmse"] + (["band_power_db"] if "band_power_db" in results[0].mean else [])
+    metrics = ["nmse"] + (["band_power_db"] if all("band_power_db" in r.mean for r in results) else [])
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
     families: dict[str, list] = {}
     for r in results:

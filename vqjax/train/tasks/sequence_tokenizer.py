@@ -6,8 +6,9 @@ blocks, optionally multi-scale residual) around any layer-2 quantizer. Each chan
 split's mean and standard deviation, computed in ``setup`` and written into the model's spec, so the artifact
 (:class:`vqjax.TimeSeriesTokenizer`, ``modality='timeseries'``) takes and returns raw signals.
 
-Series are brought to ``config.length`` samples: a random crop of each training series per step, the first
-``config.length`` samples of each evaluation series (series shorter than that are refused before training).
+Series are brought to ``config.length`` samples: a random crop of each training series per step; every
+non-overlapping window of that length of each evaluation series (:func:`read_series`; series shorter than that are
+refused before training).
 One train step minimises ``config.losses.time`` x the MSE in normalised units, plus ``config.losses.spectral`` x
 :func:`vqjax.models.sequence.spectral_loss` on patches of ``config.spectral_patch`` samples, plus the quantizer's
 loss.
@@ -18,7 +19,10 @@ scores, by one harness on the same held-out chunks, the tokenizer at each of ``c
 quantizer's first levels: fewer tokens) and FAST (:class:`vqjax.models.fast.FAST`, fitted on the training chunks)
 at each of ``config.fast_scales``; it measures how often FAST's token sequences still decode when tokens are
 corrupted at the rates of ``config.corruption_rates``; and writes ``rate_distortion.json``,
-``rate_distortion.png`` and ``reconstructions.png``.
+``rate_distortion.png`` and ``reconstructions.png``. With ``config.downstream_steps`` (labelled sets), it also
+trains the same small Transformer classifier on the tokens at each eval level and on the raw series and reports
+both test accuracies (``vqjax <n>q/accuracy``, ``raw/accuracy``) and each token sequence's compression (values per
+token).
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.fast_scales = (2.0, 5.0, 10.0, 20.0)
     c.fast_vocab_size = 1024
     c.corruption_rates = (0.01, 0.05)
+    # The downstream test (labelled sets): a small Transformer classifier trained downstream_steps steps on the
+    # tokens at each eval level and on the raw series, averaged over downstream_seeds seeds; 0 steps: off.
+    c.downstream_steps = 0
+    c.downstream_seeds = 3
     c.optimizer.learning_rate = 2e-3
     c.num_train_steps = 3000
     c.eval_every_steps = 1000
@@ -105,6 +113,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 3
     c.optimizer.warmup_steps = 2
     c.fast_scales = (2.0, 10.0)
+    c.downstream_steps = min(c.downstream_steps, 5)
+    c.downstream_seeds = 1
     return c
 
 
@@ -129,7 +139,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     """Refuses a bad config with a message naming the field, before any data is read."""
     check_example_data(config)
     check_positive(config, "length", "model.channels", "model.latent_dim", "model.num_residual", "spectral_patch",
-                   "fast_vocab_size")
+                   "fast_vocab_size", "downstream_seeds")
+    if config.downstream_steps < 0:
+        raise ValueError(f"config.downstream_steps must be >= 0; got {config.downstream_steps}")
     m = config.model
     for field in ("strides", "scales"):
         values = m[field]
@@ -164,17 +176,26 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def read_series(source, length: int, limit: int | None = None) -> dict:
-    """The first ``length`` samples of each series of ``source`` (up to ``limit``): ``signal [N, length, C]``,
-    ``label [N]`` and the ``sample_rate`` (None when the data does not state one)."""
-    total = len(source) if limit is None else min(limit, len(source))
-    examples = [source[i] for i in range(total)]
-    short = [i for i, e in enumerate(examples) if e["signal"].shape[0] < length]
-    if short:
-        raise ValueError(f"config.length ({length}) is longer than {len(short)} series of the split (the first has "
-                         f"{examples[short[0]]['signal'].shape[0]} samples)")
-    rate = float(examples[0]["sample_rate"]) if examples else 0.0
-    return {"signal": np.stack([e["signal"][:length] for e in examples]).astype(np.float32),
-            "label": np.array([int(e["label"]) for e in examples], np.int64), "sample_rate": rate or None}
+    """Every non-overlapping ``length``-sample window of each series of ``source`` (a series of ``length``
+    samples is one window; the remainder of a longer one is left out), up to ``limit`` windows: ``signal [N,
+    length, C]``, ``label [N]`` (each window its series' label) and the ``sample_rate`` (None when the data does
+    not state one). Raises ``ValueError`` for a series shorter than ``length``."""
+    signals, labels, rate = [], [], 0.0
+    for i in range(len(source)):
+        if limit is not None and len(signals) >= limit:
+            break
+        example = source[i]
+        x = np.asarray(example["signal"], np.float32)
+        if x.shape[0] < length:
+            raise ValueError(f"config.length ({length}) is longer than series {i} of the split ({x.shape[0]} "
+                             f"samples)")
+        for start in range(0, x.shape[0] - length + 1, length):
+            signals.append(x[start:start + length])
+            labels.append(int(example["label"]))
+        rate = float(example["sample_rate"])
+    if limit is not None:
+        signals, labels = signals[:limit], labels[:limit]
+    return {"signal": np.stack(signals), "label": np.array(labels, np.int64), "sample_rate": rate or None}
 
 
 def channel_stats(source) -> tuple[np.ndarray, np.ndarray]:
@@ -311,8 +332,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return out
 
     def run_test(state, step):
-        return _test(config, model, {"params": state.params, "vq_stats": state.vq_stats}, train_source,
-                     evaluation, workdir, learned=learned, levels=levels, bands=bands)
+        variables = {"params": state.params, "vq_stats": state.vq_stats}
+        out = _test(config, model, variables, train_source, evaluation, workdir, learned=learned, levels=levels,
+                    bands=bands)
+        if config.downstream_steps:
+            out.update(_downstream(config, model, variables, train_source, evaluation, vocab=vocab, levels=levels))
+        return out
 
     seconds = length / rate if rate else None
     spec = {"modality": "timeseries", "model": spec_model,
@@ -339,15 +364,6 @@ def _channel_names(config, channels: int) -> list[str]:
     return list(known) if known and len(known) == channels else [f"ch {i}" for i in range(channels)]
 
 
-def _train_chunks(source, length: int) -> np.ndarray:
-    """Every non-overlapping ``length``-sample chunk of every training series (what FAST is fitted on)."""
-    out = []
-    for i in range(len(source)):
-        x = np.asarray(source[i]["signal"], np.float32)
-        out.extend(x[s:s + length] for s in range(0, x.shape[0] - length + 1, length))
-    return np.stack(out)
-
-
 def _test(config, model, variables, train_source, evaluation, workdir, *, learned, levels, bands) -> dict:
     """The tokenizer at each of ``config.eval_levels`` and FAST at each of ``config.fast_scales``, by one harness
     on the same chunks; FAST's decodability under token corruption; the figures and ``rate_distortion.json``."""
@@ -355,7 +371,7 @@ def _test(config, model, variables, train_source, evaluation, workdir, *, learne
     results = [timeseries_eval.evaluate_codec(f"vqjax {n}q" if n else "vqjax", learned(variables, n), chunks,
                                               sample_rate=rate, bands=bands, batch_size=config.eval_batch_size)
                for n in (tuple(config.eval_levels) or (None,))]
-    fitting = _train_chunks(train_source, chunks.shape[1])
+    fitting = read_series(train_source, chunks.shape[1])["signal"]
     robustness = {}
     for scale in config.fast_scales:
         fast = FAST.fit(fitting, scale=float(scale), vocab_size=int(config.fast_vocab_size))
@@ -392,6 +408,39 @@ def _test(config, model, variables, train_source, evaluation, workdir, *, learne
     return out
 
 
+def _downstream(config, model, variables, train_source, evaluation, *, vocab, levels) -> dict:
+    """Classification accuracy from the tokens at each eval level and from the raw (normalised) series, the same
+    classifier, averaged over ``config.downstream_seeds``; nothing for a set with one class."""
+    train = read_series(train_source, int(config.length))
+    classes = int(max(train["label"].max(), evaluation["label"].max())) + 1
+    if classes < 2:
+        return {}
+
+    def codes_of(signals):
+        return np.concatenate([np.asarray(_reconstruct(model, variables, jnp.asarray(signals[i:i + 256]), None)[1])
+                               for i in range(0, len(signals), 256)])
+
+    def normalised(signals):
+        return np.asarray(model.apply(variables, jnp.asarray(signals), method=model.normalize))
+
+    def accuracy(train_x, test_x, **kw):
+        return float(np.mean([timeseries_eval.classification_accuracy(
+            train_x, train["label"], test_x, evaluation["label"], num_classes=classes,
+            steps=int(config.downstream_steps), seed=config.seed + s, **kw)
+            for s in range(int(config.downstream_seeds))]))
+
+    values = int(np.prod(evaluation["signal"].shape[1:]))
+    out = {"raw/accuracy": accuracy(normalised(train["signal"]), normalised(evaluation["signal"]),
+                                    patch=model.hop_length)}
+    train_codes, test_codes = codes_of(train["signal"]), codes_of(evaluation["signal"])
+    for n in (tuple(config.eval_levels) or (None,)):
+        name = f"vqjax {n}q" if n else "vqjax"
+        keep = (lambda c: c[..., :n]) if n else (lambda c: c)
+        out[f"{name}/accuracy"] = accuracy(keep(train_codes), keep(test_codes), vocab_size=vocab)
+        out[f"{name}/compression"] = values / float(np.prod(keep(test_codes).shape[1:]))
+    return out
+
+
 def report(result: dict, workdir: str) -> str:
     """The final test as a table (every codec by tokens per chunk), and where the figures and tokenizer are."""
     workdir = os.path.abspath(workdir)
@@ -406,6 +455,9 @@ def report(result: dict, workdir: str) -> str:
         rows.append((name, text))
     for k in sorted(k for k in result if "/decodable@" in k):
         rows.append((k, f"{result[k]:.3f}"))
+    for k in sorted(k for k in result if k.endswith("/accuracy")):
+        ratio = result.get(k.replace("/accuracy", "/compression"))
+        rows.append((f"downstream {k}", f"{result[k]:.3f}" + (f" ({ratio:.0f}x fewer values)" if ratio else "")))
     extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
              f"per chunk: {os.path.join(workdir, 'rate_distortion.json')}",
              f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]

@@ -70,6 +70,15 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	  $(PY) -m vqjax.main --config=experiments/$${d}_frames.py --workdir=runs/$${d}_frames64 \
 	    --config.model.channel_mult='(1, 2, 2, 2)' && \
 	  $(PY) -m vqjax.main --config=experiments/$${d}_video.py --workdir=runs/$${d}_video || exit 1; done
+	$(PY) -m vqjax.main --config=experiments/action_tokenizer.py --workdir=runs/action_tokenizer
+	$(PY) -m vqjax.main --config=experiments/eeg_tokenizer.py --workdir=runs/eeg_tokenizer
+	$(PY) -m vqjax.main --config=experiments/eeg_tokenizer.py --workdir=runs/eeg_tokenizer_time --config.losses.spectral=0
+	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_tokenizer
+	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_japanese_vowels \
+	  --config.dataset=vqjax_timeseries/japanese_vowels
+	$(PY) -c "from vqjax.train.timeseries_eval import plot_runs; plot_runs('runs/timeseries_rate_distortion.png', \
+	  {'Pusher actions': 'runs/action_tokenizer', 'EEG (SCP1)': 'runs/eeg_tokenizer', \
+	   'BasicMotions': 'runs/motion_tokenizer', 'JapaneseVowels': 'runs/motion_japanese_vowels'})"
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

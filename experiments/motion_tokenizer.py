@@ -1,9 +1,9 @@
 """Motion: smart-watch accelerometer and gyroscope (aeon's BasicMotions: 6 channels at 10 Hz, four activities;
-aeon's own train/test split), random 96-sample crops, a 1D convolutional residual-VQ tokenizer (4x in time: 24
-positions, 4 levels of 256 codes with quantizer dropout), next to FAST; the downstream test trains one small
-Transformer classifier on the tokens and on the raw series (300 steps, 3 seeds). Other aeon sets through
-``--config.dataset=vqjax_timeseries/<set>`` and a matching ``--config.length`` (``daphnet``: 128, ``gun_point``:
-144, ``pickup_gesture``: 256, ``japanese_vowels``: 32).
+aeon's own train/test split) in 32-sample windows (random crops in training; the three non-overlapping windows of
+each test series), a 1D convolutional residual-VQ tokenizer (4x in time: 8 positions, 4 levels of 256 codes with
+quantizer dropout), next to FAST; the downstream test trains one small Transformer classifier on the tokens and on
+the raw windows (300 steps, 3 seeds). Other sets through ``--config.dataset=vqjax_timeseries/<set>`` (windows of
+32 fit all of them: ``japanese_vowels``, ``gun_point``, ``pickup_gesture``, ``daphnet``).
 
     python -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_tokenizer
     python -m vqjax.main --config=experiments/motion_tokenizer.py:runlocal --workdir=/tmp/motion_tokenizer
@@ -16,7 +16,7 @@ from vqjax.train.tasks.sequence_tokenizer import default_config
 def get_config(arg: str | None = None):
     c = default_config()
     c.dataset = "vqjax_timeseries/basic_motions"
-    c.length = 96
+    c.length = 32
     c.model.channels = 32
     c.model.strides = (2, 2)
     c.model.latent_dim = 16

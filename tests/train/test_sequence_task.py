@@ -20,7 +20,7 @@ def action_run(tmp_path_factory, devices):
     from experiments_loader import load_experiment
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(timeseries, "PUSHER_EPISODES", {"train": 4, "test": 2})
+    mp.setattr(timeseries, "PUSHER_EPISODES", {"train": 8, "test": 2})
     root = tmp_path_factory.mktemp("sequence")
     c = load_experiment("action_tokenizer", "runlocal")
     c.data_dir = str(root / "tfds")
@@ -53,6 +53,8 @@ def test_the_run_scores_itself_and_fast_on_the_same_chunks(action_run):
         assert os.path.getsize(os.path.join(workdir, fig)) > 1000
     text = sequence_tokenizer.report(result, workdir)
     assert "FAST 10/decodable@0.05" in text and "vqjax 2q" in text
+    both = timeseries_eval.plot_runs(os.path.join(workdir, "runs.png"), {"actions": workdir, "again": workdir})
+    assert os.path.getsize(both) > 1000
 
 
 def test_the_tokenizer_takes_raw_signals_and_refuses_bad_input(action_run, tmp_path):
@@ -125,7 +127,7 @@ def test_corruption_counts_what_still_decodes():
 
 @pytest.mark.parametrize("field, value, match", [
     ("length", 30, r"config.length \(30\) must be a multiple of 4"),
-    ("eval_levels", (5,), r"config.eval_levels must hold ints in \[1, 4\]"),
+    ("eval_levels", (9,), r"config.eval_levels must hold ints in \[1, 8\]"),
     ("fast_scales", (0.0,), "config.fast_scales must be positive"),
     ("corruption_rates", (1.5,), r"config.corruption_rates must lie in \(0, 1\)"),
 ])
@@ -147,3 +149,21 @@ def test_config_errors_name_the_field(field, value, match):
     c.model.latent_dim = 2
     with pytest.raises(ValueError, match="eval_levels applies to a residual quantizer"):
         check_config(c)
+
+
+def test_the_downstream_classifier_reads_tokens_and_raw_series(tmp_path, devices):
+    pytest.importorskip("aeon", reason="needs the vqjax[timeseries] extra")
+    from experiments_loader import load_experiment
+
+    c = load_experiment("motion_tokenizer", "runlocal")
+    c.data_dir = str(tmp_path / "tfds")
+    c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps, c.log_every_steps = 2, 2, 2, 1
+    c.fast_scales, c.corruption_rates = (2.0,), ()
+    c.downstream_steps = 3
+    result = train_and_evaluate(c, str(tmp_path / "run"), progress=False, devices=devices[:1])
+    assert 0 <= result["raw/accuracy"] <= 1
+    for levels in (1, 2):             # BasicMotions: 6 channels, 4x fewer positions, `levels` codes each
+        assert result[f"vqjax {levels}q/compression"] == pytest.approx(6 * 4 / levels)
+        assert 0 <= result[f"vqjax {levels}q/accuracy"] <= 1
+        assert 0 <= result[f"vqjax {levels}q/accuracy_learned_embedding"] <= 1
+    assert "with embeddings learned from scratch" in sequence_tokenizer.report(result, str(tmp_path / "run"))

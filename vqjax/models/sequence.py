@@ -202,25 +202,33 @@ class SequenceTokenizer(nn.Module):
         return self._signal(self.quantizer.decode(codes))
 
 
-def patch_spectrum(x: jax.Array, patch: int):
-    """``(amplitude, phase)`` of the real FFT of each channel over consecutive patches of ``patch`` samples:
-    ``x [B, T, C]`` -> ``[B, T / patch, C, patch // 2 + 1]`` each."""
+def _patch_rfft(x: jax.Array, patch: int) -> jax.Array:
     b, t, c = x.shape
     if t % patch:
         raise ValueError(f"patch_spectrum: the length ({t}) must be a multiple of the patch ({patch})")
     spec = jnp.fft.rfft(x.astype(jnp.float32).reshape(b, t // patch, patch, c), axis=2)
-    spec = jnp.moveaxis(spec, 2, 3)
+    return jnp.moveaxis(spec, 2, 3)                                   # [B, T / patch, C, patch // 2 + 1]
+
+
+def patch_spectrum(x: jax.Array, patch: int):
+    """``(amplitude, phase)`` of the real FFT of each channel over consecutive patches of ``patch`` samples:
+    ``x [B, T, C]`` -> ``[B, T / patch, C, patch // 2 + 1]`` each."""
+    spec = _patch_rfft(x, patch)
     return jnp.abs(spec), jnp.angle(spec)
 
 
 def spectral_loss(recon: jax.Array, target: jax.Array, patch: int) -> jax.Array:
     """The Fourier amplitude and phase of each patch (LaBraM, Jiang et al. 2024; NeuroRVQ): the mean absolute
     difference of the amplitudes plus the mean of ``1 - cos`` of the phase differences weighted by the target's
-    normalised amplitude (a phase only counts where there is energy; wrap-around free)."""
-    a_r, p_r = patch_spectrum(recon, patch)
-    a_t, p_t = patch_spectrum(target, patch)
-    weight = a_t / (jnp.sum(a_t, axis=-1, keepdims=True) + 1e-6)
-    phase = jnp.sum(weight * (1.0 - jnp.cos(p_r - p_t)), axis=-1)
+    normalised amplitude (a phase only counts where there is energy; wrap-around free). The cosine is computed as
+    ``Re(r conj(t)) / (|r| |t|)`` with magnitudes kept off zero, so the gradient stays finite at empty bins (the
+    angle's is not)."""
+    r, t = _patch_rfft(recon, patch), _patch_rfft(target, patch)
+    a_r = jnp.sqrt(jnp.real(r) ** 2 + jnp.imag(r) ** 2 + 1e-12)
+    a_t = jnp.sqrt(jnp.real(t) ** 2 + jnp.imag(t) ** 2 + 1e-12)
+    cos = (jnp.real(r) * jnp.real(t) + jnp.imag(r) * jnp.imag(t)) / (a_r * a_t)
+    weight = a_t / jnp.sum(a_t, axis=-1, keepdims=True)
+    phase = jnp.sum(weight * (1.0 - cos), axis=-1)
     return jnp.mean(jnp.abs(a_r - a_t)) / patch ** 0.5 + jnp.mean(phase)
 
 

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 __all__ = ["EEG_BANDS", "signal_metrics", "band_powers", "CodecResult", "evaluate_codec", "corrupted_decodable",
-           "classification_accuracy", "summary_rows", "plot_rate_distortion", "plot_reconstructions"]
+           "classification_accuracy", "summary_rows", "plot_rate_distortion", "plot_reconstructions", "plot_runs"]
 
 EEG_BANDS = (("delta", 1.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 13.0), ("beta", 13.0, 30.0),
              ("gamma", 30.0, 45.0))
@@ -207,6 +207,39 @@ def plot_reconstructions(path: str, original: np.ndarray, decoded: Sequence[np.n
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=len(labels) + 1)
     axes[-1][0].set_xlabel("sample")
+    from vqjax.train.reports import save_figure
+
+    return save_figure(fig, path, title)
+
+
+def plot_runs(path: str, workdirs: dict, title: str = "") -> str:
+    """One rate-distortion panel (NMSE against tokens per chunk, one line per family) per finished
+    ``sequence_tokenizer`` run: ``workdirs`` maps a panel's label to a workdir holding ``rate_distortion.json``."""
+    import json
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(workdirs), figsize=(4.2 * len(workdirs), 3.6), squeeze=False)
+    for ax, (label, workdir) in zip(axes[0], workdirs.items()):
+        with open(os.path.join(workdir, "rate_distortion.json")) as fh:
+            rows = json.load(fh)["rows"]
+        families: dict[str, list] = {}
+        for row in rows:
+            families.setdefault(row["codec"].split(" ")[0], []).append(row)
+        for family, rs in families.items():
+            rs = sorted(rs, key=lambda r: r["tokens_per_chunk"])
+            ax.plot([r["tokens_per_chunk"] for r in rs], [r["nmse"] for r in rs], "o-", label=family)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tokens per chunk")
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("normalised MSE")
+    axes[0][0].legend(fontsize=7)
     from vqjax.train.reports import save_figure
 
     return save_figure(fig, path, title)

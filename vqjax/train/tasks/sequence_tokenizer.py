@@ -21,8 +21,9 @@ at each of ``config.fast_scales``; it measures how often FAST's token sequences 
 corrupted at the rates of ``config.corruption_rates``; and writes ``rate_distortion.json``,
 ``rate_distortion.png`` and ``reconstructions.png``. With ``config.downstream_steps`` (labelled sets), it also
 trains the same small Transformer classifier on the tokens at each eval level and on the raw series and reports
-both test accuracies (``vqjax <n>q/accuracy``, ``raw/accuracy``) and each token sequence's compression (values per
-token).
+the test accuracies (``vqjax <n>q/accuracy`` with the tokens embedded by the tokenizer's codebook,
+``vqjax <n>q/accuracy_learned_embedding`` with embeddings learned from scratch, ``raw/accuracy``) and each token
+sequence's compression (values per token).
 """
 
 from __future__ import annotations
@@ -409,8 +410,10 @@ def _test(config, model, variables, train_source, evaluation, workdir, *, learne
 
 
 def _downstream(config, model, variables, train_source, evaluation, *, vocab, levels) -> dict:
-    """Classification accuracy from the tokens at each eval level and from the raw (normalised) series, the same
-    classifier, averaged over ``config.downstream_seeds``; nothing for a set with one class."""
+    """Classification accuracy from the tokens at each eval level and from the raw (normalised) series, by the
+    same classifier, averaged over ``config.downstream_seeds``; nothing for a set with one class. The tokens are
+    embedded two ways: by the tokenizer's own codebook (each position's decoded latent, ``<name>/accuracy``) and by
+    embeddings learned from scratch (``<name>/accuracy_learned_embedding``)."""
     train = read_series(train_source, int(config.length))
     classes = int(max(train["label"].max(), evaluation["label"].max())) + 1
     if classes < 2:
@@ -422,6 +425,9 @@ def _downstream(config, model, variables, train_source, evaluation, *, vocab, le
 
     def normalised(signals):
         return np.asarray(model.apply(variables, jnp.asarray(signals), method=model.normalize))
+
+    def latents(codes):
+        return np.asarray(model.apply(variables, jnp.asarray(codes), method=lambda m, c: m.quantizer.decode(c)))
 
     def accuracy(train_x, test_x, **kw):
         return float(np.mean([timeseries_eval.classification_accuracy(
@@ -435,8 +441,11 @@ def _downstream(config, model, variables, train_source, evaluation, *, vocab, le
     train_codes, test_codes = codes_of(train["signal"]), codes_of(evaluation["signal"])
     for n in (tuple(config.eval_levels) or (None,)):
         name = f"vqjax {n}q" if n else "vqjax"
+        # fewer levels: the later ones marked absent (-1) for the codebook lookup, left out for the embeddings
+        absent = (lambda c: np.where(np.arange(c.shape[-1]) < n, c, -1)) if n else (lambda c: c)
         keep = (lambda c: c[..., :n]) if n else (lambda c: c)
-        out[f"{name}/accuracy"] = accuracy(keep(train_codes), keep(test_codes), vocab_size=vocab)
+        out[f"{name}/accuracy"] = accuracy(latents(absent(train_codes)), latents(absent(test_codes)), patch=1)
+        out[f"{name}/accuracy_learned_embedding"] = accuracy(keep(train_codes), keep(test_codes), vocab_size=vocab)
         out[f"{name}/compression"] = values / float(np.prod(keep(test_codes).shape[1:]))
     return out
 
@@ -457,7 +466,9 @@ def report(result: dict, workdir: str) -> str:
         rows.append((k, f"{result[k]:.3f}"))
     for k in sorted(k for k in result if k.endswith("/accuracy")):
         ratio = result.get(k.replace("/accuracy", "/compression"))
-        rows.append((f"downstream {k}", f"{result[k]:.3f}" + (f" ({ratio:.0f}x fewer values)" if ratio else "")))
+        learned = result.get(f"{k}_learned_embedding")
+        rows.append((f"downstream {k}", f"{result[k]:.3f}" + (f" ({ratio:.0f}x fewer values)" if ratio else "")
+                     + (f"; {learned:.3f} with embeddings learned from scratch" if learned is not None else "")))
     extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
              f"per chunk: {os.path.join(workdir, 'rate_distortion.json')}",
              f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]

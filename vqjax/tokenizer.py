@@ -569,16 +569,7 @@ class VideoTokenizer(Tokenizer):
         return jnp.asarray(x)
 
     def _codes(self, codes, name: str) -> jax.Array:
-        codes = np.asarray(codes)
-        tail = self.codes_shape[3:]
-        if codes.ndim != 4 + len(tail) or tuple(codes.shape[4:]) != tail or codes.shape[1] == 0 or \
-                not np.issubdtype(codes.dtype, np.integer):
-            raise ValueError(f"{name}: codes must be integer [B, latent frames, h, w{''.join(f', {v}' for v in tail)}]"
-                             f"; got {codes.dtype} {codes.shape}")
-        if codes.min() < 0 or codes.max() >= self.vocab_size:
-            raise ValueError(f"{name}: codes must lie in [0, {self.vocab_size}); got min {int(codes.min())}, max "
-                             f"{int(codes.max())}")
-        return jnp.asarray(codes, jnp.int32)
+        return _checked_codes(codes, name, ("latent frames", "h", "w"), self.codes_shape[3:], self.vocab_size)
 
     def encode(self, x) -> jax.Array:
         """int32 codes of clips (see the class docstring for the rules)."""
@@ -596,6 +587,21 @@ class VideoTokenizer(Tokenizer):
     def decode_chunk(self, codes, state=None):
         """``(frames, state)`` of the next chunk of codes (``state=None``: a clip's first chunk)."""
         return _video_decode(self.model, self.variables, self._codes(codes, "VideoTokenizer.decode_chunk"), state)
+
+
+def _checked_codes(codes, name: str, axes: tuple, tail: tuple, vocab_size: int) -> jax.Array:
+    """int32 ``codes [B, *axes, *tail]`` (each of ``axes`` non-empty, any size), refused with a ``ValueError``
+    for another layout, a non-integer dtype or a code outside ``[0, vocab_size)``."""
+    codes = np.asarray(codes)
+    lead = 1 + len(axes)
+    if codes.ndim != lead + len(tail) or tuple(codes.shape[lead:]) != tuple(tail) or 0 in codes.shape[1:lead] or \
+            not np.issubdtype(codes.dtype, np.integer):
+        layout = ", ".join(("B",) + tuple(axes) + tuple(map(str, tail)))
+        raise ValueError(f"{name}: codes must be integer [{layout}]; got {codes.dtype} {codes.shape}")
+    if codes.min() < 0 or codes.max() >= vocab_size:
+        raise ValueError(f"{name}: codes must lie in [0, {vocab_size}); got min {int(codes.min())}, max "
+                         f"{int(codes.max())}")
+    return jnp.asarray(codes, jnp.int32)
 
 
 @jax.jit(static_argnums=0)
@@ -663,18 +669,10 @@ class TimeSeriesTokenizer(Tokenizer):
 
     def decode(self, codes) -> jax.Array:
         """float32 ``[B, T, C]`` raw signals from codes ``[B, positions(, levels)]``."""
-        name = "TimeSeriesTokenizer.decode"
-        codes = np.asarray(codes)
-        tail = self.codes_shape[1:]
-        if codes.ndim != 2 + len(tail) or tuple(codes.shape[2:]) != tail or codes.shape[1] == 0 or \
-                not np.issubdtype(codes.dtype, np.integer):
-            raise ValueError(f"{name}: codes must be integer [B, positions{''.join(f', {v}' for v in tail)}]; got "
-                             f"{codes.dtype} {codes.shape}")
-        if codes.min() < 0 or codes.max() >= self.vocab_size:
-            raise ValueError(f"{name}: codes must lie in [0, {self.vocab_size}); got min {int(codes.min())}, max "
-                             f"{int(codes.max())}")
+        codes = _checked_codes(codes, "TimeSeriesTokenizer.decode", ("positions",), self.codes_shape[1:],
+                               self.vocab_size)
         scales = getattr(self.model.quantizer, "scales", None)
         if scales is not None:
             self.model.quantizer.frames_for(codes.shape[1])         # raises for a count of no whole frames
-        out, _, _ = _decode_checked(self.model, self.variables, jnp.asarray(codes, jnp.int32), -np.inf, np.inf)
+        out, _, _ = _decode_checked(self.model, self.variables, codes, -np.inf, np.inf)
         return out

@@ -49,10 +49,11 @@ def test_fewer_residual_levels_reconstruct_from_the_first_codes():
     variables, x = _init(model)
     xn = model.apply(variables, x, method=model.normalize)
     codes = model.apply(variables, x, method=model.encode)
-    one = model.apply(variables, xn, 1, method=model.reconstruct)
+    one, all_codes = model.apply(variables, xn, 1, method=model.reconstruct)
+    np.testing.assert_array_equal(all_codes, codes)
     manual = model.apply(variables, codes.at[..., 1:].set(-1), method=model.decode)
     np.testing.assert_allclose(model.apply(variables, one, method=model.denormalize), manual, rtol=1e-5, atol=1e-5)
-    assert not np.allclose(one, model.apply(variables, xn, None, method=model.reconstruct))
+    assert not np.allclose(one, model.apply(variables, xn, None, method=model.reconstruct)[0])
 
 
 def test_multiscale_residual_quantizes_coarse_to_fine():

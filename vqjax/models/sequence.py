@@ -193,13 +193,12 @@ class SequenceTokenizer(nn.Module):
     def decode(self, codes: jax.Array) -> jax.Array:
         return self.denormalize(self._signal(self.quantizer.decode(codes)))
 
-    def reconstruct(self, xn: jax.Array, levels: int | None = None) -> jax.Array:
-        """The normalised reconstruction of normalised ``xn`` from the first ``levels`` levels of a residual
-        quantizer's codes (None: all)."""
+    def reconstruct(self, xn: jax.Array, levels: int | None = None) -> tuple[jax.Array, jax.Array]:
+        """``(reconstruction, codes)``: the normalised reconstruction of normalised ``xn`` from the first
+        ``levels`` levels of a residual quantizer's codes (None: all), and all the codes."""
         codes = self.quantizer.encode(self._latent(xn))
-        if levels is not None:
-            codes = jnp.where(jnp.arange(codes.shape[-1]) < levels, codes, -1)
-        return self._signal(self.quantizer.decode(codes))
+        kept = codes if levels is None else jnp.where(jnp.arange(codes.shape[-1]) < levels, codes, -1)
+        return self._signal(self.quantizer.decode(kept)), codes
 
 
 def _patch_rfft(x: jax.Array, patch: int) -> jax.Array:

@@ -251,8 +251,7 @@ def train_step(parts: StepParts, state: SequenceTrainState, signals):
 def _reconstruct(model, variables, signals, levels):
     """Raw reconstruction of raw ``signals`` from the first ``levels`` residual levels (None: all), and the codes."""
     xn = model.apply(variables, signals, method=model.normalize)
-    recon = model.apply(variables, xn, levels, method=model.reconstruct)
-    codes = model.apply(variables, signals, method=model.encode)
+    recon, codes = model.apply(variables, xn, levels, method=model.reconstruct)
     return model.apply(variables, recon, method=model.denormalize), codes
 
 
@@ -272,7 +271,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     train_source, eval_source = read_example_splits(config)
     length = int(config.length)
     evaluation = read_series(eval_source, length, config.max_eval_examples)
-    read_series(train_source, length, 1)                                   # refuses short series early
+    train_windows = read_series(train_source, length)       # refuses short series before training; FAST fits on it
     mean, scale = channel_stats(train_source)
     spec_model = model_spec(config, mean, scale)
     model = model_from_spec(spec_model)
@@ -311,33 +310,29 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return lambda state: jit_train(state, jax.make_array_from_process_local_data(batch_sharding,
                                                                                      next(batches)["signal"]))
 
-    def learned(variables, used):
+    per_level = tokens // levels if levels else tokens
+
+    def learned(variables, used, counter=None):
         def codec(chunks):
-            recon, _ = _reconstruct(model, variables, jnp.asarray(chunks), used)
-            per_level = tokens // levels if levels else tokens
+            recon, codes = _reconstruct(model, variables, jnp.asarray(chunks), used)
+            if counter is not None:
+                counter.update(np.asarray(codes).reshape(-1, levels or 1))
             return np.asarray(recon), per_level * (used or levels or 1)
         return codec
 
     def run_eval(state, step):
-        variables = {"params": state.params, "vq_stats": state.vq_stats}
-        result = timeseries_eval.evaluate_codec("vqjax", learned(variables, None), evaluation["signal"],
-                                                sample_rate=rate, bands=bands, batch_size=config.eval_batch_size)
         counter = metrics_lib.CodeCounter(vocab, levels or 1)
-        for start in range(0, len(evaluation["signal"]), config.eval_batch_size):
-            _, codes = _reconstruct(model, variables, jnp.asarray(evaluation["signal"][start:start +
-                                                                                         config.eval_batch_size]),
-                                    None)
-            counter.update(np.asarray(codes).reshape(-1, levels or 1))
-        out = dict(result.mean)
-        out.update(counter.result())
-        return out
+        result = timeseries_eval.evaluate_codec(
+            "vqjax", learned({"params": state.params, "vq_stats": state.vq_stats}, None, counter),
+            evaluation["signal"], sample_rate=rate, bands=bands, batch_size=config.eval_batch_size)
+        return {**result.mean, **counter.result()}
 
     def run_test(state, step):
         variables = {"params": state.params, "vq_stats": state.vq_stats}
-        out = _test(config, model, variables, train_source, evaluation, workdir, learned=learned, levels=levels,
+        out = _test(config, train_windows, evaluation, workdir, learned=lambda n: learned(variables, n),
                     bands=bands)
         if config.downstream_steps:
-            out.update(_downstream(config, model, variables, train_source, evaluation, vocab=vocab, levels=levels))
+            out.update(_downstream(config, model, variables, train_windows, evaluation, vocab=vocab))
         return out
 
     seconds = length / rate if rate else None
@@ -365,14 +360,14 @@ def _channel_names(config, channels: int) -> list[str]:
     return list(known) if known and len(known) == channels else [f"ch {i}" for i in range(channels)]
 
 
-def _test(config, model, variables, train_source, evaluation, workdir, *, learned, levels, bands) -> dict:
+def _test(config, train_windows, evaluation, workdir, *, learned, bands) -> dict:
     """The tokenizer at each of ``config.eval_levels`` and FAST at each of ``config.fast_scales``, by one harness
     on the same chunks; FAST's decodability under token corruption; the figures and ``rate_distortion.json``."""
     chunks, rate = evaluation["signal"], evaluation["sample_rate"]
-    results = [timeseries_eval.evaluate_codec(f"vqjax {n}q" if n else "vqjax", learned(variables, n), chunks,
+    results = [timeseries_eval.evaluate_codec(f"vqjax {n}q" if n else "vqjax", learned(n), chunks,
                                               sample_rate=rate, bands=bands, batch_size=config.eval_batch_size)
                for n in (tuple(config.eval_levels) or (None,))]
-    fitting = read_series(train_source, chunks.shape[1])["signal"]
+    fitting = train_windows["signal"]
     robustness = {}
     for scale in config.fast_scales:
         fast = FAST.fit(fitting, scale=float(scale), vocab_size=int(config.fast_vocab_size))
@@ -398,23 +393,23 @@ def _test(config, model, variables, train_source, evaluation, workdir, *, learne
                        "per_chunk": {r.name: r.per_chunk for r in results}}, fh, indent=1)
         title = f"{len(chunks)} held-out chunks of {config.dataset}"
         timeseries_eval.plot_rate_distortion(os.path.join(workdir, "rate_distortion.png"), results, title)
-        best = results[len(tuple(config.eval_levels) or (None,)) - 1]
-        nearest = min(results[len(tuple(config.eval_levels) or (None,)):],
-                      key=lambda r: abs(r.mean["tokens_per_chunk"] - best.mean["tokens_per_chunk"]))
+        count = len(tuple(config.eval_levels) or (None,))              # the learned rows come first
+        best = results[count - 1]
+        shown = [best] + ([min(results[count:], key=lambda r: abs(r.mean["tokens_per_chunk"] -
+                                                                   best.mean["tokens_per_chunk"]))]
+                          if len(results) > count else [])
         timeseries_eval.plot_reconstructions(
-            os.path.join(workdir, "reconstructions.png"), chunks[0], [best.example, nearest.example],
-            [f"{best.name} ({best.mean['tokens_per_chunk']:.0f} tokens)",
-             f"{nearest.name} ({nearest.per_chunk['tokens_per_chunk'][0]:.0f} tokens)"],
+            os.path.join(workdir, "reconstructions.png"), chunks[0], [r.example for r in shown],
+            [f"{r.name} ({r.per_chunk['tokens_per_chunk'][0]:.0f} tokens)" for r in shown],
             _channel_names(config, chunks.shape[2]), title=f"a held-out chunk of {config.dataset}")
     return out
 
 
-def _downstream(config, model, variables, train_source, evaluation, *, vocab, levels) -> dict:
+def _downstream(config, model, variables, train, evaluation, *, vocab) -> dict:
     """Classification accuracy from the tokens at each eval level and from the raw (normalised) series, by the
     same classifier, averaged over ``config.downstream_seeds``; nothing for a set with one class. The tokens are
     embedded two ways: by the tokenizer's own codebook (each position's decoded latent, ``<name>/accuracy``) and by
     embeddings learned from scratch (``<name>/accuracy_learned_embedding``)."""
-    train = read_series(train_source, int(config.length))
     classes = int(max(train["label"].max(), evaluation["label"].max())) + 1
     if classes < 2:
         return {}

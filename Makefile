@@ -73,6 +73,7 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	$(PY) -m vqjax.main --config=experiments/action_tokenizer.py --workdir=runs/action_tokenizer
 	$(PY) -m vqjax.main --config=experiments/eeg_tokenizer.py --workdir=runs/eeg_tokenizer
 	$(PY) -m vqjax.main --config=experiments/eeg_tokenizer.py --workdir=runs/eeg_tokenizer_time --config.losses.spectral=0
+	$(PY) -m vqjax.main --config=experiments/eeg_tokenizer_multiscale.py --workdir=runs/eeg_multiscale
 	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_tokenizer
 	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_japanese_vowels \
 	  --config.dataset=vqjax_timeseries/japanese_vowels

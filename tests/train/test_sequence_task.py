@@ -167,3 +167,38 @@ def test_the_downstream_classifier_reads_tokens_and_raw_series(tmp_path, devices
         assert 0 <= result[f"vqjax {levels}q/accuracy"] <= 1
         assert 0 <= result[f"vqjax {levels}q/accuracy_learned_embedding"] <= 1
     assert "with embeddings learned from scratch" in sequence_tokenizer.report(result, str(tmp_path / "run"))
+
+
+def test_a_step_sharded_over_four_devices_equals_one_device(devices):
+    """EMA codebooks, their k-means start and the spectral loss see the global batch: 4 devices, 1 result."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from vqjax.models import sequence_tokenizer as build
+    from vqjax.train.core import data_mesh
+
+    model = build(channels=4, strides=(2, 2), latent_dim=4, signal_channels=3, mean=[0.0] * 3, scale=[1.0] * 3,
+                  quantizer="rvq", quantizer_kwargs=dict(num_levels=2, codebook_size=8, codebook_learning="ema",
+                                                         codebook_init="kmeans", quantizer_dropout=0.5))
+    tx = optax.adam(1e-3)
+    parts = sequence_tokenizer.StepParts(model, tx, 1.0, 1.0, 8)
+    batch = jax.random.normal(jax.random.key(0), (8, 16, 3))
+    variables = model.init({"params": jax.random.key(1), "vq": jax.random.key(2)}, batch)
+    state = sequence_tokenizer.SequenceTrainState(jnp.int32(0), variables["params"], variables["vq_stats"],
+                                                  tx.init(variables["params"]), jax.random.key_data(jax.random.key(3)))
+    step = functools.partial(sequence_tokenizer.train_step, parts)
+    results = []
+    for devs in (devices[:1], devices[:4]):
+        replicated, sharded = data_mesh({"batch_size": 8}, devs)
+        run = jax.jit(step, in_shardings=(replicated, sharded), out_shardings=(replicated, replicated))
+        s = state
+        for _ in range(2):
+            s, metrics = run(s, batch)
+        results.append((s, metrics))
+    (one, m1), (four, m4) = results
+    np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((one.params, one.vq_stats)), jax.tree.leaves((four.params, four.vq_stats))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -44,7 +44,7 @@ import optax
 from vqjax.data import pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.fast import FAST
-from vqjax.models.sequence import spectral_loss
+from vqjax.models.sequence import MultiScaleResidual, spectral_loss
 from vqjax.train import evaluate as metrics_lib, reports, timeseries_eval
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
                                 read_example_splits)
@@ -292,8 +292,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     codes_shape = list(jax.eval_shape(functools.partial(model.apply, method=model.encode),
                                       {"params": abstract.params, "vq_stats": abstract.vq_stats},
                                       sample[:1]).shape[1:])
-    vocab = quantizer_vocab_size(model.quantizer.quantizers[0] if hasattr(model.quantizer, "scales")
-                                 else model.quantizer)
+    multiscale = isinstance(model.quantizer, MultiScaleResidual)            # one quantizer per scale, one config
+    vocab = quantizer_vocab_size(model.quantizer.quantizers[0] if multiscale else model.quantizer)
     tokens = int(np.prod(codes_shape))
     levels = model.num_levels
     state_sharding = jax.tree.map(lambda _: replicated, abstract)

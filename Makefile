@@ -77,8 +77,8 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_tokenizer
 	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_japanese_vowels \
 	  --config.dataset=vqjax_timeseries/japanese_vowels
-	$(PY) -c "from vqjax.train.timeseries_eval import plot_runs; plot_runs('runs/timeseries_rate_distortion.png', \
-	  {'Pusher actions': 'runs/action_tokenizer', 'EEG (SCP1)': 'runs/eeg_tokenizer', \
+	$(PY) -c "from vqjax.train.timeseries_eval import plot_runs; plot_runs('docs/figures/timeseries_rate_distortion.png', \
+	  {'Pusher actions': 'runs/action_tokenizer', 'EEG (SCP1)': 'runs/eeg_tokenizer_time', \
 	   'BasicMotions': 'runs/motion_tokenizer', 'JapaneseVowels': 'runs/motion_japanese_vowels'})"
 
 clean:

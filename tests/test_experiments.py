@@ -33,6 +33,9 @@ def test_experiment_is_valid(name, arg):
     if c.get("task") == "sequence_tokenizer":
         _check_sequence_experiment(c, arg)
         return
+    if c.get("task") in ("semantic_ids", "generative_retrieval", "sasrec"):
+        _check_recommendation_experiment(c, arg)
+        return
     check_config(c)
     shape = FRAME_SHAPES.get(c.dataset, (32, 32, 3))
     check_image_shape(c, shape)
@@ -140,3 +143,22 @@ def _check_link_experiment(c, arg):
     assert scores.shape == (3,)
     if arg == "runlocal":
         assert c.num_train_steps <= 50
+
+
+def _check_recommendation_experiment(c, arg):
+    """A recommendation config passes its task's checks, and its semantic-ID model (the generative one's too)
+    builds and codes a batch of features."""
+    from vqjax.models import model_from_spec
+
+    check_config(c)
+    ids = c if c.task == "semantic_ids" else c.get("semantic_ids")
+    if ids is not None:
+        model = model_from_spec({"name": "rqvae", "kwargs": {
+            "input_dim": 24, "hidden": list(ids.hidden), "latent_dim": ids.latent_dim, "quantizer": ids.quantizer,
+            "quantizer_kwargs": ids.quantizer_kwargs.to_dict()}})
+        x = jnp.zeros((4, 24))
+        variables = jax.eval_shape(lambda k: model.init({"params": k, "vq": k}, x), jax.random.key(0))
+        codes = jax.eval_shape(lambda v: model.apply(v, x, method=model.encode), variables)
+        assert codes.shape == (4, ids.quantizer_kwargs.num_levels)
+    if arg == "runlocal":
+        assert c.num_train_steps <= 60

@@ -46,7 +46,7 @@ __all__ = [
     "regularizers",
     "search",
 ]
-__all__ += ["Tokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer", "nn", "models", "train"]
+__all__ += ["Tokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer", "SemanticIdTokenizer", "nn", "models", "train"]
 
 _LAZY_MODULES = ("nn", "models", "graph", "data", "train", "lm")
 
@@ -54,7 +54,7 @@ _LAZY_MODULES = ("nn", "models", "graph", "data", "train", "lm")
 def __getattr__(name):
     # Flax modules, models, the trainer and the tokenizer artifact (orbax, flax) load on first use, so that
     # ``import vqjax`` stays light: ``vqjax.nn.VectorQuantizer`` and ``vqjax.Tokenizer`` work without an import.
-    if name in ("Tokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer"):
+    if name in ("Tokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer", "SemanticIdTokenizer"):
         from vqjax import tokenizer
 
         return getattr(tokenizer, name)

@@ -83,8 +83,8 @@ class Invalid:
 
 
 def fingerprint(tokenizer) -> str:
-    """sha256 of what a modality tokenizer computes: its spec (without the training step) and its weights or
-    token tables. Equal for a training workdir and the folder it was exported to."""
+    """sha256 of what a modality tokenizer computes: its spec (without the training step) and its weights, token
+    tables or item IDs. Equal for a training workdir and the folder it was exported to."""
     h = hashlib.sha256()
     spec = {k: v for k, v in getattr(tokenizer, "spec", {}).items() if k not in ("step", "weights", "format_version")}
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
@@ -96,6 +96,8 @@ def fingerprint(tokenizer) -> str:
     elif hasattr(tokenizer, "node_tokens"):
         h.update(json.dumps(dataclasses.asdict(tokenizer.vocab), sort_keys=True, default=_jsonable).encode())
         arrays = [("tokens", tokenizer.node_tokens.tokens), ("distances", tokenizer.node_tokens.distances)]
+    if getattr(tokenizer, "item_codes", None) is not None:            # semantic IDs: the catalogue's tuples
+        arrays.append(("item_codes", tokenizer.item_codes))
     for key, arr in arrays:
         arr = np.ascontiguousarray(np.asarray(arr))
         h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())

@@ -4,7 +4,8 @@ from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer, ResBlock
 from vqjax.models.quantizers import QUANTIZERS, make_quantizer, quantizer_vocab_size, register_quantizer
 from vqjax.models.audio import AudioCodec, SEANetDecoder, SEANetEncoder
 from vqjax.models.registry import (MODELS, audio_codec, image_tokenizer, model_from_spec, register_model,
-                                   sequence_tokenizer, video_tokenizer)
+                                   rqvae, sequence_tokenizer, video_tokenizer)
+from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import SequenceTokenizer
 from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
 
@@ -12,4 +13,4 @@ __all__ = ["Encoder", "Decoder", "ResBlock", "ImageTokenizer", "QUANTIZERS", "ma
            "register_quantizer", "quantizer_vocab_size", "MODELS", "register_model", "model_from_spec",
            "image_tokenizer", "AudioCodec", "SEANetEncoder", "SEANetDecoder", "audio_codec", "VideoEncoder",
            "VideoDecoder", "VideoAutoencoder", "video_tokenizer", "SequenceTokenizer",
-           "sequence_tokenizer"]
+           "sequence_tokenizer", "RQVAE", "rqvae"]

@@ -13,11 +13,12 @@ import flax.linen as nn
 from vqjax.models.audio import AudioCodec, ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
 from vqjax.models.quantizers import make_quantizer
+from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
 from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
 
 __all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "video_tokenizer",
-           "sequence_tokenizer"]
+           "sequence_tokenizer", "rqvae"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -120,3 +121,17 @@ def sequence_tokenizer(*, channels: int, strides: Sequence[int], latent_dim: int
 
 
 register_model("sequence_tokenizer", sequence_tokenizer)
+
+
+def rqvae(*, input_dim: int, hidden: Sequence[int], latent_dim: int, quantizer: str,
+          quantizer_kwargs: Mapping[str, Any]) -> RQVAE:
+    """An item :class:`~vqjax.models.semantic_ids.RQVAE`: MLP encoder of widths ``hidden`` to ``latent_dim``, the
+    quantizer registered as ``quantizer`` (a multi-level one, normally ``'rvq'``) and the mirrored decoder."""
+    quant = make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+    if not hasattr(quant, "num_levels") and not hasattr(quant, "num_codebooks"):
+        raise ValueError(f"rqvae: quantizer must give a code tuple per item ('rvq', 'pq' or 'aq'); got {quantizer!r}")
+    return RQVAE(input_dim=int(input_dim), hidden=tuple(int(h) for h in hidden), latent_dim=int(latent_dim),
+                 quantizer=quant)
+
+
+register_model("rqvae", rqvae)

@@ -40,7 +40,10 @@ _BUILTIN = {"image_tokenizer": "vqjax.train.tasks.image_tokenizer",
             "lm": "vqjax.train.tasks.lm",
             "audio_codec": "vqjax.train.tasks.audio_codec",
             "video_tokenizer": "vqjax.train.tasks.video_tokenizer",
-            "sequence_tokenizer": "vqjax.train.tasks.sequence_tokenizer"}
+            "sequence_tokenizer": "vqjax.train.tasks.sequence_tokenizer",
+            "semantic_ids": "vqjax.train.tasks.semantic_ids",
+            "generative_retrieval": "vqjax.train.tasks.recommender",
+            "sasrec": "vqjax.train.tasks.recommender"}
 
 
 @dataclasses.dataclass(frozen=True)

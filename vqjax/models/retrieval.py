@@ -1,0 +1,194 @@
+"""Sequential recommenders over item IDs: generative retrieval of semantic-ID tuples with trie-constrained beam
+search, and SASRec.
+
+* Generative retrieval (TIGER, Rajput et al. 2023): a user's history is the concatenation of its items' code tuples
+  (:func:`item_tokens`: level ``t``'s code ``c`` is token ``1 + offset_t + c``, 0 is padding), a decoder-only
+  Transformer (:class:`vqjax.lm.DecoderLM`) predicts the next item's tuple token by token, and
+  :func:`beam_search` decodes the ``beam`` most likely tuples, each step constrained by an :class:`IdTrie` of the
+  valid tuples, so every result is an item of the catalogue, ranked by its log-probability.
+* :class:`SASRec` (Kang & McAuley 2018): self-attention over item embeddings with learned positions, causal, the
+  next item scored by the dot product with the (tied) item embeddings.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["IdTrie", "build_trie", "trie_children", "item_tokens", "token_offsets", "beam_search", "SASRec"]
+
+
+class IdTrie(NamedTuple):
+    """The valid code tuples as a trie, one sorted table per level (memory O(items x levels), lookups by binary
+    search): at level ``t`` a node ``p`` has child code ``c`` iff ``p * K_t + c`` is in ``keys[t]``; the child is
+    node ``children[t][i]`` of level ``t + 1`` (at the last level: the item)."""
+
+    keys: tuple[jax.Array, ...]
+    children: tuple[jax.Array, ...]
+
+
+def build_trie(codes: np.ndarray, level_sizes: Sequence[int]) -> IdTrie:
+    """The trie of ``codes [N, L]`` (item ``i``'s tuple is row ``i``), codes of level ``t`` in ``[0, K_t)``.
+
+    Raises:
+      ValueError: codes outside their level, two items with one tuple, or a table too large for int32 keys.
+    """
+    codes = np.asarray(codes, np.int64)
+    sizes = [int(k) for k in level_sizes]
+    if codes.ndim != 2 or codes.shape[1] != len(sizes) or codes.shape[0] == 0:
+        raise ValueError(f"build_trie: codes must be [N > 0, {len(sizes)}]; got {codes.shape}")
+    if (codes < 0).any() or (codes >= np.asarray(sizes)).any():
+        raise ValueError(f"build_trie: codes of level t must lie in [0, K_t) for K = {sizes}")
+    parent = np.zeros(codes.shape[0], np.int64)
+    keys, children = [], []
+    for t, k in enumerate(sizes):
+        key = parent * k + codes[:, t]
+        if key.max() >= 2 ** 31:
+            raise ValueError(f"build_trie: level {t} needs keys beyond int32 ({int(key.max())})")
+        uniq, inverse = np.unique(key, return_inverse=True)
+        keys.append(jnp.asarray(uniq, jnp.int32))
+        if t == len(sizes) - 1:
+            if uniq.size != codes.shape[0]:
+                raise ValueError(f"build_trie: {codes.shape[0] - uniq.size} item(s) share a tuple with another; IDs "
+                                 f"must be collision-free (disambiguate them first)")
+            item = np.empty(uniq.size, np.int64)
+            item[inverse.reshape(-1)] = np.arange(codes.shape[0])
+            children.append(jnp.asarray(item, jnp.int32))
+        else:
+            children.append(jnp.arange(uniq.size, dtype=jnp.int32))
+        parent = inverse.reshape(-1)
+    return IdTrie(tuple(keys), tuple(children))
+
+
+def trie_children(trie: IdTrie, level: int, size: int, nodes: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(valid bool [M, K], child int32 [M, K])`` for nodes ``[M]`` of level ``level`` (``size`` = its K)."""
+    keys = trie.keys[level]
+    want = nodes[:, None] * size + jnp.arange(size, dtype=jnp.int32)[None]
+    idx = jnp.clip(jnp.searchsorted(keys, want), 0, keys.shape[0] - 1)
+    valid = keys[idx] == want
+    return valid, jnp.where(valid, trie.children[level][idx], 0)
+
+
+def token_offsets(level_sizes: Sequence[int]) -> tuple[int, ...]:
+    """Each level's first token id (token 0 is padding)."""
+    return tuple(int(v) for v in 1 + np.concatenate([[0], np.cumsum(level_sizes)[:-1]]))
+
+
+def item_tokens(codes: np.ndarray, items: np.ndarray, level_sizes: Sequence[int]) -> np.ndarray:
+    """int32 ``items.shape[:-1] + (W * L,)`` tokens of item rows ``items [..., W]`` (-1 = padding -> L zeros)."""
+    offsets = np.asarray(token_offsets(level_sizes), np.int32)
+    items = np.asarray(items)
+    tok = codes[np.maximum(items, 0)] + offsets
+    tok = np.where(items[..., None] >= 0, tok, 0)
+    return tok.reshape(items.shape[:-1] + (-1,)).astype(np.int32)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def beam_search(model, params, trie: IdTrie, tokens: jax.Array, level_sizes: tuple[int, ...], beam: int
+                ) -> tuple[jax.Array, jax.Array]:
+    """The ``beam`` most likely valid next items after each history, by trie-constrained beam search.
+
+    Args:
+      model: a :class:`vqjax.lm.DecoderLM` over :func:`item_tokens` (vocab ``1 + sum(level_sizes)``).
+      params: its parameters.
+      trie: :func:`build_trie` of the catalogue's tuples.
+      tokens: int32 ``[B, T]`` histories, left-padded with 0 (each holds at least one item).
+      level_sizes: codes per level.
+      beam: beam width (results per history).
+
+    Returns:
+      ``(items int32 [B, beam], log-probabilities [B, beam])``, best first; ``-1`` and ``-inf`` where fewer than
+      ``beam`` items exist. At each level only codes that continue a valid tuple are scored (the distribution is
+      renormalised over them), so every returned item is in the catalogue.
+    """
+    from vqjax.lm.model import init_cache
+
+    b, t = tokens.shape
+    levels = len(level_sizes)
+    offsets = token_offsets(level_sizes)
+    seg = (tokens > 0).astype(jnp.int32)
+    pos = jnp.maximum(jnp.cumsum(seg, axis=1) - 1, 0)
+    cache = init_cache(model, b, t + levels)
+    logits, cache = model.apply({"params": params}, tokens, pos, seg, cache=cache)
+    logits = jnp.repeat(logits[:, -1], beam, axis=0)
+    cache = jax.tree.map(lambda a: jnp.repeat(a, beam, axis=0) if a.ndim else a, cache)
+    next_pos = jnp.repeat(pos[:, -1] + 1, beam)
+    scores = jnp.tile(jnp.where(jnp.arange(beam) == 0, 0.0, -jnp.inf), (b, 1))
+    nodes = jnp.zeros((b * beam,), jnp.int32)
+    for level, size in enumerate(level_sizes):
+        valid, child = trie_children(trie, level, size, nodes)
+        lo = offsets[level]
+        masked = jnp.where(valid, logits[:, lo:lo + size], -1e30)
+        lp = jnp.where(valid, jax.nn.log_softmax(masked, axis=-1), -jnp.inf)
+        cand = (scores.reshape(-1, 1) + lp).reshape(b, beam * size)
+        scores, idx = jax.lax.top_k(cand, beam)
+        parent = (jnp.arange(b)[:, None] * beam + idx // size).reshape(-1)
+        code = (idx % size).reshape(-1)
+        nodes = child[parent, code]
+        if level < levels - 1:
+            cache = jax.tree.map(lambda a: a[parent] if a.ndim else a, cache)
+            step_tok = (lo + code)[:, None]
+            out, cache = model.apply({"params": params}, step_tok, (next_pos + level)[:, None], cache=cache)
+            logits = out[:, 0]
+    items = jnp.where(jnp.isfinite(scores), nodes.reshape(b, beam), -1)
+    return items, scores
+
+
+class SASRec(nn.Module):
+    """SASRec: causal self-attention over a user's items (Kang & McAuley 2018), pre-LayerNorm blocks.
+
+    ``__call__(items, train)`` takes int ``[B, T]`` items (-1 = padding, left) and returns float32 ``[B, T, dim]``
+    states; :meth:`scores` turns states into ``[..., num_items]`` scores against the tied item embeddings.
+
+    Attributes:
+      num_items: N.
+      dim: width.
+      num_layers, num_heads: Transformer depth and heads.
+      max_len: longest history (learned positions).
+      dropout: dropout rate on embeddings, attention and feed-forward outputs.
+    """
+
+    num_items: int
+    dim: int
+    num_layers: int
+    num_heads: int
+    max_len: int
+    dropout: float = 0.2
+
+    def setup(self):
+        self.item_embedding = self.param("item_embedding", nn.initializers.normal(0.02), (self.num_items + 1, self.dim))
+        self.position_embedding = self.param("position_embedding", nn.initializers.normal(0.02),
+                                             (self.max_len, self.dim))
+        self.attn = [nn.MultiHeadDotProductAttention(self.num_heads, dropout_rate=self.dropout, name=f"attn_{i}")
+                     for i in range(self.num_layers)]
+        self.ln_attn = [nn.LayerNorm(name=f"ln_attn_{i}") for i in range(self.num_layers)]
+        self.ln_ffn = [nn.LayerNorm(name=f"ln_ffn_{i}") for i in range(self.num_layers)]
+        self.ffn_in = [nn.Dense(self.dim, name=f"ffn_in_{i}") for i in range(self.num_layers)]
+        self.ffn_out = [nn.Dense(self.dim, name=f"ffn_out_{i}") for i in range(self.num_layers)]
+        self.final_ln = nn.LayerNorm()
+        self.drop = nn.Dropout(self.dropout)
+
+    def __call__(self, items: jax.Array, *, train: bool = False) -> jax.Array:
+        t = items.shape[1]
+        if t > self.max_len:
+            raise ValueError(f"SASRec: histories hold at most max_len={self.max_len} items; got {t}")
+        real = items >= 0
+        x = self.item_embedding[items + 1] * jnp.sqrt(float(self.dim)) + self.position_embedding[self.max_len - t:]
+        x = self.drop(x, deterministic=not train) * real[..., None]
+        mask = (jnp.tril(jnp.ones((t, t), bool))[None] & real[:, None, :])[:, None]
+        for i in range(self.num_layers):
+            h = self.ln_attn[i](x)
+            x = x + self.drop(self.attn[i](h, h, mask=mask, deterministic=not train), deterministic=not train)
+            h = self.ln_ffn[i](x)
+            x = x + self.drop(self.ffn_out[i](nn.gelu(self.ffn_in[i](h))), deterministic=not train)
+            x = x * real[..., None]
+        return self.final_ln(x)
+
+    def scores(self, states: jax.Array) -> jax.Array:
+        """Scores ``states.shape[:-1] + (num_items,)`` of every item as the next one."""
+        return states @ self.item_embedding[1:].T

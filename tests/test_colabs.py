@@ -23,6 +23,8 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("VQJAX_VIDEO_FRAMES", "5")
     monkeypatch.setenv("VQJAX_VIDEO_BATCH", "4")
     monkeypatch.setenv("VQJAX_TIMESERIES_STEPS", "150")
+    monkeypatch.setenv("VQJAX_RECSYS_STEPS", "100")
+    monkeypatch.setenv("VQJAX_RECSYS_USERS", "200")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE)
     nb = nbformat.read(path, as_version=4)
@@ -40,6 +42,16 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
         _assert_video_notebook(outputs)
     if path.name == "timeseries_tokenizer.ipynb":
         _assert_timeseries_notebook(outputs)
+    if path.name == "semantic_ids.ipynb":
+        _assert_semantic_ids_notebook(outputs)
+
+
+def _assert_semantic_ids_notebook(outputs: str):
+    """The IDs are collision-free, a new movie gets an ID that decodes to it without moving the others, a tuple
+    that names no movie is refused, and every recommendation is a movie."""
+    for line in ("after: 0.0%", "decodes to 1682 - old IDs unchanged: True", "refused: SemanticIdTokenizer.decode",
+                 "all recommendations are movies: True"):
+        assert line in outputs, outputs[-2000:]
 
 
 def _assert_timeseries_notebook(outputs: str):

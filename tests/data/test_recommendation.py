@@ -25,7 +25,8 @@ def test_load_orders_by_time_and_numbers_items(mock, tmp_path):
     import pandas as pd
 
     inter = pd.read_csv(os.path.join(mock, "ml-100k.inter"), sep="\t")
-    first = inter[inter["user_id:token"] == 1].sort_values("timestamp:float")["item_id:token"].to_numpy() - 1
+    first = inter[inter["user_id:token"] == 1].sort_values("timestamp:float", kind="stable")["item_id:token"]
+    first = first.to_numpy() - 1
     np.testing.assert_array_equal(data.sequences[0], first)
     assert data.catalogue.genres[0][0] == "Action" and data.catalogue.years[1] == 1981
 

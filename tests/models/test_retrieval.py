@@ -96,3 +96,13 @@ def test_sasrec_is_causal_and_scores_every_item():
     assert model.apply({"params": params}, states, method=model.scores).shape == (1, 6, 20)
     with pytest.raises(ValueError, match="max_len=6"):
         model.apply({"params": params}, jnp.zeros((1, 7), jnp.int32))
+
+
+def test_new_items_join_after_the_generated_item_of_their_prefix():
+    codes = np.asarray([[0, 0, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [1, 0, 1], [0, 0, 2]])
+    new = np.asarray([False, True, False, False, True, True])         # items 1, 4 and 5 were never trained on
+    items = np.asarray([[2, 0, 3, -1], [3, 2, -1, -1]])
+    np.testing.assert_array_equal(r.with_new_items(items, codes, new, k=4, max_new=0), items)
+    np.testing.assert_array_equal(r.with_new_items(items, codes, new, k=4, max_new=2), [[2, 4, 0, 1], [3, 2, 4, -1]])
+    np.testing.assert_array_equal(r.with_new_items(items, codes, new, k=5, max_new=1), [[2, 4, 0, 3, -1],
+                                                                                        [3, 2, 4, -1, -1]])

@@ -54,7 +54,8 @@ class Catalogue:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Interactions:
-    """A catalogue and each user's items in time order (``sequences[u]`` int32, ties by item id)."""
+    """A catalogue and each user's items in time order (``sequences[u]`` int32; equal timestamps keep the file's
+    order, not the item ids', which would put the highest id of a rating session last)."""
 
     name: str
     catalogue: Catalogue
@@ -165,7 +166,7 @@ def load_movielens(root: str | None = None, name: str = "ml-100k") -> Interactio
         raise ValueError(f"{root}/{name}.inter has {int(unknown.sum())} interaction(s) with items missing from "
                          f"{name}.item (e.g. {int(inter_items[unknown][0])})")
     user_ids, user_index = np.unique(users, return_inverse=True)
-    key = np.lexsort((pos, times, user_index))            # by user, then time, then item
+    key = np.lexsort((np.arange(len(times)), times, user_index))  # by user, then time; ties in the file's order
     item_seq, user_sorted = pos[key].astype(np.int32), user_index[key]
     bounds = np.searchsorted(user_sorted, np.arange(len(user_ids) + 1))
     sequences = tuple(item_seq[bounds[u]:bounds[u + 1]] for u in range(len(user_ids)))

@@ -6,6 +6,8 @@ search, and SASRec.
   Transformer (:class:`vqjax.lm.DecoderLM`) predicts the next item's tuple token by token, and
   :func:`beam_search` decodes the ``beam`` most likely tuples, each step constrained by an :class:`IdTrie` of the
   valid tuples, so every result is an item of the catalogue, ranked by its log-probability.
+  :func:`with_new_items` lets items the model never saw in training into the list through the tuples it generates
+  (TIGER's cold-start retrieval).
 * :class:`SASRec` (Kang & McAuley 2018): self-attention over item embeddings with learned positions, causal, the
   next item scored by the dot product with the (tied) item embeddings.
 """
@@ -20,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["IdTrie", "build_trie", "trie_children", "item_tokens", "token_offsets", "beam_search", "SASRec"]
+__all__ = ["IdTrie", "build_trie", "trie_children", "item_tokens", "token_offsets", "beam_search", "with_new_items",
+           "SASRec"]
 
 
 class IdTrie(NamedTuple):
@@ -137,6 +140,44 @@ def beam_search(model, params, trie: IdTrie, tokens: jax.Array, level_sizes: tup
             logits = out[:, 0]
     items = jnp.where(jnp.isfinite(scores), nodes.reshape(b, beam), -1)
     return items, scores
+
+
+def with_new_items(items: np.ndarray, codes: np.ndarray, new: np.ndarray, *, k: int, max_new: int) -> np.ndarray:
+    """TIGER's cold-start retrieval: the first ``k`` of generated ``items [B, beam]`` (best first, -1 = none),
+    each followed by the new items (``new`` bool ``[N]``: never seen in training) whose codes share its first
+    ``L' - 1`` levels, at most ``max_new`` such items per list (the ``epsilon * k`` of Rajput et al. 2023).
+
+    A model never generates the exact tuple of an item it was not trained on, but it does generate its neighbours';
+    this puts the new items sharing their prefix (their semantic-ID cluster) next to them. ``max_new=0`` returns
+    ``items[:, :k]``.
+
+    Returns:
+      int32 ``[B, k]`` (-1 where fewer than ``k`` items exist).
+    """
+    items = np.asarray(items)
+    out = np.full((items.shape[0], k), -1, np.int32)
+    if max_new <= 0:
+        out[:, :min(k, items.shape[1])] = items[:, :k]
+        return out
+    prefix_len = codes.shape[1] - 1
+    table: dict[bytes, list[int]] = {}
+    for i in np.flatnonzero(new):
+        table.setdefault(np.ascontiguousarray(codes[i, :prefix_len]).tobytes(), []).append(int(i))
+    for b, row in enumerate(items):
+        ranked, taken, added = [], set(), 0
+        for item in row:
+            if item < 0 or len(ranked) >= k:
+                break
+            if item not in taken:
+                ranked.append(int(item))
+                taken.add(int(item))
+            for extra in table.get(np.ascontiguousarray(codes[item, :prefix_len]).tobytes(), ()):
+                if added < max_new and extra not in taken and len(ranked) < k:
+                    ranked.append(extra)
+                    taken.add(extra)
+                    added += 1
+        out[b, :len(ranked)] = ranked
+    return out
 
 
 class SASRec(nn.Module):

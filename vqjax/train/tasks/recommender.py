@@ -6,7 +6,9 @@ split, judged by one harness (:mod:`vqjax.train.recsys_eval`).
 ``config.ids_path`` names a finished run or exported artifact on the same split) or random tuples of the same shape
 (``config.ids='random'``, the baseline) -- and a decoder-only Transformer (:class:`vqjax.lm.DecoderLM`) learns the
 users' histories as token sequences; a recommendation is a trie-constrained beam search
-(:func:`vqjax.models.retrieval.beam_search`), so each of the ``beam_size`` results is a catalogue item.
+(:func:`vqjax.models.retrieval.beam_search`), so each of the ``beam_size`` results is a catalogue item; items never seen in training join the top 10 through
+the prefixes of the generated tuples, at most ``new_item_fraction`` of it (TIGER's cold-start retrieval,
+:func:`~vqjax.models.retrieval.with_new_items`).
 
 ``sasrec``: :class:`vqjax.models.retrieval.SASRec` over item ids, trained with the full softmax over the catalogue
 (``loss='ce'``) or the original binary loss with one sampled negative per position (``loss='bce'``); a
@@ -33,14 +35,14 @@ import numpy as np
 import optax
 
 from vqjax.data.recommendation import RECOMMENDATION_DATASETS, training_windows, window_batch
-from vqjax.models.retrieval import SASRec, beam_search, build_trie, item_tokens
+from vqjax.models.retrieval import SASRec, beam_search, build_trie, item_tokens, with_new_items
 from vqjax.train import recsys_eval, reports
 from vqjax.train.config import check_positive, core_config, optimizer_config
 from vqjax.train.core import data_mesh, make_optimizer
 from vqjax.train.tasks import Run, Task, register_task
 from vqjax.train.tasks import semantic_ids as sid
 
-__all__ = ["RecState", "generative_config", "sasrec_config", "item_ids", "GENERATIVE", "SASREC"]
+__all__ = ["RecState", "generative_config", "sasrec_config", "item_ids", "load_ranker", "GENERATIVE", "SASREC"]
 
 ID_KINDS = ("semantic", "random")
 SASREC_LOSSES = ("ce", "bce")
@@ -80,6 +82,7 @@ def generative_config() -> ml_collections.ConfigDict:
     c.max_items = 20
     c.model = ml_collections.ConfigDict(dict(dim=64, num_layers=2, num_heads=4, mlp_dim=256))
     c.beam_size = 20
+    c.new_item_fraction = 0.1          # TIGER's epsilon: at most this share of a top-k list are unseen items
     c.batch_size = 64
     c.num_train_steps = 3000
     c.eval_every_steps = 1000
@@ -93,7 +96,10 @@ def sasrec_config() -> ml_collections.ConfigDict:
     c = _split_fields(core_config("sasrec"))
     c.max_items = 50
     c.model = ml_collections.ConfigDict(dict(dim=64, num_layers=2, num_heads=2, dropout=0.2))
-    c.loss = "ce"                      # 'ce' (full softmax) | 'bce' (one negative, as the paper)
+    c.loss = "ce"
+    c.batch_size = 64
+    c.num_train_steps = 3000
+    c.eval_every_steps = 1000                      # 'ce' (full softmax) | 'bce' (one negative, as the paper)
     c.optimizer = optimizer_config(1e-3)
     return c
 
@@ -142,6 +148,8 @@ def generative_check(config: ml_collections.ConfigDict) -> None:
     if config.ids not in ID_KINDS:
         raise ValueError(f"config.ids must be one of {ID_KINDS}; got {config.ids!r}")
     check_positive(config, "beam_size", "model.mlp_dim")
+    if not 0.0 <= config.new_item_fraction <= 1.0:
+        raise ValueError(f"config.new_item_fraction must lie in [0, 1]; got {config.new_item_fraction}")
     if config.beam_size < max(recsys_eval.KS):
         raise ValueError(f"config.beam_size ({config.beam_size}) must be >= {max(recsys_eval.KS)} (the longest "
                          f"ranking scored)")
@@ -261,11 +269,14 @@ def _generative_parts(config, splits, workdir) -> _Parts:
         t = jnp.zeros((1, length - 1), jnp.int32)
         return model.init(key, t, t, t + 1)["params"]
 
-    beam = int(config.beam_size)
+    beam, k = int(config.beam_size), max(recsys_eval.KS)
+    new = np.ones(splits.num_items, bool)
+    new[splits.warm_items()] = False
+    max_new = int(round(float(config.new_item_fraction) * k))
 
     def ranker(params, hist):
         items, _ = beam_search(model, params, trie, jnp.asarray(item_tokens(codes, hist, sizes)), tuple(sizes), beam)
-        return items
+        return with_new_items(np.asarray(items), codes, new, k=k, max_new=max_new)
 
     return _Parts(init_params, functools.partial(_lm_step, model), lambda w: item_tokens(codes, w, sizes), ranker,
                   f"generative, {described}",
@@ -347,6 +358,48 @@ def _setup(parts_fn, config, workdir, *, devices=None, stop=None) -> Run:
     return Run(init_state=init_state, make_step=make_step, evaluate=scores("valid"), replicated=replicated,
                info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract,
                state_sharding=state_sharding)
+
+
+def load_ranker(workdir: str, step: int | None = None) -> Callable[[Any], np.ndarray]:
+    """The recommender a finished (or checkpointed) ``generative_retrieval`` or ``sasrec`` run trained, as
+    ``histories -> int32 [U, 10]`` top-10 items, best first (histories: a list of item arrays, each non-empty, or
+    a ``[U, max_items]`` matrix padded with -1 on the left).
+
+    Raises:
+      FileNotFoundError: no config or checkpoint in ``workdir``; ValueError: another task's run, or an empty history.
+    """
+    import json
+
+    import orbax.checkpoint as ocp
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"load_ranker: {workdir!r} holds no config.json (not a training workdir)")
+    with open(path) as fh:
+        config = ml_collections.ConfigDict(json.load(fh))
+    parts_fn = {"generative_retrieval": _generative_parts, "sasrec": _sasrec_parts}.get(config.task)
+    if parts_fn is None:
+        raise ValueError(f"load_ranker: {workdir!r} is a {config.task!r} run; it needs generative_retrieval or sasrec")
+    parts = parts_fn(config, sid.load_split(config), workdir)
+    tx = make_optimizer(config.optimizer, config.num_train_steps)
+
+    def init_state(key):
+        params = parts.init_params(key)
+        return RecState(jnp.int32(0), params, tx.init(params), jax.random.key_data(key))
+
+    abstract = jax.eval_shape(init_state, jax.random.key(0))
+    with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as mgr:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"load_ranker: {workdir!r} has no checkpoint")
+        state = mgr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+    def rank(histories) -> np.ndarray:
+        hist = histories if isinstance(histories, np.ndarray) and histories.ndim == 2 else \
+            recsys_eval.history_matrix(histories, config.max_items)
+        return np.asarray(parts.ranker(state.params, np.asarray(hist, np.int32)))[:, :max(recsys_eval.KS)]
+
+    return rank
 
 
 def report(result: dict, workdir: str) -> str:

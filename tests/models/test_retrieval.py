@@ -106,3 +106,9 @@ def test_new_items_join_after_the_generated_item_of_their_prefix():
     np.testing.assert_array_equal(r.with_new_items(items, codes, new, k=4, max_new=2), [[2, 4, 0, 1], [3, 2, 4, -1]])
     np.testing.assert_array_equal(r.with_new_items(items, codes, new, k=5, max_new=1), [[2, 4, 0, 3, -1],
                                                                                         [3, 2, 4, -1, -1]])
+    np.testing.assert_array_equal(r.with_new_items(items[:1], codes, new, k=4, max_new=2, prefix_len=1),
+                                  [[2, 4, 0, 1]])
+    np.testing.assert_array_equal(r.with_new_items(np.asarray([[3, 0]]), codes, new, k=3, max_new=3, prefix_len=1),
+                                  [[3, 1, 5]])                     # item 3's first code 0: new items 1 and 5
+    with pytest.raises(ValueError, match="prefix_len"):
+        r.with_new_items(items, codes, new, k=4, max_new=1, prefix_len=4)

@@ -125,3 +125,13 @@ def test_random_ids_are_deterministic_per_seed():
     a, b = s.random_ids(50, [4, 8], 0), s.random_ids(50, [4, 8], 0)
     np.testing.assert_array_equal(a, b)
     assert a[:, 0].max() < 4 and a[:, 1].max() < 8 and not np.array_equal(a, s.random_ids(50, [4, 8], 1))
+
+
+def test_genre_coherence_by_hand():
+    from vqjax.train.tasks.semantic_ids import genre_coherence
+
+    codes = np.asarray([[0, 0], [0, 1], [1, 0], [1, 1]])
+    genres = [("A",), ("A", "B"), ("C",), ("D",)]
+    assert genre_coherence(codes, genres, 1) == pytest.approx((0.5 + 0.0) / 2)     # pairs (0, 1) and (2, 3)
+    assert genre_coherence(codes, genres, 2) == 0.0                                  # no pair shares both codes
+    assert genre_coherence(codes, genres, 0) == pytest.approx(0.5 / 6)               # one of six pairs overlaps

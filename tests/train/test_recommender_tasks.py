@@ -136,6 +136,17 @@ def test_generative_retrieval_and_baselines_share_one_harness(ids_run, tmp_path,
         assert result["cold_users"] > 0 and "cold/recall@10" in result
         assert os.path.exists(os.path.join(workdir, "retrieval.png"))
         runs[kind] = workdir
+    splits = semantic_ids.load_split(_rec_config("semantic", root))
+    for kind in ("semantic", "sasrec"):                     # the trained recommender, reloaded from its workdir
+        rank = recommender.load_ranker(runs[kind])
+        top = rank(splits.test_history[:5])
+        assert top.shape == (5, 10) and ((top >= 0) & (top < 60)).all()
+        metrics = recsys_eval.evaluate_ranker(rank, splits, "test", max_items=8 if kind == "semantic" else 10,
+                                              batch_size=16)
+        saved = recsys_eval.read_result(runs[kind])["test"]
+        assert metrics["recall@10"] == pytest.approx(saved["recall@10"])
+    with pytest.raises(ValueError, match="'semantic_ids' run"):
+        recommender.load_ranker(ids_workdir)
     table = recsys_eval.compare_runs(list(runs.values()), str(tmp_path / "compare.png"))
     assert "| popularity |" in table and "SASRec (ce)" in table and "random IDs" in table
     assert os.path.exists(tmp_path / "compare.png")

@@ -142,10 +142,12 @@ def beam_search(model, params, trie: IdTrie, tokens: jax.Array, level_sizes: tup
     return items, scores
 
 
-def with_new_items(items: np.ndarray, codes: np.ndarray, new: np.ndarray, *, k: int, max_new: int) -> np.ndarray:
+def with_new_items(items: np.ndarray, codes: np.ndarray, new: np.ndarray, *, k: int, max_new: int,
+                   prefix_len: int | None = None) -> np.ndarray:
     """TIGER's cold-start retrieval: the first ``k`` of generated ``items [B, beam]`` (best first, -1 = none),
     each followed by the new items (``new`` bool ``[N]``: never seen in training) whose codes share its first
-    ``L' - 1`` levels, at most ``max_new`` such items per list (the ``epsilon * k`` of Rajput et al. 2023).
+    ``prefix_len`` levels (default ``L' - 1``), at most ``max_new`` such items per list (the ``epsilon * k`` of
+    Rajput et al. 2023).
 
     A model never generates the exact tuple of an item it was not trained on, but it does generate its neighbours';
     this puts the new items sharing their prefix (their semantic-ID cluster) next to them. ``max_new=0`` returns
@@ -159,7 +161,9 @@ def with_new_items(items: np.ndarray, codes: np.ndarray, new: np.ndarray, *, k: 
     if max_new <= 0:
         out[:, :min(k, items.shape[1])] = items[:, :k]
         return out
-    prefix_len = codes.shape[1] - 1
+    prefix_len = codes.shape[1] - 1 if prefix_len is None else int(prefix_len)
+    if not 1 <= prefix_len <= codes.shape[1]:
+        raise ValueError(f"with_new_items: prefix_len must lie in [1, {codes.shape[1]}]; got {prefix_len}")
     table: dict[bytes, list[int]] = {}
     for i in np.flatnonzero(new):
         table.setdefault(np.ascontiguousarray(codes[i, :prefix_len]).tobytes(), []).append(int(i))

@@ -7,7 +7,7 @@ split, judged by one harness (:mod:`vqjax.train.recsys_eval`).
 (``config.ids='random'``, the baseline) -- and a decoder-only Transformer (:class:`vqjax.lm.DecoderLM`) learns the
 users' histories as token sequences; a recommendation is a trie-constrained beam search
 (:func:`vqjax.models.retrieval.beam_search`), so each of the ``beam_size`` results is a catalogue item; items never seen in training join the top 10 through
-the prefixes of the generated tuples, at most ``new_item_fraction`` of it (TIGER's cold-start retrieval,
+the first ``new_item_prefix`` codes of the generated tuples, at most ``new_item_fraction`` of it (TIGER's cold-start retrieval,
 :func:`~vqjax.models.retrieval.with_new_items`).
 
 ``sasrec``: :class:`vqjax.models.retrieval.SASRec` over item ids, trained with the full softmax over the catalogue
@@ -83,6 +83,7 @@ def generative_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(dim=64, num_layers=2, num_heads=4, mlp_dim=256))
     c.beam_size = 20
     c.new_item_fraction = 0.1          # TIGER's epsilon: at most this share of a top-k list are unseen items
+    c.new_item_prefix = 1              # ... that share this many leading codes with a generated item
     c.batch_size = 64
     c.num_train_steps = 3000
     c.eval_every_steps = 1000
@@ -148,6 +149,7 @@ def generative_check(config: ml_collections.ConfigDict) -> None:
     if config.ids not in ID_KINDS:
         raise ValueError(f"config.ids must be one of {ID_KINDS}; got {config.ids!r}")
     check_positive(config, "beam_size", "model.mlp_dim")
+    check_positive(config, "new_item_prefix")
     if not 0.0 <= config.new_item_fraction <= 1.0:
         raise ValueError(f"config.new_item_fraction must lie in [0, 1]; got {config.new_item_fraction}")
     if config.beam_size < max(recsys_eval.KS):
@@ -276,7 +278,8 @@ def _generative_parts(config, splits, workdir) -> _Parts:
 
     def ranker(params, hist):
         items, _ = beam_search(model, params, trie, jnp.asarray(item_tokens(codes, hist, sizes)), tuple(sizes), beam)
-        return with_new_items(np.asarray(items), codes, new, k=k, max_new=max_new)
+        return with_new_items(np.asarray(items), codes, new, k=k, max_new=max_new,
+                              prefix_len=min(int(config.new_item_prefix), len(sizes)))
 
     return _Parts(init_params, functools.partial(_lm_step, model), lambda w: item_tokens(codes, w, sizes), ranker,
                   f"generative, {described}",
@@ -379,7 +382,8 @@ def load_ranker(workdir: str, step: int | None = None) -> Callable[[Any], np.nda
         config = ml_collections.ConfigDict(json.load(fh))
     parts_fn = {"generative_retrieval": _generative_parts, "sasrec": _sasrec_parts}.get(config.task)
     if parts_fn is None:
-        raise ValueError(f"load_ranker: {workdir!r} is a {config.task!r} run; it needs generative_retrieval or sasrec")
+        raise ValueError(f"load_ranker: {workdir!r} is a {config.task!r} run; it needs generative_retrieval or "
+                         f"sasrec")
     parts = parts_fn(config, sid.load_split(config), workdir)
     tx = make_optimizer(config.optimizer, config.num_train_steps)
 

@@ -42,7 +42,7 @@ from vqjax.train.core import data_mesh, make_optimizer
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["ItemIdState", "default_config", "check", "runlocal", "setup", "report", "load_split", "item_features",
-           "TASK"]
+           "genre_coherence", "level_usage", "TASK"]
 
 
 class ItemIdState(NamedTuple):
@@ -183,6 +183,28 @@ def level_usage(codes: np.ndarray, sizes) -> dict:
     return out
 
 
+def genre_coherence(codes: np.ndarray, genres, levels: int = 1) -> float:
+    """Mean Jaccard similarity of the genre sets of item pairs that share their first ``levels`` codes (pairs of
+    all items when ``levels=0``): how alike the items an ID prefix groups are."""
+    names = sorted({g for gs in genres for g in gs})
+    onehot = np.zeros((len(genres), len(names)), np.float32)
+    for i, gs in enumerate(genres):
+        onehot[i, [names.index(g) for g in gs]] = 1.0
+    _, group = np.unique(codes[:, :levels], axis=0, return_inverse=True) if levels else (None, np.zeros(len(codes)))
+    group = np.asarray(group).reshape(-1)
+    total, pairs = 0.0, 0
+    for g in np.unique(group):
+        x = onehot[group == g]
+        if len(x) < 2:
+            continue
+        inter = x @ x.T
+        union = x.sum(1)[:, None] + x.sum(1)[None, :] - inter
+        jac = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+        total += float(jac.sum() - np.trace(jac))
+        pairs += len(x) * (len(x) - 1)
+    return total / max(pairs, 1)
+
+
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
     """Reads the split, fits and saves the featurizer, builds the RQ-VAE and the steps."""
     from vqjax.tokenizer import write_item_ids
@@ -282,6 +304,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             codes[unseen] = assign_new(warm_codes, prefixes, config.collisions, size=int(config.disambiguation_size),
                                        costs=new_costs)
         final = collision_stats(codes)
+        genres = splits.data.catalogue.genres
+        result.update({"genre_coherence_level0": genre_coherence(codes, genres, 1),
+                       "genre_coherence_level1": genre_coherence(codes, genres, 2),
+                       "genre_coherence_any_pair": genre_coherence(codes, genres, 0)})
         result.update({"collision_rate": final["collision_rate"], "num_items": int(splits.num_items),
                        "num_cold_items": int(splits.cold.sum()), "num_unseen_items": int(unseen.size),
                        "code_length": int(codes.shape[1]),
@@ -355,6 +381,9 @@ def report(result: dict, workdir: str) -> str:
     if "balanced_collision_rate" in result:
         rows.append(("collision rate, balanced", f"{result['balanced_collision_rate']:.2%}"))
     rows.append(("collision rate of the IDs", f"{result['collision_rate']:.2%}"))
+    rows.append(("genre Jaccard of items sharing code 0 / codes 0-1 / any two items",
+                 f"{result['genre_coherence_level0']:.3f} / {result['genre_coherence_level1']:.3f} / "
+                 f"{result['genre_coherence_any_pair']:.3f}"))
     rows += [(f"usage level {i}", f"{result[f'usage_level{i}']:.1%}") for i in range(result["code_length"])]
     return reports.result_table("semantic IDs", rows, ("semantic_ids.png", "loss_curves.png"), workdir,
                                 [f"IDs: {os.path.join(workdir, 'id_table.tsv')}",

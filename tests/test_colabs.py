@@ -24,7 +24,7 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("VQJAX_VIDEO_BATCH", "4")
     monkeypatch.setenv("VQJAX_TIMESERIES_STEPS", "150")
     monkeypatch.setenv("VQJAX_RECSYS_STEPS", "60")
-    monkeypatch.setenv("VQJAX_RECSYS_USERS", "100")
+    monkeypatch.setenv("VQJAX_RECSYS_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE)
     nb = nbformat.read(path, as_version=4)

@@ -167,8 +167,10 @@ def sasrec_check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.model.dropout must lie in [0, 1); got {config.model.dropout}")
 
 
-def item_ids(config: ml_collections.ConfigDict, splits, workdir: str) -> tuple[np.ndarray, tuple[int, ...], str]:
-    """``(codes [N, L'], level sizes, description)`` of the catalogue's items for a generative-retrieval config.
+def item_ids(config: ml_collections.ConfigDict, splits, workdir: str, devices=None
+             ) -> tuple[np.ndarray, tuple[int, ...], str]:
+    """``(codes [N, L'], level sizes, description)`` of the catalogue's items for a generative-retrieval config
+    (semantic IDs trained on ``devices`` in ``workdir/semantic_ids`` when ``config.ids_path`` is None).
 
     Raises:
       ValueError: semantic IDs made on another split or catalogue.
@@ -190,7 +192,7 @@ def item_ids(config: ml_collections.ConfigDict, splits, workdir: str) -> tuple[n
         if not os.path.exists(os.path.join(path, "item_ids.npz")):
             from vqjax.train.core import train_and_evaluate
 
-            train_and_evaluate(sub, path, progress=False)
+            train_and_evaluate(sub, path, devices=devices, progress=False)
     import vqjax
 
     tok = vqjax.Tokenizer.load(path)
@@ -257,10 +259,10 @@ class _Parts:
     info: dict
 
 
-def _generative_parts(config, splits, workdir) -> _Parts:
+def _generative_parts(config, splits, workdir, devices=None) -> _Parts:
     from vqjax.lm.model import DecoderLM
 
-    codes, sizes, described = item_ids(config, splits, workdir)
+    codes, sizes, described = item_ids(config, splits, workdir, devices)
     trie = build_trie(codes, sizes)
     m = config.model
     model = DecoderLM(vocab_size=1 + int(sum(sizes)), dim=m.dim, num_layers=m.num_layers, num_heads=m.num_heads,
@@ -286,7 +288,7 @@ def _generative_parts(config, splits, workdir) -> _Parts:
                   {"ids": config.ids, "level_sizes": list(sizes), "tokens_per_item": len(sizes)})
 
 
-def _sasrec_parts(config, splits, workdir) -> _Parts:
+def _sasrec_parts(config, splits, workdir, devices=None) -> _Parts:
     m = config.model
     model = SASRec(splits.num_items, m.dim, m.num_layers, m.num_heads, config.max_items, float(m.dropout))
 
@@ -306,7 +308,7 @@ def _sasrec_parts(config, splits, workdir) -> _Parts:
 
 def _setup(parts_fn, config, workdir, *, devices=None, stop=None) -> Run:
     splits = sid.load_split(config)
-    parts = parts_fn(config, splits, workdir)
+    parts = parts_fn(config, splits, workdir, devices)
     if stop is not None:
         stop.check("semantic IDs")
     replicated, batch_sharding = data_mesh({"batch_size": config.batch_size}, devices)

@@ -45,12 +45,15 @@ def _exhaustive(model, params, tokens, catalogue):
     """Every item's log-probability after each history, each level renormalised over the valid codes."""
     offsets = r.token_offsets(SIZES)
     out = np.zeros((tokens.shape[0], len(catalogue)))
+
+    @jax.jit
+    def forward(seq):                                     # the whole sequence at once, no cache
+        seg = (seq > 0).astype(jnp.int32)
+        return model.apply({"params": params}, seq, jnp.maximum(jnp.cumsum(seg, 1) - 1, 0), seg)[0]
+
     for i, row in enumerate(catalogue):
         tup = np.asarray([offsets[t] + c for t, c in enumerate(row)], np.int32)
-        seq = jnp.asarray(np.concatenate([tokens, np.tile(tup[:-1], (tokens.shape[0], 1))], axis=1))
-        seg = (seq > 0).astype(jnp.int32)
-        pos = jnp.maximum(jnp.cumsum(seg, 1) - 1, 0)
-        logits, _ = model.apply({"params": params}, seq, pos, seg)
+        logits = forward(jnp.asarray(np.concatenate([tokens, np.tile(tup[:-1], (tokens.shape[0], 1))], axis=1)))
         total = 0.0
         for t in range(len(SIZES)):
             lg = np.asarray(logits[:, tokens.shape[1] - 1 + t, offsets[t]:offsets[t] + SIZES[t]])
@@ -88,9 +91,10 @@ def test_item_tokens_layout():
 def test_sasrec_is_causal_and_scores_every_item():
     model = r.SASRec(num_items=20, dim=8, num_layers=2, num_heads=2, max_len=6, dropout=0.0)
     items = jnp.asarray([[-1, -1, 3, 4, 5, 6]])
-    params = model.init(jax.random.key(0), items)["params"]
-    states = model.apply({"params": params}, items)
-    later = model.apply({"params": params}, items.at[0, 5].set(11))
+    params = jax.jit(model.init)(jax.random.key(0), items)["params"]
+    apply = jax.jit(model.apply)
+    states = apply({"params": params}, items)
+    later = apply({"params": params}, items.at[0, 5].set(11))
     np.testing.assert_allclose(states[0, :5], later[0, :5], rtol=1e-6, atol=1e-6)
     assert not np.allclose(states[0, 5], later[0, 5])
     assert model.apply({"params": params}, states, method=model.scores).shape == (1, 6, 20)

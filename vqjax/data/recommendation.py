@@ -224,8 +224,8 @@ def training_windows(sequences, max_len: int) -> np.ndarray:
 
 
 def window_batch(windows: np.ndarray, seed: int, step: int, batch_size: int) -> np.ndarray:
-    """Rows of ``windows`` for training step ``step``: an epoch-wise permutation keyed by ``(seed, epoch)``, so a
-    resumed run sees the same batches."""
+    """Rows of ``windows`` (training windows, or any array of examples) for training step ``step``: an epoch-wise
+    permutation keyed by ``(seed, epoch)``, so a resumed run sees the same batches."""
     n = windows.shape[0]
     per_epoch = max(n // batch_size, 1)
     epoch, offset = divmod(int(step), per_epoch)

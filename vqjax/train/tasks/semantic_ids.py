@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.data.recommendation import RECOMMENDATION_DATASETS, leave_one_out, load_movielens
+from vqjax.data.recommendation import RECOMMENDATION_DATASETS, leave_one_out, load_movielens, window_batch
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.semantic_ids import (COLLISION_MODES, FEATURES, ItemFeaturizer, assign_new, balanced_last_level,
                                        collision_stats, disambiguate, fit_bpr, item_terms)
@@ -242,19 +242,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
     step_fn = jax.jit(functools.partial(_train_step, model, tx), in_shardings=(state_sharding, replicated),
                       out_shardings=(state_sharding, replicated), donate_argnums=0)
-    n, b, seed = warm.size, int(config.batch_size), int(config.seed)
-
-    def batch_at(step):
-        per_epoch = n // b
-        epoch, offset = divmod(step, per_epoch)
-        order = np.random.default_rng([seed, epoch]).permutation(n)
-        return order[offset * b:(offset + 1) * b]
+    rows, b, seed = np.arange(warm.size), int(config.batch_size), int(config.seed)
 
     def make_step(start):
         counter = [start]
 
         def step(state):
-            idx = batch_at(counter[0])
+            idx = window_batch(rows, seed, counter[0], b)         # the items of this step's batch
             counter[0] += 1
             return step_fn(state, train_x[jnp.asarray(idx)])
         return step

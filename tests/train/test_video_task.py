@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vqjax.data import builders
-from vqjax.train import train_and_evaluate
+from vqjax.train import reports, train_and_evaluate
 from vqjax.train import video_eval
 from vqjax.train.tasks import video_tokenizer
 
@@ -37,8 +37,12 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
     c = _config(str(tmp_path / "tfds"))
     c.frame_baselines = (frames_dir,)
     c.anchors = ("mpeg4", "vp9")
+    c.gan.weight, c.gan.start_step, c.gan.channels = 0.1, 3, 4      # the frame + temporal discriminator from step 3
     result = train_and_evaluate(c, workdir, progress=False, devices=one)
     assert np.isfinite(result["psnr"]) and 0 <= result["ssim"] <= 1 and result["flicker"] >= 0
+    rows = [r for r in reports.read_metrics(workdir) if r["split"] == "train"]
+    assert all(np.isfinite(r[k]) for r in rows for k in ("disc_loss", "gen_loss", "adaptive_weight"))
+    assert rows[0]["disc_loss"] == 0.0 and rows[-1]["disc_loss"] > 0 and rows[-1]["adaptive_weight"] > 0
     # 5 x 8 x 8 FSQ tokens (1000 codes) for 17 frames of 64x64 at 10 frames per second
     assert result["tokens_per_second"] == pytest.approx(5 * 8 * 8 / 1.7)
     assert result["bits_per_pixel"] == pytest.approx(5 * 8 * 8 * np.log2(1000) / (17 * 64 * 64))
@@ -121,6 +125,8 @@ def test_frame_metrics_by_hand():
     ("frame_rate", 0.0, "config.frame_rate must be a positive number"),
     ("recon_loss", "l3", "config.recon_loss must be one of"),
     ("model.temporal_down", (True,), "temporal_down must hold one bool per spatial halving"),
+    ("gan.loss", "wasserstein", "config.gan.loss must be one of"),
+    ("gan.weight", -0.1, r"config.gan.weight must be >= 0; got -0.1"),
 ])
 def test_bad_config_is_refused(field, value, match):
     from vqjax.train.tasks import get_task

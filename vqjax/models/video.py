@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from vqjax.models.autoencoder import group_count
 from vqjax.models.streaming import StateChain
 
-__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder", "latent_frames",
-           "space_to_depth", "depth_to_space"]
+__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder",
+           "VideoDiscriminator", "latent_frames", "space_to_depth", "depth_to_space"]
 
 
 def latent_frames(num_frames: int, temporal_stride: int) -> int:
@@ -223,12 +223,31 @@ class VideoDecoder(_Video):
     ``[0, 1]``): the encoder mirrored (per level, residual blocks, then a causal frame doubling where
     ``temporal_down``, nearest spatial doubling and a causal convolution); per-frame GroupNorm, swish and a causal
     3x3x3 convolution to ``out_channels * patch_size^2``, the patches put back, mapped from ``[-1, 1]`` to
-    ``[0, 1]``."""
+    ``[0, 1]``.
+
+    The last layer is explicit, as the image decoder's: :meth:`last_layer` is that causal convolution (its
+    parameters under ``LAST_LAYER``) and ``__call__(z, return_features=True)`` also returns the features it reads,
+    so the VQGAN adaptive weight can differentiate through that layer alone (:meth:`apply_last_layer`)."""
 
     out_channels: int = 3
 
+    LAST_LAYER = "conv_out"
+
+    def last_layer(self, **kwargs) -> CausalConv3d:
+        """The final causal 3x3x3 convolution (features -> ``out_channels * patch_size^2``), in float32."""
+        return CausalConv3d(self.out_channels * self.patch_size ** 2, dtype=jnp.float32, **kwargs)
+
+    def to_frames(self, out: jax.Array) -> jax.Array:
+        """The last layer's output to frames: the patches put back, ``(out + 1) / 2``."""
+        return (depth_to_space(out, self.patch_size) + 1.0) * 0.5
+
+    def apply_last_layer(self, last_params, features: jax.Array) -> jax.Array:
+        """Frames of a whole clip from its ``features`` and the last layer's parameters (a pure function of both)."""
+        out, _ = self.last_layer(parent=None).apply({"params": last_params}, features)
+        return self.to_frames(out)
+
     @nn.compact
-    def __call__(self, z: jax.Array, state=None):
+    def __call__(self, z: jax.Array, state=None, *, return_features: bool = False):
         _check_video(z, "VideoDecoder")
         self._check_fields("VideoDecoder")
         run = StateChain(state)
@@ -245,8 +264,10 @@ class VideoDecoder(_Video):
                 h = jnp.repeat(jnp.repeat(h, 2, axis=2), 2, axis=3)
                 h = run(CausalConv3d(width, dtype=self.dtype), h)
         h = nn.swish(_frame_norm(h, self.dtype))
-        h = run(CausalConv3d(self.out_channels * self.patch_size ** 2, dtype=jnp.float32), h)
-        return (depth_to_space(h, self.patch_size) + 1.0) * 0.5, tuple(run.states)
+        frames = self.to_frames(run(self.last_layer(name=self.LAST_LAYER), h))
+        if return_features:
+            return frames, tuple(run.states), h
+        return frames, tuple(run.states)
 
 
 class VideoAutoencoder(nn.Module):
@@ -270,11 +291,20 @@ class VideoAutoencoder(nn.Module):
     def spatial_stride(self) -> int:
         return self.encoder.spatial_stride
 
-    def __call__(self, x: jax.Array, *, train: bool = False):
+    def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
+        """``(reconstruction, Quantized)``, or ``(reconstruction, Quantized, decoder features)`` with
+        ``return_features`` (the input of the decoder's last layer)."""
         z, _ = self.encoder(x)
         q = self.quantizer(z, train=train)
+        if return_features:
+            y, _, h = self.decoder(q.values, return_features=True)
+            return y, q, h
         y, _ = self.decoder(q.values)
         return y, q
+
+    def last_layer_params(self, params) -> dict:
+        """The decoder's last-layer parameters within this model's ``params``."""
+        return params["decoder"][VideoDecoder.LAST_LAYER]
 
     def encode(self, x: jax.Array) -> jax.Array:
         return self.encode_stream(x, None)[0]
@@ -290,3 +320,38 @@ class VideoAutoencoder(nn.Module):
     def decode_stream(self, codes: jax.Array, state):
         """``(frames, state)`` of one chunk of latent frames (``state=None``: a new clip)."""
         return self.decoder(self.quantizer.decode(codes), state)
+
+
+class VideoDiscriminator(nn.Module):
+    """A frame + temporal PatchGAN for clips ``[B, T, H, W, C]`` in ``[0, 1]``: each frame through stride-2 4x4
+    convolutions with GroupNorm and leaky ReLU (the image :class:`~vqjax.models.vqgan.PatchDiscriminator`'s
+    layers), then ``temporal_layers`` 3x3x3 convolutions across frames (stride 2 in time), one logit per
+    space-time patch ``[B, T', H / 2^num_layers, W / 2^num_layers, 1]``. It judges whole clips, so it looks both
+    ways in time (only the tokenizer must be causal); the temporal layers see motion that no single frame shows.
+
+    Attributes:
+      channels: width of the first layer (doubled per layer, at most 8x).
+      num_layers: stride-2 per-frame layers.
+      temporal_layers: 3x3x3 layers across frames, each halving the frame count (rounded up).
+    """
+
+    channels: int = 32
+    num_layers: int = 2
+    temporal_layers: int = 2
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check_video(x, "VideoDiscriminator")
+        b, t = x.shape[:2]
+        h = x.reshape((b * t,) + x.shape[2:]) * 2.0 - 1.0
+        h = nn.leaky_relu(nn.Conv(self.channels, (4, 4), strides=(2, 2))(h), 0.2)
+        width = self.channels
+        for i in range(1, self.num_layers):
+            width = self.channels * min(2 ** i, 8)
+            h = nn.Conv(width, (4, 4), strides=(2, 2), use_bias=False)(h)
+            h = nn.leaky_relu(nn.GroupNorm(group_count(width))(h), 0.2)
+        h = h.reshape((b, t) + h.shape[1:])
+        for _ in range(self.temporal_layers):
+            h = nn.Conv(width, (3, 3, 3), strides=(2, 1, 1), use_bias=False)(h)
+            h = nn.leaky_relu(_frame_norm(h, jnp.float32), 0.2)
+        return nn.Conv(1, (3, 3, 3))(h)

@@ -33,7 +33,8 @@ from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["ImageTrainState", "default_config", "check", "runlocal", "setup", "report", "build_model",
-           "model_spec", "check_channel_mult", "check_image_shape", "LOSSES", "reconstruction_loss", "TASK"]
+           "model_spec", "check_channel_mult", "check_image_shape", "LOSSES", "reconstruction_loss", "gan_fields",
+           "check_gan", "gan_config", "TASK"]
 
 LOSSES = ("l2", "l1")
 
@@ -80,8 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.feature_net_classes = 10
     c.feature_net_steps = 300
     # VQGAN: patch discriminator (weight 0 disables), adaptive weight, start step, LeCAM and R1.
-    c.gan = ml_collections.ConfigDict(dict(weight=0.0, loss="hinge", start_step=0, channels=32, num_layers=2,
-                                           adaptive=True, lecam_weight=0.0, lecam_decay=0.99, r1_gamma=0.0))
+    c.gan = gan_fields()
     c.ema_decay = 0.0          # EMA of the generator weights, used for evaluation and the tokenizer (0 disables)
     return c
 
@@ -128,16 +128,9 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
     check_channel_mult(config)
     build_model(config, 1)                   # refuses an unknown quantizer or quantizer field
-    g = config.gan
-    if g.weight < 0 or config.perceptual_weight < 0:
-        raise ValueError(f"config.gan.weight and config.perceptual_weight must be >= 0; got {g.weight} and "
-                         f"{config.perceptual_weight}")
-    if g.loss not in GAN_LOSSES:
-        raise ValueError(f"config.gan.loss must be one of {GAN_LOSSES}; got {g.loss!r}")
-    if g.start_step < 0 or g.lecam_weight < 0 or g.r1_gamma < 0 or not 0 <= g.lecam_decay < 1:
-        raise ValueError(f"config.gan: start_step, lecam_weight and r1_gamma must be >= 0 and lecam_decay in [0, 1); "
-                         f"got {g.start_step}, {g.lecam_weight}, {g.r1_gamma}, {g.lecam_decay}")
-    check_positive(config, "gan.channels", "gan.num_layers")
+    if config.perceptual_weight < 0:
+        raise ValueError(f"config.perceptual_weight must be >= 0; got {config.perceptual_weight}")
+    check_gan(config)
     if not 0 <= config.ema_decay < 1:
         raise ValueError(f"config.ema_decay must be in [0, 1); got {config.ema_decay}")
     if config.perceptual_weight > 0:
@@ -234,7 +227,29 @@ def eval_step(model, params, vq_stats, images, mask):
     return {k: jnp.sum(v * mask) for k, v in per_image.items()}, q.codes, recon
 
 
-def _gan_config(config) -> GANConfig | None:
+def gan_fields() -> ml_collections.ConfigDict:
+    """``config.gan`` of the tokenizer tasks (image and video): the adversarial weight (0 disables the
+    discriminator), its loss, the step it starts at, the discriminator's width and stride-2 layers, the adaptive
+    weight, LeCAM and R1."""
+    return ml_collections.ConfigDict(dict(weight=0.0, loss="hinge", start_step=0, channels=32, num_layers=2,
+                                          adaptive=True, lecam_weight=0.0, lecam_decay=0.99, r1_gamma=0.0))
+
+
+def check_gan(config: ml_collections.ConfigDict) -> None:
+    """Refuses bad ``config.gan`` fields with a message naming the field."""
+    g = config.gan
+    if g.weight < 0:
+        raise ValueError(f"config.gan.weight must be >= 0; got {g.weight}")
+    if g.loss not in GAN_LOSSES:
+        raise ValueError(f"config.gan.loss must be one of {GAN_LOSSES}; got {g.loss!r}")
+    if g.start_step < 0 or g.lecam_weight < 0 or g.r1_gamma < 0 or not 0 <= g.lecam_decay < 1:
+        raise ValueError(f"config.gan: start_step, lecam_weight and r1_gamma must be >= 0 and lecam_decay in [0, 1); "
+                         f"got {g.start_step}, {g.lecam_weight}, {g.r1_gamma}, {g.lecam_decay}")
+    check_positive(config, "gan.channels", "gan.num_layers")
+
+
+def gan_config(config) -> GANConfig | None:
+    """The :class:`~vqjax.models.vqgan.GANConfig` of ``config.gan``, or None where its weight is 0."""
     g = config.gan
     if g.weight <= 0:
         return None
@@ -257,7 +272,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     sample = jnp.zeros((config.batch_size,) + shape, jnp.float32)
-    gan_cfg = _gan_config(config)
+    gan_cfg = gan_config(config)
     disc = PatchDiscriminator(config.gan.channels, config.gan.num_layers) if gan_cfg is not None else None
     disc_tx = make_optimizer(config.optimizer, config.num_train_steps) if disc is not None else None
     use_ema = config.ema_decay > 0

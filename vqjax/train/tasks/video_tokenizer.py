@@ -1,7 +1,9 @@
 """Task ``'video_tokenizer'``: causal 3D video tokenizers (MAGVIT-v2 layout) on tfds + grain input.
 
 One train step updates the tokenizer on clips ``[B, T, H, W, C]`` in ``[0, 1]`` with the reconstruction loss
-(``config.recon_loss``) plus the quantizer's loss. Evaluation reports, on ``config.eval_split``, PSNR and SSIM per
+(``config.recon_loss``) plus the quantizer's loss and, with ``config.gan.weight > 0``, the image task's adversarial
+machinery on whole clips: a frame + temporal discriminator (:class:`vqjax.models.video.VideoDiscriminator`), the
+adaptive weight at the decoder's last layer, a start step, LeCAM and R1 (:mod:`vqjax.models.vqgan`). Evaluation reports, on ``config.eval_split``, PSNR and SSIM per
 frame (averaged over frames and clips), the temporal flicker (mean squared error of consecutive-frame differences),
 codebook usage, tokens per second (at ``config.frame_rate``) and bits per pixel, writes ``psnr_per_frame.json``
 and draws ``reconstructions.png`` (a clip's frames above their reconstructions) and ``psnr_per_frame.png``. The
@@ -13,7 +15,7 @@ eval split) scores, by one harness on the same clips, the tokenizer, each image 
 classical codecs of ``config.anchors`` (MPEG-4, VP9 through PyAV) at the tokenizer's bits per clip; it writes
 ``rate_distortion.json`` (means, per clip and PSNR per frame), ``rate_distortion.png`` and ``codec_frames.png``.
 
-Not yet here (issue 15): a video discriminator, inflating a 2D image encoder's weights.
+Not yet here (issue 15): inflating a 2D image encoder's weights.
 """
 
 from __future__ import annotations
@@ -34,26 +36,30 @@ import optax
 
 from vqjax.data import pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
-from vqjax.models.video import latent_frames
+from vqjax.models.video import VideoDiscriminator, latent_frames
+from vqjax.models.vqgan import GANConfig, GANState, discriminator_step, gan_init, generator_term
 from vqjax.train import evaluate as metrics_lib, reports, video_eval
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
                                 read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
-from vqjax.train.tasks.image_tokenizer import LOSSES, check_channel_mult, reconstruction_loss
+from vqjax.train.tasks.image_tokenizer import (LOSSES, check_channel_mult, check_gan, gan_config, gan_fields,
+                                                reconstruction_loss)
 
 __all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "reconstruct",
            "TASK"]
 
 class VideoTrainState(NamedTuple):
-    """Step, tokenizer parameters, quantizer statistics, optimizer state and the raw key data (step ``s`` draws
-    from ``fold_in(rng, s)``)."""
+    """Step, tokenizer parameters, quantizer statistics, optimizer state, the raw key data (step ``s`` draws
+    from ``fold_in(rng, s)``) and the discriminator's :class:`~vqjax.models.vqgan.GANState` (``config.gan.weight
+    > 0``, else None)."""
 
     step: jax.Array
     params: Any
     vq_stats: Any
     opt_state: Any
     rng: jax.Array
+    gan: GANState | None = None
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -67,6 +73,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.quantizer = "fsq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(levels=(8, 5, 5, 5)))
     c.recon_loss = "l2"
+    # Adversarial training (weight 0 disables): the frame + temporal discriminator on whole clips, with the image
+    # task's fields (loss, start_step, channels and num_layers of its per-frame layers, adaptive, LeCAM, R1).
+    c.gan = gan_fields()
     # The final test (on config.eval_split): the video tokenizer, each image tokenizer of frame_baselines (workdirs
     # of image-tokenizer runs on the same clips' frames, config.video_frames) applied frame by frame, and the
     # classical anchors at the video tokenizer's bits per clip, all by vqjax.train.video_eval on the same clips.
@@ -116,6 +125,7 @@ def check(config: ml_collections.ConfigDict) -> None:
     if config.recon_loss not in LOSSES:
         raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
     check_channel_mult(config)
+    check_gan(config)
     m = config.model
     if len(m.temporal_down) != len(m.channel_mult) - 1 or any(not isinstance(v, bool) for v in m.temporal_down):
         raise ValueError(f"config.model.temporal_down must hold one bool per spatial halving "
@@ -161,27 +171,51 @@ def check_frame_baselines(config: ml_collections.ConfigDict, shape: tuple[int, .
 
 @dataclasses.dataclass(frozen=True)
 class StepParts:
+    """The static pieces of a train step: the tokenizer, its optimizer, the pixel loss and, for adversarial
+    training, the discriminator, its optimizer and the :class:`~vqjax.models.vqgan.GANConfig`."""
+
     model: Any
     tx: optax.GradientTransformation
     recon_loss: str
+    disc: Any = None
+    disc_tx: Any = None
+    gan: GANConfig | None = None
 
 
 def train_step(parts: StepParts, state: VideoTrainState, clips):
-    """One step: reconstruction plus quantizer loss."""
+    """One step: the tokenizer update (reconstruction plus quantizer loss, plus the adversarial term with its
+    adaptive weight when ``parts.gan``), then the discriminator update on the clips and their reconstructions."""
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    model = parts.model
+    nll_of = lambda recon: reconstruction_loss(parts.recon_loss, recon, clips)
 
     def loss_fn(params):
-        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, clips, train=True,
-                                            mutable=["vq_stats"], rngs={"vq": rng})
-        recon_loss = reconstruction_loss(parts.recon_loss, recon, clips)
-        return recon_loss + q.loss, (upd.get("vq_stats", {}), q, {"recon_loss": recon_loss, "quantizer_loss": q.loss})
+        (recon, q, h), upd = model.apply({"params": params, "vq_stats": state.vq_stats}, clips, train=True,
+                                         return_features=True, mutable=["vq_stats"], rngs={"vq": rng})
+        recon_loss = nll_of(recon)
+        loss = recon_loss + q.loss
+        aux = {"recon_loss": recon_loss, "quantizer_loss": q.loss}
+        if parts.gan is not None:
+            h = jax.lax.stop_gradient(h)
+            last = model.last_layer_params(params)
+            out_fn = lambda kernel: model.decoder.apply_last_layer({**last, "kernel": kernel}, h)
+            term, gan_aux = generator_term(parts.gan, parts.disc, state.gan, recon, state.step, nll_of=nll_of,
+                                           out_fn=out_fn, last=last["kernel"])
+            loss = loss + term
+            aux.update(gan_aux)
+        return loss, (upd.get("vq_stats", {}), recon, q, aux)
 
-    (loss, (vq_stats, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (vq_stats, recon, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
                **{f"q_{k}": v for k, v in q.metrics.items()}}
+    gan = state.gan
+    if parts.gan is not None:
+        gan, d_metrics = discriminator_step(parts.gan, parts.disc, parts.disc_tx, state.gan, clips, recon,
+                                            state.step)
+        metrics.update(d_metrics)
     return state._replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          vq_stats=vq_stats, opt_state=opt_state), metrics
+                          vq_stats=vq_stats, opt_state=opt_state, gan=gan), metrics
 
 
 def eval_step(model, params, vq_stats, clips, mask):
@@ -263,13 +297,17 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                                             "eval_batch_size": config.eval_batch_size}, devices)
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     sample = jnp.zeros((config.batch_size,) + shape, jnp.float32)
+    gan_cfg = gan_config(config)
+    disc = VideoDiscriminator(config.gan.channels, config.gan.num_layers) if gan_cfg is not None else None
+    disc_tx = make_optimizer(config.optimizer, config.num_train_steps) if disc is not None else None
 
     def init_state(key):
-        k_params, k_vq, k_run = jax.random.split(key, 3)
+        k_params, k_vq, k_run, k_disc = jax.random.split(key, 4)
         variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
         params = variables["params"]
         return VideoTrainState(step=jnp.int32(0), params=params, vq_stats=variables.get("vq_stats", {}),
-                               opt_state=tx.init(params), rng=jax.random.key_data(k_run))
+                               opt_state=tx.init(params), rng=jax.random.key_data(k_run),
+                               gan=gan_init(disc, disc_tx, k_disc, sample) if disc is not None else None)
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
     codes_shape = tuple(jax.eval_shape(functools.partial(model.apply, method=model.encode),
@@ -282,7 +320,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     tokens_per_second = tokens_per_clip / seconds
     bits_per_pixel = tokens_per_clip * math.log2(vocab) / (shape[0] * shape[1] * shape[2])
     state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    parts = StepParts(model=model, tx=tx, recon_loss=config.recon_loss)
+    parts = StepParts(model=model, tx=tx, recon_loss=config.recon_loss, disc=disc, disc_tx=disc_tx, gan=gan_cfg)
     jit_train = jax.jit(functools.partial(train_step, parts), in_shardings=(state_sharding, batch_sharding),
                         out_shardings=(state_sharding, replicated), donate_argnums=0)
     jit_eval = jax.jit(functools.partial(eval_step, model),

@@ -98,7 +98,7 @@ def test_module_train_step(devices, axis_type, learning):
     module = VectorQuantizer(16, 8, codebook_learning=learning, codebook_init="kmeans", kmeans_iters=3,
                              dead_code_threshold=0.3, decay=0.9)
     z, _ = _data(n=128)
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
 
     step = _train_step(module)
     expected = jax.jit(step)(variables, z)
@@ -150,7 +150,7 @@ def test_families_and_their_gradients(devices, axis_type, name):
 def test_family_module_train_step(devices, axis_type, make):
     module = make()
     z, _ = _data(n=128)
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
 
     step = _train_step(module)
     expected = jax.jit(step)(variables, z)

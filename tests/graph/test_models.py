@@ -35,7 +35,7 @@ def test_encoder_shapes_and_padding_is_ignored_by_attention(kind):
     enc = NodePieceEncoder(vocab_size=20, dim=16, kind=kind, num_layers=1, num_heads=2)
     tokens = jnp.array([[5, 6, NOTHING, 12, PAD], [7, 5, 6, 13, 14]])
     dist = jnp.array([[0, 2, -1], [1, 1, 3]])
-    params = enc.init(jax.random.key(0), tokens, dist)
+    params = jax.jit(enc.init)(jax.random.key(0), tokens, dist)
     out = enc.apply(params, tokens, dist)
     assert out.shape == (2, 16) and out.dtype == jnp.float32
     moved = jax.tree.map(lambda x: x, params)

@@ -32,7 +32,7 @@ def test_tokenizer_encode_decode_matches_the_forward_pass(name, kwargs, vocab, c
     assert quantizer_vocab_size(q) == vocab
     model = ImageTokenizer(Encoder(8, (1, 2), 1, 8), q, Decoder(8, (1, 2), 1, 1))
     x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 1))
-    variables = model.init({"params": jax.random.key(1), "vq": jax.random.key(2)}, x)
+    variables = jax.jit(model.init)({"params": jax.random.key(1), "vq": jax.random.key(2)}, x)
     recon, quantized = model.apply(variables, x)
     codes = model.apply(variables, x, method=model.encode)
     assert codes.shape == (2, 4, 4) + codes_tail and codes.dtype == jnp.int32

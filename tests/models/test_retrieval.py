@@ -68,7 +68,8 @@ def _exhaustive(model, params, tokens, catalogue):
 def test_beam_search_is_exhaustive_search_when_the_beam_holds_every_item(catalogue):
     model = DecoderLM(vocab_size=1 + sum(SIZES), dim=16, num_layers=1, num_heads=2, mlp_dim=32)
     tokens = r.item_tokens(catalogue, np.asarray([[3, 1, 4], [-1, 2, 7], [-1, -1, 10]]), SIZES)
-    params = model.init(jax.random.key(0), jnp.asarray(tokens), jnp.asarray(tokens), jnp.asarray(tokens))["params"]
+    tokens = jnp.asarray(tokens)
+    params = jax.jit(model.init)(jax.random.key(0), tokens, tokens, tokens)["params"]
     trie = r.build_trie(catalogue, SIZES)
     items, scores = r.beam_search(model, params, trie, jnp.asarray(tokens), SIZES, 16)
     items, scores = np.asarray(items), np.asarray(scores)

@@ -62,7 +62,7 @@ def test_multiscale_residual_quantizes_coarse_to_fine():
     quant = MultiScaleResidual((vqnn.VectorQuantizer(dim=2, codebook_size=4),
                                 vqnn.VectorQuantizer(dim=2, codebook_size=4)), (4, 1))
     z = jax.random.normal(jax.random.key(3), (1, 8, 2))
-    variables = quant.init({"params": jax.random.key(4), "vq": jax.random.key(5)}, z)
+    variables = jax.jit(quant.init)({"params": jax.random.key(4), "vq": jax.random.key(5)}, z)
     q = quant.apply(variables, z)
     assert q.codes.shape == (1, 2 + 8)
     # the coarse scale quantizes the mean of 4 frames; its value repeats over those frames
@@ -102,7 +102,7 @@ def test_latent_transformer_is_a_residual_stack():
     zero = LatentTransformer(0)
     assert zero.apply(zero.init(jax.random.key(0), h), h) is h
     two = LatentTransformer(2, width=16, num_heads=4)
-    params = two.init(jax.random.key(0), h)
+    params = jax.jit(two.init)(jax.random.key(0), h)
     out = two.apply(params, h)
     assert out.shape == h.shape and not np.allclose(out, h)
     with pytest.raises(ValueError, match="multiple of num_heads"):

@@ -118,7 +118,7 @@ def test_causal_conv_is_a_3d_convolution_over_the_first_frame_padding(strides):
     # copies of its first frame in front and 'SAME' spatial padding.
     layer = CausalConv3d(5, (3, 3, 3), strides)
     x = _clip(9, seed=3)
-    params = layer.init(jax.random.key(0), x)
+    params = jax.jit(layer.init)(jax.random.key(0), x)
     y, _ = layer.apply(params, x)
     padded = np.concatenate([x[:, :1], x[:, :1], x], axis=1)
     ref = jax.lax.conv_general_dilated(padded, params["params"]["kernel"], strides, [(0, 0), (1, 1), (1, 1)]

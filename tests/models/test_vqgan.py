@@ -92,7 +92,7 @@ def test_adaptive_weight_gradients_through_the_last_layer_equal_the_direct_gradi
 def test_perceptual_distance_is_zero_on_equal_images_and_grows_with_noise():
     net = FeatureNet(3, (8, 16))
     x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
-    params = net.init(jax.random.key(1), x)
+    params = jax.jit(net.init)(jax.random.key(1), x)
     features = lambda im: net.apply(params, im, method="features")
     distance = jax.jit(lambda a, b: perceptual_distance(features, a, b))
     assert abs(float(distance(x, x))) < 1e-10

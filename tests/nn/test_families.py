@@ -39,7 +39,7 @@ MODULES = {
 def test_contract_train_step_and_round_trip(name, dtype):
     module = MODULES[name]()
     z = _normal((4, 12, 8), seed=1, dtype=dtype)
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
 
     @jax.jit
     def step(variables, z):
@@ -66,7 +66,7 @@ def test_contract_train_step_and_round_trip(name, dtype):
 
 
 def _fit(module, data, steps=60, lr=3e-2, seed=0):
-    variables = module.init(jax.random.key(seed), data[:512])
+    variables = jax.jit(module.init)(jax.random.key(seed), data[:512])
     params, stats = variables.get("params", {}), variables.get(STATS, {})
     opt = optax.adam(lr)
     opt_state = opt.init(params)
@@ -126,7 +126,7 @@ def test_remedies_apply_to_product_and_additive_vq(patches):
 def test_quantizer_dropout_only_in_training():
     module = ResidualVQ(4, 8, 4, quantizer_dropout=1.0)
     z = _normal((256, 4), seed=3)
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     q_train, _ = module.apply(variables, z, train=True, mutable=[STATS], rngs={"vq": jax.random.key(1)})
     kept = np.asarray((q_train.codes >= 0).sum(-1))
     assert kept.min() == 1 and kept.max() == 4 and len(np.unique(kept)) == 4
@@ -160,7 +160,7 @@ def test_factorised_residual_vq_searches_projected_cosine_codes_level_by_level(p
 def test_ema_accumulation_in_residual_vq():
     module = ResidualVQ(2, 8, 4, codebook_learning="ema", decay=0.5)
     z = _normal((64, 4), seed=4)
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     _, held = module.apply(variables, z, train=True, apply_update=False, mutable=[STATS])
     for lv in ("level_0", "level_1"):
         np.testing.assert_array_equal(held[STATS][lv]["codebook_state"].codebook,

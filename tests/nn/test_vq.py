@@ -26,7 +26,7 @@ def _train(module, variables, z, key=0, **kwargs):
 def test_round_trip_after_training(learning, options, dtype):
     module = VectorQuantizer(32, 8, codebook_learning=learning, **options)
     z = _z(dtype=dtype)
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     _, variables = jax.jit(lambda v, z: _train(module, v, z))(variables, z)
     q = module.apply(variables, z)
     assert q.values.shape == z.shape and q.values.dtype == dtype and q.codes.shape == z.shape[:-1]
@@ -39,7 +39,7 @@ def test_round_trip_after_training(learning, options, dtype):
 def test_ema_mode_matches_pure_update():
     module = VectorQuantizer(16, 8, codebook_learning="ema", decay=0.9)
     z = _z()
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     s = variables[STATS]["codebook_state"]
     state = cbk.EMAState(s.codebook, s.usage, s.embed_sum, s.pending)
     q, new = _train(module, variables, z)
@@ -52,7 +52,7 @@ def test_ema_mode_matches_pure_update():
 def test_ema_gradient_accumulation_in_module():
     module = VectorQuantizer(16, 8, codebook_learning="ema")
     z = _z()
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     _, held = _train(module, variables, z, apply_update=False)
     np.testing.assert_array_equal(held[STATS]["codebook_state"].codebook, variables[STATS]["codebook_state"].codebook)
     assert float(held[STATS]["codebook_state"].pending.counts.sum()) == z.shape[0] * z.shape[1]
@@ -60,7 +60,7 @@ def test_ema_gradient_accumulation_in_module():
 
 def test_training_stateful_modes_needs_mutable_stats():
     module = VectorQuantizer(16, 8, codebook_learning="ema")
-    variables = module.init(jax.random.key(0), _z())
+    variables = jax.jit(module.init)(jax.random.key(0), _z())
     with pytest.raises(ValueError, match=r"mutable=\['vq_stats'\]"):
         module.apply(variables, _z(), train=True)
 
@@ -72,7 +72,7 @@ def test_kmeans_init_runs_once_on_first_training_batch():
     sklearn_cluster = pytest.importorskip("sklearn.cluster", reason="scikit-learn comes with the data extra")
     module = VectorQuantizer(8, 8, codebook_init="kmeans", kmeans_iters=10)
     z = _z((256, 8))
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     assert not bool(variables[STATS]["codebook_state"].initialized)
     _, v1 = _train(module, variables, z, key=3)
     cb1 = module.apply(v1, method="current_codebook")
@@ -89,7 +89,7 @@ def test_kmeans_init_runs_once_on_first_training_batch():
 def test_dead_codes_are_reseeded_from_batch(learning):
     module = VectorQuantizer(64, 8, codebook_learning=learning, dead_code_threshold=0.5, decay=0.5)
     z = _z((16, 8)) * 0.1 + 5.0                                        # far from every initial code
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     q0 = module.apply(variables, z)
     assert float(q0.metrics["usage"]) <= 2 / 64
     v1 = variables
@@ -104,7 +104,7 @@ def test_gradients_reach_the_learned_parameters():
     z = _z()
     for learning, name in (("gradient", "codebook"), ("simvq", "projection")):
         module = VectorQuantizer(16, 8, codebook_learning=learning, code_dim=4, orthogonal_weight=0.1)
-        variables = module.init(jax.random.key(0), z)
+        variables = jax.jit(module.init)(jax.random.key(0), z)
 
         def loss(params):
             q = module.apply({**variables, "params": params}, z, train=True)
@@ -119,7 +119,7 @@ def test_gradients_reach_the_learned_parameters():
 def test_vmap_over_a_batch_of_inputs_and_no_recompilation(trace_counter):
     module = VectorQuantizer(16, 8, codebook_learning="ema", dead_code_threshold=0.1)
     z = _z()
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     per_example = jax.vmap(lambda z: module.apply(variables, z).values)(z)
     np.testing.assert_array_equal(per_example, module.apply(variables, z).values)
     fn = trace_counter(lambda v, z: _train(module, v, z))
@@ -132,7 +132,7 @@ def test_vmap_over_a_batch_of_inputs_and_no_recompilation(trace_counter):
 def test_gumbel_module_samples_in_training_and_is_deterministic_in_eval():
     module = VectorQuantizer(16, 8, estimator="gumbel")
     z = _z()
-    variables = module.init(jax.random.key(0), z)
+    variables = jax.jit(module.init)(jax.random.key(0), z)
     a = module.apply(variables, z)
     np.testing.assert_array_equal(a.codes, module.apply(variables, z, method="encode"))
     t1, _ = _train(module, variables, z, key=1)

@@ -185,7 +185,7 @@ def test_a_step_sharded_over_four_devices_equals_one_device(devices):
     tx = optax.adam(1e-3)
     parts = sequence_tokenizer.StepParts(model, tx, 1.0, 1.0, 8)
     batch = jax.random.normal(jax.random.key(0), (8, 16, 3))
-    variables = model.init({"params": jax.random.key(1), "vq": jax.random.key(2)}, batch)
+    variables = jax.jit(model.init)({"params": jax.random.key(1), "vq": jax.random.key(2)}, batch)
     state = sequence_tokenizer.SequenceTrainState(jnp.int32(0), variables["params"], variables["vq_stats"],
                                                   tx.init(variables["params"]), jax.random.key_data(jax.random.key(3)))
     step = functools.partial(sequence_tokenizer.train_step, parts)

@@ -1,6 +1,7 @@
 """The causal 3D video encoder and decoder: shapes from the strides (a single image is one latent frame); chunked
 encoding and decoding equal the whole clip's; a later frame never changes an earlier output; bad input refused."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,6 +126,21 @@ def test_causal_conv_is_a_3d_convolution_over_the_first_frame_padding(strides):
                                        if strides[1] == 1 else [(0, 0), (0, 1), (0, 1)],
                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
     np.testing.assert_allclose(y, ref + params["params"]["bias"], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("frames, strides", [(9, (2, 1, 1)), (6, (2, 2, 2)), (5, (1, 1, 1))])
+def test_conv3d_is_xlas_3d_convolution_with_same_padding(frames, strides):
+    """The discriminator's layer (a sum of 2D convolutions per temporal tap) against ``nn.Conv``'s 3D 'SAME'
+    convolution with the same kernel and bias, odd and even frame counts."""
+    from vqjax.models.video import Conv3d
+
+    layer = Conv3d(5, (3, 3, 3), strides)
+    x = _clip(frames, seed=4)
+    params = jax.jit(layer.init)(jax.random.key(0), x)
+    ref = nn.Conv(5, (3, 3, 3), strides, padding="SAME").apply(params, x)
+    y = jax.jit(layer.apply)(params, x)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_space_to_depth_stacks_each_frames_patches_and_inverts():

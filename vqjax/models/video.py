@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from vqjax.models.autoencoder import group_count
 from vqjax.models.streaming import StateChain
 
-__all__ = ["CausalConv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder",
+__all__ = ["CausalConv3d", "Conv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder",
            "VideoDiscriminator", "latent_frames", "space_to_depth", "depth_to_space"]
 
 
@@ -73,25 +73,57 @@ class CausalConv3d(nn.Module):
                 raise ValueError(f"CausalConv3d: a later chunk must hold a multiple of {st} frames; got {x.shape[1]}")
             full = jnp.concatenate([state.astype(x.dtype), x], axis=1)
         new_state = full[:, full.shape[1] - (kt - st):]
-        pads = []
-        for n, k, s in ((x.shape[2], kh, sh), (x.shape[3], kw, sw)):
-            total = max((-(-n // s) - 1) * s + k - n, 0)
-            pads.append((total // 2, total - total // 2))
-        full = jnp.pad(full, ((0, 0), (0, 0), *pads, (0, 0)))      # explicit padding: fast kernel gradients on CPU
         kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
                             (kt, kh, kw, x.shape[-1], self.features))
         bias = self.param("bias", nn.initializers.zeros, (self.features,))
-        # A sum of kt 2D convolutions over the frames each temporal tap reads: XLA's CPU 3D convolution is several
-        # times slower (forward and input gradient) than its 2D one.
-        b, frames = full.shape[0], (full.shape[1] - kt) // st + 1
-        y = 0.0
-        for k in range(kt):
-            taps = full[:, k:k + (frames - 1) * st + 1:st].astype(self.dtype)
-            out = jax.lax.conv_general_dilated(taps.reshape((b * frames,) + taps.shape[2:]),
-                                               kernel[k].astype(self.dtype), (sh, sw), [(0, 0)] * 2,
-                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            y = y + out.reshape((b, frames) + out.shape[1:])
-        return y + bias.astype(self.dtype), new_state
+        return _conv_by_taps(full, kernel, (st, sh, sw), self.dtype) + bias.astype(self.dtype), new_state
+
+
+def _same_pads(n: int, k: int, s: int) -> tuple[int, int]:
+    """'SAME' padding of a side of ``n`` for kernel ``k`` and stride ``s``: ``ceil(n / s)`` outputs."""
+    total = max((-(-n // s) - 1) * s + k - n, 0)
+    return total // 2, total - total // 2
+
+
+def _conv_by_taps(full: jax.Array, kernel: jax.Array, strides: Sequence[int], dtype) -> jax.Array:
+    """The 3D convolution of ``full`` ``[B, T, H, W, C]`` (already padded in time: 'VALID' there) with ``kernel``
+    ``[kt, kh, kw, C, F]``, 'SAME' in space, as a sum of ``kt`` 2D convolutions over the frames each temporal tap
+    reads: XLA's CPU 3D convolution is several times slower (forward and input gradient) than its 2D one."""
+    kt, kh, kw = kernel.shape[:3]
+    st, sh, sw = strides
+    pads = (_same_pads(full.shape[2], kh, sh), _same_pads(full.shape[3], kw, sw))
+    full = jnp.pad(full, ((0, 0), (0, 0), *pads, (0, 0)))          # explicit padding: fast kernel gradients on CPU
+    b, frames = full.shape[0], (full.shape[1] - kt) // st + 1
+    y = 0.0
+    for k in range(kt):
+        taps = full[:, k:k + (frames - 1) * st + 1:st].astype(dtype)
+        out = jax.lax.conv_general_dilated(taps.reshape((b * frames,) + taps.shape[2:]), kernel[k].astype(dtype),
+                                           (sh, sw), [(0, 0)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = y + out.reshape((b, frames) + out.shape[1:])
+    return y
+
+
+class Conv3d(nn.Module):
+    """A 3D convolution ``[B, T, H, W, Cin] -> [B, ceil(T / st), ceil(H / sh), ceil(W / sw), features]``, 'SAME'
+    (zero) padding in time and space, computed as :class:`CausalConv3d` is (a sum of 2D convolutions per temporal
+    tap). For layers that may look both ways in time (the discriminator); the tokenizer's layers are causal."""
+
+    features: int
+    kernel_size: Sequence[int] = (3, 3, 3)
+    strides: Sequence[int] = (1, 1, 1)
+    use_bias: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check_video(x, "Conv3d")
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            tuple(int(k) for k in self.kernel_size) + (x.shape[-1], self.features))
+        st = int(self.strides[0])
+        full = jnp.pad(x, ((0, 0), _same_pads(x.shape[1], kernel.shape[0], st), (0, 0), (0, 0), (0, 0)))
+        y = _conv_by_taps(full, kernel, tuple(int(s) for s in self.strides), jnp.float32)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        return y
 
 
 def _frame_norm(x: jax.Array, dtype) -> jax.Array:
@@ -352,6 +384,6 @@ class VideoDiscriminator(nn.Module):
             h = nn.leaky_relu(nn.GroupNorm(group_count(width))(h), 0.2)
         h = h.reshape((b, t) + h.shape[1:])
         for _ in range(self.temporal_layers):
-            h = nn.Conv(width, (3, 3, 3), strides=(2, 1, 1), use_bias=False)(h)
+            h = Conv3d(width, (3, 3, 3), strides=(2, 1, 1), use_bias=False)(h)
             h = nn.leaky_relu(_frame_norm(h, jnp.float32), 0.2)
-        return nn.Conv(1, (3, 3, 3))(h)
+        return Conv3d(1, (3, 3, 3))(h)

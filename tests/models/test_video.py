@@ -160,32 +160,15 @@ def test_adaptive_weight_gradients_through_the_video_decoders_last_layer_equal_t
     """The video task's adversarial term differentiates through the decoder's explicit last layer
     (``apply_last_layer`` on the features ``return_features`` gives, via ``last_layer_grads``, patch stem
     included); that must equal differentiating the whole model."""
+    from last_layer_helpers import assert_last_layer_grads_are_direct
     from vqjax.models import model_from_spec
-    from vqjax.models.vqgan import last_layer_grads
 
     model = model_from_spec({"name": "video_tokenizer", "kwargs": dict(
         channels=4, channel_mult=[1, 2], temporal_down=[True], num_res_blocks=1, latent_dim=3, video_channels=1,
         quantizer="fsq", quantizer_kwargs={"levels": [5, 5, 5]}, patch_size=2)})
     x = jnp.asarray(_clip(5))
     variables = jax.jit(model.init)({"params": jax.random.key(0)}, x)
-    nll = lambda r: jnp.mean((r - x) ** 2) + jnp.mean(jnp.sin(3 * r))
-    other = lambda r: jnp.mean(r ** 3)
-
-    @jax.jit
-    def run(params):
-        recon, _, h = model.apply({**variables, "params": params}, x, return_features=True)
-        return recon, h
-
-    recon, h = run(variables["params"])
-    np.testing.assert_allclose(recon, jax.jit(model.apply)(variables, x)[0], atol=1e-6)
-    last = model.last_layer_params(variables["params"])
-    out_fn = lambda k: model.decoder.apply_last_layer({**last, "kernel": k}, h)
-    np.testing.assert_allclose(out_fn(last["kernel"]), recon, atol=1e-6)
-    via_vjp = jax.jit(lambda r: last_layer_grads(out_fn, last["kernel"], r, nll, other))(recon)
-    for loss, got in zip((nll, other), via_vjp):
-        direct = jax.jit(jax.grad(lambda p: loss(run(p)[0])))(variables["params"])["decoder"]["conv_out"]["kernel"]
-        assert float(jnp.abs(direct).max()) > 0
-        np.testing.assert_allclose(got, direct, rtol=1e-4, atol=1e-7)
+    assert_last_layer_grads_are_direct(model, variables, x)
 
 
 def test_video_discriminator_scores_space_time_patches_and_sees_motion():

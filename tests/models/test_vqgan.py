@@ -65,28 +65,13 @@ def test_adaptive_weight_gradients_through_the_last_layer_equal_the_direct_gradi
     """The train step differentiates the losses with respect to the decoder's last kernel through the decoder's
     explicit last layer (``apply_last_layer`` on the features ``return_features`` gives, via
     ``last_layer_grads``); that must equal differentiating the whole model."""
-    from vqjax.models.vqgan import last_layer_grads
+    from last_layer_helpers import assert_last_layer_grads_are_direct
 
     model = ImageTokenizer(Encoder(8, (1, 2), 1, 4), make_quantizer("vq", 4, dict(codebook_size=16)),
                            Decoder(8, (1, 2), 1, 3))
     x = jax.random.uniform(jax.random.key(0), (2, 8, 8, 3))
     variables = jax.jit(model.init)({"params": jax.random.key(1), "vq": jax.random.key(2)}, x)
-    nll = lambda r: jnp.mean((r - x) ** 2) + jnp.mean(jnp.sin(3 * r))
-    other = lambda r: jnp.mean(r ** 3)
-
-    @jax.jit
-    def run(params):
-        recon, _, h = model.apply({**variables, "params": params}, x, return_features=True)
-        return recon, h
-
-    recon, h = run(variables["params"])
-    last = model.last_layer_params(variables["params"])
-    out_fn = lambda k: model.decoder.apply_last_layer({**last, "kernel": k}, h)
-    np.testing.assert_allclose(out_fn(last["kernel"]), recon, atol=1e-6)
-    via_vjp = jax.jit(lambda r: last_layer_grads(out_fn, last["kernel"], r, nll, other))(recon)
-    for loss, got in zip((nll, other), via_vjp):
-        direct = jax.jit(jax.grad(lambda p: loss(run(p)[0])))(variables["params"])["decoder"]["conv_out"]["kernel"]
-        np.testing.assert_allclose(got, direct, rtol=1e-4, atol=1e-7)
+    assert_last_layer_grads_are_direct(model, variables, x)
 
 
 def test_perceptual_distance_is_zero_on_equal_images_and_grows_with_noise():

@@ -17,7 +17,7 @@ from vqjax.models.autoencoder import group_count
 
 __all__ = ["PatchDiscriminator", "GAN_LOSSES", "discriminator_loss", "generator_loss", "adaptive_weight",
            "lecam_loss", "r1_penalty", "GANConfig", "GANState", "gan_init", "last_layer_grads", "generator_term",
-           "discriminator_step"]
+           "decoder_generator_term", "discriminator_step"]
 
 GAN_LOSSES = ("hinge", "non_saturating")
 
@@ -148,6 +148,18 @@ def generator_term(cfg: GANConfig, disc: nn.Module, state: GANState, recon: jax.
         g_nll, g_gan = last_layer_grads(out_fn, jax.lax.stop_gradient(last), fixed, nll_of, gen_of)
         weight = adaptive_weight(g_nll, g_gan)
     return cfg.weight * on * weight * g, {"gen_loss": g, "adaptive_weight": weight}
+
+
+def decoder_generator_term(cfg: GANConfig, disc: nn.Module, state: GANState, model: nn.Module, params,
+                           features: jax.Array, recon: jax.Array, step: jax.Array,
+                           nll_of: Callable[[jax.Array], jax.Array]) -> tuple[jax.Array, dict]:
+    """:func:`generator_term` with the adaptive weight taken at the last layer of ``model``'s decoder: ``model``
+    gives ``last_layer_params(params)`` and ``decoder.apply_last_layer(last_params, features)``, ``features``
+    being what that layer read (the image and the video tokenizers)."""
+    h = jax.lax.stop_gradient(features)
+    last = model.last_layer_params(params)
+    out_fn = lambda kernel: model.decoder.apply_last_layer({**last, "kernel": kernel}, h)
+    return generator_term(cfg, disc, state, recon, step, nll_of=nll_of, out_fn=out_fn, last=last["kernel"])
 
 
 def discriminator_step(cfg: GANConfig, disc: nn.Module, tx: optax.GradientTransformation, state: GANState,

@@ -24,8 +24,8 @@ import optax
 from vqjax.data import pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.perceptual import perceptual_distance
-from vqjax.models.vqgan import (GAN_LOSSES, GANConfig, GANState, PatchDiscriminator, discriminator_step, gan_init,
-                                generator_term)
+from vqjax.models.vqgan import (GAN_LOSSES, GANConfig, GANState, PatchDiscriminator, decoder_generator_term,
+                                discriminator_step, gan_init)
 from vqjax.train import evaluate as metrics_lib, reports
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, optimizer_config,
                                 plain, read_example_splits)
@@ -192,11 +192,8 @@ def train_step(parts: StepParts, state: ImageTrainState, images, feature_params)
         loss = nll_of(recon) + q.loss
         aux = {"recon_loss": reconstruction_loss(parts.recon_loss, recon, images), "quantizer_loss": q.loss}
         if parts.gan is not None:
-            h = jax.lax.stop_gradient(h)
-            last = model.last_layer_params(params)
-            out_fn = lambda kernel: model.decoder.apply_last_layer({**last, "kernel": kernel}, h)
-            term, gan_aux = generator_term(parts.gan, parts.disc, state.gan, recon, state.step, nll_of=nll_of,
-                                           out_fn=out_fn, last=last["kernel"])
+            term, gan_aux = decoder_generator_term(parts.gan, parts.disc, state.gan, model, params, h, recon,
+                                                   state.step, nll_of)
             loss = loss + term
             aux.update(gan_aux)
         return loss, (upd.get("vq_stats", {}), recon, q, aux)

@@ -3,11 +3,12 @@
 One train step updates the tokenizer on clips ``[B, T, H, W, C]`` in ``[0, 1]`` with the reconstruction loss
 (``config.recon_loss``) plus the quantizer's loss and, with ``config.gan.weight > 0``, the image task's adversarial
 machinery on whole clips: a frame + temporal discriminator (:class:`vqjax.models.video.VideoDiscriminator`), the
-adaptive weight at the decoder's last layer, a start step, LeCAM and R1 (:mod:`vqjax.models.vqgan`). Evaluation reports, on ``config.eval_split``, PSNR and SSIM per
-frame (averaged over frames and clips), the temporal flicker (mean squared error of consecutive-frame differences),
-codebook usage, tokens per second (at ``config.frame_rate``) and bits per pixel, writes ``psnr_per_frame.json``
-and draws ``reconstructions.png`` (a clip's frames above their reconstructions) and ``psnr_per_frame.png``. The
-run's artifact is a :class:`vqjax.Tokenizer` (``modality='video'``, with its frame rate).
+adaptive weight at the decoder's last layer, a start step, LeCAM and R1 (:mod:`vqjax.models.vqgan`).
+
+Evaluation reports, on ``config.eval_split``, PSNR and SSIM per frame (averaged over frames and clips), the
+temporal flicker (mean squared error of consecutive-frame differences), codebook usage, tokens per second (at
+``config.frame_rate``) and bits per pixel, writes ``psnr_per_frame.json`` and draws ``reconstructions.png`` (a
+clip's frames above their reconstructions) and ``psnr_per_frame.png``. The run's artifact is a :class:`vqjax.Tokenizer` (``modality='video'``, with its frame rate).
 
 The final test (:func:`vqjax.train.video_eval.evaluate_codec`, on up to ``config.test_max_clips`` clips of the
 eval split) scores, by one harness on the same clips, the tokenizer, each image tokenizer of
@@ -37,7 +38,7 @@ import optax
 from vqjax.data import pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.video import VideoDiscriminator, latent_frames
-from vqjax.models.vqgan import GANConfig, GANState, discriminator_step, gan_init, generator_term
+from vqjax.models.vqgan import GANConfig, GANState, decoder_generator_term, discriminator_step, gan_init
 from vqjax.train import evaluate as metrics_lib, reports, video_eval
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
                                 read_example_splits)
@@ -196,11 +197,8 @@ def train_step(parts: StepParts, state: VideoTrainState, clips):
         loss = recon_loss + q.loss
         aux = {"recon_loss": recon_loss, "quantizer_loss": q.loss}
         if parts.gan is not None:
-            h = jax.lax.stop_gradient(h)
-            last = model.last_layer_params(params)
-            out_fn = lambda kernel: model.decoder.apply_last_layer({**last, "kernel": kernel}, h)
-            term, gan_aux = generator_term(parts.gan, parts.disc, state.gan, recon, state.step, nll_of=nll_of,
-                                           out_fn=out_fn, last=last["kernel"])
+            term, gan_aux = decoder_generator_term(parts.gan, parts.disc, state.gan, model, params, h, recon,
+                                                   state.step, nll_of)
             loss = loss + term
             aux.update(gan_aux)
         return loss, (upd.get("vq_stats", {}), recon, q, aux)

@@ -33,7 +33,7 @@ from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["ImageTrainState", "default_config", "check", "runlocal", "setup", "report", "build_model",
-           "model_spec", "check_channel_mult", "check_image_shape", "LOSSES", "reconstruction_loss", "gan_fields",
+           "model_spec", "check_channel_mult", "check_image_shape", "LOSSES", "reconstruction_loss", "tokenizer_loss", "gan_fields",
            "check_gan", "gan_config", "TASK"]
 
 LOSSES = ("l2", "l1")
@@ -173,11 +173,28 @@ def reconstruction_loss(kind: str, x, y):
     return jnp.mean(jnp.abs(d)) if kind == "l1" else jnp.mean(d * d)
 
 
+def tokenizer_loss(parts, state, x, rng, nll_of, params):
+    """The tokenizer's loss on ``x`` (images or clips) and ``(vq_stats, reconstruction, Quantized, metrics)``:
+    ``nll_of(recon)`` plus the quantizer's loss plus, when ``parts.gan``, the adversarial term with its adaptive
+    weight at the decoder's last layer. Shared by the image and the video tasks (``parts`` with ``model``,
+    ``recon_loss``, ``gan``, ``disc``; ``state`` with ``vq_stats``, ``gan``, ``step``)."""
+    model = parts.model
+    (recon, q, h), upd = model.apply({"params": params, "vq_stats": state.vq_stats}, x, train=True,
+                                     return_features=True, mutable=["vq_stats"], rngs={"vq": rng})
+    loss = nll_of(recon) + q.loss
+    aux = {"recon_loss": reconstruction_loss(parts.recon_loss, recon, x), "quantizer_loss": q.loss}
+    if parts.gan is not None:
+        term, gan_aux = decoder_generator_term(parts.gan, parts.disc, state.gan, model, params, h, recon, state.step,
+                                               nll_of)
+        loss = loss + term
+        aux.update(gan_aux)
+    return loss, (upd.get("vq_stats", {}), recon, q, aux)
+
+
 def train_step(parts: StepParts, state: ImageTrainState, images, feature_params):
     """One step: the tokenizer update (reconstruction + quantizer + perceptual + adversarial terms), then the
     discriminator update with its LeCAM EMAs, then the EMA of the tokenizer weights."""
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    model = parts.model
     features = (lambda x: parts.feature_net.apply(feature_params, x, method="features")) if parts.feature_net else None
 
     def nll_of(recon):
@@ -186,18 +203,7 @@ def train_step(parts: StepParts, state: ImageTrainState, images, feature_params)
             nll = nll + parts.perceptual_weight * perceptual_distance(features, recon, images)
         return nll
 
-    def loss_fn(params):
-        (recon, q, h), upd = model.apply({"params": params, "vq_stats": state.vq_stats}, images, train=True,
-                                         return_features=True, mutable=["vq_stats"], rngs={"vq": rng})
-        loss = nll_of(recon) + q.loss
-        aux = {"recon_loss": reconstruction_loss(parts.recon_loss, recon, images), "quantizer_loss": q.loss}
-        if parts.gan is not None:
-            term, gan_aux = decoder_generator_term(parts.gan, parts.disc, state.gan, model, params, h, recon,
-                                                   state.step, nll_of)
-            loss = loss + term
-            aux.update(gan_aux)
-        return loss, (upd.get("vq_stats", {}), recon, q, aux)
-
+    loss_fn = functools.partial(tokenizer_loss, parts, state, images, rng, nll_of)
     (loss, (vq_stats, recon, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

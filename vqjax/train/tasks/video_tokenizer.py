@@ -38,14 +38,14 @@ import optax
 from vqjax.data import pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.video import VideoDiscriminator, latent_frames
-from vqjax.models.vqgan import GANConfig, GANState, decoder_generator_term, discriminator_step, gan_init
+from vqjax.models.vqgan import GANConfig, GANState, discriminator_step, gan_init
 from vqjax.train import evaluate as metrics_lib, reports, video_eval
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
                                 read_example_splits)
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 from vqjax.train.tasks.image_tokenizer import (LOSSES, check_channel_mult, check_gan, gan_config, gan_fields,
-                                                reconstruction_loss)
+                                                reconstruction_loss, tokenizer_loss)
 
 __all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "reconstruct",
            "TASK"]
@@ -187,22 +187,8 @@ def train_step(parts: StepParts, state: VideoTrainState, clips):
     """One step: the tokenizer update (reconstruction plus quantizer loss, plus the adversarial term with its
     adaptive weight when ``parts.gan``), then the discriminator update on the clips and their reconstructions."""
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    model = parts.model
     nll_of = lambda recon: reconstruction_loss(parts.recon_loss, recon, clips)
-
-    def loss_fn(params):
-        (recon, q, h), upd = model.apply({"params": params, "vq_stats": state.vq_stats}, clips, train=True,
-                                         return_features=True, mutable=["vq_stats"], rngs={"vq": rng})
-        recon_loss = nll_of(recon)
-        loss = recon_loss + q.loss
-        aux = {"recon_loss": recon_loss, "quantizer_loss": q.loss}
-        if parts.gan is not None:
-            term, gan_aux = decoder_generator_term(parts.gan, parts.disc, state.gan, model, params, h, recon,
-                                                   state.step, nll_of)
-            loss = loss + term
-            aux.update(gan_aux)
-        return loss, (upd.get("vq_stats", {}), recon, q, aux)
-
+    loss_fn = functools.partial(tokenizer_loss, parts, state, clips, rng, nll_of)
     (loss, (vq_stats, recon, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,

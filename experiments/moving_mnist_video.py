@@ -19,6 +19,7 @@ def get_config(arg: str | None = None):
     c.model.channel_mult = (1, 2, 2)
     c.model.temporal_down = (True, True)
     c.batch_size = 4
+    c.optimizer.learning_rate = 2e-3
     c.num_train_steps = 400
     c.log_every_steps = 25
     c.eval_every_steps = 200

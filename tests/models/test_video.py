@@ -187,3 +187,50 @@ def test_video_discriminator_scores_space_time_patches_and_sees_motion():
     assert float(jnp.abs(grad[:, -1]).max()) > 0                # the last frame reaches the logits
     with pytest.raises(ValueError, match="VideoDiscriminator: x must be a video"):
         disc.apply(params, x[:, 0])
+
+
+def _tokenizer_pair(temporal_down=(True, True), quantizer="fsq", kwargs=None, video_mult=(1, 2, 2)):
+    from vqjax.models import model_from_spec
+
+    kwargs = {"levels": [5, 5, 5]} if kwargs is None else kwargs
+    shared = dict(channels=4, num_res_blocks=1, latent_dim=3, quantizer=quantizer, quantizer_kwargs=kwargs)
+    image = model_from_spec({"name": "image_tokenizer", "kwargs": dict(channel_mult=[1, 2, 2], image_channels=1,
+                                                                      **shared)})
+    video = model_from_spec({"name": "video_tokenizer", "kwargs": dict(
+        channel_mult=list(video_mult), temporal_down=list(temporal_down), video_channels=1, **shared)})
+    keys = {"params": jax.random.key(0), "vq": jax.random.key(1)}
+    vi = jax.jit(image.init)(keys, jnp.zeros((1, 16, 16, 1)))
+    vv = jax.jit(video.init)({"params": jax.random.key(2), "vq": jax.random.key(3)}, jnp.zeros((1, 5, 16, 16, 1)))
+    return image, video, vi, vv
+
+
+@pytest.mark.parametrize("temporal_down, quantizer, kwargs", [((True, True), "fsq", None),
+                                                              ((False, True), "vq", {"codebook_size": 16})])
+def test_an_inflated_image_tokenizer_is_the_image_tokenizer_on_each_groups_last_frame(temporal_down, quantizer,
+                                                                                      kwargs):
+    from vqjax.models.video import inflate_image_params
+
+    image, video, vi, vv = _tokenizer_pair(temporal_down, quantizer, kwargs)
+    params = inflate_image_params(vi["params"], vv["params"])
+    assert jax.tree.structure(params) == jax.tree.structure(vv["params"])
+    variables = {**vv, "params": params, **({"vq_stats": vi["vq_stats"]} if "vq_stats" in vi else {})}
+    x = _clip(17)
+    recon, q = jax.jit(video.apply)(variables, x)
+    stride = video.temporal_stride
+    held = np.array([0] + [stride * ((t + stride - 1) // stride) for t in range(1, 17)])   # 0, 4, 4, 4, 4, 8, ...
+    image_recon, image_q = jax.jit(image.apply)(vi, x[:, held].reshape((-1, 16, 16, 1)))
+    np.testing.assert_allclose(recon, np.asarray(image_recon).reshape(recon.shape), rtol=1e-4, atol=1e-4)
+    image_codes = np.asarray(image_q.codes).reshape((2, 17) + image_q.codes.shape[1:])
+    np.testing.assert_array_equal(q.codes, image_codes[:, ::stride])
+
+
+def test_inflation_refuses_a_different_layout():
+    from vqjax.models.video import inflate_image_params
+
+    _, _, vi, vv = _tokenizer_pair(temporal_down=(True, True, False), video_mult=(1, 2, 2, 2))
+    with pytest.raises(ValueError, match="channel_mult or num_res_blocks"):
+        inflate_image_params(vi["params"], vv["params"])
+    _, _, vi, vv = _tokenizer_pair(kwargs={"levels": [5, 5, 5, 5]})
+    other = _tokenizer_pair()[2]
+    with pytest.raises(ValueError, match="quantizer"):
+        inflate_image_params(other["params"], vv["params"])

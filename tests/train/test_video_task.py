@@ -5,11 +5,13 @@ the per-frame metrics against hand-made cases; config errors named before any da
 import json
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from vqjax.data import builders
+from vqjax.models import model_from_spec
 from vqjax.train import reports, train_and_evaluate
 from vqjax.train import video_eval
 from vqjax.train.tasks import video_tokenizer
@@ -107,6 +109,30 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
         tok.encode_chunk(clip[:, 5:8], tok.encode_chunk(clip[:, :5])[1])
     with pytest.raises(ValueError, match=r"codes must lie in \[0, 1000\)"):
         tok.decode(codes + 1000)
+
+    # config.inflate_from: the per-frame image tokenizer inflated into a video tokenizer of its layout (patch 1,
+    # time halved at the last two of its four halvings) is that image tokenizer on each group's last frame
+    image = vqjax.Tokenizer.load(frames_dir)
+    c = _config(str(tmp_path / "tfds"))
+    layout = image.spec["model"]["kwargs"]
+    c.model.update(patch_size=1, channels=layout["channels"], channel_mult=tuple(layout["channel_mult"]),
+                   latent_dim=layout["latent_dim"], temporal_down=(False, False, True, True))
+    c.inflate_from = frames_dir
+    run = video_tokenizer.setup(c, str(tmp_path / "inflated"), devices=one)
+    state = jax.jit(run.init_state)(jax.random.key(0))
+    model = model_from_spec(run.spec["model"])
+    x = clip.astype(np.float32) / 255.0
+    recon, _ = jax.jit(model.apply)({"params": state.params, "vq_stats": state.vq_stats}, x)
+    held = [0] + [4 * ((t + 3) // 4) for t in range(1, 17)]
+    image_recon = image.model.apply(image.variables, x[0, held])[0]
+    np.testing.assert_allclose(recon[0], image_recon, rtol=1e-4, atol=1e-4)
+    assert run.info["inflated_from"] == frames_dir
+    for field, value, match in (("model.latent_dim", 2, "image tokenizer has latent_dim=.* config.model.latent_dim"),
+                                ("model.patch_size", 2, "inflate_from needs config.model.patch_size=1")):
+        bad = c.copy_and_resolve_references()
+        bad.update_from_flattened_dict({field: value})
+        with pytest.raises(ValueError, match=match):
+            train_and_evaluate(bad, str(tmp_path / "refused_inflation"), progress=False, devices=one)
 
 
 def test_frame_metrics_by_hand():

@@ -26,7 +26,7 @@ from vqjax.models.autoencoder import group_count
 from vqjax.models.streaming import StateChain
 
 __all__ = ["CausalConv3d", "Conv3d", "VideoResBlock", "VideoEncoder", "VideoDecoder", "VideoAutoencoder",
-           "VideoDiscriminator", "latent_frames", "space_to_depth", "depth_to_space"]
+           "VideoDiscriminator", "latent_frames", "space_to_depth", "depth_to_space", "inflate_image_params"]
 
 
 def latent_frames(num_frames: int, temporal_stride: int) -> int:
@@ -212,9 +212,11 @@ def depth_to_space(x: jax.Array, p: int) -> jax.Array:
 
 class VideoEncoder(_Video):
     """Videos ``[B, 1 + s n, H, W, C]`` -> latents ``[B, 1 + n, H / f, W / f, latent_dim]`` (``s`` the
-    temporal stride, ``f = patch_size * 2^L`` the spatial one): the patch stem, a causal 3x3x3 convolution, per level residual blocks and a strided causal convolution
-    (stride 2 in space, and in time where ``temporal_down``), more blocks, per-frame GroupNorm, swish, a 1x1x1
-    projection to ``latent_dim``."""
+    temporal stride, ``f = patch_size * 2^L`` the spatial one): the patch stem, a causal 3x3x3 convolution, per
+    level residual blocks and a strided causal 3x4x4 convolution (stride 2 in space, and in time where
+    ``temporal_down``), a middle block, per-frame GroupNorm, swish, a 1x1x1 projection to ``latent_dim``. With
+    ``patch_size=1`` this is the image :class:`~vqjax.models.autoencoder.Encoder`'s layout with causal 3D kernels
+    plus the middle block, so an image encoder's weights inflate into it (:func:`inflate_image_params`)."""
 
     latent_dim: int = 8
 
@@ -230,7 +232,7 @@ class VideoEncoder(_Video):
                 h = run(VideoResBlock(self.channels * mult, dtype=self.dtype), h)
             if level < len(self.channel_mult) - 1:
                 st = 2 if self.temporal_down[level] else 1
-                h = run(CausalConv3d(self.channels * mult, (3, 3, 3), (st, 2, 2), dtype=self.dtype), h)
+                h = run(CausalConv3d(self.channels * mult, (3, 4, 4), (st, 2, 2), dtype=self.dtype), h)
         h = run(VideoResBlock(h.shape[-1], dtype=self.dtype), h)
         h = nn.swish(_frame_norm(h, self.dtype))
         return nn.Dense(self.latent_dim, dtype=self.dtype)(h), tuple(run.states)
@@ -252,8 +254,9 @@ class _TimeUpsample(nn.Module):
 
 class VideoDecoder(_Video):
     """Latents ``[B, 1 + n, h, w, latent_dim]`` -> videos ``[B, 1 + s n, h f, w f, out_channels]`` (values near
-    ``[0, 1]``): the encoder mirrored (per level, residual blocks, then a causal frame doubling where
-    ``temporal_down``, nearest spatial doubling and a causal convolution); per-frame GroupNorm, swish and a causal
+    ``[0, 1]``): a causal convolution and a middle block, then the encoder mirrored (per level, residual blocks,
+    then a causal frame doubling where ``temporal_down``, nearest spatial doubling and a causal convolution to the
+    next level's width, as the image :class:`~vqjax.models.autoencoder.Decoder`); per-frame GroupNorm, swish and a causal
     3x3x3 convolution to ``out_channels * patch_size^2``, the patches put back, mapped from ``[-1, 1]`` to
     ``[0, 1]``.
 
@@ -294,7 +297,7 @@ class VideoDecoder(_Video):
                 if self.temporal_down[level - 1]:
                     h = run(_TimeUpsample(), h)
                 h = jnp.repeat(jnp.repeat(h, 2, axis=2), 2, axis=3)
-                h = run(CausalConv3d(width, dtype=self.dtype), h)
+                h = run(CausalConv3d(self.channels * self.channel_mult[level - 1], dtype=self.dtype), h)
         h = nn.swish(_frame_norm(h, self.dtype))
         frames = self.to_frames(run(self.last_layer(name=self.LAST_LAYER), h))
         if return_features:
@@ -387,3 +390,105 @@ class VideoDiscriminator(nn.Module):
             h = Conv3d(width, (3, 3, 3), strides=(2, 1, 1), use_bias=False)(h)
             h = nn.leaky_relu(_frame_norm(h, jnp.float32), 0.2)
         return Conv3d(1, (3, 3, 3))(h)
+
+
+def _numbered(tree: dict, prefix: str) -> list[str]:
+    """The keys ``prefix_0, prefix_1, ...`` of ``tree``, in index order."""
+    return sorted((k for k in tree if k.rsplit("_", 1)[0] == prefix), key=lambda k: int(k.rsplit("_", 1)[1]))
+
+
+def _take(image: dict, video: dict, where: str, reshape=None) -> dict:
+    """``image``'s leaves in ``video``'s shapes: each kernel as is, reshaped (a 1x1 conv to a dense layer), or put
+    in the last temporal tap of a causal kernel (``[kh, kw, ci, co] -> [kt, kh, kw, ci, co]``, other taps 0)."""
+    if set(image) != set(video):
+        raise ValueError(f"inflate_image_params: {where} holds {sorted(image)} in the image tokenizer and "
+                         f"{sorted(video)} in the video tokenizer")
+    out = {}
+    for name, v in video.items():
+        w = jnp.asarray(image[name], v.dtype)
+        if w.shape == v.shape:
+            out[name] = w
+        elif w.ndim + 1 == v.ndim and w.shape == v.shape[1:]:
+            out[name] = jnp.zeros(v.shape, v.dtype).at[-1].set(w)
+        elif w.size == v.size and w.shape[-1] == v.shape[-1] and all(d == 1 for d in w.shape[:w.ndim - v.ndim]):
+            out[name] = w.reshape(v.shape)
+        else:
+            raise ValueError(f"inflate_image_params: {where}/{name} has shape {w.shape} in the image tokenizer; the "
+                             f"video tokenizer's is {v.shape} (the two need the same channels, channel_mult, "
+                             f"num_res_blocks, latent_dim and quantizer, and patch_size=1)")
+    return out
+
+
+def _res_block(image: dict, video: dict, where: str) -> dict:
+    names = {"Conv_0": "CausalConv3d_0", "Conv_1": "CausalConv3d_1", "Conv_2": "Dense_0",
+             "GroupNorm_0": "GroupNorm_0", "GroupNorm_1": "GroupNorm_1"}
+    if set(names[k] for k in image if k in names) != set(video) or set(image) - set(names):
+        raise ValueError(f"inflate_image_params: {where} holds {sorted(image)} in the image tokenizer and "
+                         f"{sorted(video)} in the video tokenizer")
+    return {names[k]: _take(image[k], video[names[k]], f"{where}/{names[k]}") for k in image}
+
+
+def _identity_block(video: dict) -> dict:
+    """A residual block whose second convolution is zero: the identity (its input passes the skip alone)."""
+    out = dict(video)
+    out["CausalConv3d_1"] = jax.tree.map(jnp.zeros_like, video["CausalConv3d_1"])
+    return out
+
+
+def _counts_match(image: dict, video: dict, where: str, image_prefix: str, video_prefix: str, extra: int):
+    a, b = _numbered(image, image_prefix), _numbered(video, video_prefix)
+    if len(a) + extra != len(b):
+        raise ValueError(f"inflate_image_params: the {where} has {len(a)} {image_prefix} layers in the image "
+                         f"tokenizer and {len(b)} {video_prefix} in the video tokenizer (expected {len(a) + extra}): "
+                         f"channel_mult or num_res_blocks differ")
+    return a, b
+
+
+def inflate_image_params(image_params: dict, video_params: dict) -> dict:
+    """``video_params`` (a :class:`VideoAutoencoder` with ``patch_size=1``) with an image tokenizer's weights
+    (:class:`vqjax.models.ImageTokenizer` of the same ``channels``, ``channel_mult``, ``num_res_blocks``,
+    ``latent_dim`` and quantizer) inflated into it, as MAGVIT-v2 initialises its 3D tokenizer from a 2D one.
+
+    Each 2D kernel goes to the last temporal tap of its causal 3D kernel (the current frame; earlier taps zero), the
+    middle blocks the image layout lacks become the identity (second convolution zero), each frame doubling copies
+    its frame, and the quantizer is the image one's. The inflated tokenizer is then the image tokenizer on the last
+    frame of each group of ``s`` (the temporal stride) frames, shown for the whole group (frame 0 on its own):
+    training starts from a still image per group and learns the motion. Raises ``ValueError`` naming the first
+    layer whose layout differs."""
+    image_enc, video_enc = image_params["encoder"], video_params["encoder"]
+    convs, causal = _counts_match(image_enc, video_enc, "encoder", "Conv", "CausalConv3d", -1)
+    blocks, video_blocks = _counts_match(image_enc, video_enc, "encoder", "ResBlock", "VideoResBlock", 1)
+    enc = {v: _take(image_enc[i], video_enc[v], f"encoder/{v}") for i, v in zip(convs[:-1], causal)}
+    enc.update({v: _res_block(image_enc[i], video_enc[v], f"encoder/{v}") for i, v in zip(blocks, video_blocks)})
+    enc[video_blocks[-1]] = _identity_block(video_enc[video_blocks[-1]])
+    enc["GroupNorm_0"] = _take(image_enc["GroupNorm_0"], video_enc["GroupNorm_0"], "encoder/GroupNorm_0")
+    enc["Dense_0"] = _take(image_enc[convs[-1]], video_enc["Dense_0"], "encoder/Dense_0")
+
+    image_dec, video_dec = image_params["decoder"], video_params["decoder"]
+    convs, causal = _counts_match(image_dec, video_dec, "decoder", "Conv", "CausalConv3d", 0)
+    blocks, video_blocks = _counts_match(image_dec, video_dec, "decoder", "ResBlock", "VideoResBlock", 1)
+    dec = {v: _take(image_dec[i], video_dec[v], f"decoder/{v}") for i, v in zip(convs, causal)}
+    dec[video_blocks[0]] = _identity_block(video_dec[video_blocks[0]])
+    dec.update({v: _res_block(image_dec[i], video_dec[v], f"decoder/{v}") for i, v in zip(blocks, video_blocks[1:])})
+    for name in _numbered(video_dec, "_TimeUpsample"):
+        kernel = video_dec[name]["Dense_0"]["kernel"]
+        eye = jnp.eye(kernel.shape[0], dtype=kernel.dtype)
+        dec[name] = {"Dense_0": {"kernel": jnp.concatenate([eye, eye], axis=1),
+                                 "bias": jnp.zeros_like(video_dec[name]["Dense_0"]["bias"])}}
+    for name in ("GroupNorm_0", VideoDecoder.LAST_LAYER):
+        dec[name] = _take(image_dec[name], video_dec[name], f"decoder/{name}")
+
+    image_q, video_q = image_params.get("quantizer", {}), video_params.get("quantizer", {})
+    if jax.tree.structure(image_q) != jax.tree.structure(video_q) or any(
+            a.shape != b.shape for a, b in zip(jax.tree.leaves(image_q), jax.tree.leaves(video_q))):
+        raise ValueError("inflate_image_params: the quantizers' parameters differ (the two tokenizers need the same "
+                         "quantizer, quantizer_kwargs and latent_dim)")
+    out = dict(video_params)
+    out.update(encoder=enc, decoder=dec)
+    if "quantizer" in video_params:
+        out["quantizer"] = jax.tree.map(jnp.asarray, image_q)
+    missing = set(video_enc) - set(enc), set(video_dec) - set(dec)
+    if any(missing):
+        raise ValueError(f"inflate_image_params: no image layer for the video tokenizer's {sorted(missing[0])} "
+                         f"(encoder) and {sorted(missing[1])} (decoder)")
+    return out

@@ -16,7 +16,9 @@ eval split) scores, by one harness on the same clips, the tokenizer, each image 
 classical codecs of ``config.anchors`` (MPEG-4, VP9 through PyAV) at the tokenizer's bits per clip; it writes
 ``rate_distortion.json`` (means, per clip and PSNR per frame), ``rate_distortion.png`` and ``codec_frames.png``.
 
-Not yet here (issue 15): inflating a 2D image encoder's weights.
+With ``config.inflate_from`` the tokenizer starts from an image tokenizer's weights inflated into the causal 3D
+layout (:func:`vqjax.models.video.inflate_image_params`): at step 0 it is that image tokenizer on the last frame of
+each group of frames.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import optax
 
 from vqjax.data import pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
-from vqjax.models.video import VideoDiscriminator, latent_frames
+from vqjax.models.video import VideoDiscriminator, inflate_image_params, latent_frames
 from vqjax.models.vqgan import GANConfig, GANState, discriminator_step, gan_init
 from vqjax.train import evaluate as metrics_lib, reports, video_eval
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
@@ -74,6 +76,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.quantizer = "fsq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(levels=(8, 5, 5, 5)))
     c.recon_loss = "l2"
+    # Start from an image tokenizer (the workdir or export of an image-task run on the clips' frames, of the same
+    # channels, channel_mult, num_res_blocks, latent_dim and quantizer; patch_size 1): its weights inflated into the
+    # causal 3D layout (vqjax.models.video.inflate_image_params). '' starts from a random init.
+    c.inflate_from = ""
     # Adversarial training (weight 0 disables): the frame + temporal discriminator on whole clips, with the image
     # task's fields (loss, start_step, channels and num_layers of its per-frame layers, adaptive, LeCAM, R1).
     c.gan = gan_fields()
@@ -135,6 +141,11 @@ def check(config: ml_collections.ConfigDict) -> None:
     video_eval.anchor_codecs(tuple(config.anchors))        # refuses an unknown anchor
     if config.test_max_clips is not None:
         check_positive(config, "test_max_clips")
+    if not isinstance(config.inflate_from, str):
+        raise ValueError(f"config.inflate_from must be an image tokenizer's folder or ''; got {config.inflate_from!r}")
+    if config.inflate_from and config.model.patch_size != 1:
+        raise ValueError(f"config.inflate_from needs config.model.patch_size=1 (the image tokenizer has no patch "
+                         f"stem); got {config.model.patch_size}")
     if isinstance(config.frame_baselines, str) or any(not isinstance(p, str) or not p for p in config.frame_baselines):
         raise ValueError(f"config.frame_baselines must be a tuple of image-tokenizer workdirs; got "
                          f"{config.frame_baselines!r}")
@@ -168,6 +179,34 @@ def check_frame_baselines(config: ml_collections.ConfigDict, shape: tuple[int, .
         if spec.get("modality") != "image" or frame != tuple(shape[1:]):
             raise ValueError(f"config.frame_baselines: {path!r} holds a {spec.get('modality')} tokenizer for inputs "
                              f"{frame}; the clips' frames are images {tuple(shape[1:])}")
+
+
+INFLATED_FIELDS = ("channels", "channel_mult", "num_res_blocks", "latent_dim")
+
+
+def inflation_source(config: ml_collections.ConfigDict, shape: tuple[int, ...]):
+    """The image tokenizer of ``config.inflate_from`` (None when empty), refused before training unless it
+    tokenizes the clips' frames with this config's layout and quantizer."""
+    from vqjax.tokenizer import Tokenizer, read_spec
+
+    if not config.inflate_from:
+        return None
+    try:
+        spec = read_spec(config.inflate_from)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"config.inflate_from: {err}") from None
+    frame = tuple(spec.get("input", {}).get("shape", ()))
+    if spec.get("modality") != "image" or frame != tuple(shape[1:]):
+        raise ValueError(f"config.inflate_from: {config.inflate_from!r} holds a {spec.get('modality')} tokenizer for "
+                         f"inputs {frame}; the clips' frames are images {tuple(shape[1:])}")
+    got = spec["model"]["kwargs"]
+    want = model_spec(config, shape[-1])["kwargs"]
+    for field in INFLATED_FIELDS + ("quantizer", "quantizer_kwargs"):
+        if got[field] != want[field]:
+            where = f"config.model.{field}" if field in INFLATED_FIELDS else f"config.{field}"
+            raise ValueError(f"config.inflate_from: the image tokenizer has {field}={got[field]!r}; {where} is "
+                             f"{want[field]!r} (inflation needs the same layout)")
+    return Tokenizer.load(config.inflate_from)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +313,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     model = model_from_spec(spec_model)
     check_clip_shape(config, shape, model.temporal_stride, model.spatial_stride)
     check_frame_baselines(config, shape)
+    image_tokenizer = inflation_source(config, shape)
     if tuple(np.asarray(eval_source[0]["video"]).shape) != shape:
         raise ValueError(f"split {config.eval_split!r} has clips of shape {np.asarray(eval_source[0]['video']).shape}"
                          f"; split {config.train_split!r} has {shape}")
@@ -288,8 +328,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     def init_state(key):
         k_params, k_vq, k_run, k_disc = jax.random.split(key, 4)
         variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
-        params = variables["params"]
-        return VideoTrainState(step=jnp.int32(0), params=params, vq_stats=variables.get("vq_stats", {}),
+        params, vq_stats = variables["params"], variables.get("vq_stats", {})
+        if image_tokenizer is not None:
+            params = inflate_image_params(image_tokenizer.variables["params"], params)
+            vq_stats = jax.tree.map(jnp.asarray, image_tokenizer.variables.get("vq_stats", vq_stats))
+        return VideoTrainState(step=jnp.int32(0), params=params, vq_stats=vq_stats,
                                opt_state=tx.init(params), rng=jax.random.key_data(k_run),
                                gan=gan_init(disc, disc_tx, k_disc, sample) if disc is not None else None)
 
@@ -368,7 +411,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
     info = {"clip_shape": list(shape), "vocab_size": int(vocab), "codes_shape": list(codes_shape),
             "tokens_per_second": tokens_per_second, "bits_per_pixel": bits_per_pixel, "dataset": config.dataset,
-            "quantizer": config.quantizer}
+            "quantizer": config.quantizer, "inflated_from": config.inflate_from or None}
     return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
                hint="Lower config.optimizer.learning_rate or check the data.", test=run_test, spec=spec,
                abstract=abstract)

@@ -4,6 +4,7 @@ the per-frame metrics against hand-made cases; config errors named before any da
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,9 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
     assert np.isfinite(frames_result["psnr"])
     workdir = str(tmp_path / "run")
     c = _config(str(tmp_path / "tfds"))
-    c.frame_baselines = (frames_dir,)
+    copy_dir = str(tmp_path / "frames_copy")              # a second baseline at the same rate gets its run's name
+    shutil.copytree(frames_dir, copy_dir)
+    c.frame_baselines = (frames_dir, copy_dir)
     c.anchors = ("mpeg4", "vp9")
     c.gan.weight, c.gan.start_step, c.gan.channels = 0.1, 3, 4      # the frame + temporal discriminator from step 3
     result = train_and_evaluate(c, workdir, progress=False, devices=one)
@@ -57,7 +60,9 @@ def test_video_run_reports_and_leaves_a_tokenizer(tmp_path, monkeypatch, one):
         assert np.isfinite(result[f"{name}/psnr"]) and result[f"{name}/bits_per_pixel"] > 0
         assert f"{name}/tokens_per_second" not in result                 # no tokens: no NaN in TensorBoard
     table = json.load(open(os.path.join(workdir, "rate_distortion.json")))
-    assert [r["codec"] for r in table["rows"]] == ["video tokenizer", "per-frame 16 tokens", "mpeg4", "vp9"]
+    assert [r["codec"] for r in table["rows"]] == ["video tokenizer", "per-frame 16 tokens",
+                                                   "per-frame 16 tokens (frames_copy)", "mpeg4", "vp9"]
+    assert result["per-frame 16 tokens (frames_copy)/psnr"] == pytest.approx(result["per-frame 16 tokens/psnr"])
     assert len(table["per_clip"]["vp9"]["psnr"]) == 2 and len(table["psnr_per_frame"]["mpeg4"]) == 17
     for fig in ("rate_distortion.png", "codec_frames.png"):
         assert os.path.getsize(os.path.join(workdir, fig)) > 1000

@@ -272,7 +272,10 @@ def _test(config, model, variables, eval_source, workdir, *, shape, bits_per_cli
     for path in config.frame_baselines:
         tok = Tokenizer.load(path)
         codec, per_frame = video_eval.frame_by_frame(tok)
-        codecs.append((f"per-frame {per_frame} tokens", codec, per_frame * shape[0]))
+        name = f"per-frame {per_frame} tokens"
+        if any(name == c[0] for c in codecs):           # two baselines at one rate: told apart by their runs
+            name = f"{name} ({os.path.basename(os.path.normpath(path))})"
+        codecs.append((name, codec, per_frame * shape[0]))
     anchors, skipped = video_eval.anchor_codecs(tuple(config.anchors))
     for reason in skipped:
         logging.getLogger("vqjax.train").warning("anchor skipped: %s", reason)

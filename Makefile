@@ -69,7 +69,11 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	  $(PY) -m vqjax.main --config=experiments/$${d}_frames.py --workdir=runs/$${d}_frames16 && \
 	  $(PY) -m vqjax.main --config=experiments/$${d}_frames.py --workdir=runs/$${d}_frames64 \
 	    --config.model.channel_mult='(1, 2, 2, 2)' && \
-	  $(PY) -m vqjax.main --config=experiments/$${d}_video.py --workdir=runs/$${d}_video || exit 1; done
+	  $(PY) -m vqjax.main --config=experiments/$${d}_frames.py --workdir=runs/$${d}_frames16_800 \
+	    --config.num_train_steps=800 && \
+	  $(PY) -m vqjax.main --config=experiments/$${d}_video.py --workdir=runs/$${d}_video && \
+	  $(PY) -m vqjax.main --config=experiments/$${d}_video_inflated.py --workdir=runs/$${d}_video_inflated \
+	  || exit 1; done
 	$(PY) -m vqjax.main --config=experiments/action_tokenizer.py --workdir=runs/action_tokenizer
 	$(PY) -m vqjax.main --config=experiments/eeg_tokenizer.py --workdir=runs/eeg_tokenizer
 	$(PY) -m vqjax.main --config=experiments/eeg_tokenizer.py --workdir=runs/eeg_tokenizer_time --config.losses.spectral=0

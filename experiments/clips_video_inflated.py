@@ -6,6 +6,8 @@ At step 0 it is that image tokenizer on the last frame of each group of four; tr
 
     python -m vqjax.main --config=experiments/clips_frames.py --workdir=runs/clips_frames64 \\
         --config.model.channel_mult='(1, 2, 2, 2)'
+    python -m vqjax.main --config=experiments/clips_frames.py --workdir=runs/clips_frames16_800 \\
+        --config.num_train_steps=800
     python -m vqjax.main --config=experiments/clips_video_inflated.py --workdir=runs/clips_video_inflated
 """
 
@@ -27,7 +29,8 @@ def get_config(arg: str | None = None):
     c.eval_every_steps = 200
     c.checkpoint_every_steps = 100
     c.max_eval_examples = 64
-    c.frame_baselines = ("runs/clips_frames16", "runs/clips_frames64")
+    # per-frame 4 x 4 tokens trained as many steps (400) and as many as this run and its image tokenizer (800)
+    c.frame_baselines = ("runs/clips_frames16", "runs/clips_frames16_800", "runs/clips_frames64")
     if parse_arg(arg):
         c = runlocal(c)
         c.inflate_from = ""

@@ -6,6 +6,8 @@ At step 0 it is that image tokenizer on the last frame of each group of four; tr
 
     python -m vqjax.main --config=experiments/moving_mnist_frames.py --workdir=runs/moving_mnist_frames64 \\
         --config.model.channel_mult='(1, 2, 2, 2)'
+    python -m vqjax.main --config=experiments/moving_mnist_frames.py --workdir=runs/moving_mnist_frames16_800 \\
+        --config.num_train_steps=800
     python -m vqjax.main --config=experiments/moving_mnist_video_inflated.py --workdir=runs/moving_mnist_video_inflated
 """
 
@@ -25,7 +27,8 @@ def get_config(arg: str | None = None):
     c.eval_every_steps = 200
     c.checkpoint_every_steps = 100
     c.max_eval_examples = 64
-    c.frame_baselines = ("runs/moving_mnist_frames16", "runs/moving_mnist_frames64")
+    # per-frame 4 x 4 tokens trained as many steps (400) and as many as this run and its image tokenizer (800)
+    c.frame_baselines = ("runs/moving_mnist_frames16", "runs/moving_mnist_frames16_800", "runs/moving_mnist_frames64")
     if parse_arg(arg):
         c = runlocal(c)
         c.inflate_from = ""

@@ -28,6 +28,12 @@ def test_evaluate_codec_scores_each_clip_and_frame():
     np.testing.assert_allclose(offset.psnr_per_frame, 20 * np.log10(1 / 0.05), atol=0.2)     # clipped at 1 a bit
     assert "tokens_per_second" not in offset.mean and len(offset.per_clip["psnr"]) == 2
     np.testing.assert_allclose(offset.first_decoded, np.clip(clips[0] + 0.05, 0, 1))
+    # a codec exact on the first frame only: PSNR past the first frame is that of the others alone
+    first_only = video_eval.evaluate_codec("first", lambda c: (np.concatenate([c[:1], c[1:] + 0.1]), 0.0), clips,
+                                           frame_rate=10.0)
+    np.testing.assert_allclose(first_only.per_clip["psnr_past_first"],
+                               [np.mean(first_only.psnr_per_frame[1:])] * 2, atol=0.05)
+    assert first_only.mean["psnr"] > first_only.mean["psnr_past_first"] + 5
     with pytest.raises(ValueError, match="returned shape"):
         video_eval.evaluate_codec("bad", lambda c: (c[:-1], 0.0), clips, frame_rate=10.0)
 

@@ -72,10 +72,14 @@ class CodecResult:
 def evaluate_codec(name: str, codec: Callable[[np.ndarray], tuple[np.ndarray, float]], clips: Sequence[np.ndarray],
                    *, frame_rate: float, tokens_per_clip: int | None = None) -> CodecResult:
     """Runs ``codec`` on every clip (float32 ``[T, H, W, C]`` in ``[0, 1]``) and scores it (the decoded clip is
-    clipped to ``[0, 1]``). ``tokens_per_clip`` (a tokenizer's) gives ``tokens_per_second`` at ``frame_rate``."""
+    clipped to ``[0, 1]``): PSNR and SSIM averaged over frames, PSNR over the frames past the first (where a causal
+    video tokenizer spends as many tokens a frame as its later rate; NaN for one-frame clips), flicker and bits per
+    pixel, per clip and their means. ``tokens_per_clip`` (a tokenizer's) gives ``tokens_per_second`` at
+    ``frame_rate``."""
     if not len(clips):
         raise ValueError(f"evaluate_codec({name!r}): no clips")
-    per_clip: dict[str, list[float]] = {"psnr": [], "ssim": [], "flicker": [], "bits_per_pixel": []}
+    per_clip: dict[str, list[float]] = {"psnr": [], "psnr_past_first": [], "ssim": [], "flicker": [],
+                                        "bits_per_pixel": []}
     per_frame = np.zeros(np.asarray(clips[0]).shape[0])
     first = None
     for clip in clips:
@@ -89,6 +93,7 @@ def evaluate_codec(name: str, codec: Callable[[np.ndarray], tuple[np.ndarray, fl
         psnr = np.asarray(m["psnr"][0], np.float64)
         per_frame += psnr
         per_clip["psnr"].append(float(psnr.mean()))
+        per_clip["psnr_past_first"].append(float(psnr[1:].mean()) if len(psnr) > 1 else math.nan)
         per_clip["ssim"].append(float(np.mean(m["ssim"][0])))
         per_clip["flicker"].append(float(m["flicker"][0]))
         per_clip["bits_per_pixel"].append(float(bits) / (clip.shape[0] * clip.shape[1] * clip.shape[2]))

@@ -433,7 +433,8 @@ def report(result: dict, workdir: str) -> str:
     for name in names:                                   # the final test's codecs on the same clips
         get = lambda k: result.get(f"{name}/{k}", math.nan)
         rate = f"  {get('tokens_per_second'):.0f} tokens/s" if f"{name}/tokens_per_second" in result else ""
-        rows.append((f"test: {name}", f"PSNR {get('psnr'):.2f} dB  SSIM {get('ssim'):.4f}  flicker "
+        rows.append((f"test: {name}", f"PSNR {get('psnr'):.2f} dB ({get('psnr_past_first'):.2f} past frame 0)  "
+                                      f"SSIM {get('ssim'):.4f}  flicker "
                                       f"{get('flicker'):.5f}  {get('bits_per_pixel'):.4f} bpp{rate}"))
     extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
              f"PSNR per frame: {os.path.join(workdir, 'psnr_per_frame.json')}",

@@ -86,3 +86,34 @@ def test_perceptual_distance_is_zero_on_equal_images_and_grows_with_noise():
     assert 0 < small < large
     g = jax.jit(jax.grad(distance))(x + 0.1 * noise, x)
     assert np.all(np.isfinite(g)) and float(jnp.abs(g).max()) > 0
+
+
+def test_the_adversarial_terms_change_nothing_before_the_start_step_and_follow_their_formulas_after():
+    import optax
+
+    from vqjax.models.vqgan import GANConfig, discriminator_step, gan_init, generator_term
+
+    disc = PatchDiscriminator(4, 2)
+    tx = optax.adam(1e-2)
+    real = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3))
+    fake = jax.random.uniform(jax.random.key(1), (2, 16, 16, 3))
+    state = gan_init(disc, tx, jax.random.key(2), real)
+    cfg = GANConfig(weight=0.5, start_step=3, adaptive=False, lecam_weight=0.1)
+    step = jax.jit(lambda s, t: discriminator_step(cfg, disc, tx, s, real, fake, t))
+    before, metrics = step(state, jnp.int32(2))
+    for a, b in zip(jax.tree.leaves((before.params, before.lecam)), jax.tree.leaves((state.params, state.lecam))):
+        np.testing.assert_array_equal(a, b)                                # parameters and LeCAM EMAs untouched
+    assert float(metrics["disc_loss"]) == 0.0
+    after, metrics = step(state, jnp.int32(3))
+    d_real, d_fake = disc.apply(state.params, real), disc.apply(state.params, fake)
+    want = discriminator_loss(d_real, d_fake, "hinge") + 0.1 * lecam_loss(d_real, d_fake, 0.0, 0.0)
+    np.testing.assert_allclose(metrics["disc_loss"], want, rtol=1e-5)
+    np.testing.assert_allclose(after.lecam, 0.01 * np.array([d_real.mean(), d_fake.mean()]), rtol=1e-4)
+    assert int(after.opt_state[0].count) == 1
+
+    term = jax.jit(jax.value_and_grad(lambda r, t: generator_term(cfg, disc, state, r, t)[0]))
+    value, grad = term(fake, jnp.int32(2))
+    assert float(value) == 0.0 and not np.any(np.asarray(grad))
+    value, grad = term(fake, jnp.int32(3))
+    np.testing.assert_allclose(value, 0.5 * generator_loss(d_fake, "hinge"), rtol=1e-5)
+    assert np.any(np.asarray(grad))

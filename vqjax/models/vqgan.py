@@ -165,7 +165,10 @@ def decoder_generator_term(cfg: GANConfig, disc: nn.Module, state: GANState, mod
 def discriminator_step(cfg: GANConfig, disc: nn.Module, tx: optax.GradientTransformation, state: GANState,
                        real: jax.Array, fake: jax.Array, step: jax.Array) -> tuple[GANState, dict]:
     """One discriminator update on ``real`` and (gradient-free) ``fake`` images, with LeCAM and R1 when their
-    weights are positive; before ``cfg.start_step`` the loss is zero and the LeCAM EMAs stay."""
+    weights are positive; before ``cfg.start_step`` the loss is zero (the parameters stay, the optimizer's count
+    moves) and the LeCAM EMAs stay. The update is masked rather than skipped by a ``lax.cond``: on XLA's CPU
+    backend the conditional made every step after the start about 6x slower (a video tokenizer's step with the
+    discriminator: 7.7x a step without it, against 1.2x masked)."""
     on = (step >= cfg.start_step).astype(jnp.float32)
     fake = jax.lax.stop_gradient(fake)
 

@@ -1,8 +1,6 @@
-"""The causal 3D video tokenizer of ``experiments/clips_video.py`` started from the per-frame image tokenizer
-of 8 x 8 tokens a frame (``runs/clips_frames64``), its weights inflated into the causal 3D layout
-(``config.inflate_from``, MAGVIT-v2's initialisation): the image layout (no patch stem, three halvings, width 16
-then 32), time halved at the first two halvings, so 5 x 8 x 8 = 320 FSQ tokens a clip, the video tokenizer's rate.
-At step 0 it is that image tokenizer on the last frame of each group of four; training teaches it the motion.
+"""``experiments/moving_mnist_video_inflated.py`` on real footage (``vqjax_video_clips`` at a nominal 24 frames per
+second): the causal 3D tokenizer started from the per-frame image tokenizer of 8 x 8 tokens a frame
+(``runs/clips_frames64``), inflated, then trained on clips; 5 x 8 x 8 = 320 FSQ tokens a clip.
 
     python -m vqjax.main --config=experiments/clips_frames.py --workdir=runs/clips_frames64 \\
         --config.model.channel_mult='(1, 2, 2, 2)'

@@ -230,7 +230,7 @@ def test_inflation_refuses_a_different_layout():
     _, _, vi, vv = _tokenizer_pair(temporal_down=(True, True, False), video_mult=(1, 2, 2, 2))
     with pytest.raises(ValueError, match="channel_mult or num_res_blocks"):
         inflate_image_params(vi["params"], vv["params"])
-    _, _, vi, vv = _tokenizer_pair(kwargs={"levels": [5, 5, 5, 5]})
-    other = _tokenizer_pair()[2]
+    vv = _tokenizer_pair(kwargs={"levels": [5, 5, 5, 5]})[3]              # a quantizer with projections
+    other = _tokenizer_pair()[2]                                        # one without
     with pytest.raises(ValueError, match="quantizer"):
         inflate_image_params(other["params"], vv["params"])

@@ -397,7 +397,7 @@ def _numbered(tree: dict, prefix: str) -> list[str]:
     return sorted((k for k in tree if k.rsplit("_", 1)[0] == prefix), key=lambda k: int(k.rsplit("_", 1)[1]))
 
 
-def _take(image: dict, video: dict, where: str, reshape=None) -> dict:
+def _take(image: dict, video: dict, where: str) -> dict:
     """``image``'s leaves in ``video``'s shapes: each kernel as is, reshaped (a 1x1 conv to a dense layer), or put
     in the last temporal tap of a causal kernel (``[kh, kw, ci, co] -> [kt, kh, kw, ci, co]``, other taps 0)."""
     if set(image) != set(video):
@@ -410,7 +410,7 @@ def _take(image: dict, video: dict, where: str, reshape=None) -> dict:
             out[name] = w
         elif w.ndim + 1 == v.ndim and w.shape == v.shape[1:]:
             out[name] = jnp.zeros(v.shape, v.dtype).at[-1].set(w)
-        elif w.size == v.size and w.shape[-1] == v.shape[-1] and all(d == 1 for d in w.shape[:w.ndim - v.ndim]):
+        elif w.shape == (1,) * (w.ndim - v.ndim) + v.shape:
             out[name] = w.reshape(v.shape)
         else:
             raise ValueError(f"inflate_image_params: {where}/{name} has shape {w.shape} in the image tokenizer; the "
@@ -422,7 +422,7 @@ def _take(image: dict, video: dict, where: str, reshape=None) -> dict:
 def _res_block(image: dict, video: dict, where: str) -> dict:
     names = {"Conv_0": "CausalConv3d_0", "Conv_1": "CausalConv3d_1", "Conv_2": "Dense_0",
              "GroupNorm_0": "GroupNorm_0", "GroupNorm_1": "GroupNorm_1"}
-    if set(names[k] for k in image if k in names) != set(video) or set(image) - set(names):
+    if set(image) - set(names) or {names[k] for k in image} != set(video):
         raise ValueError(f"inflate_image_params: {where} holds {sorted(image)} in the image tokenizer and "
                          f"{sorted(video)} in the video tokenizer")
     return {names[k]: _take(image[k], video[names[k]], f"{where}/{names[k]}") for k in image}

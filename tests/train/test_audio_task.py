@@ -72,6 +72,28 @@ def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tm
     assert tok.decode(codes).shape == (1, codes.shape[1] * 160 - tok.delay)
 
 
+def test_harmonic_codec_trains_its_pitch_and_phase(speech_dir, tmp_path, monkeypatch, one):
+    """The harmonic decoder with the pitch and phase losses on: both are logged, finite and positive, and its
+    tokenizer decodes."""
+    roots, data_dir = speech_dir
+    monkeypatch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
+    c = _config(data_dir, ood_splits=(), eval_levels=(3,))
+    c.model.harmonic, c.losses.pitch, c.losses.phase = True, 1.0, 0.5
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(c, workdir, progress=False, devices=one)
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    train = [r for r in rows if r["split"] == "train"][-1]
+    assert np.isfinite(train["pitch_loss"]) and train["pitch_loss"] > 0
+    assert np.isfinite(train["phase_loss"]) and train["phase_loss"] > 0
+
+    import vqjax
+
+    tok = vqjax.Tokenizer.load(workdir)
+    assert tok.model.decoder.harmonic
+    wave = voiced(0.3, 16000, 5)[None]
+    assert np.isfinite(tok.decode(tok.encode(wave, sample_rate=16000))).all()
+
+
 def test_align_and_scores():
     ref = voiced(1.0, 16000, 1)
     late = np.concatenate([np.zeros(123, np.float32), ref])[:ref.size]
@@ -120,6 +142,17 @@ def test_codec_config_errors_name_the_field(tmp_path):
                             (dict(gan=dict(weight=1.0, loss="hinge", start_step=0, feature_weight=1.0, periods=(),
                                            fft_sizes=(), channels=4)), "both empty")):
         c = _config(str(tmp_path / "tfds"), **override)
+        with pytest.raises(ValueError, match=match):
+            train_and_evaluate(c, str(tmp_path / "w"), progress=False)
+    for fields, match in (({"model.architecture": "seanet", "model.harmonic": True}, "harmonic .*needs "
+                           "config.model.architecture='stft'; got 'seanet'"),
+                          ({"model.architecture": "seanet", "losses.phase": 1.0}, "losses.phase .*needs "
+                           "config.model.architecture='stft'"),
+                          ({"losses.pitch": 1.0}, "losses.pitch .*needs config.model.harmonic=True")):
+        c = _config(str(tmp_path / "tfds"))
+        for key, value in fields.items():
+            group, name = key.split(".")
+            c[group][name] = value
         with pytest.raises(ValueError, match=match):
             train_and_evaluate(c, str(tmp_path / "w"), progress=False)
     c = _config(str(tmp_path / "tfds"))

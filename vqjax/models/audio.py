@@ -37,8 +37,8 @@ import numpy as np
 from vqjax.models.streaming import StateChain
 
 __all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
-           "ConvNeXtBlock", "STFTEncoder", "ISTFTDecoder", "hann_window", "frame_signal", "overlap_add", "inverse_stft",
-           "align_output", "frames_for", "AudioCodec"]
+           "ConvNeXtBlock", "STFTEncoder", "ISTFTDecoder", "hann_window", "frame_signal", "frame_spectra",
+           "harmonic_frames", "overlap_add", "inverse_stft", "align_output", "frames_for", "AudioCodec"]
 
 
 def _check_chunk(x: jax.Array, multiple: int, where: str) -> None:
@@ -323,6 +323,39 @@ def frame_signal(x: jax.Array, n_fft: int, hop: int, causal: bool = True, state:
     return full[:, idx], new_state
 
 
+def frame_spectra(x: jax.Array, n_fft: int, hop: int, causal: bool = True, state: jax.Array | None = None):
+    """``(spectra [B, T / hop, n_fft // 2 + 1], state)``: the Hann-windowed FFT of each of :func:`frame_signal`'s
+    frames (complex64). The STFT encoder reads these, and frame ``t`` is what the inverse-STFT decoder's frame
+    ``t`` reconstructs (up to scale), on the same grid."""
+    frames, state = frame_signal(x, n_fft, hop, causal, state)
+    return jnp.fft.rfft(frames * hann_window(n_fft), axis=-1), state
+
+
+def harmonic_frames(pitch: jax.Array, n_fft: int, hop: int, causal: bool = True, state: jax.Array | None = None):
+    """``(frames [B, F, n_fft], state)``: per frame ``t`` the harmonic excitation ``sum_{n=1}^{M_t} cos(n (phi_t +
+    2 pi f_t m))`` for ``m < n_fft``, with ``f_t = pitch[:, t]`` in cycles per sample and all ``M_t = floor(1 / (2
+    f_t))`` harmonics below Nyquist (summed in closed form, the Dirichlet kernel). The phase ``phi`` runs on from
+    frame to frame, ``phi_{t+1} = phi_t + 2 pi f_t hop`` (mod 2 pi), so consecutive frames agree where they overlap.
+    The phase runs in fixed point (int32 units of ``2^-24`` cycle, whose sums are exact), so chunks with the state
+    carried give the whole signal's frames exactly. Causal: the state is the next frame's phase (zero before the
+    signal); otherwise every call starts at zero."""
+    two_pi = 2.0 * np.pi
+    unit = 1 << 24
+    pitch = pitch.astype(jnp.float32)
+    start = jnp.zeros(pitch.shape[:1], jnp.int32) if state is None else state
+    step = jnp.round(jnp.mod(pitch * hop, 1.0) * unit).astype(jnp.int32)
+    run = jnp.cumsum(step, axis=1)                # wraps past 2^31 in two's complement: still exact mod 2^24
+    phase = jnp.concatenate([start[:, None], start[:, None] + run[:, :-1]], axis=1) & (unit - 1)
+    new_state = (start + run[:, -1]) & (unit - 1) if causal else None
+    cycles = phase.astype(jnp.float32)[..., None] / unit + pitch[..., None] * jnp.arange(n_fft, dtype=jnp.float32)
+    theta = two_pi * (cycles - jnp.floor(cycles))          # in [0, 2 pi): the kernel is 2 pi periodic
+    count = jnp.floor(0.5 / pitch)[..., None]
+    half_sin = jnp.sin(0.5 * theta)
+    regular = jnp.abs(half_sin) > 1e-4
+    kernel = jnp.sin((count + 0.5) * theta) / (2.0 * jnp.where(regular, half_sin, 1.0)) - 0.5
+    return jnp.where(regular, kernel, count), new_state
+
+
 def overlap_add(frames: jax.Array, hop: int, causal: bool = True, state: jax.Array | None = None):
     """``(y [B, F * hop], state)``: frames ``[B, F, n_fft]`` (``n_fft`` a multiple of ``hop``) summed with frame
     ``t`` on samples ``t hop .. t hop + n_fft - 1``. Causal: the last ``n_fft - hop`` samples (the overlap into
@@ -368,8 +401,7 @@ class STFTEncoder(_Fourier):
             raise ValueError(f"STFTEncoder: x must be mono [batch, time, 1]; got shape {x.shape}")
         run = self._chain(state)
         hop = int(self.strides[0])
-        frames = run(lambda v, st: frame_signal(v, self.n_fft, hop, self.causal, st), x[..., 0].astype(jnp.float32))
-        spec = jnp.fft.rfft(frames * hann_window(self.n_fft), axis=-1)
+        spec = run(lambda v, st: frame_spectra(v, self.n_fft, hop, self.causal, st), x[..., 0].astype(jnp.float32))
         mag = jnp.abs(spec)
         unit = spec / jnp.maximum(mag, 1e-7)
         comp = mag ** 0.3
@@ -390,6 +422,9 @@ class ISTFTDecoder(_Fourier):
     layer to a log magnitude and a phase per frequency bin; inverse FFT, Hann synthesis window, overlap-add."""
 
     audio_channels: int = 1
+    harmonic: bool = False
+    min_pitch: float = 50.0 / 16000
+    max_pitch: float = 550.0 / 16000
 
     @nn.compact
     def __call__(self, z: jax.Array, state=None):
@@ -409,8 +444,29 @@ class ISTFTDecoder(_Fourier):
         mag = jnp.exp(jnp.minimum(out[..., :bins], 8.0))
         spec = jax.lax.complex(mag * jnp.cos(out[..., bins:]), mag * jnp.sin(out[..., bins:]))
         hop = int(self.strides[0])
+        if self.harmonic:
+            spec = spec + run(lambda v, st: self._harmonic_part(v, hop, st), h.astype(jnp.float32))
+        self.sow("intermediates", "spectrum", spec)       # for losses on the predicted phase (mutable only)
         y = run(lambda v, st: inverse_stft(v, self.n_fft, hop, self.causal, st), spec)
         return y[..., None], (tuple(run.states) if self.causal else None)
+
+
+    def _harmonic_part(self, h: jax.Array, hop: int, state):
+        """``(spectra, state)`` of the voiced part (a source-filter model in the STFT domain): a pitch in
+        ``[min_pitch, max_pitch]`` cycles per sample, a voicing in [0, 1] and a spectral envelope per frame from a
+        dense layer; :func:`harmonic_frames` at that pitch (its gradient stopped: the pitch learns from its own
+        loss on the input's pitch track, as spectral losses give it no useful gradient), Hann-windowed, through
+        the FFT, shaped by the envelope and scaled by the voicing. The pitch and the voicing logit are sown as
+        intermediates for that loss."""
+        bins = self.n_fft // 2 + 1
+        out = nn.Dense(bins + 2, dtype=jnp.float32, name="harmonic_head")(h)
+        envelope = jnp.exp(jnp.minimum(out[..., :bins], 8.0))
+        pitch = self.min_pitch * (self.max_pitch / self.min_pitch) ** jax.nn.sigmoid(out[..., bins])
+        self.sow("intermediates", "pitch", pitch)
+        self.sow("intermediates", "voicing_logit", out[..., bins + 1])
+        frames, state = harmonic_frames(jax.lax.stop_gradient(pitch), self.n_fft, hop, self.causal, state)
+        comb = jnp.fft.rfft(frames * hann_window(self.n_fft), axis=-1) * (2.0 / self.n_fft)
+        return comb * (envelope * jax.nn.sigmoid(out[..., bins + 1:bins + 2])), state
 
 
 def align_output(output: jax.Array, reference: jax.Array, delay: int):

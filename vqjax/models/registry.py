@@ -56,20 +56,25 @@ AUDIO_ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder), "stft": (STFTEn
 
 def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio_channels: int = 1,
                 num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any],
-                architecture: str = "seanet") -> AudioCodec:
+                architecture: str = "seanet", harmonic: bool = False) -> AudioCodec:
     """An :class:`~vqjax.models.audio.AudioCodec` around the quantizer registered as ``quantizer`` on
     ``latent_dim`` channels. ``architecture='seanet'``: SEANet encoder and mirrored decoder of base width
     ``channels`` and downsampling ``strides`` on the waveform; ``'stft'``: STFT encoder and inverse-STFT (Vocos)
-    decoder of width ``channels``, hop ``strides[0]`` and the frame rate divided by the later strides."""
+    decoder of width ``channels``, hop ``strides[0]`` and the frame rate divided by the later strides, with
+    ``harmonic=True`` a voiced part (pitch, voicing and envelope) added to its spectra."""
     if architecture not in AUDIO_ARCHITECTURES:
         raise ValueError(f"audio_codec: architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
                          f"{architecture!r}")
+    if harmonic and architecture != "stft":
+        raise ValueError(f"audio_codec: harmonic=True adds a voiced part to the inverse-STFT decoder and needs "
+                         f"architecture='stft'; got {architecture!r}")
     encoder, decoder = AUDIO_ARCHITECTURES[architecture]
     strides = tuple(int(s) for s in strides)
     shared = dict(channels=channels, strides=strides, num_residual=num_residual, causal=causal)
+    extra = {"harmonic": True} if harmonic else {}
     return AudioCodec(encoder=encoder(latent_dim=latent_dim, **shared),
                       quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
-                      decoder=decoder(audio_channels=audio_channels, **shared))
+                      decoder=decoder(audio_channels=audio_channels, **shared, **extra))
 
 
 register_model("audio_codec", audio_codec)

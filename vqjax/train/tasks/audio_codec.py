@@ -1,8 +1,10 @@
 """Task ``'audio_codec'``: a neural speech codec (an STFT or SEANet encoder/decoder around a quantizer, chosen by
 ``config.model.architecture``) on tfds + grain input.
 
-One train step updates the codec on random crops (``config.crop_seconds``) with the weighted sum of the
-multi-scale mel loss, the multi-resolution STFT loss, time-domain L1 and the quantizer's loss, plus, when
+One train step updates the codec on random crops (``config.crop_seconds``) with the weighted sum
+(``config.losses``) of the multi-scale mel loss, the multi-resolution STFT loss, time-domain L1, optionally the
+phase loss on the inverse-STFT decoder's predicted spectra and the pitch loss of the harmonic decoder
+(``config.model.harmonic``) against the input's pitch track, and the quantizer's loss, plus, when
 ``config.gan.weight > 0`` and from ``config.gan.start_step``, the adversarial and feature-matching terms of the
 multi-period and multi-resolution STFT discriminators (:mod:`vqjax.models.audio_gan`), which are updated in the
 same step. Residual quantizers with ``quantizer_dropout`` learn to serve every number of levels, so one model has
@@ -35,9 +37,10 @@ import optax
 from vqjax.data import audio as audio_data, pipeline
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.registry import AUDIO_ARCHITECTURES
-from vqjax.models.audio import align_output
+from vqjax.models.audio import align_output, frame_signal, hann_window
 from vqjax.models.audio_gan import AudioDiscriminators, discriminator_losses, feature_matching, generator_losses
-from vqjax.models.audio_losses import l1_loss, multiresolution_stft_loss, multiscale_mel_loss, si_sdr
+from vqjax.models.audio_losses import (l1_loss, multiresolution_stft_loss, multiscale_mel_loss, phase_loss, pitch_loss,
+                                       pitch_track, si_sdr)
 from vqjax.models.vqgan import GAN_LOSSES
 from vqjax.train import evaluate as metrics_lib, reports, speech_eval
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config,
@@ -67,9 +70,13 @@ def default_config() -> ml_collections.ConfigDict:
     decoder (``model.architecture='stft'``: STFT hop 160, window 640, then 2 frames per latent, so 50 frames per
     second; width ``channels`` 256, ``num_residual`` 2 ConvNeXt blocks at each rate); ``'seanet'`` reads
     ``channels`` as the base width, ``strides`` as the downsampling (e.g. (2, 4, 5, 8)) and ``num_residual`` as
-    residual units per stride. A residual VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12)
-    with quantizer dropout, trained on the bundled recorded speech. Losses compare the decoder's output with the
-    input it reconstructs (shifted by the model's ``delay``)."""
+    residual units per stride. ``model.harmonic`` adds a voiced part to the ``'stft'`` decoder (a pitch, a voicing
+    and an envelope per frame shaping a harmonic excitation whose phase runs on from frame to frame). A residual
+    VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12) with quantizer dropout, trained on the
+    bundled recorded speech. Losses compare the decoder's output with the input it reconstructs (shifted by the
+    model's ``delay``); ``losses.phase`` (APNet's phase losses on the decoder's predicted spectra) and
+    ``losses.pitch`` (the harmonic decoder's pitch and voicing against the input's pitch track) are off (0) by
+    default."""
     c = add_example_data(core_config("audio_codec"), "vqjax_speech", batch_size=16, eval_batch_size=8)
     c.sample_rate = 16000
     c.crop_seconds = 1.0
@@ -77,7 +84,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loudness_db = -23.0
 
     c.model = ml_collections.ConfigDict(dict(architecture="stft", channels=256, strides=(160, 2), latent_dim=64,
-                                             num_residual=2, causal=True))
+                                             num_residual=2, causal=True, harmonic=False))
     c.quantizer = "rvq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(num_levels=12, codebook_size=1024, quantizer_dropout=0.5,
                                                         codebook_learning="ema", codebook_init="kmeans",
@@ -85,7 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.optimizer.learning_rate = 1e-3
     c.optimizer.b1 = 0.8
     c.optimizer.b2 = 0.99
-    c.losses = ml_collections.ConfigDict(dict(mel=1.0, stft=1.0, l1=0.1))
+    c.losses = ml_collections.ConfigDict(dict(mel=1.0, stft=1.0, l1=0.1, phase=0.0, pitch=0.0))
     c.gan = ml_collections.ConfigDict(dict(weight=0.0, loss="hinge", start_step=0, feature_weight=3.0,
                                            periods=(2, 3, 5, 7, 11), fft_sizes=(512, 1024, 2048), channels=16))
     c.eval_levels = (3, 6, 12)
@@ -132,6 +139,7 @@ def model_spec(config: ml_collections.ConfigDict) -> dict:
             "kwargs": {"channels": int(m.channels), "strides": [int(s) for s in m.strides],
                        "latent_dim": int(m.latent_dim), "num_residual": int(m.num_residual),
                        "causal": bool(m.causal), "audio_channels": 1, "architecture": str(m.architecture),
+                       **({"harmonic": True} if m.harmonic else {}),
                        "quantizer": config.quantizer,
                        "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
 
@@ -153,6 +161,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     if m.architecture not in AUDIO_ARCHITECTURES:
         raise ValueError(f"config.model.architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
                          f"{m.architecture!r}")
+    if m.harmonic and m.architecture != "stft":
+        raise ValueError(f"config.model.harmonic adds a voiced part to the inverse-STFT decoder and needs "
+                         f"config.model.architecture='stft'; got {m.architecture!r}")
     if not len(m.strides) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in m.strides):
         raise ValueError(f"config.model.strides must be a non-empty tuple of positive ints; got {m.strides}")
     if m.architecture == "stft" and m.strides[0] < 2:
@@ -177,6 +188,12 @@ def check(config: ml_collections.ConfigDict) -> None:
     for name, weight in config.losses.items():
         if weight < 0:
             raise ValueError(f"config.losses.{name} must be >= 0; got {weight}")
+    if config.losses.get("phase", 0.0) > 0 and m.architecture != "stft":
+        raise ValueError(f"config.losses.phase compares the phase the inverse-STFT decoder predicts, so it needs "
+                         f"config.model.architecture='stft'; got {m.architecture!r} (set config.losses.phase = 0)")
+    if config.losses.get("pitch", 0.0) > 0 and not m.harmonic:
+        raise ValueError(f"config.losses.pitch trains the harmonic decoder's pitch and needs config.model.harmonic="
+                         f"True; got {m.harmonic} (set config.losses.pitch = 0)")
     if not any(w > 0 for w in config.losses.values()):
         raise ValueError(f"config.losses needs a positive weight; got {config.losses.to_dict()}")
     g = config.gan
@@ -211,9 +228,31 @@ class StepParts:
     gan_start: int = 0
 
 
-def _recon_terms(parts: StepParts, recon, wave) -> dict:
-    fns = {"mel": lambda: multiscale_mel_loss(recon, wave, parts.sample_rate),
-           "stft": lambda: multiresolution_stft_loss(recon, wave), "l1": lambda: l1_loss(recon, wave)}
+DECODER_LOSSES = ("phase", "pitch")        # losses on what the inverse-STFT decoder predicts, not on its output
+
+
+def _wants_intermediates(parts: StepParts) -> bool:
+    return any(weight > 0 for name, weight in parts.losses if name in DECODER_LOSSES)
+
+
+def _recon_terms(parts: StepParts, recon, target, wave, updates) -> dict:
+    """The weighted reconstruction losses: ``recon`` against ``target`` (the input delayed as the output is);
+    ``phase`` compares the decoder's predicted spectra with the input's own (``wave``) on the decoder's frames,
+    ``pitch`` the harmonic decoder's pitch and voicing with the input's pitch track on those frames."""
+    decoder = parts.model.decoder
+    sown = updates.get("intermediates", {}).get("decoder", {})
+
+    def frames():
+        return frame_signal(wave[..., 0], decoder.n_fft, int(decoder.strides[0]), decoder.causal)[0]
+
+    def pitch():
+        target, voiced = pitch_track(frames(), decoder.min_pitch, decoder.max_pitch)
+        return pitch_loss(sown["pitch"][0], sown["voicing_logit"][0], target, voiced)
+
+    fns = {"mel": lambda: multiscale_mel_loss(recon, target, parts.sample_rate),
+           "stft": lambda: multiresolution_stft_loss(recon, target), "l1": lambda: l1_loss(recon, target),
+           "phase": lambda: phase_loss(sown["spectrum"][0], jnp.fft.rfft(frames() * hann_window(decoder.n_fft))),
+           "pitch": pitch}
     return {name: fns[name]() for name, weight in parts.losses if weight > 0}
 
 
@@ -230,10 +269,11 @@ def train_step(parts: StepParts, state: AudioTrainState, wave):
     real = parts.disc.apply(state.disc_params, target) if parts.disc is not None else None
 
     def loss_fn(params):
+        mutable = ["vq_stats", "intermediates"] if _wants_intermediates(parts) else ["vq_stats"]
         (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, wave, train=True,
-                                            mutable=["vq_stats"], rngs={"vq": rng})
+                                            mutable=mutable, rngs={"vq": rng})
         recon, _ = align_output(recon, wave, delay)
-        terms = _recon_terms(parts, recon, target)
+        terms = _recon_terms(parts, recon, target, wave, upd)
         loss = sum(weights[k] * v for k, v in terms.items()) + q.loss
         aux = {f"{k}_loss": v for k, v in terms.items()}
         aux["quantizer_loss"] = q.loss

@@ -110,6 +110,15 @@ def test_align_and_scores():
     scrambled = istft(np.abs(spec) * phases, nperseg=512)[1][:syllables.size].astype(np.float32)
     _, lag = speech_eval.align(syllables, scrambled, 16000)
     assert abs(lag - 300) <= 64, lag
+    # Its magnitudes are right and its phases are not: the swap puts the loss on the phase.
+    swap = speech_eval.magnitude_or_phase(syllables, scrambled, 16000)
+    assert swap["decoded_magnitude"]["si_sdr"] > 5 and swap["decoded_phase"]["si_sdr"] < 0
+    # A zero-phase low-pass keeps the phases and loses the spectrum: the swap puts the loss on the magnitude.
+    from scipy.signal import butter, filtfilt
+
+    muffled = filtfilt(*butter(4, 800 / 8000), syllables).astype(np.float32)
+    swap = speech_eval.magnitude_or_phase(syllables, muffled, 16000)
+    assert swap["decoded_phase"]["si_sdr"] > 25 > 15 > swap["decoded_magnitude"]["si_sdr"]
     same = speech_eval.score_clip(ref, ref, 16000)
     assert same["stoi"] > 0.99 and same["si_sdr"] > 60 and same["mel_distance"] < 1e-6 and same["delay"] == 0
     noisy = speech_eval.score_clip(ref, ref + 0.05 * np.random.default_rng(0).normal(size=ref.size), 16000)

@@ -30,8 +30,8 @@ import numpy as np
 
 from vqjax.data.audio import from_pcm16, resample, to_pcm16
 
-__all__ = ["align", "score_clip", "evaluate_codec", "CodecResult", "codec2_roundtrip", "opus_roundtrip",
-           "anchor_codecs", "CODEC2_MODES", "summary_rows", "plot_rate_distortion", "METRICS"]
+__all__ = ["align", "score_clip", "magnitude_or_phase", "evaluate_codec", "CodecResult", "codec2_roundtrip",
+           "opus_roundtrip", "anchor_codecs", "CODEC2_MODES", "summary_rows", "plot_rate_distortion", "METRICS"]
 
 CODEC2_MODES = (3200, 2400, 1600, 1400, 1300, 1200, 700)
 METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")
@@ -99,6 +99,29 @@ def score_clip(reference: np.ndarray, decoded: np.ndarray, sample_rate: int, *, 
             "stoi": float(stoi(ref, deg, sample_rate, extended=False)),
             "si_sdr": float(si_sdr(ref[None], deg[None], xp=np)[0]),
             "mel_distance": float(multiscale_mel_loss(deg[None], ref[None], sample_rate, xp=np)), "delay": lag}
+
+
+def magnitude_or_phase(reference: np.ndarray, decoded: np.ndarray, sample_rate: int, n_fft: int = 640) -> dict:
+    """Which half of a decoded clip costs its quality: the scores (:func:`score_clip`) of its STFT magnitudes with
+    the reference's phases (``'decoded_magnitude'``) and of the reference's magnitudes with its phases
+    (``'decoded_phase'``), after aligning it (Hann window ``n_fft``, hop ``n_fft / 4``, resynthesised by the
+    inverse STFT). A codec whose ``decoded_magnitude`` scores stay low has spectra that are wrong, whatever its
+    phase; one whose ``decoded_phase`` scores stay low has the phase to mend."""
+    from scipy.signal import istft, stft
+
+    ref = np.asarray(reference, np.float64)
+    deg, _ = align(reference, decoded, sample_rate)
+    overlap = n_fft - n_fft // 4
+    spectra = [stft(x, nperseg=n_fft, noverlap=overlap)[2] for x in (ref, np.asarray(deg, np.float64))]
+    (r, d) = spectra
+
+    def resynth(mag, phase_of):
+        y = istft(np.abs(mag) * np.exp(1j * np.angle(phase_of)), nperseg=n_fft, noverlap=overlap)[1]
+        return np.pad(y, (0, max(ref.size - y.size, 0)))[:ref.size].astype(np.float32)
+
+    ref32 = ref.astype(np.float32)
+    return {"decoded_magnitude": score_clip(ref32, resynth(d, r), sample_rate, aligned=False),
+            "decoded_phase": score_clip(ref32, resynth(r, d), sample_rate, aligned=False)}
 
 
 @dataclasses.dataclass(frozen=True)

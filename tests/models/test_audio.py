@@ -189,3 +189,47 @@ def test_codec_streams_codes_and_samples_and_drops_levels():
                                codec.apply(variables, padded, method="decode"), rtol=1e-6)
     with pytest.raises(ValueError, match=r"num_levels must lie in \[1, 3\]; got 4"):
         codec.apply(variables, x, 4, method="encode")
+
+
+def test_pitch_codes_lead_the_levels_and_stream():
+    """With ``pitch_codes`` the first level is the input's pitch (0 where unvoiced), decoded back to within half a
+    code step; the codes of consecutive chunks equal the whole signal's, and so (to the harmonic decoder's
+    tolerance) do the samples; fewer levels keep the pitch."""
+    from vqjax.models import model_from_spec
+    from vqjax.models.audio_losses import pitch_track
+
+    codec = model_from_spec({"name": "audio_codec", "kwargs": dict(
+        channels=8, strides=[10, 4], latent_dim=6, quantizer="rvq", architecture="stft", harmonic=True,
+        pitch_codes=True, quantizer_kwargs=dict(num_levels=3, codebook_size=64))})
+    t = np.arange(1600) / 16000
+    voiced = sum(np.cos(2 * np.pi * k * 440.0 * t) / k for k in range(1, 18))
+    x = np.stack([voiced, np.zeros_like(voiced)]).astype(np.float32)[..., None] * 0.3
+    variables = jax.jit(lambda k, x: codec.init(k, x))(jax.random.key(0), x[:1, :40])
+    assert codec.num_levels == 4
+    codes = jax.jit(lambda v, x: codec.apply(v, x, method="encode"))(variables, x)
+    frames, _ = frame_signal(jnp.asarray(x[..., 0]), 80, 40)
+    tracked, _ = pitch_track(frames, codec.pitch.min_pitch, codec.pitch.max_pitch)
+    sent, voiced_flag = codec.pitch.decode(codes[..., 0])
+    assert (np.asarray(codes[0, 2:, 0]) > 0).all() and (np.asarray(codes[1, :, 0]) == 0).all()
+    half_step = 0.5 * np.log(codec.pitch.max_pitch / codec.pitch.min_pitch) / (codec.pitch.vocab - 2)
+    np.testing.assert_array_less(np.abs(np.log(sent[0, 2:] / tracked[0, 2:])), half_step + 1e-6)
+    np.testing.assert_allclose(np.asarray(sent[0, 2:]) * 16000, 440.0, rtol=0.015)      # two periods a window
+    assert float(voiced_flag[1].max()) == 0.0
+    encode = jax.jit(lambda v, x, s: codec.apply(v, x, s, None, method="encode_stream"))
+    decode = jax.jit(lambda v, c, s: codec.apply(v, c, s, method="decode_stream"))
+    parts, state = [], None
+    for a, b in ((0, 400), (400, 440), (440, 1600)):
+        c, state = encode(variables, x[:, a:b], state)
+        parts.append(c)
+    np.testing.assert_array_equal(np.concatenate(parts, 1), codes)
+    whole = codec.apply(variables, codes, method="decode")
+    samples, state = [], None
+    for a, b in ((0, 13), (13, 40)):
+        y, state = decode(variables, codes[:, a:b], state)
+        samples.append(y)
+    np.testing.assert_allclose(np.concatenate(samples, 1), whole, atol=1e-3 * float(np.abs(whole).max()))
+    np.testing.assert_array_equal(codec.apply(variables, x, 2, method="encode"), codes[..., :2])
+    with pytest.raises(ValueError, match="needs harmonic=True"):
+        model_from_spec({"name": "audio_codec", "kwargs": dict(
+            channels=8, strides=[10, 4], latent_dim=6, quantizer="rvq", architecture="stft", pitch_codes=True,
+            quantizer_kwargs=dict(num_levels=3, codebook_size=64))})

@@ -38,7 +38,7 @@ from vqjax.models.streaming import StateChain
 
 __all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
            "ConvNeXtBlock", "STFTEncoder", "ISTFTDecoder", "hann_window", "frame_signal", "frame_spectra",
-           "harmonic_frames", "overlap_add", "inverse_stft", "align_output", "frames_for", "AudioCodec"]
+           "harmonic_frames", "overlap_add", "inverse_stft", "align_output", "frames_for", "PitchCoder", "AudioCodec"]
 
 
 def _check_chunk(x: jax.Array, multiple: int, where: str) -> None:
@@ -427,8 +427,12 @@ class ISTFTDecoder(_Fourier):
     max_pitch: float = 550.0 / 16000
 
     @nn.compact
-    def __call__(self, z: jax.Array, state=None):
+    def __call__(self, z: jax.Array, state=None, pitch=None):
+        """``(samples, state)`` of latents ``z``; ``pitch``: None (the harmonic part predicts its own pitch) or
+        ``(pitch, voiced)`` per latent frame ``[B, F]`` sent with the codes (:class:`PitchCoder`)."""
         _check_chunk(z, 1, "ISTFTDecoder")
+        if pitch is not None and not self.harmonic:
+            raise ValueError("ISTFTDecoder: a pitch is given but the decoder has no harmonic part (harmonic=False)")
         if self.audio_channels != 1:
             raise ValueError(f"ISTFTDecoder: mono only; got audio_channels={self.audio_channels}")
         run = self._chain(state)
@@ -445,28 +449,35 @@ class ISTFTDecoder(_Fourier):
         spec = jax.lax.complex(mag * jnp.cos(out[..., bins:]), mag * jnp.sin(out[..., bins:]))
         hop = int(self.strides[0])
         if self.harmonic:
-            spec = spec + run(lambda v, st: self._harmonic_part(v, hop, st), h.astype(jnp.float32))
+            spec = spec + run(lambda v, st: self._harmonic_part(v, hop, st, pitch), h.astype(jnp.float32))
         self.sow("intermediates", "spectrum", spec)       # for losses on the predicted phase (mutable only)
         y = run(lambda v, st: inverse_stft(v, self.n_fft, hop, self.causal, st), spec)
         return y[..., None], (tuple(run.states) if self.causal else None)
 
 
-    def _harmonic_part(self, h: jax.Array, hop: int, state):
+    def _harmonic_part(self, h: jax.Array, hop: int, state, given=None):
         """``(spectra, state)`` of the voiced part (a source-filter model in the STFT domain): a pitch in
-        ``[min_pitch, max_pitch]`` cycles per sample, a voicing in [0, 1] and a spectral envelope per frame from a
-        dense layer; :func:`harmonic_frames` at that pitch (its gradient stopped: the pitch learns from its own
-        loss on the input's pitch track, as spectral losses give it no useful gradient), Hann-windowed, through
-        the FFT, shaped by the envelope and scaled by the voicing. The pitch and the voicing logit are sown as
-        intermediates for that loss."""
+        ``[min_pitch, max_pitch]`` cycles per sample, a voicing in [0, 1] and a spectral envelope per frame;
+        :func:`harmonic_frames` at that pitch, Hann-windowed, through the FFT, shaped by the envelope and scaled
+        by the voicing. The envelope and the voicing come from a dense layer. The pitch too, unless ``given``
+        (``(pitch, voiced)`` per latent frame, held over its STFT frames; the voicing is then the dense layer's
+        times ``voiced``); a predicted pitch has its gradient stopped, as spectral losses give it no useful one, and
+        learns from its own loss on the input's pitch track (it and the voicing logit are sown as intermediates)."""
         bins = self.n_fft // 2 + 1
-        out = nn.Dense(bins + 2, dtype=jnp.float32, name="harmonic_head")(h)
+        out = nn.Dense(bins + (1 if given is not None else 2), dtype=jnp.float32, name="harmonic_head")(h)
         envelope = jnp.exp(jnp.minimum(out[..., :bins], 8.0))
-        pitch = self.min_pitch * (self.max_pitch / self.min_pitch) ** jax.nn.sigmoid(out[..., bins])
-        self.sow("intermediates", "pitch", pitch)
-        self.sow("intermediates", "voicing_logit", out[..., bins + 1])
+        voicing = jax.nn.sigmoid(out[..., bins])
+        if given is None:
+            pitch = self.min_pitch * (self.max_pitch / self.min_pitch) ** jax.nn.sigmoid(out[..., bins + 1])
+            self.sow("intermediates", "pitch", pitch)
+            self.sow("intermediates", "voicing_logit", out[..., bins])
+        else:
+            per_latent = h.shape[1] // given[0].shape[1]
+            pitch = jnp.repeat(given[0], per_latent, axis=1)
+            voicing = voicing * jnp.repeat(given[1], per_latent, axis=1)
         frames, state = harmonic_frames(jax.lax.stop_gradient(pitch), self.n_fft, hop, self.causal, state)
         comb = jnp.fft.rfft(frames * hann_window(self.n_fft), axis=-1) * (2.0 / self.n_fft)
-        return comb * (envelope * jax.nn.sigmoid(out[..., bins + 1:bins + 2])), state
+        return comb * (envelope * voicing[..., None]), state
 
 
 def align_output(output: jax.Array, reference: jax.Array, delay: int):
@@ -482,6 +493,38 @@ def frames_for(num_samples: int, hop_length: int) -> int:
     return math.ceil(num_samples / hop_length)
 
 
+class PitchCoder(nn.Module):
+    """The pitch as one code per codec frame (Codec2's idea, for the harmonic decoder): :func:`pitch_track` on a
+    window of ``n_fft`` samples ending at each frame's end (centred without ``causal``), then code 0 for an
+    unvoiced frame and ``1 .. vocab - 1`` for pitches evenly spaced in log between ``min_pitch`` and ``max_pitch``
+    (cycles per sample). With 1024 codes, one step is 0.23% of the pitch. No parameters."""
+
+    n_fft: int
+    hop: int
+    vocab: int
+    min_pitch: float = 50.0 / 16000
+    max_pitch: float = 550.0 / 16000
+    causal: bool = True
+
+    def encode(self, x: jax.Array, state=None):
+        """``(codes int32 [B, T / hop], state)`` of waveforms ``x [B, T, 1]``; causal: the state holds the last
+        ``n_fft - hop`` samples."""
+        from vqjax.models.audio_losses import pitch_track
+
+        frames, state = frame_signal(x[..., 0].astype(jnp.float32), self.n_fft, self.hop, self.causal, state)
+        pitch, voiced = pitch_track(frames, self.min_pitch, self.max_pitch)
+        span = math.log(self.max_pitch / self.min_pitch)
+        position = jnp.clip(jnp.log(pitch / self.min_pitch) / span, 0.0, 1.0)
+        codes = 1 + jnp.round(position * (self.vocab - 2)).astype(jnp.int32)
+        return jnp.where(voiced > 0, codes, 0), state
+
+    def decode(self, codes: jax.Array):
+        """``(pitch, voiced)`` ``[B, F]`` float32 of codes (0 or absent, -1: unvoiced)."""
+        voiced = (codes > 0).astype(jnp.float32)
+        step = jnp.maximum(codes - 1, 0).astype(jnp.float32) / (self.vocab - 2)
+        return self.min_pitch * (self.max_pitch / self.min_pitch) ** step, voiced
+
+
 class AudioCodec(nn.Module):
     """Waveforms ``[B, T, audio_channels]`` -> encoder -> quantizer -> decoder (SoundStream/EnCodec layout).
 
@@ -495,6 +538,7 @@ class AudioCodec(nn.Module):
     encoder: SEANetEncoder
     quantizer: nn.Module
     decoder: SEANetDecoder
+    pitch: PitchCoder | None = None
 
     @property
     def hop_length(self) -> int:
@@ -503,7 +547,10 @@ class AudioCodec(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool = False):
         z, _ = self.encoder(x)
         q = self.quantizer(z, train=train)
-        y, _ = self.decoder(q.values)
+        if self.pitch is None:
+            y, _ = self.decoder(q.values)
+        else:
+            y, _ = self.decoder(q.values, pitch=self.pitch.decode(self.pitch.encode(x)[0]))
         return y, q
 
     @property
@@ -514,8 +561,10 @@ class AudioCodec(nn.Module):
 
     @property
     def num_levels(self) -> int | None:
-        """The residual quantizer's levels; None for a single quantizer (one bitrate)."""
-        return getattr(self.quantizer, "num_levels", None)
+        """The code levels: the residual quantizer's, plus the pitch's in front with a :class:`PitchCoder`;
+        None for a single quantizer (one bitrate)."""
+        levels = getattr(self.quantizer, "num_levels", None)
+        return None if levels is None else levels + (self.pitch is not None)
 
     def _keep(self, codes: jax.Array, num_levels: int | None) -> jax.Array:
         if num_levels is None:
@@ -534,8 +583,14 @@ class AudioCodec(nn.Module):
 
     def encode_stream(self, x: jax.Array, state, num_levels: int | None = None):
         """``(codes, state)`` of one chunk (``state=None``: a new signal)."""
-        z, state = self.encoder(x, state)
-        return self._keep(self.quantizer.encode(z), num_levels), state
+        if self.pitch is None:
+            z, state = self.encoder(x, state)
+            return self._keep(self.quantizer.encode(z), num_levels), state
+        enc_state, pitch_state = (None, None) if state is None else state
+        z, enc_state = self.encoder(x, enc_state)
+        pitch, pitch_state = self.pitch.encode(x, pitch_state)
+        codes = jnp.concatenate([pitch[..., None], self.quantizer.encode(z)], axis=-1)
+        return self._keep(codes, num_levels), (enc_state, pitch_state)
 
     def _full(self, codes: jax.Array) -> jax.Array:
         total = self.num_levels
@@ -552,4 +607,7 @@ class AudioCodec(nn.Module):
 
     def decode_stream(self, codes: jax.Array, state):
         """``(samples, state)`` of one chunk of frames (``state=None``: a new signal)."""
-        return self.decoder(self.quantizer.decode(self._full(codes)), state)
+        codes = self._full(codes)
+        if self.pitch is None:
+            return self.decoder(self.quantizer.decode(codes), state)
+        return self.decoder(self.quantizer.decode(codes[..., 1:]), state, pitch=self.pitch.decode(codes[..., 0]))

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
+import numpy as np
 
-from vqjax.models.audio import AudioCodec, ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder
+from vqjax.models.audio import AudioCodec, ISTFTDecoder, PitchCoder, SEANetDecoder, SEANetEncoder, STFTEncoder
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
-from vqjax.models.quantizers import make_quantizer
+from vqjax.models.quantizers import make_quantizer, quantizer_vocab_size
 from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
 from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
@@ -56,25 +57,37 @@ AUDIO_ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder), "stft": (STFTEn
 
 def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio_channels: int = 1,
                 num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any],
-                architecture: str = "seanet", harmonic: bool = False) -> AudioCodec:
+                architecture: str = "seanet", harmonic: bool = False, pitch_codes: bool = False) -> AudioCodec:
     """An :class:`~vqjax.models.audio.AudioCodec` around the quantizer registered as ``quantizer`` on
     ``latent_dim`` channels. ``architecture='seanet'``: SEANet encoder and mirrored decoder of base width
     ``channels`` and downsampling ``strides`` on the waveform; ``'stft'``: STFT encoder and inverse-STFT (Vocos)
     decoder of width ``channels``, hop ``strides[0]`` and the frame rate divided by the later strides, with
-    ``harmonic=True`` a voiced part (pitch, voicing and envelope) added to its spectra."""
+    ``harmonic=True`` a voiced part (pitch, voicing and envelope) added to its spectra; ``pitch_codes=True`` sends
+    that part's pitch as the first code level (a :class:`~vqjax.models.audio.PitchCoder` on windows of two frames,
+    as many codes as the quantizer's codebook) instead of predicting it."""
     if architecture not in AUDIO_ARCHITECTURES:
         raise ValueError(f"audio_codec: architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
                          f"{architecture!r}")
     if harmonic and architecture != "stft":
         raise ValueError(f"audio_codec: harmonic=True adds a voiced part to the inverse-STFT decoder and needs "
                          f"architecture='stft'; got {architecture!r}")
+    if pitch_codes and not harmonic:
+        raise ValueError("audio_codec: pitch_codes=True sends the pitch of the harmonic decoder and needs "
+                         "harmonic=True")
     encoder, decoder = AUDIO_ARCHITECTURES[architecture]
     strides = tuple(int(s) for s in strides)
     shared = dict(channels=channels, strides=strides, num_residual=num_residual, causal=causal)
     extra = {"harmonic": True} if harmonic else {}
-    return AudioCodec(encoder=encoder(latent_dim=latent_dim, **shared),
-                      quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
-                      decoder=decoder(audio_channels=audio_channels, **shared, **extra))
+    q = make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+    pitch = None
+    if pitch_codes:
+        if getattr(q, "num_levels", None) is None:
+            raise ValueError(f"audio_codec: pitch_codes=True puts the pitch in front of a residual quantizer's "
+                             f"levels; quantizer {quantizer!r} has none")
+        hop = int(np.prod(strides))
+        pitch = PitchCoder(n_fft=2 * hop, hop=hop, vocab=quantizer_vocab_size(q), causal=causal)
+    return AudioCodec(encoder=encoder(latent_dim=latent_dim, **shared), quantizer=q,
+                      decoder=decoder(audio_channels=audio_channels, **shared, **extra), pitch=pitch)
 
 
 register_model("audio_codec", audio_codec)

@@ -71,7 +71,8 @@ def default_config() -> ml_collections.ConfigDict:
     second; width ``channels`` 256, ``num_residual`` 2 ConvNeXt blocks at each rate); ``'seanet'`` reads
     ``channels`` as the base width, ``strides`` as the downsampling (e.g. (2, 4, 5, 8)) and ``num_residual`` as
     residual units per stride. ``model.harmonic`` adds a voiced part to the ``'stft'`` decoder (a pitch, a voicing
-    and an envelope per frame shaping a harmonic excitation whose phase runs on from frame to frame). A residual
+    and an envelope per frame shaping a harmonic excitation whose phase runs on from frame to frame);
+    ``model.pitch_codes`` sends its pitch, tracked from the input, as the first code level. A residual
     VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12) with quantizer dropout, trained on the
     bundled recorded speech. Losses compare the decoder's output with the input it reconstructs (shifted by the
     model's ``delay``); ``losses.phase`` (APNet's phase losses on the decoder's predicted spectra) and
@@ -84,7 +85,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loudness_db = -23.0
 
     c.model = ml_collections.ConfigDict(dict(architecture="stft", channels=256, strides=(160, 2), latent_dim=64,
-                                             num_residual=2, causal=True, harmonic=False))
+                                             num_residual=2, causal=True, harmonic=False, pitch_codes=False))
     c.quantizer = "rvq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(num_levels=12, codebook_size=1024, quantizer_dropout=0.5,
                                                         codebook_learning="ema", codebook_init="kmeans",
@@ -140,6 +141,7 @@ def model_spec(config: ml_collections.ConfigDict) -> dict:
                        "latent_dim": int(m.latent_dim), "num_residual": int(m.num_residual),
                        "causal": bool(m.causal), "audio_channels": 1, "architecture": str(m.architecture),
                        **({"harmonic": True} if m.harmonic else {}),
+                       **({"pitch_codes": True} if m.pitch_codes else {}),
                        "quantizer": config.quantizer,
                        "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
 
@@ -191,9 +193,13 @@ def check(config: ml_collections.ConfigDict) -> None:
     if config.losses.get("phase", 0.0) > 0 and m.architecture != "stft":
         raise ValueError(f"config.losses.phase compares the phase the inverse-STFT decoder predicts, so it needs "
                          f"config.model.architecture='stft'; got {m.architecture!r} (set config.losses.phase = 0)")
-    if config.losses.get("pitch", 0.0) > 0 and not m.harmonic:
-        raise ValueError(f"config.losses.pitch trains the harmonic decoder's pitch and needs config.model.harmonic="
-                         f"True; got {m.harmonic} (set config.losses.pitch = 0)")
+    if config.losses.get("pitch", 0.0) > 0 and (not m.harmonic or m.pitch_codes):
+        raise ValueError(f"config.losses.pitch trains the pitch the harmonic decoder predicts and needs "
+                         f"config.model.harmonic=True with config.model.pitch_codes=False; got {m.harmonic}, "
+                         f"{m.pitch_codes} (set config.losses.pitch = 0)")
+    if m.pitch_codes and not m.harmonic:
+        raise ValueError("config.model.pitch_codes sends the pitch of the harmonic decoder and needs "
+                         "config.model.harmonic=True")
     if not any(w > 0 for w in config.losses.values()):
         raise ValueError(f"config.losses needs a positive weight; got {config.losses.to_dict()}")
     g = config.gan

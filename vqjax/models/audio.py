@@ -460,8 +460,8 @@ class ISTFTDecoder(_Fourier):
         ``[min_pitch, max_pitch]`` cycles per sample, a voicing in [0, 1] and a spectral envelope per frame;
         :func:`harmonic_frames` at that pitch, Hann-windowed, through the FFT, shaped by the envelope and scaled
         by the voicing. The envelope and the voicing come from a dense layer. The pitch too, unless ``given``
-        (``(pitch, voiced)`` per latent frame, held over its STFT frames; the voicing is then the dense layer's
-        times ``voiced``); a predicted pitch has its gradient stopped, as spectral losses give it no useful one, and
+        (``(pitch, voiced)`` per latent frame, spread over its STFT frames by :func:`_pitch_per_frame`; the
+        voicing is then the dense layer's times ``voiced``); a predicted pitch has its gradient stopped, as spectral losses give it no useful one, and
         learns from its own loss on the input's pitch track (it and the voicing logit are sown as intermediates)."""
         bins = self.n_fft // 2 + 1
         out = nn.Dense(bins + (1 if given is not None else 2), dtype=jnp.float32, name="harmonic_head")(h)
@@ -471,13 +471,37 @@ class ISTFTDecoder(_Fourier):
             pitch = self.min_pitch * (self.max_pitch / self.min_pitch) ** jax.nn.sigmoid(out[..., bins + 1])
             self.sow("intermediates", "pitch", pitch)
             self.sow("intermediates", "voicing_logit", out[..., bins])
+            frames, state = harmonic_frames(jax.lax.stop_gradient(pitch), self.n_fft, hop, self.causal, state)
         else:
-            per_latent = h.shape[1] // given[0].shape[1]
-            pitch = jnp.repeat(given[0], per_latent, axis=1)
-            voicing = voicing * jnp.repeat(given[1], per_latent, axis=1)
-        frames, state = harmonic_frames(jax.lax.stop_gradient(pitch), self.n_fft, hop, self.causal, state)
+            phase_state, previous = (None, None) if state is None else state
+            pitch, voiced, previous = _pitch_per_frame(given, h.shape[1] // given[0].shape[1], self.causal, previous)
+            voicing = voicing * voiced
+            frames, phase_state = harmonic_frames(pitch, self.n_fft, hop, self.causal, phase_state)
+            state = (phase_state, previous) if self.causal else None
         comb = jnp.fft.rfft(frames * hann_window(self.n_fft), axis=-1) * (2.0 / self.n_fft)
         return comb * (envelope * voicing[..., None]), state
+
+
+def _pitch_per_frame(given, per_latent: int, causal: bool, previous=None):
+    """``(pitch, voiced, last)`` per STFT frame from ``(pitch, voiced)`` per latent frame ``[B, F]``: the last of
+    a latent frame's ``per_latent`` STFT frames is the one its pitch was tracked on, so the earlier ones take the
+    pitch on the log line from the previous latent frame's (``previous``, the streaming state; the frame's own
+    at the start and where either frame is unvoiced); ``last`` is this chunk's last latent pitch and voicing.
+    Without ``causal`` the windows are centred and each latent frame's pitch is held."""
+    pitch, voiced = given
+    if causal:
+        start = (pitch[:, :1], voiced[:, :1]) if previous is None else previous
+        before_p = jnp.concatenate([start[0], pitch[:, :-1]], axis=1)
+        before_v = jnp.concatenate([start[1], voiced[:, :-1]], axis=1)
+    else:               # centred windows: each latent frame's pitch is held over its STFT frames
+        before_p, before_v = pitch, voiced
+    both = (voiced > 0) & (before_v > 0)
+    before_p = jnp.where(both, before_p, pitch)
+    weight = (jnp.arange(per_latent, dtype=jnp.float32) + 1.0) / per_latent                    # [per_latent]
+    log_pitch = jnp.log(before_p)[..., None] + (jnp.log(pitch) - jnp.log(before_p))[..., None] * weight
+    b, f = pitch.shape
+    last = (pitch[:, -1:], voiced[:, -1:]) if causal else None
+    return (jnp.exp(log_pitch).reshape(b, f * per_latent), jnp.repeat(voiced, per_latent, axis=1), last)
 
 
 def align_output(output: jax.Array, reference: jax.Array, delay: int):

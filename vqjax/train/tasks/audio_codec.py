@@ -166,6 +166,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     if m.harmonic and m.architecture != "stft":
         raise ValueError(f"config.model.harmonic adds a voiced part to the inverse-STFT decoder and needs "
                          f"config.model.architecture='stft'; got {m.architecture!r}")
+    if m.pitch_codes and not m.harmonic:
+        raise ValueError("config.model.pitch_codes sends the pitch of the harmonic decoder and needs "
+                         "config.model.harmonic=True")
     if not len(m.strides) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in m.strides):
         raise ValueError(f"config.model.strides must be a non-empty tuple of positive ints; got {m.strides}")
     if m.architecture == "stft" and m.strides[0] < 2:
@@ -197,9 +200,6 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.losses.pitch trains the pitch the harmonic decoder predicts and needs "
                          f"config.model.harmonic=True with config.model.pitch_codes=False; got {m.harmonic}, "
                          f"{m.pitch_codes} (set config.losses.pitch = 0)")
-    if m.pitch_codes and not m.harmonic:
-        raise ValueError("config.model.pitch_codes sends the pitch of the harmonic decoder and needs "
-                         "config.model.harmonic=True")
     if not any(w > 0 for w in config.losses.values()):
         raise ValueError(f"config.losses needs a positive weight; got {config.losses.to_dict()}")
     g = config.gan

@@ -76,6 +76,32 @@ def test_prepare_example_resamples_normalises_and_crops():
     assert cut["audio"].shape == (20000, 1) and cut["length"] == 16000 and not cut["audio"][16000:].any()
 
 
+def test_speed_perturbation_scales_pitch_and_duration():
+    """A 200 Hz tone played f times faster: f * 200 Hz for 1 / f of the time, f log-uniform in the range, the
+    source rate on a 100 Hz grid; the identity range leaves the example alone; bad ranges and a missing rng are
+    refused."""
+    rng = np.random.default_rng(0)
+    rates = np.array([audio.perturbed_rate(22050, (0.8, 1.25), rng) for _ in range(2000)])
+    assert (rates % 100 == 0).all() and rates.min() >= 0.8 * 22050 - 50 and rates.max() <= 1.25 * 22050 + 50
+    factors = np.log(rates / 22050)
+    assert abs(factors.mean()) < 0.01 and (factors < 0).mean() == pytest.approx(0.5, abs=0.05)   # log-uniform
+    example = {"audio": audio.to_pcm16(0.3 * _sine(200, 1.0, 16000)), "sample_rate": 16000}
+    for seed in range(3):
+        expected = audio.perturbed_rate(16000, (0.7, 1.4), np.random.default_rng(seed)) / 16000
+        out = audio.prepare_example(example, sample_rate=16000, target_db=None, rng=np.random.default_rng(seed),
+                                    speed=(0.7, 1.4))["audio"][:, 0]
+        assert out.size == pytest.approx(16000 / expected, abs=2)
+        spectrum = np.abs(np.fft.rfft(out * np.hanning(out.size), 1 << 16))
+        assert np.argmax(spectrum) * 16000 / (1 << 16) == pytest.approx(200 * expected, rel=0.005)
+    plain = audio.prepare_example(example, sample_rate=16000, target_db=None, rng=np.random.default_rng(0),
+                                  speed=(1.0, 1.0))["audio"][:, 0]
+    np.testing.assert_array_equal(plain, audio.from_pcm16(example["audio"]))
+    with pytest.raises(ValueError, match="speed"):
+        audio.perturbed_rate(16000, (1.2, 0.9), rng)
+    with pytest.raises(ValueError, match="rng"):
+        audio.prepare_example(example, sample_rate=16000, speed=(0.9, 1.1))
+
+
 def test_find_recordings_names_the_missing_package(tmp_path):
     with pytest.raises(FileNotFoundError, match="klettres-data"):
         audio.find_recordings({"klettres": str(tmp_path / "none")})

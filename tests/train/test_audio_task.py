@@ -147,6 +147,7 @@ def test_classical_anchors_round_trip_in_the_harness():
 def test_codec_config_errors_name_the_field(tmp_path):
     for override, match in ((dict(eval_levels=(5,)), r"eval_levels must hold ints in \[1, 4\]"),
                             (dict(crop_seconds=0.001), "config.crop_seconds"),
+                            (dict(speed=(1.2, 0.9)), r"config.speed must be \(low, high\).*got \(1.2, 0.9\)"),
                             (dict(anchors=("mp3:128",)), "anchor"),
                             (dict(dataset="speech"), "dataset must be one of"),
                             (dict(losses=dict(mel=0.0, stft=0.0, l1=0.0)), "needs a positive weight"),

@@ -35,7 +35,7 @@ import numpy as np
 
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
            "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop", "to_pcm16",
-           "from_pcm16", "prepare_example", "synthesize", "SYNTH_RATE"]
+           "from_pcm16", "perturbed_rate", "prepare_example", "synthesize", "SYNTH_RATE"]
 
 SPEECH_ROOTS: dict[str, str] = {"klettres": "/usr/share/klettres", "ktuberling": "/usr/share/ktuberling/sounds"}
 TEST_LANGUAGES = ("en", "fr", "de", "es", "it")
@@ -187,18 +187,38 @@ def from_pcm16(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, np.float32) / np.float32(32767.0)
 
 
+def perturbed_rate(sample_rate: int, speed: tuple[float, float], rng: np.random.Generator, step: int = 100) -> int:
+    """A recording's rate as if it were played ``f`` times faster, ``f`` log-uniform in ``speed = (low, high)``:
+    ``sample_rate * f`` rounded to a multiple of ``step`` Hz (so the polyphase resampler's factors stay small).
+    Resampling from that rate to the model's scales the pitch and the formants by ``f`` and the duration by
+    ``1 / f``: Kaldi's speed perturbation, which turns a few speakers into many (shorter or longer vocal tracts,
+    higher or lower voices)."""
+    low, high = (float(v) for v in speed)
+    if not 0.0 < low <= high:
+        raise ValueError(f"speed must be (low, high) with 0 < low <= high; got {tuple(speed)}")
+    factor = math.exp(rng.uniform(math.log(low), math.log(high)))
+    return max(step, int(round(sample_rate * factor / step)) * step)
+
+
 def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | None = -23.0,
-                    crop_length: int | None = None, rng: np.random.Generator | None = None) -> dict:
+                    crop_length: int | None = None, rng: np.random.Generator | None = None,
+                    speed: tuple[float, float] | None = None) -> dict:
     """One dataset example (``audio`` int16 or float ``[T]``, ``sample_rate``) as the model reads it:
     ``{'audio': float32 [L, 1], 'length': int32}``.
 
-    Resampled to ``sample_rate``, loudness-normalised to ``target_db`` (None keeps the level), then cut to
-    ``crop_length`` samples when given: a random window with ``rng``, else the first ``crop_length`` (zero-padded
-    when shorter). ``length`` counts the samples that are signal, not padding.
+    Speed-perturbed by a random factor in ``speed`` (:func:`perturbed_rate`; needs ``rng``), resampled to
+    ``sample_rate``, loudness-normalised to ``target_db`` (None keeps the level), then cut to ``crop_length``
+    samples when given: a random window with ``rng``, else the first ``crop_length`` (zero-padded when shorter).
+    ``length`` counts the samples that are signal, not padding.
     """
     wave = np.asarray(example["audio"])
     wave = from_pcm16(wave) if wave.dtype == np.int16 else wave.astype(np.float32)
-    wave = resample(to_mono(wave), int(example["sample_rate"]), sample_rate)
+    rate = int(example["sample_rate"])
+    if speed is not None and tuple(float(v) for v in speed) != (1.0, 1.0):
+        if rng is None:
+            raise ValueError("prepare_example: speed perturbation needs rng")
+        rate = perturbed_rate(rate, speed, rng)
+    wave = resample(to_mono(wave), rate, sample_rate)
     if target_db is not None:
         wave = normalize_loudness(wave, sample_rate, target_db)
     length = wave.shape[0]

@@ -83,6 +83,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.crop_seconds = 1.0
     c.eval_seconds = 4.0
     c.loudness_db = -23.0
+    c.speed = (1.0, 1.0)                       # training crops' random speed factor range (1, 1: none)
 
     c.model = ml_collections.ConfigDict(dict(architecture="stft", channels=256, strides=(160, 2), latent_dim=64,
                                              num_residual=2, causal=True, harmonic=False, pitch_codes=False))
@@ -157,6 +158,11 @@ def check(config: ml_collections.ConfigDict) -> None:
                    "gan.channels")
     if config.test_max_clips is not None:
         check_positive(config, "test_max_clips")
+    speed = tuple(config.speed)
+    if len(speed) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in speed) or \
+            not 0.0 < speed[0] <= speed[1]:
+        raise ValueError(f"config.speed must be (low, high) speed factors with 0 < low <= high (1, 1: no speed "
+                         f"perturbation); got {config.speed!r}")
     if any(not isinstance(split, str) or not split for split in config.ood_splits):
         raise ValueError(f"config.ood_splits must hold split names (e.g. 'test_music'); got {config.ood_splits!r}")
     m = config.model
@@ -397,7 +403,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     def train_example(example, rng):
         return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db, crop_length=crop,
-                                          rng=rng)
+                                          rng=rng, speed=tuple(config.speed))
 
     def eval_example(example):
         return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db,

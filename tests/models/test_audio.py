@@ -124,26 +124,53 @@ def test_inverse_stft_of_unwindowed_frames_is_the_signal():
         overlap_add(jnp.zeros((1, 3, 30)), 16)
 
 
-def test_harmonic_frames_sum_the_harmonics_below_nyquist_with_running_phase():
-    """Against the direct sum of cosines: each frame holds every harmonic of its pitch below Nyquist, starting at
-    the phase the previous frames ran up to (so frame t + 1 continues frame t where they overlap when the pitch
-    holds), and chunks with the state carried give the whole signal's frames."""
+def _direct_harmonics(pitch, voiced, n_fft, hop):
+    """The excitation frames by the formula of ``harmonic_frames``, in float64, one cosine per harmonic."""
+    f, v = pitch[0].astype(np.float64), voiced[0]
+    x = np.arange(n_fft) - n_fft / 2
+    phi, frames = 0.0, []
+    for t in range(f.size):
+        if t:
+            phi += 2 * np.pi * hop * (f[t - 1] + f[t]) / 2
+        s = np.clip(f[t] - f[t - 1], -0.1 * f[t], 0.1 * f[t]) if t and v[t] and v[t - 1] else 0.0
+        count = max(int(np.floor(0.5 / (f[t] + 2 * abs(s)))), 1)
+        theta = phi + 2 * np.pi * (f[t] * x + s * x * x / (2 * hop))
+        frames.append(sum(np.cos(k * theta) for k in range(1, count + 1)))
+    return np.stack(frames), count
+
+
+def test_harmonic_frames_sum_the_harmonics_below_nyquist_with_a_gliding_phase():
+    """Against the direct sum of cosines: each frame holds every harmonic below Nyquist of a pitch that glides on
+    the slope from the previous frame (none across an unvoiced frame, a jump clipped to 10%), the centre phase run
+    on by the trapezoid rule; chunks with the state carried give the whole signal's frames."""
     n_fft, hop = 64, 16
-    pitch = np.array([[0.011, 0.011, 0.05, 0.13, 0.26, 0.26]], np.float32)      # 90 down to 1 harmonic
-    frames, state = harmonic_frames(jnp.asarray(pitch), n_fft, hop)
-    phi = np.concatenate([[0.0], np.cumsum(2 * np.pi * pitch[0] * hop)[:-1]])
-    m = np.arange(n_fft)
-    for t, f in enumerate(pitch[0]):
-        count = int(np.floor(0.5 / f))
-        direct = sum(np.cos(k * (phi[t] + 2 * np.pi * f * m)) for k in range(1, count + 1))
-        np.testing.assert_allclose(frames[0, t], direct, atol=2e-3 * count)
-    np.testing.assert_allclose(frames[0, 1, :n_fft - hop], frames[0, 0, hop:], atol=0.05)
-    assert float(state[0]) * 2 * np.pi / 2 ** 24 == pytest.approx(
-        np.mod(phi[-1] + 2 * np.pi * pitch[0, -1] * hop, 2 * np.pi), abs=1e-4)
-    first, st = harmonic_frames(jnp.asarray(pitch[:, :4]), n_fft, hop)
-    rest, st = harmonic_frames(jnp.asarray(pitch[:, 4:]), n_fft, hop, state=st)
+    pitch = np.array([[0.011, 0.0113, 0.0118, 0.05, 0.13, 0.26, 0.25, 0.24]], np.float32)   # 90 down to 1 harmonic
+    voiced = np.array([[1, 1, 1, 1, 0, 1, 1, 1]], np.float32)
+    frames, state = harmonic_frames(jnp.asarray(pitch), n_fft, hop, voiced=jnp.asarray(voiced))
+    direct = _direct_harmonics(pitch, voiced, n_fft, hop)[0]
+    for t in range(pitch.shape[1]):
+        count = int(np.floor(0.5 / pitch[0, t])) + 1
+        np.testing.assert_allclose(frames[0, t], direct[t], atol=3e-3 * count, err_msg=f"frame {t}")
+    assert float(state[1][0]) == pytest.approx(0.24) and float(state[2][0]) == 1.0
+    first, st = harmonic_frames(jnp.asarray(pitch[:, :3]), n_fft, hop, voiced=jnp.asarray(voiced[:, :3]))
+    rest, st = harmonic_frames(jnp.asarray(pitch[:, 3:]), n_fft, hop, state=st, voiced=jnp.asarray(voiced[:, 3:]))
     np.testing.assert_array_equal(np.concatenate([first, rest], 1), frames)
-    np.testing.assert_array_equal(st, state)
+    for a, b in zip(st, state):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_harmonic_frames_of_a_linear_glide_agree_where_they_overlap():
+    """A pitch gliding 1% a hop (5 harmonics throughout): from the second frame on (the first has no slope),
+    frame t + 1 is frame t shifted by a hop wherever they overlap; so overlap-add keeps the harmonics, which a
+    pitch held within each frame lets drift apart."""
+    n_fft, hop = 256, 64
+    pitch = (0.0835 + 0.0008 * np.arange(12))[None].astype(np.float32)
+    frames, _ = harmonic_frames(jnp.asarray(pitch), n_fft, hop)
+    frames = np.asarray(frames[0])
+    count = 5
+    for t in range(1, 11):
+        np.testing.assert_allclose(frames[t + 1, :n_fft - hop], frames[t, hop:], atol=2e-3 * count,
+                                   err_msg=f"frames {t} and {t + 1}")
 
 
 def test_bad_input_is_refused(codec):

@@ -77,7 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
     bundled recorded speech. Losses compare the decoder's output with the input it reconstructs (shifted by the
     model's ``delay``); ``losses.phase`` (APNet's phase losses on the decoder's predicted spectra) and
     ``losses.pitch`` (the harmonic decoder's pitch and voicing against the input's pitch track) are off (0) by
-    default."""
+    default, as is ``speed`` (the training crops' speed perturbation range, :func:`vqjax.data.audio.perturbed_rate`)."""
     c = add_example_data(core_config("audio_codec"), "vqjax_speech", batch_size=16, eval_batch_size=8)
     c.sample_rate = 16000
     c.crop_seconds = 1.0

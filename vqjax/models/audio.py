@@ -485,8 +485,9 @@ class ISTFTDecoder(_Fourier):
         :func:`harmonic_frames` at that pitch, Hann-windowed, through the FFT, shaped by the envelope and scaled
         by the voicing. The envelope and the voicing come from a dense layer. The pitch too, unless ``given``
         (``(pitch, voiced)`` per latent frame, spread over its STFT frames by :func:`_pitch_per_frame`; the
-        voicing is then the dense layer's times ``voiced``); a predicted pitch has its gradient stopped, as spectral losses give it no useful one, and
-        learns from its own loss on the input's pitch track (it and the voicing logit are sown as intermediates)."""
+        voicing is then the dense layer's times ``voiced``, which also stops the excitation's glide across unvoiced
+        frames); a predicted pitch has its gradient stopped, as spectral losses give it no useful one, and learns
+        from its own loss on the input's pitch track (it and the voicing logit are sown as intermediates)."""
         bins = self.n_fft // 2 + 1
         out = nn.Dense(bins + (1 if given is not None else 2), dtype=jnp.float32, name="harmonic_head")(h)
         envelope = jnp.exp(jnp.minimum(out[..., :bins], 8.0))

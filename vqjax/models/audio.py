@@ -323,6 +323,10 @@ def frame_signal(x: jax.Array, n_fft: int, hop: int, causal: bool = True, state:
     return full[:, idx], new_state
 
 
+MIN_PITCH = 50.0 / 16000      # the voiced range, cycles per sample: 50 to 550 Hz at 16 kHz (decoder and pitch codes)
+MAX_PITCH = 550.0 / 16000
+
+
 def frame_spectra(x: jax.Array, n_fft: int, hop: int, causal: bool = True, state: jax.Array | None = None):
     """``(spectra [B, T / hop, n_fft // 2 + 1], state)``: the Hann-windowed FFT of each of :func:`frame_signal`'s
     frames (complex64). The STFT encoder reads these, and frame ``t`` is what the inverse-STFT decoder's frame
@@ -447,8 +451,8 @@ class ISTFTDecoder(_Fourier):
 
     audio_channels: int = 1
     harmonic: bool = False
-    min_pitch: float = 50.0 / 16000
-    max_pitch: float = 550.0 / 16000
+    min_pitch: float = MIN_PITCH
+    max_pitch: float = MAX_PITCH
 
     @nn.compact
     def __call__(self, z: jax.Array, state=None, pitch=None):
@@ -551,8 +555,8 @@ class PitchCoder(nn.Module):
     n_fft: int
     hop: int
     vocab: int
-    min_pitch: float = 50.0 / 16000
-    max_pitch: float = 550.0 / 16000
+    min_pitch: float = MIN_PITCH
+    max_pitch: float = MAX_PITCH
     causal: bool = True
 
     def encode(self, x: jax.Array, state=None):

@@ -76,6 +76,48 @@ def test_prepare_example_resamples_normalises_and_crops():
     assert cut["audio"].shape == (20000, 1) and cut["length"] == 16000 and not cut["audio"][16000:].any()
 
 
+def _tone_db(x, freq, rate):
+    """The level in dB of ``x``'s component at ``freq`` (0: DC), by projection on a whole number of cycles."""
+    t = np.arange(x.size) / rate
+    if freq == 0:
+        return 20 * np.log10(abs(x.mean()) + 1e-12)
+    return 20 * np.log10(np.hypot(np.mean(x * np.cos(2 * np.pi * freq * t)),
+                                  np.mean(x * np.sin(2 * np.pi * freq * t))) * 2 + 1e-12)
+
+
+def test_highpass_removes_dc_and_hum_and_keeps_the_voice_in_place():
+    """DC gone, 50 Hz hum down by more than 13 dB, a 200 Hz voice within 0.05 dB and not moved in time (zero
+    phase); ``[T, C]`` filtered per channel; short signals pass; a cutoff outside (0, Nyquist) is refused."""
+    rate = 16000
+    voice = _sine(200, 1.0, rate, 0.3)
+    x = 0.2 + _sine(50, 1.0, rate, 0.1) + voice
+    y = audio.highpass(x, rate, 60.0)
+    inner = slice(2000, 14000)                                     # away from the edges' transients
+    assert abs(y[inner].mean()) < 1e-4
+    assert _tone_db(y[inner], 50, rate) < _tone_db(x[inner], 50, rate) - 13
+    assert _tone_db(y[inner], 200, rate) == pytest.approx(_tone_db(voice[inner], 200, rate), abs=0.05)
+    np.testing.assert_allclose(audio.highpass(voice, rate, 60.0)[inner], voice[inner], atol=0.002)   # no delay
+    both = audio.highpass(np.stack([x, voice], axis=1), rate, 60.0)
+    np.testing.assert_allclose(both[:, 0], y, atol=1e-6)
+    assert audio.highpass(x[:5], rate, 60.0).shape == (5,)
+    for bad in (0.0, -5.0, 8000.0):
+        with pytest.raises(ValueError, match=r"highpass: cutoff_hz must lie in \(0, 8000\)"):
+            audio.highpass(x, rate, bad)
+
+
+def test_prepare_example_highpass_takes_the_offset_out_before_the_loudness():
+    """A recording with a DC offset as large as its speech: high-passed first, its speech reaches the target
+    loudness; without the high-pass the offset counts as loudness and the speech ends up quieter."""
+    speech = 0.1 * _sine(300, 1.0, 16000)
+    example = {"audio": audio.to_pcm16(speech + 0.1), "sample_rate": 16000}
+    clean = audio.prepare_example(example, sample_rate=16000, target_db=-20.0, highpass_hz=60.0)["audio"][:, 0]
+    dirty = audio.prepare_example(example, sample_rate=16000, target_db=-20.0)["audio"][:, 0]
+    inner = slice(2000, 14000)
+    assert abs(clean[inner].mean()) < 1e-3
+    assert _tone_db(clean[inner], 300, 16000) == pytest.approx(-20.0 + 20 * np.log10(np.sqrt(2)), abs=0.2)
+    assert _tone_db(dirty[inner], 300, 16000) < _tone_db(clean[inner], 300, 16000) - 3
+
+
 def test_speed_perturbation_scales_pitch_and_duration():
     """A 200 Hz tone played f times faster: f * 200 Hz for 1 / f of the time, f log-uniform in the range, the
     source rate on a 100 Hz grid; the identity range leaves the example alone; bad ranges and a missing rng are

@@ -16,6 +16,8 @@ Synthetic speech for volume, and for machines without the Debian packages: :func
 Waveforms here are float32 numpy arrays in [-1, 1]: ``[T]`` mono or ``[T, C]``.
 
 * :func:`resample` is polyphase (``scipy.signal.resample_poly``, a Kaiser-windowed FIR), exact for rational rates;
+* :func:`highpass` removes DC offset and mains hum (zero-phase Butterworth; several of the recordings carry a DC
+  offset of up to 70% of their RMS, others 50 Hz hum 8 dB under the speech);
 * :func:`loudness_db` is ITU-R BS.1770's gated loudness measured on the plain signal (the 400 ms blocks, the
   absolute gate at -70 dB and the relative gate 10 dB under the ungated level) without its K-weighting filter;
   :func:`normalize_loudness` scales to a target and keeps the peak under 1;
@@ -34,7 +36,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
-           "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop", "to_pcm16",
+           "highpass", "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop", "to_pcm16",
            "from_pcm16", "perturbed_rate", "prepare_example", "synthesize", "SYNTH_RATE"]
 
 SPEECH_ROOTS: dict[str, str] = {"klettres": "/usr/share/klettres", "ktuberling": "/usr/share/ktuberling/sounds"}
@@ -100,6 +102,24 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
     g = math.gcd(int(sr_in), int(sr_out))
     return resample_poly(x, sr_out // g, sr_in // g, axis=0).astype(np.float32)
+
+
+def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = 4) -> np.ndarray:
+    """``x`` (``[T]`` or ``[T, C]``) without what lies under ``cutoff_hz``: an ``order`` Butterworth high-pass run
+    forwards and backwards (zero phase, so nothing moves in time; the gain is the filter's squared, -3 dB x 2 at
+    the cutoff). At 60 Hz and order 4 it takes DC out entirely, 50 Hz hum down by 14 dB and costs a 100 Hz
+    voice 0.2 dB. Signals too short for the filter's edge padding are filtered with what padding they allow."""
+    if not 0.0 < cutoff_hz < sample_rate / 2:
+        raise ValueError(f"highpass: cutoff_hz must lie in (0, {sample_rate / 2:g}) at {sample_rate} Hz; "
+                         f"got {cutoff_hz}")
+    from scipy.signal import butter, sosfiltfilt
+
+    x = np.asarray(x, np.float32)
+    if x.shape[0] < 2:
+        return x - x.mean(axis=0) if x.size else x
+    sos = butter(order, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
+    pad = min(3 * (2 * len(sos) + 1), x.shape[0] - 1)
+    return sosfiltfilt(sos, x.astype(np.float64), axis=0, padlen=pad).astype(np.float32)
 
 
 def loudness_db(x: np.ndarray, sample_rate: int) -> float:
@@ -202,12 +222,12 @@ def perturbed_rate(sample_rate: int, speed: tuple[float, float], rng: np.random.
 
 def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | None = -23.0,
                     crop_length: int | None = None, rng: np.random.Generator | None = None,
-                    speed: tuple[float, float] | None = None) -> dict:
+                    speed: tuple[float, float] | None = None, highpass_hz: float | None = None) -> dict:
     """One dataset example (``audio`` int16 or float ``[T]``, ``sample_rate``) as the model reads it:
     ``{'audio': float32 [L, 1], 'length': int32}``.
 
     Speed-perturbed by a random factor in ``speed`` (:func:`perturbed_rate`; needs ``rng``), resampled to
-    ``sample_rate``, loudness-normalised to ``target_db`` (None keeps the level), then cut to ``crop_length``
+    ``sample_rate``, high-passed at ``highpass_hz`` when given (:func:`highpass`), loudness-normalised to ``target_db`` (None keeps the level), then cut to ``crop_length``
     samples when given: a random window with ``rng``, else the first ``crop_length`` (zero-padded when shorter).
     ``length`` counts the samples that are signal, not padding.
     """
@@ -219,6 +239,8 @@ def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | No
             raise ValueError("prepare_example: speed perturbation needs rng")
         rate = perturbed_rate(rate, speed, rng)
     wave = resample(to_mono(wave), rate, sample_rate)
+    if highpass_hz is not None:
+        wave = highpass(wave, sample_rate, highpass_hz)
     if target_db is not None:
         wave = normalize_loudness(wave, sample_rate, target_db)
     length = wave.shape[0]

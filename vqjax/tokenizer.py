@@ -322,7 +322,10 @@ class AudioTokenizer(Tokenizer):
     ``encode(x, sample_rate=...)`` takes a batch of mono signals ``[B, T]`` or ``[B, T, 1]`` of any length ``T``
     and returns int32 codes ``[B, frames, levels]``, ``frames = ceil((T + delay) / hop_length)`` (the signal
     zero-padded to whole frames, and past the decoder's :attr:`delay`); ``decode(codes)`` returns float32
-    ``[B, frames * hop_length - delay]`` in [-1, 1], sample ``n`` the estimate of input sample ``n``. The rules:
+    ``[B, frames * hop_length - delay]`` in [-1, 1], sample ``n`` the estimate of input sample ``n``. The model
+    learnt on signals high-passed at ``spec['highpass_hz']`` and loudness-normalised to ``spec['loudness_db']``
+    (:func:`vqjax.data.audio.highpass`, :func:`vqjax.data.audio.normalize_loudness`); ``encode`` takes the
+    samples as given, so prepare other recordings the same way for the quality it was judged at. The rules:
 
     * ``sample_rate`` is required; a rate other than the model's is resampled (polyphase, exact for rational
       ratios) before encoding, so the codes always describe the model's rate;

@@ -65,6 +65,7 @@ def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tm
     tok = vqjax.Tokenizer.load(workdir)
     assert isinstance(tok, vqjax.tokenizer.AudioTokenizer) and tok.modality == "audio"
     assert tok.sample_rate == 16000 and tok.frame_rate == 100.0 and tok.tokens_per_second == 400.0
+    assert tok.spec["highpass_hz"] == 60.0 and tok.spec["loudness_db"] == -23.0      # how to prepare its input
     assert tok.model.pitch is not None and tok.num_levels == 4
     wave = voiced(0.3, 16000, 5)[None]
     codes = tok.encode(wave, sample_rate=16000)

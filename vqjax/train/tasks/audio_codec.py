@@ -455,6 +455,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "codes_shape": [None] + codes_tail, "vocab_size": int(vocab), "sample_rate": sr,
             "frame_rate": frame_rate, "tokens_per_second": tokens_per_second,
             "kbps": _bitrate(frame_rate, per_frame, vocab), "loudness_db": config.loudness_db,
+            "highpass_hz": config.highpass_hz,
             "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
     info = {"sample_rate": sr, "hop_length": hop, "frame_rate": frame_rate, "vocab_size": int(vocab),
             "codes_per_frame": per_frame, "kbps": spec["kbps"], "dataset": config.dataset,

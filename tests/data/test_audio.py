@@ -118,6 +118,37 @@ def test_prepare_example_highpass_takes_the_offset_out_before_the_loudness():
     assert _tone_db(dirty[inner], 300, 16000) < _tone_db(clean[inner], 300, 16000) - 3
 
 
+def test_random_equalizer_applies_its_drawn_curve_with_zero_phase():
+    """Each tone comes out scaled by the curve the seed draws (tilt about 1 kHz, a Gaussian bump on octaves), in
+    place; the curve's own formula; 0 dB is the identity; a negative range and a missing rng are refused."""
+    freqs = np.array([100.0, 500.0, 1000.0, 2000.0, 8000.0, 12000.0])
+    gains = audio.equalizer_gains(freqs, 2.0, 0.0, 1000.0, 1.0)
+    np.testing.assert_allclose(gains, [2 * np.log2(0.1), -2.0, 0.0, 2.0, 6.0, 6.0], atol=1e-9)
+    bump = audio.equalizer_gains(freqs, 0.0, 4.0, 1000.0, 0.5)
+    np.testing.assert_allclose(bump[1:4], [4 * np.exp(-2), 4.0, 4 * np.exp(-2)], atol=1e-9)
+    rate = 16000
+    tones = (250, 700, 1500, 3000)
+    x = sum(_sine(f, 1.0, rate, 0.1) for f in tones)
+    for seed in range(3):
+        y = audio.random_equalize(x, rate, 6.0, np.random.default_rng(seed))
+        draw = np.random.default_rng(seed)
+        tilt, bump = draw.uniform(-0.5, 0.5) * 6.0, draw.uniform(-1.0, 1.0) * 6.0
+        centre, width = float(np.exp(draw.uniform(np.log(200.0), np.log(4000.0)))), draw.uniform(0.3, 1.0)
+        expected = audio.equalizer_gains(np.array(tones, float), tilt, bump, centre, width)
+        inner = slice(2000, 14000)
+        got = [_tone_db(y[inner], f, rate) - _tone_db(x[inner], f, rate) for f in tones]
+        np.testing.assert_allclose(got, expected, atol=0.05)
+        one = audio.random_equalize(_sine(700, 1.0, rate, 0.1), rate, 6.0, np.random.default_rng(seed))
+        np.testing.assert_allclose(one[inner], 10 ** (expected[1] / 20) * _sine(700, 1.0, rate, 0.1)[inner],
+                                   atol=2e-3)                                                  # not moved in time
+    np.testing.assert_array_equal(audio.random_equalize(x, rate, 0.0, np.random.default_rng(0)), x)
+    with pytest.raises(ValueError, match="max_db must be >= 0"):
+        audio.random_equalize(x, rate, -1.0, np.random.default_rng(0))
+    example = {"audio": audio.to_pcm16(x), "sample_rate": rate}
+    with pytest.raises(ValueError, match="needs rng"):
+        audio.prepare_example(example, sample_rate=rate, equalize_db=6.0)
+
+
 def test_speed_perturbation_scales_pitch_and_duration():
     """A 200 Hz tone played f times faster: f * 200 Hz for 1 / f of the time, f log-uniform in the range, the
     source rate on a 100 Hz grid; the identity range leaves the example alone; bad ranges and a missing rng are

@@ -149,6 +149,7 @@ def test_codec_config_errors_name_the_field(tmp_path):
     for override, match in ((dict(eval_levels=(5,)), r"eval_levels must hold ints in \[1, 4\]"),
                             (dict(crop_seconds=0.001), "config.crop_seconds"),
                             (dict(speed=(1.2, 0.9)), r"config.speed must be \(low, high\).*got \(1.2, 0.9\)"),
+                            (dict(equalize_db=-3.0), r"config.equalize_db must be >= 0 dB"),
                             (dict(highpass_hz=9000.0), r"config.highpass_hz must lie in \(0, sample_rate / 2"),
                             (dict(anchors=("mp3:128",)), "anchor"),
                             (dict(dataset="speech"), "dataset must be one of"),

@@ -37,7 +37,7 @@ import numpy as np
 
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
            "highpass", "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop", "to_pcm16",
-           "from_pcm16", "perturbed_rate", "prepare_example", "synthesize", "SYNTH_RATE"]
+           "from_pcm16", "perturbed_rate", "equalizer_gains", "random_equalize", "prepare_example", "synthesize", "SYNTH_RATE"]
 
 SPEECH_ROOTS: dict[str, str] = {"klettres": "/usr/share/klettres", "ktuberling": "/usr/share/ktuberling/sounds"}
 TEST_LANGUAGES = ("en", "fr", "de", "es", "it")
@@ -220,14 +220,47 @@ def perturbed_rate(sample_rate: int, speed: tuple[float, float], rng: np.random.
     return max(step, int(round(sample_rate * factor / step)) * step)
 
 
+def equalizer_gains(freqs: np.ndarray, tilt_db: float, bump_db: float, bump_hz: float, bump_octaves: float
+                    ) -> np.ndarray:
+    """Gains in dB at ``freqs`` (Hz) of a smooth equaliser: a tilt of ``tilt_db`` per octave about 1 kHz (flat
+    under 100 Hz and over 8 kHz, where speech has little to tilt) plus a bump of ``bump_db`` centred at
+    ``bump_hz``, a Gaussian on the octave axis with standard deviation ``bump_octaves``."""
+    octaves = np.log2(np.clip(np.asarray(freqs, np.float64), 100.0, 8000.0) / 1000.0)
+    distance = np.log2(np.maximum(np.asarray(freqs, np.float64), 1.0) / bump_hz)
+    return tilt_db * octaves + bump_db * np.exp(-0.5 * (distance / bump_octaves) ** 2)
+
+
+def random_equalize(x: np.ndarray, sample_rate: int, max_db: float, rng: np.random.Generator) -> np.ndarray:
+    """``x [T]`` through a random smooth equaliser (:func:`equalizer_gains`), a stand-in for other voices,
+    microphones and rooms: a tilt uniform in ``+-max_db / 2`` dB per octave and a bump uniform in ``+-max_db``
+    dB at a log-uniform 200 Hz - 4 kHz, 0.3 to 1 octave wide. Zero phase, applied by FFT with the signal padded
+    by a quarter second each side so that the filter's short response does not wrap around."""
+    if max_db < 0:
+        raise ValueError(f"random_equalize: max_db must be >= 0; got {max_db}")
+    x = np.asarray(x, np.float32)
+    if max_db == 0 or x.size == 0:
+        return x
+    tilt = rng.uniform(-0.5, 0.5) * max_db
+    bump = rng.uniform(-1.0, 1.0) * max_db
+    centre = float(np.exp(rng.uniform(np.log(200.0), np.log(4000.0))))
+    width = rng.uniform(0.3, 1.0)
+    pad = sample_rate // 4
+    n = x.size + 2 * pad
+    spectrum = np.fft.rfft(np.pad(x.astype(np.float64), pad), n)
+    gains = 10.0 ** (equalizer_gains(np.fft.rfftfreq(n, 1.0 / sample_rate), tilt, bump, centre, width) / 20.0)
+    return np.fft.irfft(spectrum * gains, n)[pad:pad + x.size].astype(np.float32)
+
+
 def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | None = -23.0,
                     crop_length: int | None = None, rng: np.random.Generator | None = None,
-                    speed: tuple[float, float] | None = None, highpass_hz: float | None = None) -> dict:
+                    speed: tuple[float, float] | None = None, highpass_hz: float | None = None,
+                    equalize_db: float = 0.0) -> dict:
     """One dataset example (``audio`` int16 or float ``[T]``, ``sample_rate``) as the model reads it:
     ``{'audio': float32 [L, 1], 'length': int32}``.
 
     Speed-perturbed by a random factor in ``speed`` (:func:`perturbed_rate`; needs ``rng``), resampled to
-    ``sample_rate``, high-passed at ``highpass_hz`` when given (:func:`highpass`), loudness-normalised to ``target_db`` (None keeps the level), then cut to ``crop_length``
+    ``sample_rate``, high-passed at ``highpass_hz`` when given (:func:`highpass`), through a random equaliser
+    of up to ``equalize_db`` (:func:`random_equalize`; needs ``rng``; 0: none), loudness-normalised to ``target_db`` (None keeps the level), then cut to ``crop_length``
     samples when given: a random window with ``rng``, else the first ``crop_length`` (zero-padded when shorter).
     ``length`` counts the samples that are signal, not padding.
     """
@@ -241,6 +274,10 @@ def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | No
     wave = resample(to_mono(wave), rate, sample_rate)
     if highpass_hz is not None:
         wave = highpass(wave, sample_rate, highpass_hz)
+    if equalize_db:
+        if rng is None:
+            raise ValueError("prepare_example: a random equaliser (equalize_db) needs rng")
+        wave = random_equalize(wave, sample_rate, equalize_db, rng)
     if target_db is not None:
         wave = normalize_loudness(wave, sample_rate, target_db)
     length = wave.shape[0]

@@ -77,7 +77,8 @@ def default_config() -> ml_collections.ConfigDict:
     bundled recorded speech. Losses compare the decoder's output with the input it reconstructs (shifted by the
     model's ``delay``); ``losses.phase`` (APNet's phase losses on the decoder's predicted spectra) and
     ``losses.pitch`` (the harmonic decoder's pitch and voicing against the input's pitch track) are off (0) by
-    default, as is ``speed`` (the training crops' speed perturbation range, :func:`vqjax.data.audio.perturbed_rate`).
+    default, as are ``speed`` (the training crops' speed perturbation range, :func:`vqjax.data.audio.perturbed_rate`)
+    and ``equalize_db`` (a random smooth equaliser on the training crops, :func:`vqjax.data.audio.random_equalize`).
     Every example, training, evaluation and test alike, is high-passed at ``highpass_hz`` (60 Hz;
     :func:`vqjax.data.audio.highpass`) before its loudness is normalised: some bundled recordings carry a DC
     offset of up to 70% of their RMS and others mains hum, which skewed their loudness and taught the codec to
@@ -89,6 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.loudness_db = -23.0
     c.speed = (1.0, 1.0)                       # training crops' random speed factor range (1, 1: none)
     c.highpass_hz = ml_collections.FieldReference(60.0, field_type=float)    # DC and hum removed (None: kept)
+    c.equalize_db = 0.0                        # training crops' random equaliser, dB (0: none)
 
     c.model = ml_collections.ConfigDict(dict(architecture="stft", channels=256, strides=(160, 2), latent_dim=64,
                                              num_residual=2, causal=True, harmonic=False, pitch_codes=False))
@@ -168,6 +170,8 @@ def check(config: ml_collections.ConfigDict) -> None:
             not 0.0 < speed[0] <= speed[1]:
         raise ValueError(f"config.speed must be (low, high) speed factors with 0 < low <= high (1, 1: no speed "
                          f"perturbation); got {config.speed!r}")
+    if not config.equalize_db >= 0:
+        raise ValueError(f"config.equalize_db must be >= 0 dB (0: no random equaliser); got {config.equalize_db!r}")
     if config.highpass_hz is not None and not 0.0 < config.highpass_hz < config.sample_rate / 2:
         raise ValueError(f"config.highpass_hz must lie in (0, sample_rate / 2 = {config.sample_rate / 2:g}) Hz, "
                          f"or be None (no high-pass); got {config.highpass_hz!r}")
@@ -411,7 +415,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     def train_example(example, rng):
         return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db, crop_length=crop,
-                                          rng=rng, speed=tuple(config.speed), highpass_hz=config.highpass_hz)
+                                          rng=rng, speed=tuple(config.speed), highpass_hz=config.highpass_hz,
+                                          equalize_db=config.equalize_db)
 
     def eval_example(example):
         return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db,

@@ -36,8 +36,9 @@ from typing import Mapping, Sequence
 import numpy as np
 
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
-           "highpass", "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop", "to_pcm16",
-           "from_pcm16", "perturbed_rate", "equalizer_gains", "random_equalize", "prepare_example", "synthesize", "SYNTH_RATE"]
+           "highpass", "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop",
+           "to_pcm16", "from_pcm16", "perturbed_rate", "equalizer_gains", "random_equalize", "prepare_example",
+           "synthesize", "SYNTH_RATE"]
 
 SPEECH_ROOTS: dict[str, str] = {"klettres": "/usr/share/klettres", "ktuberling": "/usr/share/ktuberling/sounds"}
 TEST_LANGUAGES = ("en", "fr", "de", "es", "it")
@@ -260,8 +261,8 @@ def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | No
 
     Speed-perturbed by a random factor in ``speed`` (:func:`perturbed_rate`; needs ``rng``), resampled to
     ``sample_rate``, high-passed at ``highpass_hz`` when given (:func:`highpass`), through a random equaliser
-    of up to ``equalize_db`` (:func:`random_equalize`; needs ``rng``; 0: none), loudness-normalised to ``target_db`` (None keeps the level), then cut to ``crop_length``
-    samples when given: a random window with ``rng``, else the first ``crop_length`` (zero-padded when shorter).
+    of up to ``equalize_db`` (:func:`random_equalize`; needs ``rng``; 0: none), loudness-normalised to
+    ``target_db`` (None keeps the level), then cut to ``crop_length`` samples when given: a random window with ``rng``, else the first ``crop_length`` (zero-padded when shorter).
     ``length`` counts the samples that are signal, not padding.
     """
     wave = np.asarray(example["audio"])

@@ -263,7 +263,8 @@ def prepare_example(example: Mapping, *, sample_rate: int, target_db: float | No
     ``sample_rate``, high-passed at ``highpass_hz`` when given (:func:`highpass`), through a random equaliser
     of up to ``equalize_db`` (:func:`random_equalize`; needs ``rng``; 0: none), loudness-normalised to
     ``target_db`` (None keeps the level), then cut to ``crop_length`` samples when given: a random window with
-    ``rng``, else the first ``crop_length`` (zero-padded when shorter). ``length`` counts the samples that are signal, not padding.
+    ``rng``, else the first ``crop_length`` (zero-padded when shorter). ``length`` counts the samples that are
+    signal, not padding.
     """
     wave = np.asarray(example["audio"])
     wave = from_pcm16(wave) if wave.dtype == np.int16 else wave.astype(np.float32)

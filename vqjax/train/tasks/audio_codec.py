@@ -414,13 +414,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return jax.make_array_from_process_local_data(batch_sharding, local)
 
     def train_example(example, rng):
-        return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db, crop_length=crop,
-                                          rng=rng, speed=tuple(config.speed), highpass_hz=config.highpass_hz,
-                                          equalize_db=config.equalize_db)
+        return _prepare(config, example, crop_length=crop, rng=rng, speed=tuple(config.speed),
+                        equalize_db=config.equalize_db)
 
     def eval_example(example):
-        return audio_data.prepare_example(example, sample_rate=sr, target_db=config.loudness_db,
-                                          crop_length=window, highpass_hz=config.highpass_hz)
+        return _prepare(config, example, crop_length=window)
 
     def make_step(start):
         batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed,
@@ -474,11 +472,17 @@ def _bucket(length: int, multiple: int) -> int:
     return max(multiple, -(-length // multiple) * multiple)
 
 
+def _prepare(config, example, **extra) -> dict:
+    """One example as every split reads it (:func:`vqjax.data.audio.prepare_example`): at the model's rate,
+    high-passed at ``config.highpass_hz``, normalised to ``config.loudness_db``; ``extra``: a crop, and the
+    training crops' augmentations."""
+    return audio_data.prepare_example(example, sample_rate=int(config.sample_rate), target_db=config.loudness_db,
+                                      highpass_hz=config.highpass_hz, **extra)
+
+
 def _clips(config, source, limit=None) -> list[np.ndarray]:
-    sr = int(config.sample_rate)
     total = len(source) if limit is None else min(len(source), limit)
-    return [audio_data.prepare_example(source[i], sample_rate=sr, target_db=config.loudness_db,
-                                       highpass_hz=config.highpass_hz)["audio"][:, 0] for i in range(total)]
+    return [_prepare(config, source[i])["audio"][:, 0] for i in range(total)]
 
 
 def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, levels, per_frame) -> dict:

@@ -260,3 +260,103 @@ def test_pitch_codes_lead_the_levels_and_stream():
         model_from_spec({"name": "audio_codec", "kwargs": dict(
             channels=8, strides=[10, 4], latent_dim=6, quantizer="rvq", architecture="stft", pitch_codes=True,
             quantizer_kwargs=dict(num_levels=3, codebook_size=64))})
+
+
+def _envelope_codec(**overrides):
+    from vqjax.models import model_from_spec
+
+    kwargs = dict(channels=8, strides=[10, 4], latent_dim=6, quantizer="rvq", architecture="stft", harmonic=True,
+                  pitch_codes=True, envelope_levels=2, envelope_bands=12, quantizer_kwargs=dict(
+                      num_levels=3, codebook_size=64, quantizer_dropout=0.5))
+    kwargs.update(overrides)
+    return model_from_spec({"name": "audio_codec", "kwargs": kwargs})
+
+
+def test_envelope_features_are_the_log_band_powers_of_each_frame():
+    """The envelope of a frame is log(|rfft(hann * frame)|^2 @ mel filters), on the pitch's windows (ending at the
+    frame's end); a tone's power lands in the band around its frequency; per_bin holds half the log power at
+    the bands' centres and interpolates between them."""
+    from vqjax.models.audio import EnvelopeCoder, hann_window
+    from vqjax.models.audio_losses import mel_filterbank
+
+    coder = EnvelopeCoder(n_fft=80, hop=40, sample_rate=16000, num_bands=12, num_levels=2, codebook_size=16)
+    t = np.arange(800) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 3000 * t)).astype(np.float32)[None, :, None]
+    bands, _ = coder.apply({}, jnp.asarray(x), method="features")
+    filters = mel_filterbank(16000, 80, 12)
+    frame = np.concatenate([np.zeros(40), x[0, :, 0]])[400 - 40:400 + 40]          # frame 9 ends at sample 400
+    expected = np.log(np.maximum((np.abs(np.fft.rfft(frame * hann_window(80))) ** 2) @ filters, 1e-10))
+    np.testing.assert_allclose(np.asarray(bands[0, 9]), expected, rtol=1e-4, atol=1e-4)
+    freqs = np.linspace(0, 8000, 41)
+    centres = (freqs[:, None] * filters).sum(0) / filters.sum(0)
+    assert abs(centres[int(np.argmax(bands[0, 9]))] - 3000) < 500
+    ramp = jnp.asarray(np.linspace(-4.0, 2.0, 12, dtype=np.float32))[None]
+    per_bin = np.asarray(coder.per_bin(ramp, 640))[0]
+    bins = np.linspace(0, 8000, 321)
+    np.testing.assert_allclose(np.interp(centres, bins, per_bin), 0.5 * np.asarray(ramp[0]), atol=0.02)
+    assert per_bin[0] == pytest.approx(-2.0) and per_bin[-1] == pytest.approx(1.0)      # held beyond the ends
+
+
+def test_envelope_codes_follow_the_pitch_stream_and_set_the_magnitudes():
+    """With ``envelope_levels`` the codes are pitch, envelope levels, latent levels; the envelope codes are the
+    EnvelopeCoder's and decode to within its quantization; chunks equal the whole signal (codes and samples);
+    raising the sent envelope by 2 nepers of power raises the decoded magnitudes (every bin is built on it)."""
+    codec = _envelope_codec()
+    x = _wave(1600, batch=2)
+    variables = jax.jit(lambda k, x: codec.init(k, x))(jax.random.key(0), x[:1, :80])
+    assert codec.num_levels == 1 + 2 + 3
+    codes = jax.jit(lambda v, x: codec.apply(v, x, method="encode"))(variables, x)
+    assert codes.shape == (2, 40, 6)
+    env, _ = codec.apply(variables, jnp.asarray(x), method=lambda m, x: m.envelope.encode(x))
+    np.testing.assert_array_equal(codes[..., 1:3], env)
+    encode = jax.jit(lambda v, x, s: codec.apply(v, x, s, None, method="encode_stream"))
+    decode = jax.jit(lambda v, c, s: codec.apply(v, c, s, method="decode_stream"))
+    parts, state = [], None
+    for a, b in ((0, 400), (400, 440), (440, 1600)):
+        c, state = encode(variables, x[:, a:b], state)
+        parts.append(c)
+    np.testing.assert_array_equal(np.concatenate(parts, 1), codes)
+    whole = codec.apply(variables, codes, method="decode")
+    samples, state = [], None
+    for a, b in ((0, 13), (13, 40)):
+        y, state = decode(variables, codes[:, a:b], state)
+        samples.append(y)
+    np.testing.assert_allclose(np.concatenate(samples, 1), whole, atol=1e-3 * float(np.abs(whole).max()))
+
+    def with_envelope(m, codes, shift):
+        bands = m.envelope.decode(codes[..., 1:3]) + shift
+        return m.decoder(m.quantizer.decode(codes[..., 3:]), pitch=m.pitch.decode(codes[..., 0]),
+                         envelope=(bands, m.envelope.per_bin(bands, m.decoder.n_fft)))[0]
+
+    base = codec.apply(variables, codes, 0.0, method=with_envelope)
+    np.testing.assert_allclose(base, whole, rtol=1e-5, atol=1e-6)
+    louder = codec.apply(variables, codes, 2.0, method=with_envelope)
+    ratio = float(jnp.sqrt(jnp.mean(louder ** 2) / jnp.mean(base ** 2)))
+    assert 1.5 < ratio < 5.0, ratio                        # e (2 nepers of power), up to the decoder reading it
+    lone = codec.apply(variables, codes[..., :1], method="decode")       # no envelope level: a flat one, finite
+    assert np.isfinite(np.asarray(lone)).all()
+
+
+def test_envelope_training_drops_all_latent_levels_of_some_frames():
+    """In training, with quantizer_dropout p over L levels, a frame keeps no latent level with probability
+    p / (L + 1) (the pitch and envelope alone must decode); without dropout or outside training, never."""
+    codec = _envelope_codec()
+    x = _wave(16000, batch=4)
+    variables = jax.jit(lambda k, x: codec.init(k, x))(jax.random.key(0), x[:1, :80])
+    run = jax.jit(lambda v, x, k: codec.apply(v, x, train=True, rngs={"vq": k}, mutable=["vq_stats"])[0][1])
+    q = run(variables, x, jax.random.key(3))
+    none = np.asarray((q.codes < 0).all(-1))
+    assert abs(none.mean() - 0.5 / 4) < 0.04, none.mean()
+    np.testing.assert_array_equal(np.asarray(q.values)[none], 0.0)
+    assert float(q.metrics["envelope_error_db"]) > 0
+    _, q_eval = codec.apply(variables, x)
+    assert not np.asarray((q_eval.codes < 0).all(-1)).any()
+
+
+def test_envelope_levels_are_refused_where_no_decoder_reads_them():
+    with pytest.raises(ValueError, match="envelope_levels > 0 sends an envelope"):
+        _envelope_codec(architecture="seanet", harmonic=False, pitch_codes=False, strides=[2, 4, 5])
+    with pytest.raises(ValueError, match="envelope_levels must be an int >= 0"):
+        _envelope_codec(envelope_levels=-1)
+    with pytest.raises(ValueError, match="envelope_bands must be an int >= 2"):
+        _envelope_codec(envelope_bands=1)

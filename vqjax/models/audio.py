@@ -26,6 +26,7 @@ Chunks must hold a multiple of the layer's stride (the encoder's hop length, the
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 
@@ -38,7 +39,8 @@ from vqjax.models.streaming import StateChain
 
 __all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
            "ConvNeXtBlock", "STFTEncoder", "ISTFTDecoder", "hann_window", "frame_signal", "frame_spectra",
-           "harmonic_frames", "overlap_add", "inverse_stft", "align_output", "frames_for", "PitchCoder", "AudioCodec"]
+           "harmonic_frames", "overlap_add", "inverse_stft", "align_output", "frames_for", "PitchCoder", "EnvelopeCoder",
+           "AudioCodec"]
 
 
 def _check_chunk(x: jax.Array, multiple: int, where: str) -> None:
@@ -455,15 +457,30 @@ class ISTFTDecoder(_Fourier):
     max_pitch: float = MAX_PITCH
 
     @nn.compact
-    def __call__(self, z: jax.Array, state=None, pitch=None):
+    def __call__(self, z: jax.Array, state=None, pitch=None, envelope=None):
         """``(samples, state)`` of latents ``z``; ``pitch``: None (the harmonic part predicts its own pitch) or
-        ``(pitch, voiced)`` per latent frame ``[B, F]`` sent with the codes (:class:`PitchCoder`)."""
+        ``(pitch, voiced)`` per latent frame ``[B, F]`` sent with the codes (:class:`PitchCoder`); ``envelope``:
+        None or ``(bands, bins)`` per latent frame sent with the codes (:class:`EnvelopeCoder`): the log band
+        powers ``[B, F, num_bands]``, read with ``z``, and the log amplitude per frequency bin ``[B, F, n_fft // 2 +
+        1]`` they imply, the base that the predicted log magnitudes and harmonic envelope are corrections to
+        (on each latent frame's last STFT frame, whose window the envelope was measured on; on a line from the
+        previous latent frame's on the earlier ones)."""
         _check_chunk(z, 1, "ISTFTDecoder")
         if pitch is not None and not self.harmonic:
             raise ValueError("ISTFTDecoder: a pitch is given but the decoder has no harmonic part (harmonic=False)")
         if self.audio_channels != 1:
             raise ValueError(f"ISTFTDecoder: mono only; got audio_channels={self.audio_channels}")
         run = self._chain(state)
+        bins = self.n_fft // 2 + 1
+        base = 0.0
+        if envelope is not None:
+            bands, per_bin = envelope
+            if per_bin.shape[:2] != z.shape[:2] or per_bin.shape[-1] != bins or bands.shape[:2] != z.shape[:2]:
+                raise ValueError(f"ISTFTDecoder: envelope must be (bands [B, F, n], bins [B, F, {bins}]) for latents "
+                                 f"of shape {z.shape}; got {bands.shape} and {per_bin.shape}")
+            z = jnp.concatenate([z, (bands.astype(z.dtype) - ENVELOPE_CENTRE) / ENVELOPE_SCALE], axis=-1)
+            per_latent = self.hop_length // int(self.strides[0])
+            base = run(lambda v, st: _line_per_frame(v, per_latent, self.causal, st), per_bin.astype(jnp.float32))
         h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype), z)
         h = self._blocks(run, h)
         for s in reversed(tuple(self.strides[1:])):
@@ -471,30 +488,30 @@ class ISTFTDecoder(_Fourier):
             h = h.reshape(h.shape[0], h.shape[1] * s, self.channels)
             h = self._blocks(run, h)
         h = nn.LayerNorm(dtype=self.dtype)(h)
-        bins = self.n_fft // 2 + 1
         out = nn.Dense(2 * bins, dtype=jnp.float32)(h.astype(jnp.float32))
-        mag = jnp.exp(jnp.minimum(out[..., :bins], 8.0))
+        mag = jnp.exp(jnp.minimum(out[..., :bins] + base, 8.0))
         spec = jax.lax.complex(mag * jnp.cos(out[..., bins:]), mag * jnp.sin(out[..., bins:]))
         hop = int(self.strides[0])
         if self.harmonic:
-            spec = spec + run(lambda v, st: self._harmonic_part(v, hop, st, pitch), h.astype(jnp.float32))
+            spec = spec + run(lambda v, st: self._harmonic_part(v, hop, st, pitch, base), h.astype(jnp.float32))
         self.sow("intermediates", "spectrum", spec)       # for losses on the predicted phase (mutable only)
         y = run(lambda v, st: inverse_stft(v, self.n_fft, hop, self.causal, st), spec)
         return y[..., None], (tuple(run.states) if self.causal else None)
 
 
-    def _harmonic_part(self, h: jax.Array, hop: int, state, given=None):
+    def _harmonic_part(self, h: jax.Array, hop: int, state, given=None, base=0.0):
         """``(spectra, state)`` of the voiced part (a source-filter model in the STFT domain): a pitch in
         ``[min_pitch, max_pitch]`` cycles per sample, a voicing in [0, 1] and a spectral envelope per frame;
         :func:`harmonic_frames` at that pitch, Hann-windowed, through the FFT, shaped by the envelope and scaled
-        by the voicing. The envelope and the voicing come from a dense layer. The pitch too, unless ``given``
+        by the voicing. The envelope (a log correction to ``base``, the sent envelope's, when there is one) and
+        the voicing come from a dense layer. The pitch too, unless ``given``
         (``(pitch, voiced)`` per latent frame, spread over its STFT frames by :func:`_pitch_per_frame`; the
         voicing is then the dense layer's times ``voiced``, which also stops the excitation's glide across unvoiced
         frames); a predicted pitch has its gradient stopped, as spectral losses give it no useful one, and learns
         from its own loss on the input's pitch track (it and the voicing logit are sown as intermediates)."""
         bins = self.n_fft // 2 + 1
         out = nn.Dense(bins + (1 if given is not None else 2), dtype=jnp.float32, name="harmonic_head")(h)
-        envelope = jnp.exp(jnp.minimum(out[..., :bins], 8.0))
+        envelope = jnp.exp(jnp.minimum(out[..., :bins] + base, 8.0))
         voicing = jax.nn.sigmoid(out[..., bins])
         if given is None:
             pitch = self.min_pitch * (self.max_pitch / self.min_pitch) ** jax.nn.sigmoid(out[..., bins + 1])
@@ -531,6 +548,21 @@ def _pitch_per_frame(given, per_latent: int, causal: bool, previous=None):
     b, f = pitch.shape
     last = (pitch[:, -1:], voiced[:, -1:]) if causal else None
     return (jnp.exp(log_pitch).reshape(b, f * per_latent), jnp.repeat(voiced, per_latent, axis=1), last)
+
+
+def _line_per_frame(values: jax.Array, per_latent: int, causal: bool, previous=None):
+    """``(per_frame [B, F * per_latent, n], last)`` of ``values [B, F, n]`` per latent frame: the last of a latent
+    frame's ``per_latent`` STFT frames takes the frame's values, the earlier ones lie on the line from the previous
+    latent frame's (``previous``, the streaming state: this chunk's last ``[B, 1, n]``; the first frame's own at the
+    start of a signal). Without ``causal`` each latent frame's values are held over its frames."""
+    b, f, n = values.shape
+    if not causal:
+        return jnp.repeat(values, per_latent, axis=1), None
+    start = values[:, :1] if previous is None else previous
+    before = jnp.concatenate([start, values[:, :-1]], axis=1)
+    weight = ((jnp.arange(per_latent, dtype=jnp.float32) + 1.0) / per_latent)[None, None, :, None]
+    line = before[:, :, None] + (values - before)[:, :, None] * weight
+    return line.reshape(b, f * per_latent, n), values[:, -1:]
 
 
 def align_output(output: jax.Array, reference: jax.Array, delay: int):
@@ -578,6 +610,76 @@ class PitchCoder(nn.Module):
         return self.min_pitch * (self.max_pitch / self.min_pitch) ** step, voiced
 
 
+ENVELOPE_CENTRE = -12.0     # the log band powers of speech at -23 LUFS lie around -23 .. 0; the decoder reads them
+ENVELOPE_SCALE = 6.0        # as (bands - ENVELOPE_CENTRE) / ENVELOPE_SCALE, of order one
+
+
+class EnvelopeCoder(nn.Module):
+    """The spectral envelope as codes (Codec2 sends line spectral pairs, LPCNet Bark-band cepstra): per codec frame
+    the log power in ``num_bands`` mel bands (unit-area triangles, :func:`~vqjax.models.audio_losses.
+    mel_filterbank`) of the Hann-windowed ``n_fft`` samples ending at the frame's end (centred without
+    ``causal``), quantized by a residual VQ of ``num_levels`` levels of ``codebook_size`` codes in that log domain
+    (EMA codebooks, k-means init, dead-code reseeding). The decoder reads the decoded envelope beside the latents
+    and builds its magnitudes on :meth:`per_bin` of it, so a voice or microphone unlike the training ones keeps its
+    envelope instead of being regressed toward theirs. ``__call__`` quantizes for training (the EMA statistics
+    update); ``encode``/``decode`` go between samples, codes and log band powers."""
+
+    n_fft: int
+    hop: int
+    sample_rate: int
+    num_bands: int = 20
+    num_levels: int = 2
+    codebook_size: int = 1024
+    causal: bool = True
+
+    def setup(self):
+        from vqjax.nn.multi import ResidualVQ
+
+        self.quantizer = ResidualVQ(self.num_levels, self.codebook_size, self.num_bands, codebook_learning="ema",
+                                    codebook_init="kmeans", dead_code_threshold=1.0)
+
+    def features(self, x: jax.Array, state=None):
+        """``(log band powers float32 [B, T / hop, num_bands], state)`` of waveforms ``x [B, T, 1]``; causal: the
+        state holds the last ``n_fft - hop`` samples."""
+        from vqjax.models.audio_losses import mel_filterbank
+
+        frames, state = frame_signal(x[..., 0].astype(jnp.float32), self.n_fft, self.hop, self.causal, state)
+        power = jnp.abs(jnp.fft.rfft(frames * hann_window(self.n_fft), axis=-1)) ** 2
+        bands = power @ jnp.asarray(mel_filterbank(self.sample_rate, self.n_fft, self.num_bands))
+        return jnp.log(jnp.maximum(bands, 1e-10)), state
+
+    def __call__(self, x: jax.Array, *, train: bool = False):
+        """The quantized log band powers of ``x`` (a :class:`~vqjax.quantizers.base.Quantized`; no gradient)."""
+        bands, _ = self.features(x)
+        return self.quantizer(jax.lax.stop_gradient(bands), train=train)
+
+    def encode(self, x: jax.Array, state=None):
+        """``(codes int32 [B, T / hop, num_levels], state)``."""
+        bands, state = self.features(x, state)
+        return self.quantizer.encode(bands), state
+
+    def decode(self, codes: jax.Array) -> jax.Array:
+        """Log band powers ``[B, F, num_bands]`` of codes (-1: level absent)."""
+        return self.quantizer.decode(codes)
+
+    def per_bin(self, bands: jax.Array, n_fft: int) -> jax.Array:
+        """The log amplitude per bin of an ``n_fft`` spectrum ``[..., n_fft // 2 + 1]`` that log band powers imply:
+        half the log power, interpolated linearly in frequency between the bands' centres (held beyond them)."""
+        return 0.5 * bands @ jnp.asarray(_band_to_bins(self.sample_rate, self.n_fft, self.num_bands, n_fft))
+
+
+@functools.lru_cache(maxsize=16)
+def _band_to_bins(sample_rate: int, band_fft: int, num_bands: int, n_fft: int) -> np.ndarray:
+    """``[num_bands, n_fft // 2 + 1]``: linear interpolation from the mel bands' centres to the bins' frequencies."""
+    from vqjax.models.audio_losses import mel_filterbank
+
+    weights = mel_filterbank(sample_rate, band_fft, num_bands)
+    freqs = np.linspace(0, sample_rate / 2, band_fft // 2 + 1)
+    centres = (freqs[:, None] * weights).sum(0) / weights.sum(0)
+    bins = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    return np.stack([np.interp(bins, centres, row) for row in np.eye(num_bands)]).astype(np.float32)
+
+
 class AudioCodec(nn.Module):
     """Waveforms ``[B, T, audio_channels]`` -> encoder -> quantizer -> decoder (SoundStream/EnCodec layout).
 
@@ -586,24 +688,51 @@ class AudioCodec(nn.Module):
     ``num_levels`` levels: fewer levels, lower bitrate) and ``decode(codes)`` the waveform (missing levels count as
     absent). ``encode_stream``/``decode_stream`` take and return the causal encoder's or decoder's state, so
     consecutive chunks give the whole signal's codes and samples.
+
+    Codes sent beside the latents come first, in this order: the pitch (:class:`PitchCoder`, one level), then the
+    spectral envelope (:class:`EnvelopeCoder`, its ``num_levels``), then the quantizer's levels. With an envelope,
+    training also drops every latent level of a frame with probability ``quantizer_dropout / (L + 1)`` (the
+    quantizer's own dropout keeps 1 to L of them), so the pitch and envelope alone decode (the lowest bitrate, a
+    parametric vocoder); with no envelope level at all (``num_levels=1``) the decoder reads a flat one
+    (``ENVELOPE_CENTRE``), never seen in training.
     """
 
     encoder: SEANetEncoder
     quantizer: nn.Module
     decoder: SEANetDecoder
     pitch: PitchCoder | None = None
+    envelope: EnvelopeCoder | None = None
 
     @property
     def hop_length(self) -> int:
         return self.encoder.hop_length
 
+    def _side(self, x: jax.Array, train: bool):
+        """The decoder's side inputs from ``x`` (as ``decode`` reads them from the codes), and the envelope's
+        quantization (None without one)."""
+        extra, qe = {}, None
+        if self.pitch is not None:
+            extra["pitch"] = self.pitch.decode(self.pitch.encode(x)[0])
+        if self.envelope is not None:
+            qe = self.envelope(x, train=train)
+            extra["envelope"] = (qe.values, self.envelope.per_bin(qe.values, self.decoder.n_fft))
+        return extra, qe
+
     def __call__(self, x: jax.Array, *, train: bool = False):
         z, _ = self.encoder(x)
         q = self.quantizer(z, train=train)
-        if self.pitch is None:
-            y, _ = self.decoder(q.values)
-        else:
-            y, _ = self.decoder(q.values, pitch=self.pitch.decode(self.pitch.encode(x)[0]))
+        extra, qe = self._side(x, train)
+        if qe is not None:
+            rate = float(getattr(self.quantizer, "quantizer_dropout", 0.0))
+            values, codes = q.values, q.codes
+            if train and rate > 0 and self.has_rng("vq"):
+                levels = int(getattr(self.quantizer, "num_levels", 1))
+                off = jax.random.uniform(self.make_rng("vq"), values.shape[:-1]) < rate / (levels + 1)
+                values = jnp.where(off[..., None], jnp.zeros_like(values), values)
+                codes = jnp.where(off.reshape(off.shape + (1,) * (codes.ndim - off.ndim)), -1, codes)
+            error_db = jnp.sqrt(jnp.mean((qe.values - self.envelope.features(x)[0]) ** 2)) * (10.0 / math.log(10.0))
+            q = q._replace(values=values, codes=codes, metrics={**q.metrics, "envelope_error_db": error_db})
+        y, _ = self.decoder(q.values, **extra)
         return y, q
 
     @property
@@ -613,11 +742,15 @@ class AudioCodec(nn.Module):
         return int(self.decoder.delay)
 
     @property
+    def _side_levels(self) -> int:
+        return (self.pitch is not None) + (self.envelope.num_levels if self.envelope is not None else 0)
+
+    @property
     def num_levels(self) -> int | None:
-        """The code levels: the residual quantizer's, plus the pitch's in front with a :class:`PitchCoder`;
-        None for a single quantizer (one bitrate)."""
+        """The code levels: the residual quantizer's, plus the pitch's and the envelope's in front; None for a
+        single quantizer (one bitrate)."""
         levels = getattr(self.quantizer, "num_levels", None)
-        return None if levels is None else levels + (self.pitch is not None)
+        return None if levels is None else levels + self._side_levels
 
     def _keep(self, codes: jax.Array, num_levels: int | None) -> jax.Array:
         if num_levels is None:
@@ -636,14 +769,20 @@ class AudioCodec(nn.Module):
 
     def encode_stream(self, x: jax.Array, state, num_levels: int | None = None):
         """``(codes, state)`` of one chunk (``state=None``: a new signal)."""
-        if self.pitch is None:
+        if not self._side_levels:
             z, state = self.encoder(x, state)
             return self._keep(self.quantizer.encode(z), num_levels), state
-        enc_state, pitch_state = (None, None) if state is None else state
+        enc_state, pitch_state, env_state = (None, None, None) if state is None else state
         z, enc_state = self.encoder(x, enc_state)
-        pitch, pitch_state = self.pitch.encode(x, pitch_state)
-        codes = jnp.concatenate([pitch[..., None], self.quantizer.encode(z)], axis=-1)
-        return self._keep(codes, num_levels), (enc_state, pitch_state)
+        parts = []
+        if self.pitch is not None:
+            pitch, pitch_state = self.pitch.encode(x, pitch_state)
+            parts.append(pitch[..., None])
+        if self.envelope is not None:
+            env, env_state = self.envelope.encode(x, env_state)
+            parts.append(env)
+        codes = jnp.concatenate(parts + [self.quantizer.encode(z)], axis=-1)
+        return self._keep(codes, num_levels), (enc_state, pitch_state, env_state)
 
     def _full(self, codes: jax.Array) -> jax.Array:
         total = self.num_levels
@@ -661,6 +800,16 @@ class AudioCodec(nn.Module):
     def decode_stream(self, codes: jax.Array, state):
         """``(samples, state)`` of one chunk of frames (``state=None``: a new signal)."""
         codes = self._full(codes)
-        if self.pitch is None:
+        if not self._side_levels:
             return self.decoder(self.quantizer.decode(codes), state)
-        return self.decoder(self.quantizer.decode(codes[..., 1:]), state, pitch=self.pitch.decode(codes[..., 0]))
+        extra, start = {}, 0
+        if self.pitch is not None:
+            extra["pitch"] = self.pitch.decode(codes[..., 0])
+            start = 1
+        if self.envelope is not None:
+            env = codes[..., start:start + self.envelope.num_levels]
+            bands = self.envelope.decode(env)
+            bands = jnp.where(jnp.any(env >= 0, axis=-1, keepdims=True), bands, ENVELOPE_CENTRE)
+            extra["envelope"] = (bands, self.envelope.per_bin(bands, self.decoder.n_fft))
+            start += self.envelope.num_levels
+        return self.decoder(self.quantizer.decode(codes[..., start:]), state, **extra)

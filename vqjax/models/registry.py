@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping, Sequence
 import flax.linen as nn
 import numpy as np
 
-from vqjax.models.audio import AudioCodec, ISTFTDecoder, PitchCoder, SEANetDecoder, SEANetEncoder, STFTEncoder
+from vqjax.models.audio import (AudioCodec, EnvelopeCoder, ISTFTDecoder, PitchCoder, SEANetDecoder, SEANetEncoder,
+                               STFTEncoder)
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
 from vqjax.models.quantizers import make_quantizer, quantizer_vocab_size
 from vqjax.models.semantic_ids import RQVAE
@@ -57,14 +58,18 @@ AUDIO_ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder), "stft": (STFTEn
 
 def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio_channels: int = 1,
                 num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any],
-                architecture: str = "seanet", harmonic: bool = False, pitch_codes: bool = False) -> AudioCodec:
+                architecture: str = "seanet", harmonic: bool = False, pitch_codes: bool = False,
+                envelope_levels: int = 0, envelope_bands: int = 20, sample_rate: int = 16000) -> AudioCodec:
     """An :class:`~vqjax.models.audio.AudioCodec` around the quantizer registered as ``quantizer`` on
     ``latent_dim`` channels. ``architecture='seanet'``: SEANet encoder and mirrored decoder of base width
     ``channels`` and downsampling ``strides`` on the waveform; ``'stft'``: STFT encoder and inverse-STFT (Vocos)
     decoder of width ``channels``, hop ``strides[0]`` and the frame rate divided by the later strides, with
     ``harmonic=True`` a voiced part (pitch, voicing and envelope) added to its spectra; ``pitch_codes=True`` sends
     that part's pitch as the first code level (a :class:`~vqjax.models.audio.PitchCoder` on windows of two frames,
-    as many codes as the quantizer's codebook) instead of predicting it."""
+    as many codes as the quantizer's codebook) instead of predicting it; ``envelope_levels > 0`` sends the
+    spectral envelope next (an :class:`~vqjax.models.audio.EnvelopeCoder` of ``envelope_bands`` mel bands at
+    ``sample_rate`` on the pitch's windows, ``envelope_levels`` residual levels of the quantizer's codebook size),
+    which the inverse-STFT decoder builds its magnitudes on."""
     if architecture not in AUDIO_ARCHITECTURES:
         raise ValueError(f"audio_codec: architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
                          f"{architecture!r}")
@@ -86,8 +91,23 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
                              f"levels; quantizer {quantizer!r} has none")
         hop = int(np.prod(strides))
         pitch = PitchCoder(n_fft=2 * hop, hop=hop, vocab=quantizer_vocab_size(q), causal=causal)
+    envelope = None
+    if isinstance(envelope_levels, bool) or not isinstance(envelope_levels, int) or envelope_levels < 0:
+        raise ValueError(f"audio_codec: envelope_levels must be an int >= 0 (0: no envelope codes); got "
+                         f"{envelope_levels!r}")
+    if envelope_levels:
+        if architecture != "stft" or getattr(q, "num_levels", None) is None:
+            raise ValueError(f"audio_codec: envelope_levels > 0 sends an envelope that the inverse-STFT decoder "
+                             f"builds on, in front of a residual quantizer's levels; got architecture="
+                             f"{architecture!r} and quantizer {quantizer!r}")
+        if isinstance(envelope_bands, bool) or not isinstance(envelope_bands, int) or envelope_bands < 2:
+            raise ValueError(f"audio_codec: envelope_bands must be an int >= 2; got {envelope_bands!r}")
+        hop = int(np.prod(strides))
+        envelope = EnvelopeCoder(n_fft=2 * hop, hop=hop, sample_rate=int(sample_rate), num_bands=envelope_bands,
+                                 num_levels=envelope_levels, codebook_size=quantizer_vocab_size(q), causal=causal)
     return AudioCodec(encoder=encoder(latent_dim=latent_dim, **shared), quantizer=q,
-                      decoder=decoder(audio_channels=audio_channels, **shared, **extra), pitch=pitch)
+                      decoder=decoder(audio_channels=audio_channels, **shared, **extra), pitch=pitch,
+                      envelope=envelope)
 
 
 register_model("audio_codec", audio_codec)

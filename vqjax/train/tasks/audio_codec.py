@@ -187,6 +187,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     if m.harmonic and m.architecture != "stft":
         raise ValueError(f"config.model.harmonic adds a voiced part to the inverse-STFT decoder and needs "
                          f"config.model.architecture='stft'; got {m.architecture!r}")
+    if m.envelope_levels and m.architecture != "stft":
+        raise ValueError(f"config.model.envelope_levels sends an envelope that the inverse-STFT decoder builds on and "
+                         f"needs config.model.architecture='stft'; got {m.architecture!r} (or set "
+                         f"config.model.envelope_levels = 0)")
     if m.pitch_codes and not m.harmonic:
         raise ValueError("config.model.pitch_codes sends the pitch of the harmonic decoder and needs "
                          "config.model.harmonic=True")

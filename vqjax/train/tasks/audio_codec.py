@@ -72,7 +72,10 @@ def default_config() -> ml_collections.ConfigDict:
     ``channels`` as the base width, ``strides`` as the downsampling (e.g. (2, 4, 5, 8)) and ``num_residual`` as
     residual units per stride. ``model.harmonic`` adds a voiced part to the ``'stft'`` decoder (a pitch, a voicing
     and an envelope per frame shaping a harmonic excitation whose phase runs on from frame to frame);
-    ``model.pitch_codes`` sends its pitch, tracked from the input, as the first code level. A residual
+    ``model.pitch_codes`` sends its pitch, tracked from the input, as the first code level;
+    ``model.envelope_levels`` (> 0, ``'stft'`` only) sends the input's spectral envelope next, as that many
+    residual levels (of the quantizer's codebook size) over the log powers in ``model.envelope_bands`` mel bands,
+    on which the decoder builds its magnitudes (:class:`vqjax.models.audio.EnvelopeCoder`). A residual
     VQ of 12 levels of 1024 codes (0.5 kbps per level, so 6 kbps at 12) with quantizer dropout, trained on the
     bundled recorded speech. Losses compare the decoder's output with the input it reconstructs (shifted by the
     model's ``delay``); ``losses.phase`` (APNet's phase losses on the decoder's predicted spectra) and

@@ -3,6 +3,7 @@ bitrate, scores the held-out clips through the harness and leaves an AudioTokeni
 scores; the classical anchors where their binaries exist; config errors named before any data is read."""
 
 import json
+import math
 import os
 import shutil
 
@@ -58,6 +59,12 @@ def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tm
     assert [r["codec"] for r in table["test"]["rows"]] == ["vqjax 1q", "vqjax 3q"]
     assert table["test"]["rows"][0]["kbps"] == pytest.approx(0.5) and len(table["test"]["per_clip"]["vqjax 1q"]) == 2
     assert len(table["test_music"]["per_clip"]["vqjax 3q"]) == 1
+    languages = table["test"]["languages"]
+    assert len(languages) == 2 and set(table["test"]["by_language"]) == set(languages) and "" not in languages
+    for language, rows in table["test"]["by_language"].items():         # each language's mean of its own clips
+        mine = [c["stoi"] for c in table["test"]["per_clip"]["vqjax 3q"] if languages[c["clip"]] == language]
+        row = next(r for r in rows if r["codec"] == "vqjax 3q")
+        assert row["stoi"] == pytest.approx(np.mean(mine))
     for fig in ("rate_distortion.png", "audio_examples.png", "loss_curves.png", "rate_distortion_test_music.png"):
         assert os.path.getsize(os.path.join(workdir, fig)) > 1000
 
@@ -137,6 +144,17 @@ def test_align_and_scores():
 
 @pytest.mark.skipif(shutil.which("c2enc") is None or shutil.which("opusenc") is None,
                     reason="needs Debian's codec2 and opus-tools (apt-get install -y codec2 opus-tools)")
+def test_group_rows_average_each_group_of_clips():
+    result = speech_eval.CodecResult("c", 3.0, [
+        {"clip": i, **{k: float(v) for k in speech_eval.METRICS}} for i, v in enumerate([1, 2, 4, math.nan])],
+        {})
+    rows = speech_eval.group_rows([result], ["en", "es", "en", "es"])
+    assert list(rows) == ["en", "es"]
+    assert rows["en"][0]["pesq_wb"] == 2.5 and rows["es"][0]["stoi"] == 2.0        # NaN left out, as in the mean
+    with pytest.raises(ValueError, match="has 4 clips; groups has 3"):
+        speech_eval.group_rows([result], ["en", "es", "en"])
+
+
 def test_classical_anchors_round_trip_in_the_harness():
     clip = voiced(1.5, 16000, 2)
     found, skipped = speech_eval.anchor_codecs(["codec2:3200", "opus:12"])

@@ -39,8 +39,8 @@ from vqjax.models.streaming import StateChain
 
 __all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",
            "ConvNeXtBlock", "STFTEncoder", "ISTFTDecoder", "hann_window", "frame_signal", "frame_spectra",
-           "harmonic_frames", "overlap_add", "inverse_stft", "align_output", "frames_for", "PitchCoder", "EnvelopeCoder",
-           "AudioCodec"]
+           "harmonic_frames", "overlap_add", "inverse_stft", "align_output", "frames_for", "PitchCoder",
+           "EnvelopeCoder", "AudioCodec"]
 
 
 def _check_chunk(x: jax.Array, multiple: int, where: str) -> None:

@@ -216,6 +216,24 @@ def summary_rows(results: Sequence[CodecResult]) -> list[dict]:
     return [{"codec": r.name, "kbps": r.kbps, **r.mean} for r in sorted(results, key=lambda r: (r.kbps, r.name))]
 
 
+def group_rows(results: Sequence[CodecResult], groups: Sequence[str]) -> dict[str, list[dict]]:
+    """:func:`summary_rows` within each group of clips (``groups[i]`` names clip ``i``'s, e.g. its language or
+    speaker): where a codec wins and loses, which the mean over all clips hides."""
+    out = {}
+    for group in sorted(set(groups)):
+        members = {i for i, g in enumerate(groups) if g == group}
+        within = []
+        for r in results:
+            if len(r.per_clip) != len(groups):
+                raise ValueError(f"group_rows: {r.name} has {len(r.per_clip)} clips; groups has {len(groups)}")
+            clips = [c for c in r.per_clip if c["clip"] in members]
+            mean = {key: float(np.mean(v)) if (v := [c[key] for c in clips if math.isfinite(c[key])]) else math.nan
+                    for key in METRICS}
+            within.append(CodecResult(r.name, r.kbps, clips, mean))
+        out[group] = summary_rows(within)
+    return out
+
+
 def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str = "") -> str:
     """PESQ-WB, STOI and mel distance against kbps, one marker per codec family (vqjax's points joined)."""
     import matplotlib

@@ -490,9 +490,13 @@ def _prepare(config, example, **extra) -> dict:
                                       highpass_hz=config.highpass_hz, **extra)
 
 
-def _clips(config, source, limit=None) -> list[np.ndarray]:
+def _clips(config, source, limit=None) -> tuple[list[np.ndarray], list[str]]:
+    """The prepared test clips and each one's language ('' where the split has none)."""
     total = len(source) if limit is None else min(len(source), limit)
-    return [_prepare(config, source[i])["audio"][:, 0] for i in range(total)]
+    examples = [source[i] for i in range(total)]
+    languages = [e["language"].decode() if isinstance(e.get("language"), bytes) else str(e.get("language", ""))
+                 for e in examples]
+    return [_prepare(config, e)["audio"][:, 0] for e in examples], languages
 
 
 def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, levels, per_frame) -> dict:
@@ -525,14 +529,15 @@ def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, 
         return results + [speech_eval.evaluate_codec(name, kbps, fn, clips, sr)
                           for name, (kbps, fn) in anchors.items()]
 
-    clips = _clips(config, eval_source, config.test_max_clips)
+    clips, languages = _clips(config, eval_source, config.test_max_clips)
     sets = {config.eval_split: (clips, score(clips))}
+    split_languages = {config.eval_split: languages}
     for split in config.ood_splits:
         source = pipeline.get_source(config.dataset, split, config.data_dir or default_data_dir())
         if not len(source):
             logging.getLogger("vqjax.train").warning("out-of-domain split %s is empty: not scored", split)
             continue
-        ood = _clips(config, source, config.test_max_clips)
+        ood, split_languages[split] = _clips(config, source, config.test_max_clips)
         sets[split] = (ood, score(ood))
     out = {"clips": len(clips), "anchors_skipped": len(skipped)}
     for split, (split_clips, results) in sets.items():
@@ -545,6 +550,8 @@ def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, 
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "rate_distortion.json"), "w") as fh:
             json.dump({split: {"rows": speech_eval.summary_rows(results),
+                               "by_language": speech_eval.group_rows(results, split_languages[split]),
+                               "languages": split_languages[split],
                                "per_clip": {r.name: r.per_clip for r in results}}
                        for split, (_, results) in sets.items()} | {"skipped": skipped}, fh, indent=1)
         for split, (split_clips, results) in sets.items():

@@ -290,18 +290,37 @@ def test_envelope_features_are_the_log_band_powers_of_each_frame():
     freqs = np.linspace(0, 8000, 41)
     centres = (freqs[:, None] * filters).sum(0) / filters.sum(0)
     assert abs(centres[int(np.argmax(bands[0, 9]))] - 3000) < 500
-    ramp = jnp.asarray(np.linspace(-4.0, 2.0, 12, dtype=np.float32))[None]
-    per_bin = np.asarray(coder.per_bin(ramp, 640))[0]
+    ramp = jnp.asarray(np.linspace(-4.0, 2.0, 12, dtype=np.float32))[None, None]
+    per_bin = np.asarray(coder.per_bin(ramp, 640))[0, 0]
     bins = np.linspace(0, 8000, 321)
-    np.testing.assert_allclose(np.interp(centres, bins, per_bin), 0.5 * np.asarray(ramp[0]), atol=0.02)
+    np.testing.assert_allclose(np.interp(centres, bins, per_bin), 0.5 * np.asarray(ramp[0, 0]), atol=0.02)
     assert per_bin[0] == pytest.approx(-2.0) and per_bin[-1] == pytest.approx(1.0)      # held beyond the ends
 
 
-def test_envelope_codes_follow_the_pitch_stream_and_set_the_magnitudes():
+def test_envelopes_per_frame_are_the_envelopes_of_each_step():
+    """``per_frame=2``: a frame's envelope is the two envelopes of its half-frame steps (as a coder of half the
+    hop gives them), side by side; per_bin gives one row per step."""
+    from vqjax.models.audio import EnvelopeCoder
+
+    x = jnp.asarray(_wave(800, batch=2))
+    two = EnvelopeCoder(n_fft=80, hop=40, sample_rate=16000, num_bands=12, per_frame=2)
+    one = EnvelopeCoder(n_fft=80, hop=20, sample_rate=16000, num_bands=12)
+    pair, _ = two.apply({}, x, method="features")
+    single, _ = one.apply({}, x, method="features")
+    assert pair.shape == (2, 20, 24)
+    np.testing.assert_allclose(pair, single.reshape(2, 20, 24), rtol=1e-6)
+    assert two.per_bin(pair, 640).shape == (2, 40, 321)
+    with pytest.raises(ValueError, match="per_frame .3. must divide hop .40."):
+        EnvelopeCoder(n_fft=80, hop=40, sample_rate=16000, per_frame=3).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("per_frame", [1, 4])
+def test_envelope_codes_follow_the_pitch_stream_and_set_the_magnitudes(per_frame):
     """With ``envelope_levels`` the codes are pitch, envelope levels, latent levels; the envelope codes are the
     EnvelopeCoder's and decode to within its quantization; chunks equal the whole signal (codes and samples);
-    raising the sent envelope by 2 nepers of power raises the decoded magnitudes (every bin is built on it)."""
-    codec = _envelope_codec()
+    raising the sent envelope by 2 nepers of power raises the decoded magnitudes (every bin is built on it). With
+    one envelope per STFT frame (``envelope_per_frame`` 4 for strides (10, 4)) alike."""
+    codec = _envelope_codec(envelope_per_frame=per_frame)
     x = _wave(1600, batch=2)
     variables = jax.jit(lambda k, x: codec.init(k, x))(jax.random.key(0), x[:1, :80])
     assert codec.num_levels == 1 + 2 + 3
@@ -360,3 +379,5 @@ def test_envelope_levels_are_refused_where_no_decoder_reads_them():
         _envelope_codec(envelope_levels=-1)
     with pytest.raises(ValueError, match="envelope_bands must be an int >= 2"):
         _envelope_codec(envelope_bands=1)
+    with pytest.raises(ValueError, match=r"envelope_per_frame must be a positive int dividing the hop \(40\)"):
+        _envelope_codec(envelope_per_frame=3)

@@ -461,10 +461,11 @@ class ISTFTDecoder(_Fourier):
         """``(samples, state)`` of latents ``z``; ``pitch``: None (the harmonic part predicts its own pitch) or
         ``(pitch, voiced)`` per latent frame ``[B, F]`` sent with the codes (:class:`PitchCoder`); ``envelope``:
         None or ``(bands, bins)`` per latent frame sent with the codes (:class:`EnvelopeCoder`): the log band
-        powers ``[B, F, num_bands]``, read with ``z``, and the log amplitude per frequency bin ``[B, F, n_fft // 2 +
-        1]`` they imply, the base that the predicted log magnitudes and harmonic envelope are corrections to
-        (on each latent frame's last STFT frame, whose window the envelope was measured on; on a line from the
-        previous latent frame's on the earlier ones)."""
+        powers ``[B, F, n]``, read with ``z``, and the log amplitude per frequency bin they imply, the base that the
+        predicted log magnitudes and harmonic envelope are corrections to: ``[B, F * s, n_fft // 2 + 1]``, one per
+        STFT frame (``s`` of them per latent frame), used as is; or ``[B, F, n_fft // 2 + 1]``, put on each latent
+        frame's last STFT frame, whose window it was measured on, and on a line from the previous latent frame's
+        on the earlier ones."""
         _check_chunk(z, 1, "ISTFTDecoder")
         if pitch is not None and not self.harmonic:
             raise ValueError("ISTFTDecoder: a pitch is given but the decoder has no harmonic part (harmonic=False)")
@@ -475,12 +476,16 @@ class ISTFTDecoder(_Fourier):
         base = 0.0
         if envelope is not None:
             bands, per_bin = envelope
-            if per_bin.shape[:2] != z.shape[:2] or per_bin.shape[-1] != bins or bands.shape[:2] != z.shape[:2]:
-                raise ValueError(f"ISTFTDecoder: envelope must be (bands [B, F, n], bins [B, F, {bins}]) for latents "
-                                 f"of shape {z.shape}; got {bands.shape} and {per_bin.shape}")
-            z = jnp.concatenate([z, (bands.astype(z.dtype) - ENVELOPE_CENTRE) / ENVELOPE_SCALE], axis=-1)
             per_latent = self.hop_length // int(self.strides[0])
-            base = run(lambda v, st: _line_per_frame(v, per_latent, self.causal, st), per_bin.astype(jnp.float32))
+            if bands.shape[:2] != z.shape[:2] or per_bin.shape[-1] != bins or \
+                    per_bin.shape[1] not in (z.shape[1], z.shape[1] * per_latent):
+                raise ValueError(f"ISTFTDecoder: envelope must be (bands [B, F, n], bins [B, F or F * {per_latent}, "
+                                 f"{bins}]) for latents of shape {z.shape}; got {bands.shape} and {per_bin.shape}")
+            z = jnp.concatenate([z, (bands.astype(z.dtype) - ENVELOPE_CENTRE) / ENVELOPE_SCALE], axis=-1)
+            if per_bin.shape[1] == z.shape[1] * per_latent:       # one envelope per STFT frame: its own
+                base = per_bin.astype(jnp.float32)
+            else:
+                base = run(lambda v, st: _line_per_frame(v, per_latent, self.causal, st), per_bin.astype(jnp.float32))
         h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype), z)
         h = self._blocks(run, h)
         for s in reversed(tuple(self.strides[1:])):
@@ -616,13 +621,15 @@ ENVELOPE_SCALE = 6.0        # as (bands - ENVELOPE_CENTRE) / ENVELOPE_SCALE, of 
 
 class EnvelopeCoder(nn.Module):
     """The spectral envelope as codes (Codec2 sends line spectral pairs, LPCNet Bark-band cepstra): per codec frame
-    the log power in ``num_bands`` mel bands (unit-area triangles, :func:`~vqjax.models.audio_losses.
-    mel_filterbank`) of the Hann-windowed ``n_fft`` samples ending at the frame's end (centred without
-    ``causal``), quantized by a residual VQ of ``num_levels`` levels of ``codebook_size`` codes in that log domain
-    (EMA codebooks, k-means init, dead-code reseeding). The decoder reads the decoded envelope beside the latents
-    and builds its magnitudes on :meth:`per_bin` of it, so a voice or microphone unlike the training ones keeps its
+    of ``hop`` samples, ``per_frame`` envelopes (every ``hop / per_frame`` samples), each the log power in
+    ``num_bands`` mel bands (unit-area triangles, :func:`~vqjax.models.audio_losses.mel_filterbank`) of the
+    Hann-windowed ``n_fft`` samples ending where its step ends (centred without ``causal``), concatenated and
+    quantized by a residual VQ of ``num_levels`` levels of ``codebook_size`` codes in that log domain (EMA
+    codebooks, k-means init, dead-code reseeding). The decoder reads the decoded envelope beside the latents and
+    builds its magnitudes on :meth:`per_bin` of it, so a voice or microphone unlike the training ones keeps its
     envelope instead of being regressed toward theirs. ``__call__`` quantizes for training (the EMA statistics
-    update); ``encode``/``decode`` go between samples, codes and log band powers."""
+    update); ``encode``/``decode`` go between samples, codes and log band powers ``[B, F, per_frame *
+    num_bands]``."""
 
     n_fft: int
     hop: int
@@ -631,22 +638,28 @@ class EnvelopeCoder(nn.Module):
     num_levels: int = 2
     codebook_size: int = 1024
     causal: bool = True
+    per_frame: int = 1
 
     def setup(self):
         from vqjax.nn.multi import ResidualVQ
 
-        self.quantizer = ResidualVQ(self.num_levels, self.codebook_size, self.num_bands, codebook_learning="ema",
-                                    codebook_init="kmeans", dead_code_threshold=1.0)
+        if self.hop % self.per_frame or self.n_fft < self.hop // self.per_frame:
+            raise ValueError(f"EnvelopeCoder: per_frame ({self.per_frame}) must divide hop ({self.hop}) into steps "
+                             f"no longer than n_fft ({self.n_fft})")
+        self.quantizer = ResidualVQ(self.num_levels, self.codebook_size, self.per_frame * self.num_bands,
+                                    codebook_learning="ema", codebook_init="kmeans", dead_code_threshold=1.0)
 
     def features(self, x: jax.Array, state=None):
-        """``(log band powers float32 [B, T / hop, num_bands], state)`` of waveforms ``x [B, T, 1]``; causal: the
-        state holds the last ``n_fft - hop`` samples."""
+        """``(log band powers float32 [B, T / hop, per_frame * num_bands], state)`` of waveforms ``x [B, T, 1]``;
+        causal: the state holds the last ``n_fft - hop / per_frame`` samples."""
         from vqjax.models.audio_losses import mel_filterbank
 
-        frames, state = frame_signal(x[..., 0].astype(jnp.float32), self.n_fft, self.hop, self.causal, state)
+        step = self.hop // self.per_frame
+        frames, state = frame_signal(x[..., 0].astype(jnp.float32), self.n_fft, step, self.causal, state)
         power = jnp.abs(jnp.fft.rfft(frames * hann_window(self.n_fft), axis=-1)) ** 2
-        bands = power @ jnp.asarray(mel_filterbank(self.sample_rate, self.n_fft, self.num_bands))
-        return jnp.log(jnp.maximum(bands, 1e-10)), state
+        bands = jnp.log(jnp.maximum(power @ jnp.asarray(mel_filterbank(self.sample_rate, self.n_fft,
+                                                                       self.num_bands)), 1e-10))
+        return bands.reshape(bands.shape[0], -1, self.per_frame * self.num_bands), state
 
     def __call__(self, x: jax.Array, *, train: bool = False):
         """The quantized log band powers of ``x`` (a :class:`~vqjax.quantizers.base.Quantized`; no gradient)."""
@@ -663,8 +676,10 @@ class EnvelopeCoder(nn.Module):
         return self.quantizer.decode(codes)
 
     def per_bin(self, bands: jax.Array, n_fft: int) -> jax.Array:
-        """The log amplitude per bin of an ``n_fft`` spectrum ``[..., n_fft // 2 + 1]`` that log band powers imply:
-        half the log power, interpolated linearly in frequency between the bands' centres (held beyond them)."""
+        """The log amplitude per bin of an ``n_fft`` spectrum that log band powers ``[B, F, per_frame *
+        num_bands]`` imply, ``[B, F * per_frame, n_fft // 2 + 1]`` (one row per envelope): half the log power,
+        interpolated linearly in frequency between the bands' centres (held beyond them)."""
+        bands = bands.reshape(bands.shape[0], -1, self.num_bands)
         return 0.5 * bands @ jnp.asarray(_band_to_bins(self.sample_rate, self.n_fft, self.num_bands, n_fft))
 
 

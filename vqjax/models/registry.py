@@ -59,7 +59,8 @@ AUDIO_ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder), "stft": (STFTEn
 def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio_channels: int = 1,
                 num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any],
                 architecture: str = "seanet", harmonic: bool = False, pitch_codes: bool = False,
-                envelope_levels: int = 0, envelope_bands: int = 20, sample_rate: int = 16000) -> AudioCodec:
+                envelope_levels: int = 0, envelope_bands: int = 20, envelope_per_frame: int = 1,
+                sample_rate: int = 16000) -> AudioCodec:
     """An :class:`~vqjax.models.audio.AudioCodec` around the quantizer registered as ``quantizer`` on
     ``latent_dim`` channels. ``architecture='seanet'``: SEANet encoder and mirrored decoder of base width
     ``channels`` and downsampling ``strides`` on the waveform; ``'stft'``: STFT encoder and inverse-STFT (Vocos)
@@ -69,7 +70,8 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
     as many codes as the quantizer's codebook) instead of predicting it; ``envelope_levels > 0`` sends the
     spectral envelope next (an :class:`~vqjax.models.audio.EnvelopeCoder` of ``envelope_bands`` mel bands at
     ``sample_rate`` on the pitch's windows, ``envelope_levels`` residual levels of the quantizer's codebook size),
-    which the inverse-STFT decoder builds its magnitudes on."""
+    which the inverse-STFT decoder builds its magnitudes on; ``envelope_per_frame`` envelopes per codec frame,
+    quantized together (2 with strides ``(h, 2)``: one per STFT frame of the decoder, on its window)."""
     if architecture not in AUDIO_ARCHITECTURES:
         raise ValueError(f"audio_codec: architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
                          f"{architecture!r}")
@@ -103,8 +105,13 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
         if isinstance(envelope_bands, bool) or not isinstance(envelope_bands, int) or envelope_bands < 2:
             raise ValueError(f"audio_codec: envelope_bands must be an int >= 2; got {envelope_bands!r}")
         hop = int(np.prod(strides))
+        if isinstance(envelope_per_frame, bool) or not isinstance(envelope_per_frame, int) or \
+                envelope_per_frame < 1 or hop % envelope_per_frame:
+            raise ValueError(f"audio_codec: envelope_per_frame must be a positive int dividing the hop ({hop}); got "
+                             f"{envelope_per_frame!r}")
         envelope = EnvelopeCoder(n_fft=2 * hop, hop=hop, sample_rate=int(sample_rate), num_bands=envelope_bands,
-                                 num_levels=envelope_levels, codebook_size=quantizer_vocab_size(q), causal=causal)
+                                 num_levels=envelope_levels, codebook_size=quantizer_vocab_size(q), causal=causal,
+                                 per_frame=envelope_per_frame)
     return AudioCodec(encoder=encoder(latent_dim=latent_dim, **shared), quantizer=q,
                       decoder=decoder(audio_channels=audio_channels, **shared, **extra), pitch=pitch,
                       envelope=envelope)

@@ -97,7 +97,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict(dict(architecture="stft", channels=256, strides=(160, 2), latent_dim=64,
                                              num_residual=2, causal=True, harmonic=False, pitch_codes=False,
-                                             envelope_levels=0, envelope_bands=20))
+                                             envelope_levels=0, envelope_bands=20, envelope_per_frame=1))
     c.quantizer = "rvq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(num_levels=12, codebook_size=1024, quantizer_dropout=0.5,
                                                         codebook_learning="ema", codebook_init="kmeans",
@@ -155,7 +155,8 @@ def model_spec(config: ml_collections.ConfigDict) -> dict:
                        **({"harmonic": True} if m.harmonic else {}),
                        **({"pitch_codes": True} if m.pitch_codes else {}),
                        **({"envelope_levels": int(m.envelope_levels), "envelope_bands": int(m.envelope_bands),
-                           "sample_rate": int(config.sample_rate)} if m.envelope_levels else {}),
+                           "envelope_per_frame": int(m.envelope_per_frame), "sample_rate": int(config.sample_rate)}
+                          if m.envelope_levels else {}),
                        "quantizer": config.quantizer,
                        "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
 

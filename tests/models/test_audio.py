@@ -357,17 +357,27 @@ def test_envelope_codes_follow_the_pitch_stream_and_set_the_magnitudes(per_frame
 
 
 def test_envelope_training_drops_all_latent_levels_of_some_frames():
-    """In training, with quantizer_dropout p over L levels, a frame keeps no latent level with probability
-    p / (L + 1) (the pitch and envelope alone must decode); without dropout or outside training, never."""
+    """In training, with quantizer_dropout p over E envelope and L latent levels, a frame keeps no latent level
+    with probability p E / (E + L) and then the first m ~ U{1..E} envelope levels (the pitch and the envelope's
+    first levels alone must decode); outside training, never."""
     codec = _envelope_codec()
-    x = _wave(16000, batch=4)
+    x = jnp.asarray(_wave(16000, batch=4))
     variables = jax.jit(lambda k, x: codec.init(k, x))(jax.random.key(0), x[:1, :80])
-    run = jax.jit(lambda v, x, k: codec.apply(v, x, train=True, rngs={"vq": k}, mutable=["vq_stats"])[0][1])
-    q = run(variables, x, jax.random.key(3))
-    none = np.asarray((q.codes < 0).all(-1))
-    assert abs(none.mean() - 0.5 / 4) < 0.04, none.mean()
-    np.testing.assert_array_equal(np.asarray(q.values)[none], 0.0)
-    assert float(q.metrics["envelope_error_db"]) > 0
+    qe = codec.apply(variables, x, method=lambda m, x: m.envelope(x))
+    q = codec.apply(variables, x, method=lambda m, x: m.quantizer(m.encoder(x)[0]))
+    bands, dropped = codec.apply(variables, qe, q, 0.5, method=lambda m, qe, q, r: m._drop_latents(qe, q, r),
+                                 rngs={"vq": jax.random.key(3)})
+    off = np.asarray((dropped.codes < 0).all(-1))
+    assert abs(off.mean() - 0.5 * 2 / 5) < 0.04, off.mean()
+    np.testing.assert_array_equal(np.asarray(dropped.values)[off], 0.0)
+    np.testing.assert_array_equal(np.asarray(dropped.values)[~off], np.asarray(q.values)[~off])
+    np.testing.assert_allclose(np.asarray(bands)[~off], np.asarray(qe.values)[~off])
+    first = np.asarray(codec.apply(variables, qe.codes.at[..., 1].set(-1), method=lambda m, c: m.envelope.decode(c)))
+    one = np.all(np.isclose(np.asarray(bands), first, atol=1e-5), -1) & off
+    both = np.all(np.isclose(np.asarray(bands), np.asarray(qe.values), atol=1e-5), -1) & off
+    assert (one | both)[off].all() and 0.3 < one.sum() / off.sum() < 0.7        # m = 1 or 2, evenly
+    (_, q_train), _ = codec.apply(variables, x, train=True, rngs={"vq": jax.random.key(3)}, mutable=["vq_stats"])
+    assert (np.asarray(q_train.codes) < 0).all(-1).any() and float(q_train.metrics["envelope_error_db"]) > 0
     _, q_eval = codec.apply(variables, x)
     assert not np.asarray((q_eval.codes < 0).all(-1)).any()
 

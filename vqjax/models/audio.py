@@ -705,11 +705,12 @@ class AudioCodec(nn.Module):
     consecutive chunks give the whole signal's codes and samples.
 
     Codes sent beside the latents come first, in this order: the pitch (:class:`PitchCoder`, one level), then the
-    spectral envelope (:class:`EnvelopeCoder`, its ``num_levels``), then the quantizer's levels. With an envelope,
-    training also drops every latent level of a frame with probability ``quantizer_dropout / (L + 1)`` (the
-    quantizer's own dropout keeps 1 to L of them), so the pitch and envelope alone decode (the lowest bitrate, a
-    parametric vocoder); with no envelope level at all (``num_levels=1``) the decoder reads a flat one
-    (``ENVELOPE_CENTRE``), never seen in training.
+    spectral envelope (:class:`EnvelopeCoder`, its ``E`` levels), then the quantizer's ``L`` levels. With an
+    envelope, training also drops, with probability ``quantizer_dropout * E / (E + L)`` per frame, every latent
+    level and the envelope's levels after the first ``m ~ U{1..E}`` (the quantizer's own dropout keeps 1 to L
+    latent levels), so the pitch and the envelope's first levels alone decode (the lowest bitrates, a parametric
+    vocoder); with no envelope level at all (``num_levels=1``) the decoder reads a flat one (``ENVELOPE_CENTRE``),
+    never seen in training.
     """
 
     encoder: SEANetEncoder
@@ -722,33 +723,38 @@ class AudioCodec(nn.Module):
     def hop_length(self) -> int:
         return self.encoder.hop_length
 
-    def _side(self, x: jax.Array, train: bool):
-        """The decoder's side inputs from ``x`` (as ``decode`` reads them from the codes), and the envelope's
-        quantization (None without one)."""
-        extra, qe = {}, None
+    def __call__(self, x: jax.Array, *, train: bool = False):
+        z, _ = self.encoder(x)
+        q = self.quantizer(z, train=train)
+        extra = {}
         if self.pitch is not None:
             extra["pitch"] = self.pitch.decode(self.pitch.encode(x)[0])
         if self.envelope is not None:
             qe = self.envelope(x, train=train)
-            extra["envelope"] = (qe.values, self.envelope.per_bin(qe.values, self.decoder.n_fft))
-        return extra, qe
-
-    def __call__(self, x: jax.Array, *, train: bool = False):
-        z, _ = self.encoder(x)
-        q = self.quantizer(z, train=train)
-        extra, qe = self._side(x, train)
-        if qe is not None:
+            bands = qe.values
             rate = float(getattr(self.quantizer, "quantizer_dropout", 0.0))
-            values, codes = q.values, q.codes
             if train and rate > 0 and self.has_rng("vq"):
-                levels = int(getattr(self.quantizer, "num_levels", 1))
-                off = jax.random.uniform(self.make_rng("vq"), values.shape[:-1]) < rate / (levels + 1)
-                values = jnp.where(off[..., None], jnp.zeros_like(values), values)
-                codes = jnp.where(off.reshape(off.shape + (1,) * (codes.ndim - off.ndim)), -1, codes)
+                bands, q = self._drop_latents(qe, q, rate)
             error_db = jnp.sqrt(jnp.mean((qe.values - self.envelope.features(x)[0]) ** 2)) * (10.0 / math.log(10.0))
-            q = q._replace(values=values, codes=codes, metrics={**q.metrics, "envelope_error_db": error_db})
+            q = q._replace(metrics={**q.metrics, "envelope_error_db": error_db})
+            extra["envelope"] = (bands, self.envelope.per_bin(bands, self.decoder.n_fft))
         y, _ = self.decoder(q.values, **extra)
         return y, q
+
+    def _drop_latents(self, qe, q, rate: float):
+        """``(bands, q)`` with, per frame with probability ``rate * E / (E + L)``, every latent level dropped
+        (values 0, codes -1) and the envelope cut to its first ``m ~ U{1..E}`` levels."""
+        env_levels = self.envelope.num_levels
+        levels = int(getattr(self.quantizer, "num_levels", 1))
+        k_off, k_m = jax.random.split(self.make_rng("vq"))
+        lead = q.values.shape[:-1]
+        off = jax.random.uniform(k_off, lead) < rate * env_levels / (env_levels + levels)
+        kept = jnp.where(off, jax.random.randint(k_m, lead, 1, env_levels + 1), env_levels)
+        env_codes = jnp.where(jnp.arange(env_levels) < kept[..., None], qe.codes, -1)
+        bands = self.envelope.decode(env_codes)
+        values = jnp.where(off[..., None], jnp.zeros_like(q.values), q.values)
+        codes = jnp.where(off.reshape(off.shape + (1,) * (q.codes.ndim - off.ndim)), -1, q.codes)
+        return bands, q._replace(values=values, codes=codes)
 
     @property
     def delay(self) -> int:

@@ -52,9 +52,9 @@ def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tm
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     evals = [r for r in rows if r["split"] == "eval"]
     assert evals and {"si_sdr@1", "si_sdr@3", "mel_distance@3", "usage", "kbps"} <= set(evals[-1])
-    # kbps of the full codes: 16000 / 160 frames per second x (the pitch + 2 envelope + 3 residual levels) x
+    # kbps of the full codes: 16000 / 160 frames per second x (the pitch + 4 envelope + 3 residual levels) x
     # log2(32) bits
-    assert evals[-1]["kbps"] == pytest.approx(100 * 6 * 5 / 1000)
+    assert evals[-1]["kbps"] == pytest.approx(100 * 8 * 5 / 1000)
     table = json.load(open(os.path.join(workdir, "rate_distortion.json")))
     assert [r["codec"] for r in table["test"]["rows"]] == ["vqjax 1q", "vqjax 3q"]
     assert table["test"]["rows"][0]["kbps"] == pytest.approx(0.5) and len(table["test"]["per_clip"]["vqjax 1q"]) == 2
@@ -72,13 +72,13 @@ def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tm
 
     tok = vqjax.Tokenizer.load(workdir)
     assert isinstance(tok, vqjax.tokenizer.AudioTokenizer) and tok.modality == "audio"
-    assert tok.sample_rate == 16000 and tok.frame_rate == 100.0 and tok.tokens_per_second == 600.0
+    assert tok.sample_rate == 16000 and tok.frame_rate == 100.0 and tok.tokens_per_second == 800.0
     assert tok.spec["highpass_hz"] == 60.0 and tok.spec["loudness_db"] == -23.0      # how to prepare its input
-    assert tok.model.pitch is not None and tok.model.envelope.num_levels == 2 and tok.num_levels == 6
+    assert tok.model.pitch is not None and tok.model.envelope.num_levels == 4 and tok.num_levels == 8
     wave = voiced(0.3, 16000, 5)[None]
     codes = tok.encode(wave, sample_rate=16000)
     assert tok.delay == (240 if tok.model.decoder.causal else 0)      # the causal inverse STFT: window 320, hop 80
-    assert codes.shape == (1, -(-(wave.shape[1] + tok.delay) // 160), 6)
+    assert codes.shape == (1, -(-(wave.shape[1] + tok.delay) // 160), 8)
     assert (np.asarray(codes[0, :, 0]) > 0).any()                           # the voiced stand-in has a pitch
     assert tok.decode(codes).shape == (1, codes.shape[1] * 160 - tok.delay)
 
@@ -165,7 +165,7 @@ def test_classical_anchors_round_trip_in_the_harness():
 
 
 def test_codec_config_errors_name_the_field(tmp_path):
-    for override, match in ((dict(eval_levels=(7,)), r"eval_levels must hold ints in \[1, 6\]"),
+    for override, match in ((dict(eval_levels=(9,)), r"eval_levels must hold ints in \[1, 8\]"),
                             (dict(crop_seconds=0.001), "config.crop_seconds"),
                             (dict(speed=(1.2, 0.9)), r"config.speed must be \(low, high\).*got \(1.2, 0.9\)"),
                             (dict(equalize_db=-3.0), r"config.equalize_db must be >= 0 dB"),

@@ -662,9 +662,12 @@ class EnvelopeCoder(nn.Module):
         return bands.reshape(bands.shape[0], -1, self.per_frame * self.num_bands), state
 
     def __call__(self, x: jax.Array, *, train: bool = False):
-        """The quantized log band powers of ``x`` (a :class:`~vqjax.quantizers.base.Quantized`; no gradient)."""
+        """The quantized log band powers of ``x`` (a :class:`~vqjax.quantizers.base.Quantized`; no gradient), its
+        metrics with ``'envelope_error_db'``, the quantization's RMS error in dB of power."""
         bands, _ = self.features(x)
-        return self.quantizer(jax.lax.stop_gradient(bands), train=train)
+        q = self.quantizer(jax.lax.stop_gradient(bands), train=train)
+        error_db = jnp.sqrt(jnp.mean((q.values - bands) ** 2)) * (10.0 / math.log(10.0))
+        return q._replace(metrics={**q.metrics, "envelope_error_db": error_db})
 
     def encode(self, x: jax.Array, state=None):
         """``(codes int32 [B, T / hop, num_levels], state)``."""
@@ -735,8 +738,7 @@ class AudioCodec(nn.Module):
             rate = float(getattr(self.quantizer, "quantizer_dropout", 0.0))
             if train and rate > 0 and self.has_rng("vq"):
                 bands, q = self._drop_latents(qe, q, rate)
-            error_db = jnp.sqrt(jnp.mean((qe.values - self.envelope.features(x)[0]) ** 2)) * (10.0 / math.log(10.0))
-            q = q._replace(metrics={**q.metrics, "envelope_error_db": error_db})
+            q = q._replace(metrics={**q.metrics, "envelope_error_db": qe.metrics["envelope_error_db"]})
             extra["envelope"] = (bands, self.envelope.per_bin(bands, self.decoder.n_fft))
         y, _ = self.decoder(q.values, **extra)
         return y, q

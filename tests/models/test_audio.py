@@ -218,6 +218,26 @@ def test_codec_streams_codes_and_samples_and_drops_levels():
         codec.apply(variables, x, 4, method="encode")
 
 
+def _assert_codec_streams(codec, variables, x, codes):
+    """The codes of x's consecutive chunks (cut at samples 400 and 440 of 1600) equal the whole signal's ``codes``,
+    and the samples decoded from chunks of codes (cut at frame 13 of 40) equal the whole decode, to the harmonic
+    decoder's tolerance; returns the whole decode."""
+    encode = jax.jit(lambda v, x, s: codec.apply(v, x, s, None, method="encode_stream"))
+    decode = jax.jit(lambda v, c, s: codec.apply(v, c, s, method="decode_stream"))
+    parts, state = [], None
+    for a, b in ((0, 400), (400, 440), (440, 1600)):
+        c, state = encode(variables, x[:, a:b], state)
+        parts.append(c)
+    np.testing.assert_array_equal(np.concatenate(parts, 1), codes)
+    whole = codec.apply(variables, codes, method="decode")
+    samples, state = [], None
+    for a, b in ((0, 13), (13, 40)):
+        y, state = decode(variables, codes[:, a:b], state)
+        samples.append(y)
+    np.testing.assert_allclose(np.concatenate(samples, 1), whole, atol=1e-3 * float(np.abs(whole).max()))
+    return whole
+
+
 def test_pitch_codes_lead_the_levels_and_stream():
     """With ``pitch_codes`` the first level is the input's pitch (0 where unvoiced), decoded back to within half a
     code step; the codes of consecutive chunks equal the whole signal's, and so (to the harmonic decoder's
@@ -242,19 +262,7 @@ def test_pitch_codes_lead_the_levels_and_stream():
     np.testing.assert_array_less(np.abs(np.log(sent[0, 2:] / tracked[0, 2:])), half_step + 1e-6)
     np.testing.assert_allclose(np.asarray(sent[0, 2:]) * 16000, 440.0, rtol=0.015)      # two periods a window
     assert float(voiced_flag[1].max()) == 0.0
-    encode = jax.jit(lambda v, x, s: codec.apply(v, x, s, None, method="encode_stream"))
-    decode = jax.jit(lambda v, c, s: codec.apply(v, c, s, method="decode_stream"))
-    parts, state = [], None
-    for a, b in ((0, 400), (400, 440), (440, 1600)):
-        c, state = encode(variables, x[:, a:b], state)
-        parts.append(c)
-    np.testing.assert_array_equal(np.concatenate(parts, 1), codes)
-    whole = codec.apply(variables, codes, method="decode")
-    samples, state = [], None
-    for a, b in ((0, 13), (13, 40)):
-        y, state = decode(variables, codes[:, a:b], state)
-        samples.append(y)
-    np.testing.assert_allclose(np.concatenate(samples, 1), whole, atol=1e-3 * float(np.abs(whole).max()))
+    _assert_codec_streams(codec, variables, x, codes)
     np.testing.assert_array_equal(codec.apply(variables, x, 2, method="encode"), codes[..., :2])
     with pytest.raises(ValueError, match="needs harmonic=True"):
         model_from_spec({"name": "audio_codec", "kwargs": dict(
@@ -328,19 +336,7 @@ def test_envelope_codes_follow_the_pitch_stream_and_set_the_magnitudes(per_frame
     assert codes.shape == (2, 40, 6)
     env, _ = codec.apply(variables, jnp.asarray(x), method=lambda m, x: m.envelope.encode(x))
     np.testing.assert_array_equal(codes[..., 1:3], env)
-    encode = jax.jit(lambda v, x, s: codec.apply(v, x, s, None, method="encode_stream"))
-    decode = jax.jit(lambda v, c, s: codec.apply(v, c, s, method="decode_stream"))
-    parts, state = [], None
-    for a, b in ((0, 400), (400, 440), (440, 1600)):
-        c, state = encode(variables, x[:, a:b], state)
-        parts.append(c)
-    np.testing.assert_array_equal(np.concatenate(parts, 1), codes)
-    whole = codec.apply(variables, codes, method="decode")
-    samples, state = [], None
-    for a, b in ((0, 13), (13, 40)):
-        y, state = decode(variables, codes[:, a:b], state)
-        samples.append(y)
-    np.testing.assert_allclose(np.concatenate(samples, 1), whole, atol=1e-3 * float(np.abs(whole).max()))
+    whole = _assert_codec_streams(codec, variables, x, codes)
 
     def with_envelope(m, codes, shift):
         bands = m.envelope.decode(codes[..., 1:3]) + shift

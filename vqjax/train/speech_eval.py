@@ -142,11 +142,16 @@ def evaluate_codec(name: str, kbps: float, codec: Callable[[np.ndarray, int], np
     for i, clip in enumerate(clips):
         scores = score_clip(clip, codec(np.asarray(clip, np.float32), sample_rate), sample_rate)
         per_clip.append({"clip": i, **scores})
+    return CodecResult(name, float(kbps), per_clip, _mean_metrics(per_clip))
+
+
+def _mean_metrics(per_clip: Sequence[dict]) -> dict:
+    """The mean of each metric over the clips where it is finite (NaN where none is)."""
     mean = {}
     for key in METRICS:
         values = [c[key] for c in per_clip if math.isfinite(c[key])]
         mean[key] = float(np.mean(values)) if values else math.nan
-    return CodecResult(name, float(kbps), per_clip, mean)
+    return mean
 
 
 def _run(args: list[str]) -> None:
@@ -227,9 +232,7 @@ def group_rows(results: Sequence[CodecResult], groups: Sequence[str]) -> dict[st
             if len(r.per_clip) != len(groups):
                 raise ValueError(f"group_rows: {r.name} has {len(r.per_clip)} clips; groups has {len(groups)}")
             clips = [c for c in r.per_clip if c["clip"] in members]
-            mean = {key: float(np.mean(v)) if (v := [c[key] for c in clips if math.isfinite(c[key])]) else math.nan
-                    for key in METRICS}
-            within.append(CodecResult(r.name, r.kbps, clips, mean))
+            within.append(CodecResult(r.name, r.kbps, clips, _mean_metrics(clips)))
         out[group] = summary_rows(within)
     return out
 

@@ -81,7 +81,7 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_tokenizer
 	$(PY) -m vqjax.main --config=experiments/motion_tokenizer.py --workdir=runs/motion_japanese_vowels \
 	  --config.dataset=vqjax_timeseries/japanese_vowels
-	$(PY) -c "from vqjax.train.timeseries_eval import plot_runs; plot_runs('docs/figures/timeseries_rate_distortion.png', \
+	$(PY) -c "from vqjax.evals.timeseries import plot_runs; plot_runs('docs/figures/timeseries_rate_distortion.png', \
 	  {'Pusher actions': 'runs/action_tokenizer', 'EEG (SCP1)': 'runs/eeg_tokenizer_time', \
 	   'BasicMotions': 'runs/motion_tokenizer', 'JapaneseVowels': 'runs/motion_japanese_vowels'})"
 	$(PY) -m vqjax.main --config=experiments/ml100k_semantic_ids.py --workdir=runs/ml100k_semantic_ids
@@ -89,7 +89,7 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	  --config.ids_path=runs/ml100k_semantic_ids
 	$(PY) -m vqjax.main --config=experiments/ml100k_retrieval.py --workdir=runs/ml100k_retrieval_random --config.ids=random
 	$(PY) -m vqjax.main --config=experiments/ml100k_sasrec.py --workdir=runs/ml100k_sasrec
-	$(PY) -c "from vqjax.train.recsys_eval import compare_runs; print(compare_runs(['runs/ml100k_retrieval', \
+	$(PY) -c "from vqjax.evals.recommendation import compare_runs; print(compare_runs(['runs/ml100k_retrieval', \
 	  'runs/ml100k_retrieval_random', 'runs/ml100k_sasrec'], 'docs/figures/recommendation.png'))"
 
 clean:

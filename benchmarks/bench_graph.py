@@ -92,7 +92,7 @@ def main():
     res = spawn(__file__, passed, timeout=1800)
     print(json.dumps(res, indent=2))
     if "error" not in res:
-        print(f"\n| stage | seconds |\n| --- | --- |")
+        print("\n| stage | seconds |\n| --- | --- |")
         for k in ("csr_s", "anchor_selection_s", "nearest_anchors_s", "relation_context_s", "total_s"):
             print(f"| {k[:-2].replace('_', ' ')} | {res[k]:.1f} |")
         print(f"\npeak memory {res['peak_mb']} MB ({res['peak_mb_above_graph']} MB above the {res['graph_mb']} MB "

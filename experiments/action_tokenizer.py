@@ -8,8 +8,8 @@ against tokens per chunk.
     python -m vqjax.main --config=experiments/action_tokenizer.py:runlocal --workdir=/tmp/action_tokenizer
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.sequence_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.sequence_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

@@ -8,11 +8,12 @@ every frame of the same real-footage clips (``config.video_frames``), 4 x 4 = 16
         --config.model.channel_mult='(1, 2, 2, 2)'
 """
 
-from vqjax.train.config import base_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
+    c = default_config()
     c.dataset = "vqjax_video_clips"
     c.video_frames = True
     c.model.channels = 16

@@ -8,8 +8,8 @@ per-frame image tokenizers of ``experiments/clips_frames.py`` and MPEG-4 / VP9 o
     python -m vqjax.main --config=experiments/clips_video.py:runlocal --workdir=/tmp/clips_video
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.video_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.video_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

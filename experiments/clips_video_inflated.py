@@ -9,8 +9,8 @@ second): the causal 3D tokenizer started from the per-frame image tokenizer of 8
     python -m vqjax.main --config=experiments/clips_video_inflated.py --workdir=runs/clips_video_inflated
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.video_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.video_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

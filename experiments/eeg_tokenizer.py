@@ -11,8 +11,8 @@ error (delta to gamma), next to FAST at several scales. The spectral loss's effe
     python -m vqjax.main --config=experiments/eeg_tokenizer.py:runlocal --workdir=/tmp/eeg_tokenizer
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.sequence_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.sequence_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

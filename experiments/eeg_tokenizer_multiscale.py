@@ -9,8 +9,8 @@ coarser scales left: 8 + 16 + 32 = 56 tokens a window. Time-domain loss only; FA
 
 import ml_collections
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.sequence_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.sequence_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

@@ -8,9 +8,9 @@ first in WORKDIR/semantic_ids), a 2-layer decoder over histories of 20 items, tr
 """
 
 from vqjax.train.config import parse_arg
-from vqjax.train.tasks.recommender import generative_config, generative_runlocal
+from vqjax.train.tasks.generative_retrieval import default_config, runlocal
 
 
 def get_config(arg=None):
-    c = generative_config()
-    return generative_runlocal(c) if parse_arg(arg) else c
+    c = default_config()
+    return runlocal(c) if parse_arg(arg) else c

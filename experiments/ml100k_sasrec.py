@@ -5,9 +5,9 @@
 """
 
 from vqjax.train.config import parse_arg
-from vqjax.train.tasks.recommender import sasrec_config, sasrec_runlocal
+from vqjax.train.tasks.sasrec import default_config, runlocal
 
 
 def get_config(arg=None):
-    c = sasrec_config()
-    return sasrec_runlocal(c) if parse_arg(arg) else c
+    c = default_config()
+    return runlocal(c) if parse_arg(arg) else c

@@ -14,8 +14,8 @@ scale); 10% of the caption→image documents drop their caption, so that generat
 guidance (scale 4), sampled at temperature 0.7 among the 50 most likely codes.
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.lm import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.lm import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

@@ -4,11 +4,12 @@ projected from the 32-d encoder output.
     python -m vqjax.main --config=experiments/mnist_fsq.py --workdir=runs/mnist_fsq
 """
 
-from vqjax.train.config import base_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
+    c = default_config()
     c.dataset = "vqjax_mnist"
     c.quantizer = "fsq"
     c.quantizer_kwargs = dict(levels=(8, 5, 5, 5))

@@ -3,11 +3,12 @@
     python -m vqjax.main --config=experiments/mnist_lfq.py --workdir=runs/mnist_lfq
 """
 
-from vqjax.train.config import base_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
+    c = default_config()
     c.dataset = "vqjax_mnist"
     c.quantizer = "lfq"
     c.quantizer_kwargs = dict(bits=10, entropy_weight=0.1, commitment_weight=0.25)

@@ -5,11 +5,12 @@ replacement (the default tokenizer; what ``make demo`` trains).
     python -m vqjax.main --config=experiments/mnist_vq.py:runlocal --workdir=/tmp/mnist_vq   # a tiny run
 """
 
-from vqjax.train.config import base_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
+    c = default_config()
     c.dataset = "vqjax_mnist"
     c.quantizer = "vq"
     c.quantizer_kwargs = dict(codebook_size=1024, codebook_learning="ema", decay=0.99, codebook_init="kmeans",

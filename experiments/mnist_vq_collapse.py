@@ -4,11 +4,12 @@ replacement) with 1024 codes and the same budget as ``mnist_vq``. Compare its ev
     python -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse
 """
 
-from vqjax.train.config import base_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
+    c = default_config()
     c.dataset = "vqjax_mnist"
     c.quantizer = "vq"
     c.quantizer_kwargs = dict(codebook_size=1024, codebook_learning="gradient", codebook_init="random", beta=0.25)

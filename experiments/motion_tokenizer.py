@@ -9,8 +9,8 @@ the raw windows (300 steps, 3 seeds). Other sets through ``--config.dataset=vqja
     python -m vqjax.main --config=experiments/motion_tokenizer.py:runlocal --workdir=/tmp/motion_tokenizer
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.sequence_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.sequence_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

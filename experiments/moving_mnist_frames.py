@@ -9,11 +9,12 @@ number of frames a step (68 = 4 clips of 17) and of steps as the video run.
         --config.model.channel_mult='(1, 2, 2, 2)'
 """
 
-from vqjax.train.config import base_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
+    c = default_config()
     c.dataset = "vqjax_moving_mnist"
     c.video_frames = True
     c.model.channels = 16

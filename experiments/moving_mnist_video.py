@@ -9,8 +9,8 @@ at the same bits per pixel on the same test clips.
     python -m vqjax.main --config=experiments/moving_mnist_video.py:runlocal --workdir=/tmp/moving_mnist_video
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.video_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.video_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

@@ -11,8 +11,8 @@ At step 0 it is that image tokenizer on the last frame of each group of four; tr
     python -m vqjax.main --config=experiments/moving_mnist_video_inflated.py --workdir=runs/moving_mnist_video_inflated
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.video_tokenizer import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.video_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

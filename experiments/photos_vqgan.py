@@ -7,11 +7,12 @@ EMA of the generator weights for evaluation and the tokenizer.
     python -m vqjax.main --config=experiments/photos_vqgan.py:runlocal --workdir=/tmp/photos_vqgan   # a tiny run
 """
 
-from vqjax.train.config import base_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = base_config()
+    c = default_config()
     c.dataset = "vqjax_photo_crops"
     c.model.channels = 32
     c.model.channel_mult = (1, 2, 2)

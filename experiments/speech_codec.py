@@ -12,8 +12,8 @@ the same run.
     python -m vqjax.main --config=experiments/speech_codec.py:runlocal --workdir=/tmp/speech_codec   # a tiny run
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.audio_codec import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.audio_codec import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

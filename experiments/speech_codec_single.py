@@ -6,8 +6,8 @@ bundled recorded speech: STFT encoder and inverse-STFT (Vocos) decoder, 50 token
     python -m vqjax.main --config=experiments/speech_codec_single.py:runlocal --workdir=/tmp/speech_single
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.audio_codec import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.audio_codec import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

@@ -3,11 +3,12 @@
     python -m vqjax.main --config=experiments/umls_embedding.py --workdir=runs/umls_embedding
 """
 
-from vqjax.train.config import link_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.link_prediction import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = link_config()
+    c = default_config()
     c.dataset = "umls"
     c.encoder = "embedding"
     c.scorer = "rotate"

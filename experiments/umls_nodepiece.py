@@ -6,11 +6,12 @@ node as its 10 nearest anchors and 12 relation types, an MLP encoder, RotatE sco
     python -m vqjax.main --config=experiments/umls_nodepiece.py --workdir=runs/kin --config.dataset=kinships
 """
 
-from vqjax.train.config import link_config, parse_arg, runlocal
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.link_prediction import default_config, runlocal
 
 
 def get_config(arg: str | None = None):
-    c = link_config()
+    c = default_config()
     c.dataset = "umls"
     c.encoder = "mlp"
     c.scorer = "rotate"

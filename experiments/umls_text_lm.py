@@ -6,8 +6,8 @@ link-prediction models of ``experiments/umls_nodepiece.py`` (``benchmarks/bench_
     python -m vqjax.main --config=experiments/umls_text_lm.py:runlocal --workdir=/tmp/umls_lm   # a tiny run
 """
 
-from vqjax.train.config import parse_arg, runlocal
-from vqjax.train.tasks.lm import default_config
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.lm import default_config, runlocal
 
 
 def get_config(arg: str | None = None):

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vqjax import codebook as cbk
+from vqjax import codebook as cbk, kmeans as km
 from vqjax import search
 import vqjax
 
@@ -89,7 +89,7 @@ def test_replace_dead_codes_only_touches_dead_ones():
 
 def test_kmeans_plusplus_picks_distinct_data_points():
     x = jnp.asarray(np.random.default_rng(0).normal(size=(500, 3)), jnp.float32)
-    centers = cbk.kmeans_plusplus(jax.random.key(0), x, 20)
+    centers = km.kmeans_plusplus(jax.random.key(0), x, 20)
     assert len({tuple(np.round(c, 6)) for c in np.asarray(centers)}) == 20
     for c in np.asarray(centers):
         assert np.any(np.all(np.isclose(np.asarray(x), c), axis=1))
@@ -99,7 +99,7 @@ def test_kmeans_finds_separated_clusters():
     rng = np.random.default_rng(0)
     means = rng.normal(size=(6, 4)) * 20
     x = (means[rng.integers(0, 6, 3000)] + rng.normal(size=(3000, 4))).astype(np.float32)
-    res = jax.jit(lambda k, x: cbk.kmeans(k, x, 6, iters=20, chunk_size=4))(jax.random.key(0), x)
+    res = jax.jit(lambda k, x: km.kmeans(k, x, 6, iters=20, chunk_size=4))(jax.random.key(0), x)
     assert float(res.inertia) < 4 * 1.3          # per-point squared distance ≈ D = 4 at the true centers
     matched = np.min(((np.asarray(res.centers)[:, None] - means[None]) ** 2).sum(-1), axis=0)
     assert np.all(matched < 1.0)
@@ -108,7 +108,7 @@ def test_kmeans_finds_separated_clusters():
 def test_kmeans_is_lloyd():
     """One iteration from given centers equals the numpy Lloyd step (empty clusters keep their place)."""
     z, cb, codes = _setup(200, 8)
-    res = cbk.kmeans(jax.random.key(0), jnp.asarray(z), 8, iters=1, init=jnp.asarray(cb))
+    res = km.kmeans(jax.random.key(0), jnp.asarray(z), 8, iters=1, init=jnp.asarray(cb))
     expected = np.stack([z[codes == k].mean(0) if np.any(codes == k) else cb[k] for k in range(8)])
     np.testing.assert_allclose(res.centers, expected, rtol=1e-5, atol=1e-5)
 
@@ -130,15 +130,15 @@ def test_usage_update_is_an_ema_of_counts():
 
 def test_subsample_draws_distinct_rows_uniformly():
     x = jnp.arange(1000, dtype=jnp.float32)[:, None]
-    rows = np.asarray(cbk.subsample(jax.random.key(0), x, 300))[:, 0]
+    rows = np.asarray(km.subsample(jax.random.key(0), x, 300))[:, 0]
     assert len(set(rows.tolist())) == 300
     assert not np.all(np.diff(rows) > 0)                  # random order, not the input order
     hits = np.zeros(1000)
     for seed in range(40):
-        hits[np.asarray(cbk.subsample(jax.random.key(seed), x, 500))[:, 0].astype(int)] += 1
+        hits[np.asarray(km.subsample(jax.random.key(seed), x, 500))[:, 0].astype(int)] += 1
     assert 3 < hits.min() and hits.max() < 37             # each row drawn about 20 times of 40 (sd 3.2)
     assert 2.5 < hits.std() < 4.0
-    assert cbk.subsample(jax.random.key(0), x, None) is x
+    assert km.subsample(jax.random.key(0), x, None) is x
 
 
 def test_progressive_kmeans_with_one_step_is_lloyd_from_random_rows():
@@ -146,21 +146,21 @@ def test_progressive_kmeans_with_one_step_is_lloyd_from_random_rows():
     same random rows; with several steps the early ones see only the leading principal components."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(600, 6)) * np.arange(1, 7), jnp.float32)
     key = jax.random.key(3)
-    zero = cbk.progressive_kmeans(key, x, 16, iters=0, dim_steps=1)         # the seeds: 16 distinct rows of x
+    zero = km.progressive_kmeans(key, x, 16, iters=0, dim_steps=1)         # the seeds: 16 distinct rows of x
     dist = np.min(np.sum((np.asarray(zero)[:, None] - np.asarray(x)[None]) ** 2, -1), axis=1)
     np.testing.assert_allclose(dist, 0.0, atol=1e-6)
     assert len({tuple(r) for r in np.asarray(zero).round(3)}) == 16
     start = zero
-    one = cbk.progressive_kmeans(key, x, 16, iters=5, dim_steps=1)
-    np.testing.assert_allclose(one, cbk.lloyd(x, start, iters=5), atol=2e-4)
-    many = cbk.progressive_kmeans(key, x, 16, iters=5, dim_steps=3)
+    one = km.progressive_kmeans(key, x, 16, iters=5, dim_steps=1)
+    np.testing.assert_allclose(one, km.lloyd(x, start, iters=5), atol=2e-4)
+    many = km.progressive_kmeans(key, x, 16, iters=5, dim_steps=3)
     assert many.shape == (16, 6) and not np.allclose(many, one, atol=1e-3)
     assert float(jnp.mean(search.nearest_code(x, many).distances)) < float(jnp.mean(search.nearest_code(x, start).distances))
 
 
 def test_progressive_kmeans_refuses_too_few_rows():
     with pytest.raises(ValueError, match="num_codes = 8"):
-        cbk.progressive_kmeans(jax.random.key(0), jnp.ones((5, 3)), 8)
+        km.progressive_kmeans(jax.random.key(0), jnp.ones((5, 3)), 8)
 
 
 # The codebook state and its remedies as (init, start, update) transforms.

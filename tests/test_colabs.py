@@ -1,6 +1,5 @@
 """Every notebook in colabs/ runs top to bottom on small settings."""
 
-import os
 import pathlib
 
 import pytest

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import pytest
 from experiments_loader import experiment_names, load_experiment
 
-from vqjax.train.config import build_model, check_config, check_image_shape, check_link_config
+from vqjax.train import check_config
+from vqjax.train.tasks.image_tokenizer import build_model, check_image_shape
 
 
 def test_experiments_exist():
@@ -131,7 +132,7 @@ def _check_audio_experiment(c, arg):
 def _check_link_experiment(c, arg):
     from vqjax.graph.models import LinkPredictor
 
-    check_link_config(c)
+    check_config(c)
     model = LinkPredictor(50, 4, c.dim, c.scorer, c.encoder, vocab_size=60, num_layers=c.num_layers,
                           num_heads=c.num_heads, max_distance=c.max_distance, gamma=c.gamma)
     k = c.nodepiece.anchors_per_node
@@ -162,3 +163,18 @@ def _check_recommendation_experiment(c, arg):
         assert codes.shape == (4, ids.quantizer_kwargs.num_levels)
     if arg == "runlocal":
         assert c.num_train_steps <= 60
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_experiment_starts_from_its_tasks_default_config(name):
+    """One way to write an experiment: every field it sets is a field of its task's default_config()."""
+    import ast
+    import os
+
+    from experiments_loader import EXPERIMENTS
+
+    tree = ast.parse(open(os.path.join(EXPERIMENTS, f"{name}.py")).read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                and n.module.startswith("vqjax.train.tasks.") for a in n.names}
+    assert imported & {"default_config"}, f"experiments/{name}.py does not start from its task's default_config()"
+    assert not imported & {"base_config", "link_config"}

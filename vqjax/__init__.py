@@ -1,9 +1,11 @@
 """vqjax: discrete tokenizers in JAX.
 
 Pure quantizer functions with custom gradients (layer 2), their building blocks (layer 1: estimators, chunked
-search, codebook state, regularisers, metrics) and Flax modules (``vqjax.nn``). See ``shared/DESIGN.md`` for the
-public contract.
+search, codebook state, regularisers, metrics) and Flax modules (``vqjax.nn``). The layers and the public
+contract are described in ``docs/design.md``.
 """
+
+import importlib
 
 from vqjax import checks, codebook, estimators, indexing, metrics, regularizers, search
 from vqjax.estimators import gumbel_softmax, rotation_trick, straight_through
@@ -46,21 +48,19 @@ __all__ = [
     "regularizers",
     "search",
 ]
-__all__ += ["Tokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer", "SemanticIdTokenizer", "nn", "models", "train"]
+_TOKENIZERS = ("Tokenizer", "ImageTokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer",
+               "SemanticIdTokenizer", "GraphTokenizer")
+__all__ += [*_TOKENIZERS, "nn", "models", "train"]
 
-_LAZY_MODULES = ("nn", "models", "graph", "data", "train", "lm")
+_LAZY_MODULES = ("nn", "models", "graph", "tokenizers", "data", "evals", "train", "lm")
 
 
 def __getattr__(name):
     # Flax modules, models, the trainer and the tokenizer artifact (orbax, flax) load on first use, so that
     # ``import vqjax`` stays light: ``vqjax.nn.VectorQuantizer`` and ``vqjax.Tokenizer`` work without an import.
-    if name in ("Tokenizer", "AudioTokenizer", "VideoTokenizer", "TimeSeriesTokenizer", "SemanticIdTokenizer"):
-        from vqjax import tokenizer
-
-        return getattr(tokenizer, name)
+    if name in _TOKENIZERS:
+        return getattr(importlib.import_module("vqjax.tokenizers"), name)
     if name in _LAZY_MODULES:
-        import importlib
-
         try:
             return importlib.import_module(f"vqjax.{name}")
         except ModuleNotFoundError as err:

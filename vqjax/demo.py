@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vqjax.evals.figures import pyplot
 from vqjax import metrics
 from vqjax.nn import STATS, VectorQuantizer
+from vqjax.data import photo_patches
 
 __all__ = ["VARIANTS", "FitResult", "fit_codebook", "load_patches", "run", "main"]
 
@@ -42,7 +44,6 @@ VARIANTS: dict[str, dict] = {
 @dataclasses.dataclass(frozen=True)
 class FitResult:
     """Held-out quality of one fitted codebook."""
-
     name: str
     relative_mse: float
     perplexity: float
@@ -53,8 +54,6 @@ class FitResult:
 
 def load_patches(num_train: int, num_test: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Train and test 8x8 photo patches (disjoint draws), mean-removed, scaled by the train std."""
-    from vqjax.data import photo_patches
-
     data = photo_patches(num_train + num_test, patch=8, seed=seed)
     train, test = data[:num_train], data[num_train:]
     scale = train.std()
@@ -106,10 +105,7 @@ def fit_codebook(name: str, train: np.ndarray, test: np.ndarray, *, codebook_siz
 
 def plot_usage(results: list[FitResult], path: pathlib.Path) -> None:
     """Saves sorted per-code usage (fraction of test vectors, log scale) of every variant as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for res in results:

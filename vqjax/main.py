@@ -10,10 +10,13 @@ process id come from the environment, or from ``--coordinator_address``, ``--num
 
 from __future__ import annotations
 
+import ast
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+import jax
+from vqjax.train import get_task, switch_quantizer, train_and_evaluate
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment file (experiments/NAME.py[:arg])", lock_config=True)
@@ -27,11 +30,39 @@ flags.DEFINE_string("cpu_collectives", "gloo", "with --distributed: collectives 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _literal(text: str):
+    """A command-line value as Python: a literal where it parses as one (``512``, ``(8, 5, 5)``), else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def split_quantizer_overrides(argv: list[str]) -> tuple[list[str], str | None, dict]:
+    """``argv`` without a ``--config.quantizer=NAME`` switch and, when there is one, without the
+    ``--config.quantizer_kwargs.FIELD=VALUE`` overrides that go with it: ``(rest, NAME or None, {FIELD: value})``.
+    Without a switch the kwargs overrides stay in ``argv`` (checked against the experiment's fields)."""
+    name = next((a.split("=", 1)[1] for a in argv if a.startswith("--config.quantizer=")), None)
+    if name is None:
+        return list(argv), None, {}
+    prefix = "--config.quantizer_kwargs."
+    kwargs = {a[len(prefix):].split("=", 1)[0]: _literal(a.split("=", 1)[1]) for a in argv
+              if a.startswith(prefix) and "=" in a}
+    rest = [a for a in argv if not a.startswith("--config.quantizer=") and not (a.startswith(prefix) and "=" in a)]
+    return rest, name, kwargs
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with a readable error for a ``--config.a.b=...`` override that does not fit the
-    config (a typo, or a field below a value that is not a group) instead of a traceback."""
+    config (a typo, or a field below a value that is not a group) instead of a traceback. A
+    ``--config.quantizer=NAME`` that changes the family replaces the experiment's ``quantizer_kwargs`` with the
+    ``--config.quantizer_kwargs.*`` given beside it (:func:`vqjax.train.switch_quantizer`)."""
     try:
-        return FLAGS(argv)
+        rest, quantizer, kwargs = split_quantizer_overrides(argv)
+        remaining = FLAGS(rest)
+        if quantizer is not None:
+            switch_quantizer(FLAGS.config, quantizer, kwargs)
+        return remaining
     except flags.Error:
         raise
     except Exception as err:  # noqa: BLE001 - config_flags raises TypeError/KeyError/AttributeError on bad paths
@@ -46,7 +77,6 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if not any(a.split("=")[0] in ("--verbosity", "-v", "--v") for a in sys.argv[1:]):
         logging.set_verbosity(logging.WARNING)        # orbax logs every checkpoint step at INFO
-    import jax
 
     if FLAGS.distributed:
         jax.config.update("jax_cpu_collectives_implementation", FLAGS.cpu_collectives)
@@ -56,7 +86,6 @@ def main(argv):
             # Multi-process CPU executables loaded from the persistent compilation cache stall at their first
             # gloo collective (JAX 0.10): compile afresh.
             jax.config.update("jax_enable_compilation_cache", False)
-    from vqjax.train import get_task, train_and_evaluate
 
     try:
         task = get_task(FLAGS.config.get("task", "image_tokenizer"))

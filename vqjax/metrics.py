@@ -6,13 +6,17 @@ they describe the global batch.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from vqjax import indexing
 
-__all__ = ["perplexity", "usage", "dead_code_count", "code_metrics", "sorted_code_metrics"]
+__all__ = ["perplexity", "usage", "dead_code_count", "code_metrics", "sorted_code_metrics", "CodeCounter"]
 
 _HISTOGRAM_LIMIT = 1 << 16  # above this many codes (and more codes than samples), count by sorting instead
 
@@ -66,3 +70,41 @@ def sorted_code_metrics(codes: jax.Array, num_codes: int) -> dict[str, jax.Array
     counts = (last - first + 1).astype(jnp.float32)
     entropy = -jnp.mean(jnp.log(counts / n))
     return {"perplexity": jnp.exp(entropy), "usage": jnp.sum(starts.astype(jnp.float32)) / num_codes}
+
+
+class CodeCounter:
+    """Counts token values over many batches (host side): usage, perplexity and dead codes of a whole split.
+
+    Codes ``[B, ...]`` or ``[B, ..., L]`` for ``levels = L`` codebooks; counts are kept per codebook (a dict of
+    value -> count, so huge implicit codebooks cost only what is used).
+    """
+
+    def __init__(self, vocab_size: int, levels: int = 1):
+        self.vocab_size = vocab_size
+        self.levels = levels
+        self.counts = [dict() for _ in range(levels)]
+
+    def update(self, codes: np.ndarray, mask: np.ndarray | None = None) -> None:
+        codes = np.asarray(codes)
+        if mask is not None:
+            codes = codes[np.asarray(mask) > 0]
+        flat = codes.reshape(-1, self.levels)
+        for level in range(self.levels):
+            values, counts = np.unique(flat[:, level], return_counts=True)
+            table = self.counts[level]
+            for v, c in zip(values.tolist(), counts.tolist()):
+                if v >= 0:                      # -1: a dropped residual level
+                    table[v] = table.get(v, 0) + c
+
+    def result(self) -> dict[str, float]:
+        """``usage`` (fraction of codes used, mean over codebooks), ``perplexity`` (mean over codebooks) and
+        ``dead_codes`` (codes never used, summed over codebooks)."""
+        usage, perplexity, dead = [], [], 0
+        for table in self.counts:
+            counts = np.array(list(table.values()), np.float64)
+            total = max(counts.sum(), 1.0)
+            p = counts / total
+            usage.append(len(table) / self.vocab_size)
+            perplexity.append(math.exp(-float(np.sum(p * np.log(np.maximum(p, 1e-30))))))
+            dead += self.vocab_size - len(table)
+        return {"usage": float(np.mean(usage)), "perplexity": float(np.mean(perplexity)), "dead_codes": float(dead)}

@@ -14,6 +14,10 @@ import os
 
 import numpy as np
 from absl import app, flags
+from tqdm.auto import tqdm
+from vqjax.data import pipeline
+from vqjax.tokenizer import Tokenizer
+from vqjax.train.config import default_data_dir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a training workdir (vqjax.Tokenizer.load)")
@@ -28,11 +32,7 @@ flags.mark_flags_as_required(["workdir", "out"])
 def tokenize_split(workdir: str, split: str, out: str, *, dataset: str | None = None, data_dir: str | None = None,
                    batch_size: int = 256) -> dict:
     """Encodes every image of ``split`` with the tokenizer in ``workdir`` and saves them to ``out`` (.npz)."""
-    from tqdm.auto import tqdm
 
-    from vqjax.data import pipeline
-    from vqjax.tokenizer import Tokenizer
-    from vqjax.train.config import default_data_dir
 
     tok = Tokenizer.load(workdir)
     with open(os.path.join(workdir, "config.json")) as fh:

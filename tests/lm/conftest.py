@@ -40,7 +40,8 @@ def image_tok(tmp_path_factory):
 @pytest.fixture(scope="session")
 def graph_tok(tmp_path_factory):
     import vqjax
-    from vqjax.graph import Graph, GraphTokenizer, NodePieceVocab
+    from vqjax.graph import Graph, NodePieceVocab
+    from vqjax.tokenizers import GraphTokenizer
 
     rng = np.random.default_rng(0)
     triples = np.stack([rng.integers(0, 40, 300), rng.integers(0, 3, 300), rng.integers(0, 40, 300)], 1)

@@ -243,7 +243,7 @@ def test_pitch_codes_lead_the_levels_and_stream():
     code step; the codes of consecutive chunks equal the whole signal's, and so (to the harmonic decoder's
     tolerance) do the samples; fewer levels keep the pitch."""
     from vqjax.models import model_from_spec
-    from vqjax.models.audio_losses import pitch_track
+    from vqjax.models.audio.losses import pitch_track
 
     codec = model_from_spec({"name": "audio_codec", "kwargs": dict(
         channels=8, strides=[10, 4], latent_dim=6, quantizer="rvq", architecture="stft", harmonic=True,
@@ -285,7 +285,7 @@ def test_envelope_features_are_the_log_band_powers_of_each_frame():
     frame's end); a tone's power lands in the band around its frequency; per_bin holds half the log power at
     the bands' centres and interpolates between them."""
     from vqjax.models.audio import EnvelopeCoder, hann_window
-    from vqjax.models.audio_losses import mel_filterbank
+    from vqjax.models.audio.losses import mel_filterbank
 
     coder = EnvelopeCoder(n_fft=80, hop=40, sample_rate=16000, num_bands=12, num_levels=2, codebook_size=16)
     t = np.arange(800) / 16000

@@ -1,7 +1,6 @@
 """FSQ, LFQ, BSQ: exact round trips over every code, analytic gradients, factorised entropy, bounded memory,
 codes always in range, bf16, no recompilation, refused bad input."""
 
-import itertools
 import math
 
 import jax

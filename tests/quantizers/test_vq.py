@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given, strategies as st
 
 import vqjax
-from vqjax import search
 from vqjax.checks import NonFiniteError
 
 

@@ -16,7 +16,8 @@ pytest.importorskip("pystoi", reason="needs pystoi (the test extra)")
 from speech_data import make_music, make_speech_roots, voiced  # noqa: E402
 
 from vqjax.data import builders  # noqa: E402
-from vqjax.train import speech_eval, train_and_evaluate  # noqa: E402
+from vqjax.evals import speech as speech_eval  # noqa: E402
+from vqjax.train import train_and_evaluate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +143,6 @@ def test_align_and_scores():
         speech_eval.anchor_codecs(["codec2:5000"])
 
 
-@pytest.mark.skipif(shutil.which("c2enc") is None or shutil.which("opusenc") is None,
-                    reason="needs Debian's codec2 and opus-tools (apt-get install -y codec2 opus-tools)")
 def test_group_rows_average_each_group_of_clips():
     result = speech_eval.CodecResult("c", 3.0, [
         {"clip": i, **{k: float(v) for k in speech_eval.METRICS}} for i, v in enumerate([1, 2, 4, math.nan])],
@@ -155,6 +154,8 @@ def test_group_rows_average_each_group_of_clips():
         speech_eval.group_rows([result], ["en", "es", "en"])
 
 
+@pytest.mark.skipif(shutil.which("c2enc") is None or shutil.which("opusenc") is None,
+                    reason="needs Debian's codec2 and opus-tools (apt-get install -y codec2 opus-tools)")
 def test_classical_anchors_round_trip_in_the_harness():
     clip = voiced(1.5, 16000, 2)
     found, skipped = speech_eval.anchor_codecs(["codec2:3200", "opus:12"])

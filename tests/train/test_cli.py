@@ -103,3 +103,25 @@ def test_cli_refuses_a_bad_override_readably(tiny_config, tmp_path):
         assert out.returncode != 0 and expected in out.stderr, out.stderr[-2000:]
         assert "Traceback" not in out.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_switching_the_quantizer_family_from_the_command_line():
+    """``--config.quantizer=fsq`` drops the experiment's VQ fields and takes the FSQ ones given beside it; without a
+    switch the kwargs overrides stay for config_flags; the same family keeps its other fields."""
+    from experiments_loader import load_experiment
+
+    from vqjax.main import split_quantizer_overrides
+    from vqjax.train import check_config, switch_quantizer
+
+    argv = ["main", "--config=experiments/mnist_vq.py", "--config.quantizer=fsq",
+            "--config.quantizer_kwargs.levels=(8, 5, 5, 5)", "--config.num_train_steps=5"]
+    rest, name, kwargs = split_quantizer_overrides(argv)
+    assert rest == ["main", "--config=experiments/mnist_vq.py", "--config.num_train_steps=5"]
+    assert name == "fsq" and kwargs == {"levels": (8, 5, 5, 5)}
+    c = switch_quantizer(load_experiment("mnist_vq"), name, kwargs)
+    assert c.quantizer == "fsq" and c.quantizer_kwargs.to_dict() == {"levels": (8, 5, 5, 5)}
+    check_config(c)                                   # the VQ fields (codebook_learning, ...) are gone
+    same = switch_quantizer(load_experiment("mnist_vq"), "vq", {"codebook_size": 512})
+    assert same.quantizer_kwargs.codebook_size == 512 and same.quantizer_kwargs.codebook_learning == "ema"
+    kept = ["main", "--config.quantizer_kwargs.codebook_size=512"]
+    assert split_quantizer_overrides(kept) == (kept, None, {})

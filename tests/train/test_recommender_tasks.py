@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
 from recsys_data import write_mock_movielens  # noqa: E402
 
 import vqjax
-from vqjax.train import recsys_eval
-from vqjax.train.tasks import recommender, semantic_ids
+from vqjax.evals import recommendation as recsys_eval
+from vqjax.train.tasks import generative_retrieval, recommender, sasrec, semantic_ids
 
 
 def _ids_config(root):
@@ -113,9 +113,9 @@ def test_semantic_ids_join_the_lm_vocabulary(ids_run):
 
 def _rec_config(kind, root, ids_path=None):
     if kind == "sasrec":
-        c = recommender.sasrec_runlocal(recommender.sasrec_config())
+        c = sasrec.runlocal(sasrec.default_config())
     else:
-        c = recommender.generative_runlocal(recommender.generative_config())
+        c = generative_retrieval.runlocal(generative_retrieval.default_config())
         c.semantic_ids = _ids_config(root)
         c.ids, c.ids_path = kind, ids_path
     c.data_root, c.cold_fraction = root, 0.2

@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("mujoco", reason="needs the vqjax[timeseries] extra")
 
 from vqjax.data import timeseries  # noqa: E402
-from vqjax.train import timeseries_eval, train_and_evaluate  # noqa: E402
+from vqjax.evals import timeseries as timeseries_eval
+from vqjax.train import train_and_evaluate  # noqa: E402
 from vqjax.train.tasks import sequence_tokenizer  # noqa: E402
 
 
@@ -134,7 +135,7 @@ def test_corruption_counts_what_still_decodes():
 def test_config_errors_name_the_field(field, value, match):
     from experiments_loader import load_experiment
 
-    from vqjax.train.config import check_config
+    from vqjax.train import check_config
 
     c = load_experiment("action_tokenizer")
     c[field] = value
@@ -178,6 +179,7 @@ def test_a_step_sharded_over_four_devices_equals_one_device(devices):
 
     from vqjax.models import sequence_tokenizer as build
     from vqjax.train.core import data_mesh
+    from vqjax.train.scaffold import TokenizerState
 
     model = build(channels=4, strides=(2, 2), latent_dim=4, signal_channels=3, mean=[0.0] * 3, scale=[1.0] * 3,
                   quantizer="vq", quantizer_kwargs=dict(codebook_size=8, codebook_learning="ema",
@@ -186,7 +188,7 @@ def test_a_step_sharded_over_four_devices_equals_one_device(devices):
     parts = sequence_tokenizer.StepParts(model, tx, 1.0, 1.0, 8)
     batch = jax.random.normal(jax.random.key(0), (8, 16, 3))
     variables = jax.jit(model.init)({"params": jax.random.key(1), "vq": jax.random.key(2)}, batch)
-    state = sequence_tokenizer.SequenceTrainState(jnp.int32(0), variables["params"], variables["vq_stats"],
+    state = TokenizerState(jnp.int32(0), variables["params"], variables["vq_stats"],
                                                   tx.init(variables["params"]), jax.random.key_data(jax.random.key(3)))
     step = functools.partial(sequence_tokenizer.train_step, parts)
     results = []

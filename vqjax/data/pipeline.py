@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import numpy as np
+from vqjax.data import builders
+from absl import flags
 
 __all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "VideoFrames", "train_batches",
            "eval_batches"]
@@ -45,11 +47,10 @@ def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, An
     Bundled builders are prepared into ``data_dir`` (array_record) the first time; ``tfds:NAME`` must already be
     there. Raises ``ValueError`` for an unknown name or split and ``FileNotFoundError`` for a missing tfds dataset.
     """
-    import tensorflow_datasets as tfds
+    import tensorflow_datasets as tfds  # heavy import, loaded only where needed
 
     check_dataset_name(dataset)
     if dataset in BUNDLED:
-        from vqjax.data import builders
 
         name, _, builder_config = dataset.partition("/")
         builder = builders.BUILDERS[name](config=builder_config or None, data_dir=data_dir,
@@ -178,7 +179,6 @@ def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: in
                                      for j, i in enumerate(np.asarray(item[1])[first:first + per])]))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if worker_count > 0:
-        from absl import flags
 
         if not flags.FLAGS.is_parsed():      # grain's workers read absl flags; outside an absl app use defaults
             flags.FLAGS.mark_as_parsed()

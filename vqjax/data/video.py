@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+import os
+from PIL import Image
 
 __all__ = ["MovingDigits", "moving_mnist", "bounce", "FOOTAGE", "footage_sources", "read_video", "segment_split",
            "footage_clips"]
@@ -90,13 +92,12 @@ def moving_mnist(images: np.ndarray, labels: np.ndarray, num_clips: int, *, num_
 def footage_sources() -> dict[str, str]:
     """The files of :data:`FOOTAGE` present on this machine, by name (iscc-samples installed, opencv-doc's
     files where they are)."""
-    import os
 
     found = {}
     for name, (where, filename) in FOOTAGE.items():
         if where == "iscc_samples":
             try:
-                import iscc_samples
+                import iscc_samples  # optional dependency
             except ImportError:
                 continue
             paths = [str(p) for p in iscc_samples.videos() if p.name == filename]
@@ -111,10 +112,9 @@ def read_video(path: str, short_side: int | None = None) -> tuple[np.ndarray, fl
     """All frames of a video file as uint8 ``[T, H, W, 3]`` (RGB) and its frame rate, decoded with PyAV; with
     ``short_side`` each frame is resized (area averaging) so that its shorter side has that many pixels."""
     try:
-        import av
+        import av  # optional dependency
     except ImportError as err:
         raise ImportError("reading video files needs PyAV: pip install 'vqjax[video]'") from err
-    from PIL import Image
 
     frames = []
     with av.open(path) as container:

@@ -14,6 +14,7 @@ import dataclasses
 import functools
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["Graph"]
 
@@ -99,7 +100,6 @@ class Graph:
     def adjacency(self):
         """The undirected adjacency as a symmetric ``scipy.sparse.csr_matrix`` ``[N, N]``: entry ``(u, v)`` counts
         the edges between ``u`` and ``v`` in either direction; self-loops dropped."""
-        import scipy.sparse as sp
 
         keep = self.heads != self.tails
         h, t = self.heads[keep], self.tails[keep]

@@ -28,6 +28,7 @@ import numpy as np
 
 from vqjax.graph.anchors import select_anchors
 from vqjax.graph.graph import Graph
+import scipy.sparse as sp
 
 __all__ = ["PAD", "CLS", "MASK", "NOTHING", "NUM_SPECIAL", "NodeTokens", "NodePieceVocab", "nearest_anchors",
            "relational_context"]
@@ -153,7 +154,6 @@ def relational_context(graph: Graph, m: int, *, seed: int = 0) -> np.ndarray:
     out = np.full((n, m), -1, np.int32)
     if m == 0:
         return out
-    import scipy.sparse as sp
 
     # distinct (node, relation) pairs in CSR form (counting sort, relations ascending within each node)
     pairs = sp.csr_matrix((np.ones(graph.num_edges, np.float32), (graph.heads, graph.relations)), shape=(n, r))

@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 __all__ = ["DecoderLM", "LOGICAL_RULES", "init_cache", "rope", "param_shardings"]
 
@@ -253,7 +254,6 @@ def param_shardings(boxed, mesh: jax.sharding.Mesh, rules=LOGICAL_RULES):
     """``NamedSharding``s of logically partitioned parameters (``boxed``, e.g. ``jax.eval_shape`` of ``init``) on
     ``mesh`` by ``rules``; an axis whose size the mesh axes do not divide (one key/value head on a 2-way model axis)
     stays replicated."""
-    from jax.sharding import NamedSharding, PartitionSpec
 
     specs = nn.logical_to_mesh(nn.get_partition_spec(boxed), rules)
 

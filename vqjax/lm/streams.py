@@ -22,6 +22,8 @@ import dataclasses
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+from vqjax.data.pipeline import train_batches
+from vqjax.data.pipeline import eval_batches
 
 __all__ = ["PackStats", "pack_documents", "loss_weights", "cut_points", "packed_batches", "packed_eval_batches"]
 
@@ -151,7 +153,6 @@ def packed_batches(rows: Mapping[str, np.ndarray], *, batch_size: int, seed: int
                    process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """Endless shuffled batches of packed rows through the grain pipeline (:func:`vqjax.data.train_batches`):
     ``{'tokens', 'segment_ids', 'positions', 'weights'}`` of ``[batch_size // process_count, seq_len]``."""
-    from vqjax.data.pipeline import train_batches
 
     count = len(rows["tokens"])
     if count < batch_size:
@@ -165,7 +166,6 @@ def packed_eval_batches(rows: Mapping[str, np.ndarray], *, batch_size: int, proc
                         process_count: int = 1) -> Iterator[dict]:
     """One pass over the packed rows in order, in batches of ``batch_size // process_count`` rows per process
     (:func:`vqjax.data.pipeline.eval_batches`); the last batch is padded with rows whose ``weights`` are 0."""
-    from vqjax.data.pipeline import eval_batches
 
     for batch in eval_batches(_Rows(rows, len(rows["tokens"])), batch_size=batch_size, process_index=process_index,
                               process_count=process_count, transform=lambda ex: ex):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = ["train_bpe", "load_text_tokenizer", "default_corpus", "text_tokenizer_json"]
 
 
 def default_corpus() -> list[str]:
     """Paragraphs of the Python help topics bundled with CPython (``pydoc_data.topics``), in a fixed order."""
-    from pydoc_data.topics import topics
+    from pydoc_data.topics import topics  # heavy import, loaded only where needed
 
     paragraphs = []
     for name in sorted(topics):
@@ -35,7 +36,6 @@ def train_bpe(texts, vocab_size: int = 4096, *, min_frequency: int = 2):
     Raises:
       ValueError: ``vocab_size`` smaller than the 256 bytes, or no text.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 256:
         raise ValueError(f"train_bpe: vocab_size must be an int >= 256 (the byte alphabet); got {vocab_size!r}")
@@ -53,8 +53,6 @@ def train_bpe(texts, vocab_size: int = 4096, *, min_frequency: int = 2):
 
 def load_text_tokenizer(path: str):
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file (or a folder holding one)."""
-    from tokenizers import Tokenizer
-
     path = os.path.expanduser(path)
     if os.path.isdir(path):
         path = os.path.join(path, "tokenizer.json")

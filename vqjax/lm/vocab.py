@@ -39,6 +39,11 @@ import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from vqjax.tokenizers import plain_tree as _plain_tree
+from tokenizers import Tokenizer as TextTokenizer
+from tokenizers import AddedToken
+from vqjax.tokenizer import Tokenizer
+from vqjax.lm.text import default_corpus, load_text_tokenizer, text_tokenizer_json, train_bpe
 
 __all__ = ["MultimodalVocab", "Text", "Media", "Codes", "Invalid", "fingerprint", "VOCAB_FORMAT"]
 
@@ -50,7 +55,6 @@ _SPECIALS = ("pad", "bos", "eos")
 @dataclasses.dataclass(frozen=True)
 class Text:
     """A text segment."""
-
     text: str
 
 
@@ -67,7 +71,6 @@ class Media:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Codes:
     """Pre-computed codes of one example of ``modality``: int array of the tokenizer's ``codes_shape``."""
-
     modality: str
     codes: Any
 
@@ -75,7 +78,6 @@ class Codes:
 @dataclasses.dataclass(frozen=True, eq=False)
 class Invalid:
     """A malformed modality span met by ``decode(..., strict=False)``: its ids, where it starts, and why."""
-
     modality: str | None
     ids: np.ndarray
     start: int
@@ -90,7 +92,6 @@ def fingerprint(tokenizer) -> str:
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     arrays = []
     if hasattr(tokenizer, "variables"):
-        from vqjax.tokenizer import _plain_tree
 
         arrays = _flat_arrays(_plain_tree(tokenizer.variables))
     elif hasattr(tokenizer, "node_tokens"):
@@ -184,8 +185,6 @@ class MultimodalVocab:
             tokenizer, or anything with ``vocab_size``, ``codes_shape``, ``encode`` and ``decode``; ids follow
             this order.
         """
-        from vqjax.lm.text import default_corpus, load_text_tokenizer, train_bpe
-
         if text is None:
             text = train_bpe(list(default_corpus()) + list(text_corpus), text_vocab_size)
         elif isinstance(text, (str, os.PathLike)):
@@ -383,8 +382,6 @@ class MultimodalVocab:
 
     # -- saving, loading, exporting ----------------------------------------------------------------------------
     def to_json(self) -> dict:
-        from vqjax.lm.text import text_tokenizer_json
-
         mods = []
         for m in self._mods.values():
             path = getattr(m.tokenizer, "path", None)
@@ -414,7 +411,6 @@ class MultimodalVocab:
           ValueError: a modality tokenizer whose fingerprint, vocab size or codes shape differs from the saved one
             (its codes would mean something else), or a layout that does not rebuild identically.
         """
-        from tokenizers import Tokenizer as TextTokenizer
 
         with open(os.path.expanduser(path)) as fh:
             saved = json.load(fh)
@@ -433,7 +429,6 @@ class MultimodalVocab:
                 if m["path"] is None:
                     raise ValueError(f"MultimodalVocab.load: modality {m['name']!r} was saved without a path; pass "
                                      f"it in modalities=")
-                from vqjax.tokenizer import Tokenizer
 
                 tok = Tokenizer.load(m["path"])
             found = (int(tok.vocab_size), [int(s) for s in tok.codes_shape], fingerprint(tok))
@@ -453,8 +448,6 @@ class MultimodalVocab:
         """Writes ``directory/tokenizer.json``: the text tokenizer with every special and code token added at its
         vqjax id, so ``tokenizers.Tokenizer.from_file`` (or transformers' ``PreTrainedTokenizerFast``) gives the
         same ids for the same text and knows all ``size`` ids. Returns the file's path."""
-        from tokenizers import AddedToken
-        from tokenizers import Tokenizer as TextTokenizer
 
         tok = TextTokenizer.from_str(self.text_tokenizer.to_str())
         names = self.token_names()

@@ -32,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 import scipy.fft
+from tokenizers import Tokenizer, models, trainers
 
 __all__ = ["FAST", "FAST_FILE", "BPE_FILE"]
 
@@ -104,7 +105,6 @@ class FAST:
         if vocab_size < alphabet:
             raise ValueError(f"FAST.fit: vocab_size ({vocab_size}) must be at least the integer alphabet ({alphabet} "
                              f"values from {lo} to {hi}); raise it or lower scale")
-        from tokenizers import Tokenizer, models, trainers
 
         bpe = Tokenizer(models.BPE())
         trainer = trainers.BpeTrainer(vocab_size=int(vocab_size), show_progress=False,
@@ -192,7 +192,6 @@ class FAST:
 
     @classmethod
     def load(cls, path: str) -> "FAST":
-        from tokenizers import Tokenizer
 
         file = os.path.join(path, FAST_FILE)
         if not os.path.exists(file):

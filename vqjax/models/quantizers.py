@@ -7,12 +7,12 @@ the names are ``vq``, ``rvq``, ``pq``, ``aq``, ``fsq``, ``lfq`` and ``bsq``.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import flax.linen as nn
 
 from vqjax import nn as vqnn
+import difflib
 
 __all__ = ["QUANTIZERS", "register_quantizer", "make_quantizer", "quantizer_vocab_size"]
 
@@ -48,7 +48,6 @@ def make_quantizer(name: str, dim: int, kwargs: Mapping[str, Any] | None = None)
     fields = _fields(cls)
     unknown = sorted(set(kwargs) - fields)
     if unknown:
-        import difflib
 
         near = {u: difflib.get_close_matches(u, sorted(fields), n=1, cutoff=0.5) for u in unknown}
         hints = "".join(f" ({u!r}: did you mean {n[0]!r}?)" for u, n in near.items() if n)
@@ -66,9 +65,15 @@ def make_quantizer(name: str, dim: int, kwargs: Mapping[str, Any] | None = None)
 
 
 def quantizer_vocab_size(quantizer: nn.Module) -> int:
-    """Distinct values one token (one entry of the codes array) takes: ``K``, ``prod(levels)`` or ``2^bits``."""
-    if isinstance(quantizer, vqnn.FSQ):
-        return math.prod(quantizer.levels)
-    if isinstance(quantizer, (vqnn.LFQ, vqnn.BSQ)):
-        return 2 ** quantizer.bits
-    return quantizer.codebook_size
+    """Distinct values one token (one entry of the codes array) takes: the quantizer module's own ``vocab_size``
+    (``K``, ``prod(levels)`` or ``2^bits``), so a quantizer added with :func:`register_quantizer` works as long as it
+    states its own.
+
+    Raises:
+      TypeError: a module without a ``vocab_size``.
+    """
+    size = getattr(quantizer, "vocab_size", None)
+    if size is None:
+        raise TypeError(f"quantizer_vocab_size: {type(quantizer).__name__} has no vocab_size; a quantizer module must "
+                        f"state the distinct values of one code as a `vocab_size` property")
+    return int(size)

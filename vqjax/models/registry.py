@@ -19,7 +19,7 @@ from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
 from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
 
-__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "video_tokenizer",
+__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "check_audio_layout", "video_tokenizer",
            "sequence_tokenizer", "rqvae"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -56,6 +56,41 @@ register_model("image_tokenizer", image_tokenizer)
 AUDIO_ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder), "stft": (STFTEncoder, ISTFTDecoder)}
 
 
+def check_audio_layout(*, architecture: str, strides: Sequence[int], harmonic: bool, pitch_codes: bool,
+                       envelope_levels: int, field: Callable[[str], str] = lambda name: name,
+                       flag: Callable[[str], str] = lambda name: f"{name}=True", where: str = "audio_codec: ") -> None:
+    """Refuses an audio codec layout that :func:`audio_codec` cannot build, naming each argument as
+    ``field(name)`` (a switched-on bool as ``flag(name)``) after ``where`` (the task passes its config's field
+    names).
+
+    Raises:
+      ValueError: an unknown architecture; strides that are not positive ints (the STFT hop ``strides[0]`` >= 2);
+        the voiced part or the envelope codes off the ``'stft'`` architecture; pitch codes without the voiced part;
+        a negative or non-int ``envelope_levels``.
+    """
+    if architecture not in AUDIO_ARCHITECTURES:
+        raise ValueError(f"{where}{field('architecture')} must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
+                         f"{architecture!r}")
+    if not len(strides) or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0
+                               for s in strides):
+        raise ValueError(f"{where}{field('strides')} must be a non-empty tuple of positive ints; got {tuple(strides)}")
+    if architecture == "stft" and strides[0] < 2:
+        raise ValueError(f"{where}{field('strides')}[0] is the STFT hop of the 'stft' architecture and must be >= 2; "
+                         f"got {strides[0]}")
+    if harmonic and architecture != "stft":
+        raise ValueError(f"{where}{flag('harmonic')} adds a voiced part to the inverse-STFT decoder and needs "
+                         f"{field('architecture')}='stft'; got {architecture!r}")
+    if pitch_codes and not harmonic:
+        raise ValueError(f"{where}{flag('pitch_codes')} sends the pitch of the harmonic decoder and needs "
+                         f"{field('harmonic')}=True")
+    if isinstance(envelope_levels, bool) or not isinstance(envelope_levels, int) or envelope_levels < 0:
+        raise ValueError(f"{where}{field('envelope_levels')} must be an int >= 0 (0: no envelope codes); got "
+                         f"{envelope_levels!r}")
+    if envelope_levels and architecture != "stft":
+        raise ValueError(f"{where}{field('envelope_levels')} > 0 sends an envelope that the inverse-STFT decoder "
+                         f"builds on and needs {field('architecture')}='stft'; got {architecture!r}")
+
+
 def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio_channels: int = 1,
                 num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any],
                 architecture: str = "seanet", harmonic: bool = False, pitch_codes: bool = False,
@@ -72,15 +107,8 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
     ``sample_rate`` on the pitch's windows, ``envelope_levels`` residual levels of the quantizer's codebook size),
     which the inverse-STFT decoder builds its magnitudes on; ``envelope_per_frame`` envelopes per codec frame,
     quantized together (2 with strides ``(h, 2)``: one per STFT frame of the decoder, on its window)."""
-    if architecture not in AUDIO_ARCHITECTURES:
-        raise ValueError(f"audio_codec: architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
-                         f"{architecture!r}")
-    if harmonic and architecture != "stft":
-        raise ValueError(f"audio_codec: harmonic=True adds a voiced part to the inverse-STFT decoder and needs "
-                         f"architecture='stft'; got {architecture!r}")
-    if pitch_codes and not harmonic:
-        raise ValueError("audio_codec: pitch_codes=True sends the pitch of the harmonic decoder and needs "
-                         "harmonic=True")
+    check_audio_layout(architecture=architecture, strides=strides, harmonic=harmonic, pitch_codes=pitch_codes,
+                       envelope_levels=envelope_levels)
     encoder, decoder = AUDIO_ARCHITECTURES[architecture]
     strides = tuple(int(s) for s in strides)
     shared = dict(channels=channels, strides=strides, num_residual=num_residual, causal=causal)
@@ -94,14 +122,10 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
         hop = int(np.prod(strides))
         pitch = PitchCoder(n_fft=2 * hop, hop=hop, vocab=quantizer_vocab_size(q), causal=causal)
     envelope = None
-    if isinstance(envelope_levels, bool) or not isinstance(envelope_levels, int) or envelope_levels < 0:
-        raise ValueError(f"audio_codec: envelope_levels must be an int >= 0 (0: no envelope codes); got "
-                         f"{envelope_levels!r}")
     if envelope_levels:
-        if architecture != "stft" or getattr(q, "num_levels", None) is None:
+        if getattr(q, "num_levels", None) is None:
             raise ValueError(f"audio_codec: envelope_levels > 0 sends an envelope that the inverse-STFT decoder "
-                             f"builds on, in front of a residual quantizer's levels; got architecture="
-                             f"{architecture!r} and quantizer {quantizer!r}")
+                             f"builds on, in front of a residual quantizer's levels; quantizer {quantizer!r} has none")
         if isinstance(envelope_bands, bool) or not isinstance(envelope_bands, int) or envelope_bands < 2:
             raise ValueError(f"audio_codec: envelope_bands must be an int >= 2; got {envelope_bands!r}")
         hop = int(np.prod(strides))

@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 __all__ = ["FEATURES", "COLLISION_MODES", "item_terms", "ItemFeaturizer", "fit_bpr", "RQVAE", "disambiguate",
            "balanced_last_level", "sinkhorn_distinct", "assign_new", "collision_stats", "random_ids"]
@@ -190,7 +191,6 @@ def fit_bpr(sequences: Sequence[np.ndarray], num_items: int, *, dim: int = 64, s
       ``(vectors float32 [num_items, dim], seen bool [num_items])``: items that never occur keep their random
       initial vectors and ``seen`` False (replace them, e.g. with :meth:`ItemFeaturizer.features`).
     """
-    import optax
 
     users = np.concatenate([np.full(len(s), u, np.int32) for u, s in enumerate(sequences)])
     items = np.concatenate([np.asarray(s, np.int32) for s in sequences])
@@ -324,7 +324,7 @@ def sinkhorn_distinct(cost: np.ndarray, *, epsilon: float = 0.05, iters: int = 2
     between the items (mass 1 each) and the codes (capacity 1 each; a slack row takes the ``K - m`` unused) by
     log-domain Sinkhorn-Knopp at temperature ``epsilon`` times the median cost, rounded to a one-to-one assignment
     (the plan's most likely matching)."""
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # heavy import, loaded only where needed
 
     cost = np.asarray(cost, np.float64)
     m, k = cost.shape

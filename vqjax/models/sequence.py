@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqjax.models.audio import SEANetDecoder, SEANetEncoder
+from vqjax.quantizers.base import Quantized
 
 __all__ = ["LatentTransformer", "MultiScaleResidual", "SequenceTokenizer", "SequenceClassifier", "spectral_loss",
            "patch_spectrum"]
@@ -80,6 +81,11 @@ class MultiScaleResidual(nn.Module):
     quantizers: Sequence[nn.Module]
     scales: Sequence[int]
 
+    @property
+    def vocab_size(self) -> int:
+        """Distinct values of one code: the largest of the scales' quantizers' (codes of every scale share it)."""
+        return max(int(q.vocab_size) for q in self.quantizers)
+
     def _check(self, frames: int) -> None:
         for s in self.scales:
             if frames % s:
@@ -87,7 +93,6 @@ class MultiScaleResidual(nn.Module):
                                  f"scales {tuple(self.scales)}")
 
     def __call__(self, z: jax.Array, *, train: bool = False):
-        from vqjax.quantizers.base import Quantized
 
         self._check(z.shape[1])
         residual, total, loss, metrics, codes = z, jnp.zeros_like(z), 0.0, {}, []

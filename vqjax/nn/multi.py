@@ -5,7 +5,7 @@ Thin shells: every codebook is a :class:`vqjax.nn.VectorQuantizer` built from th
 codebook learning, k-means initialisation, dead-code replacement, entropy and orthogonality terms) apply per
 codebook with their statistics in the ``vq_stats`` collection. The search, the per-level targets and the decoding
 sums are layer 2 (:mod:`vqjax.quantizers.multisearch`), the joint k-means start layer 1
-(:func:`vqjax.codebook.residual_kmeans`).
+(:func:`vqjax.kmeans.residual_kmeans`).
 
 * ``ProductVQ``: one quantizer per sub-vector (or one shared across sub-vectors), each searching its own part.
 * ``ResidualVQ`` and ``AdditiveVQ``: the codes are chosen jointly over the stacked codebooks
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vqjax import checks, codebook as cbk, estimators
+from vqjax import checks, estimators, kmeans as km
 from vqjax.nn.vq import STATS, CodebookOptions, VectorQuantizer, option_values
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.compose import merge_groups, split_groups
@@ -78,7 +78,7 @@ class _JointCodebooks(CodebookOptions):
         fresh = ~self.initialized.value
         current = lax.stop_gradient(self.codebooks())
         books, counts = lax.cond(
-            fresh, lambda _: cbk.residual_kmeans(key, x, self._count, self.codebook_size, self.kmeans_iters,
+            fresh, lambda _: km.residual_kmeans(key, x, self._count, self.codebook_size, self.kmeans_iters,
                                                  self.chunk_size),
             lambda _: (current, jnp.ones(current.shape[:2], jnp.float32)), None)
         for vq, book, cnt in zip(self.quantizers, books, counts):

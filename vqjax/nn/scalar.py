@@ -95,6 +95,11 @@ class FSQ(_Projected):
     def codebook_size(self) -> int:
         return math.prod(self.levels)
 
+    @property
+    def vocab_size(self) -> int:
+        """Distinct values of one code: ``prod(levels)``."""
+        return math.prod(self.levels)
+
     def __call__(self, z: jax.Array, *, train: bool = False) -> Quantized:
         return self._finish(fsq(self._in(z), tuple(self.levels), eps=self.eps, check_finite=self.check_finite), z)
 
@@ -129,6 +134,11 @@ class LFQ(_Projected):
     commitment_weight: float = 0.25
     entropy_group_size: int | None = 8
     check_finite: bool = False
+
+    @property
+    def vocab_size(self) -> int:
+        """Distinct values of one code: ``2^bits``."""
+        return 2 ** self.bits
 
     def _channels(self) -> int:
         return self.bits
@@ -176,6 +186,11 @@ class BSQ(_Projected):
     commitment_weight: float = 0.25
     entropy_group_size: int | None = 9
     check_finite: bool = False
+
+    @property
+    def vocab_size(self) -> int:
+        """Distinct values of one code: ``2^bits``."""
+        return 2 ** self.bits
 
     def _channels(self) -> int:
         return self.bits

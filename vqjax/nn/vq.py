@@ -50,6 +50,11 @@ class CodebookOptions(nn.Module):
     chunk_size: int | None = None
     check_finite: bool = False
 
+    @property
+    def vocab_size(self) -> int:
+        """Distinct values of one code: the codebook size ``K`` (per level, group or codebook)."""
+        return self.codebook_size
+
     def check_options(self, name: str) -> None:
         """Refuses bad option values with a message naming ``name`` and the field."""
         checks.check_choice(f"{name}: codebook_learning", self.codebook_learning, CODEBOOK_LEARNING)

@@ -19,10 +19,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vqjax import checks, estimators, indexing, regularizers, search
+from vqjax import checks, estimators, indexing, regularizers
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.multisearch import beam_encode, check_codebooks, decode_sum, icm_refine, level_metrics
 from vqjax.quantizers.rvq import fit_rvq
+from tqdm.auto import tqdm
 
 __all__ = ["aq", "aq_encode", "aq_decode", "additive_outputs", "lstsq_codebooks", "fit_aq"]
 
@@ -171,7 +172,6 @@ def fit_aq(key: jax.Array, x: jax.Array, num_codebooks: int, num_codes: int, *, 
                         chunk_size=chunk_size)
     rounds = range(iters)
     if progress:
-        from tqdm.auto import tqdm
         rounds = tqdm(rounds, desc="fit_aq", unit="round")
     for _ in rounds:
         codebooks = _jit_round(x, codebooks, beam_width, icm_iters, ridge, chunk_size)

@@ -24,6 +24,7 @@ from jax import lax
 
 from vqjax import checks
 from vqjax.quantizers.base import Quantized
+from vqjax.search import rows_like
 
 __all__ = ["residual_encode", "residual_decode", "split_groups", "merge_groups", "check_groups", "grouped",
            "grouped_encode", "grouped_decode"]
@@ -44,8 +45,6 @@ def residual_encode(encode: Encode, decode: Decode, x: jax.Array, per_level: Any
 
 def residual_decode(decode: Decode, codes: jax.Array, per_level: Any, dim: int) -> jax.Array:
     """``Σ_l decode(codes[..., l], p_l)`` in float32 (code ``-1``: level absent): ``codes.shape[:-1] + (dim,)``."""
-    from vqjax.search import rows_like
-
     lead = codes.shape[:-1]
     flat = codes.reshape(-1, codes.shape[-1])
 

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vqjax import checks, codebook as cbk, estimators, regularizers, search
+from vqjax import checks, estimators, kmeans as km, regularizers, search
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.bsq import bsq, bsq_decode, bsq_encode
 from vqjax.quantizers.compose import grouped, grouped_decode, grouped_encode, split_groups
@@ -175,13 +175,13 @@ def fit_pq(key: jax.Array, x: jax.Array, num_groups: int, num_codes: int, *, ite
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _fit_pq(key, x, groups, num_codes, iters, chunk_size, max_points):
     # One permutation picks the training rows of every group (a permutation of N rows is a sort: one, not G).
-    train = cbk.subsample(jax.random.fold_in(key, 1), x, max_points)
+    train = km.subsample(jax.random.fold_in(key, 1), x, max_points)
     xs = jnp.moveaxis(train.reshape(train.shape[0], groups, -1), 1, 0)
     keys = jax.random.split(key, groups)
     # k-means++ seeding is K sequential steps: batched over groups (vmap) it runs K steps, not G * K. The Lloyd
     # searches run group after group (lax.map), which is faster on CPU than a batched search.
-    seeds = jax.vmap(lambda k, xg: cbk.kmeans_plusplus(k, xg[:32 * num_codes], num_codes))(keys, xs)
-    fit = lambda a: cbk.lloyd(a[0], a[1], iters=iters, chunk_size=chunk_size)
+    seeds = jax.vmap(lambda k, xg: km.kmeans_plusplus(k, xg[:32 * num_codes], num_codes))(keys, xs)
+    fit = lambda a: km.lloyd(a[0], a[1], iters=iters, chunk_size=chunk_size)
     return lax.map(fit, (xs, seeds))
 
 

@@ -33,13 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from vqjax import checks, codebook as cbk, estimators, indexing, regularizers, search
+from vqjax import checks, estimators, indexing, kmeans as km, regularizers, search
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.compose import residual_decode, residual_encode
 from vqjax.quantizers.fsq import check_levels, fsq_decode, fsq_encode
 from vqjax.quantizers.lfq import bit_entropy, check_bits, check_common, lfq_decode, lfq_encode, unpack_bits
 from vqjax.quantizers.multisearch import (beam_encode, beam_extend, check_codebooks, decode_sum, dropout_mask,
                                           greedy_encode, level_metrics)
+from tqdm.auto import tqdm
 
 __all__ = ["rvq", "rvq_encode", "rvq_decode", "residual_outputs", "residual_fsq", "residual_fsq_encode",
            "residual_fsq_decode", "residual_lfq", "residual_lfq_encode", "residual_lfq_decode", "fit_rvq"]
@@ -320,7 +321,7 @@ def fit_rvq(key: jax.Array, x: jax.Array, num_levels: int, num_codes: int, *, it
     """Fits RVQ codebooks to data by residual k-means (the FAISS ``ResidualQuantizer`` use case).
 
     Level ``l`` runs k-means on the residuals the first ``l`` levels leave, in principal components of growing
-    dimension (:func:`vqjax.codebook.progressive_kmeans`, as FAISS trains its residual quantizer). With
+    dimension (:func:`vqjax.kmeans.progressive_kmeans`, as FAISS trains its residual quantizer). With
     ``beam_width = B > 1`` the data keep ``B`` beams while fitting, as FAISS does: level ``l`` is fitted on the
     residuals of all beams, then every beam is extended by one level (:func:`beam_extend`), so later levels fit
     the residuals the beam encoder will actually produce.
@@ -359,7 +360,6 @@ def fit_rvq(key: jax.Array, x: jax.Array, num_levels: int, num_codes: int, *, it
     books = []
     levels = range(num_levels)
     if progress:
-        from tqdm.auto import tqdm
         levels = tqdm(levels, desc="fit_rvq", unit="level")
     for level in levels:
         centers = _jit_kmeans(jax.random.fold_in(key, level), residual.reshape(-1, dim), num_codes, iters,
@@ -371,7 +371,7 @@ def fit_rvq(key: jax.Array, x: jax.Array, num_levels: int, num_codes: int, *, it
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _jit_kmeans(key, x, num_codes, iters, dim_steps, max_points, chunk_size):
-    return cbk.progressive_kmeans(key, x, num_codes, iters=iters, dim_steps=dim_steps, max_points=max_points,
+    return km.progressive_kmeans(key, x, num_codes, iters=iters, dim_steps=dim_steps, max_points=max_points,
                                   chunk_size=chunk_size)
 
 

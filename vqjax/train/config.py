@@ -1,6 +1,7 @@
 """Experiment configs: the fields every task shares, strict checking against a task's schema, ``runlocal``.
 
-Only this package and ``experiments/`` read ConfigDicts; everything below takes explicit fields. A task's
+This module is the leaf of :mod:`vqjax.train`: it imports nothing else of the trainer. Only this package and
+``experiments/`` read ConfigDicts; everything below takes explicit fields. A task's
 ``default_config()`` is its schema: a config may only hold the fields it declares (a typo such as
 ``c.num_train_step`` or ``c.gan.wieght`` is refused with the nearest valid name), except inside the sub-configs
 the task declares free-form (``quantizer_kwargs``, whose fields the quantizer itself checks).
@@ -14,10 +15,11 @@ from typing import Any, Iterable
 
 import ml_collections
 
-__all__ = ["core_config", "optimizer_config", "runlocal", "parse_arg", "check_fields", "check_core",
+from vqjax.data import pipeline
+
+__all__ = ["core_config", "optimizer_config", "parse_arg", "check_fields", "check_core",
            "check_positive", "default_data_dir", "add_example_data", "check_example_data", "read_example_splits",
-           "plain", "base_config", "link_config", "check_config", "check_link_config",
-           "build_model", "check_image_shape", "nearest_name"]
+           "plain", "nearest_name", "switch_quantizer"]
 
 
 def default_data_dir() -> str:
@@ -63,8 +65,6 @@ def add_example_data(c: ml_collections.ConfigDict, dataset: str, batch_size: int
 def check_example_data(config: ml_collections.ConfigDict) -> None:
     """The fields :func:`add_example_data` adds: a known dataset name, positive batch sizes and example limit, a
     non-negative worker count."""
-    from vqjax.data import pipeline
-
     pipeline.check_dataset_name(config.dataset)
     check_positive(config, "batch_size", "eval_batch_size")
     if config.max_eval_examples is not None:
@@ -77,8 +77,6 @@ def read_example_splits(config: ml_collections.ConfigDict, view=None):
     """The train and eval sources of ``config.dataset`` (:func:`vqjax.data.pipeline.get_splits`, which refuses an
     empty split), each through ``view`` when given (:class:`vqjax.data.pipeline.VideoFrames`, say), refusing a train
     split smaller than one batch."""
-    from vqjax.data import pipeline
-
     train, evaluation = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split),
                                             config.data_dir or default_data_dir())
     if view is not None:
@@ -105,13 +103,6 @@ def parse_arg(arg: str | None) -> bool:
     if arg == "runlocal":
         return True
     raise ValueError(f"config argument must be 'runlocal' or nothing; got {arg!r}")
-
-
-def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Shrinks a config for a laptop smoke run (big_vision's ``runlocal``), as its task defines it."""
-    from vqjax.train.tasks import get_task
-
-    return get_task(c.get("task", "image_tokenizer")).runlocal(c)
 
 
 def nearest_name(name: str, names: Iterable[str]) -> str | None:
@@ -170,41 +161,23 @@ def check_core(config: ml_collections.ConfigDict) -> None:
                          f"{o.warmup_steps}, {o.weight_decay}, {o.grad_clip}")
 
 
-# Names kept from the two-task layout (experiments and user code import them from here).
+def switch_quantizer(config: ml_collections.ConfigDict, name: str, kwargs: dict | None = None
+                     ) -> ml_collections.ConfigDict:
+    """``config`` with the quantizer family ``name`` and its fields ``kwargs``: the previous family's fields go when
+    the family changes (they belong to it), and are updated when it stays. Any task whose config has
+    ``quantizer`` and ``quantizer_kwargs`` (``--config.quantizer=fsq --config.quantizer_kwargs.levels=...`` on the
+    command line comes here).
 
-def base_config() -> ml_collections.ConfigDict:
-    """The image-tokenizer task's default config (:func:`vqjax.train.tasks.image_tokenizer.default_config`)."""
-    from vqjax.train.tasks import image_tokenizer
-
-    return image_tokenizer.default_config()
-
-
-def link_config() -> ml_collections.ConfigDict:
-    """The link-prediction task's default config (:func:`vqjax.train.tasks.link_prediction.default_config`)."""
-    from vqjax.train.tasks import link_prediction
-
-    return link_prediction.default_config()
-
-
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """Refuses a bad config of any task (unknown task or field, bad values) before anything is read or compiled."""
-    from vqjax.train.tasks import get_task
-
-    get_task(config.get("task", "image_tokenizer")).check_config(config)
-
-
-check_link_config = check_config
-
-
-def build_model(config: ml_collections.ConfigDict, channels: int):
-    """The :class:`vqjax.models.ImageTokenizer` an image-tokenizer config describes for ``channels`` channels."""
-    from vqjax.train.tasks import image_tokenizer
-
-    return image_tokenizer.build_model(config, channels)
-
-
-def check_image_shape(config: ml_collections.ConfigDict, shape) -> None:
-    """The image side must be divisible by the encoder's total downsampling."""
-    from vqjax.train.tasks import image_tokenizer
-
-    image_tokenizer.check_image_shape(config, shape)
+    Raises:
+      ValueError: a config without ``quantizer``/``quantizer_kwargs``.
+    """
+    if "quantizer" not in config or "quantizer_kwargs" not in config:
+        raise ValueError(f"config.quantizer: this task's config has no quantizer family to switch (fields: "
+                         f"{sorted(config.keys())})")
+    with config.unlocked():
+        if name != config.quantizer:
+            config.quantizer_kwargs = ml_collections.ConfigDict()
+        config.quantizer = name
+        for key, value in (kwargs or {}).items():
+            config.quantizer_kwargs[key] = value
+    return config

@@ -38,6 +38,10 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vqjax.train import reports
+from jax.experimental import multihost_utils
+from vqjax.train.tasks import get_task
+from tqdm.auto import tqdm
+from vqjax.tokenizer import write_spec
 
 __all__ = ["train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info", "data_mesh", "to_host",
            "open_checkpoints", "run_steps", "write_run_files", "StopRequest", "Interrupted"]
@@ -93,7 +97,6 @@ def to_host(x) -> np.ndarray:
     """A global array as one numpy array on every process."""
     if jax.process_count() == 1:
         return np.asarray(x)
-    from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
@@ -127,7 +130,7 @@ def open_checkpoints(workdir: str, max_to_keep: int, init_state: Callable, abstr
     ``workdir/checkpoints_damaged/STEP``, and the previous kept checkpoint is tried; a ``RuntimeError`` says so
     when none restores.
     """
-    import orbax.checkpoint as ocp
+    import orbax.checkpoint as ocp  # heavy import, loaded only where needed
 
     directory = os.path.join(workdir, "checkpoints")
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=True)
@@ -154,7 +157,6 @@ def open_checkpoints(workdir: str, max_to_keep: int, init_state: Callable, abstr
                 print(f"vqjax: checkpoint {step} is damaged and was moved to {dest}; resuming from "
                       f"{'the start' if state is None else f'step {int(state.step)}'}", flush=True)
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
 
             multihost_utils.sync_global_devices("vqjax_damaged_checkpoints_moved")
         mgr = ocp.CheckpointManager(directory, options=options)
@@ -169,7 +171,6 @@ class Interrupted(Exception):
 
 class StopRequest:
     """SIGTERM handler: asks the run to stop at the next safe point (the loop saves, earlier phases just exit)."""
-
     def __init__(self):
         self.requested = False
         self.previous = None
@@ -207,7 +208,7 @@ def run_steps(advance: Callable[[], dict], current: Callable[[], Any], mgr, *, s
     (mentioning ``hint``) before saving anything after a non-finite loss. Finishes pending saves and closes
     ``mgr``.
     """
-    import orbax.checkpoint as ocp
+    import orbax.checkpoint as ocp  # heavy import, loaded only where needed
 
     pending: list[tuple[int, jax.Array]] = []
 
@@ -225,7 +226,6 @@ def run_steps(advance: Callable[[], dict], current: Callable[[], Any], mgr, *, s
 
     bar = None
     if progress and jax.process_index() == 0:
-        from tqdm.auto import tqdm
         bar = tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
     t_last, s_last = time.perf_counter(), start
     try:
@@ -287,7 +287,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
       ValueError: a bad config (unknown task or field), dataset, split or workdir, before anything is compiled.
       FloatingPointError: the loss became NaN or Inf (the last checkpoint is kept as it was).
     """
-    from vqjax.train.tasks import get_task
 
     task = get_task(config.get("task", "image_tokenizer"))
     task.check_config(config)
@@ -308,7 +307,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
             start = int(state.step)
             write_run_files(workdir, config, {"task": task.name, **run.info}, start)
             if run.spec is not None and jax.process_index() == 0:
-                from vqjax.tokenizer import write_spec
 
                 write_spec(workdir, run.spec)
             if start:

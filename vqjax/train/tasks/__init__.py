@@ -30,7 +30,9 @@ from typing import Any, Callable
 
 import ml_collections
 
-__all__ = ["Task", "Run", "register_task", "get_task", "known_tasks", "TASKS"]
+from vqjax.train.config import check_core, check_fields
+
+__all__ = ["Task", "Run", "register_task", "get_task", "known_tasks", "check_config", "runlocal", "TASKS"]
 
 TASKS: dict[str, "Task"] = {}
 
@@ -42,8 +44,8 @@ _BUILTIN = {"image_tokenizer": "vqjax.train.tasks.image_tokenizer",
             "video_tokenizer": "vqjax.train.tasks.video_tokenizer",
             "sequence_tokenizer": "vqjax.train.tasks.sequence_tokenizer",
             "semantic_ids": "vqjax.train.tasks.semantic_ids",
-            "generative_retrieval": "vqjax.train.tasks.recommender",
-            "sasrec": "vqjax.train.tasks.recommender"}
+            "generative_retrieval": "vqjax.train.tasks.generative_retrieval",
+            "sasrec": "vqjax.train.tasks.sasrec"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Run:
     evaluate: Callable[[Any, int], dict]
     replicated: Any
     info: dict
-    hint: str = ""
+    hint: str = "Lower config.optimizer.learning_rate or check the data."
     test: Callable[[Any, int], dict] | None = None
     spec: dict | None = None
     abstract: Any = None
@@ -102,8 +104,6 @@ class Task:
 
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         """Unknown fields (with the nearest valid name), the core's fields, then the task's own checks."""
-        from vqjax.train.config import check_core, check_fields
-
         check_fields(config, self.default_config(), free=self.free_fields)
         check_core(config)
         self.check(config)
@@ -135,3 +135,13 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"config.task must be one of {known_tasks()}; got {name!r}")
     return TASKS[name]
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses a bad config of any task (unknown task or field, bad values) before anything is read or compiled."""
+    get_task(config.get("task", "image_tokenizer")).check_config(config)
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrinks a config for a laptop smoke run (big_vision's ``runlocal``), as its task defines it."""
+    return get_task(config.get("task", "image_tokenizer")).runlocal(config)

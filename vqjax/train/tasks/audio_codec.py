@@ -6,13 +6,13 @@ One train step updates the codec on random crops (``config.crop_seconds``) with 
 phase loss on the inverse-STFT decoder's predicted spectra and the pitch loss of the harmonic decoder
 (``config.model.harmonic``) against the input's pitch track, and the quantizer's loss, plus, when
 ``config.gan.weight > 0`` and from ``config.gan.start_step``, the adversarial and feature-matching terms of the
-multi-period and multi-resolution STFT discriminators (:mod:`vqjax.models.audio_gan`), which are updated in the
+multi-period and multi-resolution STFT discriminators (:mod:`vqjax.models.audio.discriminators`), which are updated in the
 same step. Residual quantizers with ``quantizer_dropout`` learn to serve every number of levels, so one model has
 several bitrates: ``kbps = frame_rate * levels * log2(codebook size) / 1000``.
 
 Periodic evaluation reads the first ``config.eval_seconds`` of each clip of ``config.eval_split`` and reports, per
 bitrate of ``config.eval_levels``, SI-SDR and the multi-scale mel distance. The final test
-(:mod:`vqjax.train.speech_eval`) decodes every whole clip at every bitrate and scores it with PESQ, STOI, SI-SDR
+(:mod:`vqjax.evals.speech`) decodes every whole clip at every bitrate and scores it with PESQ, STOI, SI-SDR
 and the mel distance next to the classical codecs of ``config.anchors`` on the same clips, writing
 ``rate_distortion.png``, ``rate_distortion.json`` (per clip) and ``audio_examples.png``. The artifact is a
 :class:`vqjax.AudioTokenizer` (``modality='audio'``).
@@ -35,34 +35,30 @@ import numpy as np
 import optax
 
 from vqjax.data import audio as audio_data, pipeline
-from vqjax.models import model_from_spec, quantizer_vocab_size
-from vqjax.models.registry import AUDIO_ARCHITECTURES
+from vqjax.models import model_from_spec
+from vqjax.models.registry import check_audio_layout
 from vqjax.models.audio import align_output, frame_signal, hann_window
-from vqjax.models.audio_gan import AudioDiscriminators, discriminator_losses, feature_matching, generator_losses
-from vqjax.models.audio_losses import (l1_loss, multiresolution_stft_loss, multiscale_mel_loss, phase_loss, pitch_loss,
+from vqjax.models.audio.discriminators import AudioDiscriminators, discriminator_losses, feature_matching, generator_losses
+from vqjax.models.audio.losses import (l1_loss, multiresolution_stft_loss, multiscale_mel_loss, phase_loss, pitch_loss,
                                        pitch_track, si_sdr)
 from vqjax.models.vqgan import GAN_LOSSES
-from vqjax.train import evaluate as metrics_lib, reports, speech_eval
+from vqjax.evals import speech as speech_eval
+from vqjax.metrics import CodeCounter
+from vqjax.evals import figures
+from vqjax.train import reports, scaffold
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config,
                                 default_data_dir, plain, read_example_splits)
-from vqjax.train.core import data_mesh, make_optimizer, to_host
+from vqjax.train.core import make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
-__all__ = ["AudioTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
+__all__ = ["DiscState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
 
 
-class AudioTrainState(NamedTuple):
-    """Everything a resumed codec run needs: step, codec parameters, quantizer statistics and optimizer state,
-    the raw key data (step ``s`` draws from ``fold_in(rng, s)``), and the discriminators' parameters and
-    optimizer state (None without the adversarial terms)."""
+class DiscState(NamedTuple):
+    """The waveform discriminators' parameters and optimizer state (the run state's ``gan``)."""
 
-    step: jax.Array
     params: Any
-    vq_stats: Any
     opt_state: Any
-    rng: jax.Array
-    disc_params: Any = None
-    disc_opt_state: Any = None
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -185,24 +181,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     if any(not isinstance(split, str) or not split for split in config.ood_splits):
         raise ValueError(f"config.ood_splits must hold split names (e.g. 'test_music'); got {config.ood_splits!r}")
     m = config.model
-    if m.architecture not in AUDIO_ARCHITECTURES:
-        raise ValueError(f"config.model.architecture must be one of {sorted(AUDIO_ARCHITECTURES)}; got "
-                         f"{m.architecture!r}")
-    if m.harmonic and m.architecture != "stft":
-        raise ValueError(f"config.model.harmonic adds a voiced part to the inverse-STFT decoder and needs "
-                         f"config.model.architecture='stft'; got {m.architecture!r}")
-    if m.envelope_levels and m.architecture != "stft":
-        raise ValueError(f"config.model.envelope_levels sends an envelope that the inverse-STFT decoder builds on and "
-                         f"needs config.model.architecture='stft'; got {m.architecture!r} (or set "
-                         f"config.model.envelope_levels = 0)")
-    if m.pitch_codes and not m.harmonic:
-        raise ValueError("config.model.pitch_codes sends the pitch of the harmonic decoder and needs "
-                         "config.model.harmonic=True")
-    if not len(m.strides) or any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in m.strides):
-        raise ValueError(f"config.model.strides must be a non-empty tuple of positive ints; got {m.strides}")
-    if m.architecture == "stft" and m.strides[0] < 2:
-        raise ValueError(f"config.model.strides[0] is the STFT hop of the 'stft' architecture and must be >= 2; got "
-                         f"{m.strides[0]}")
+    check_audio_layout(architecture=m.architecture, strides=tuple(m.strides), harmonic=m.harmonic,
+                       pitch_codes=m.pitch_codes, envelope_levels=m.envelope_levels,
+                       field=lambda name: f"config.model.{name}", flag=lambda name: f"config.model.{name}", where="")
     hop = _hop(config)
     for field in ("crop_seconds", "eval_seconds"):
         samples = config[field] * config.sample_rate
@@ -256,7 +237,7 @@ class StepParts:
     sample_rate: int
     losses: tuple[tuple[str, float], ...]
     disc: Any = None
-    disc_tx: Any = None
+    gan_half: scaffold.GANHalf | None = None
     gan_weight: float = 0.0
     feature_weight: float = 0.0
     gan_loss: str = "hinge"
@@ -291,17 +272,18 @@ def _recon_terms(parts: StepParts, recon, target, wave, updates) -> dict:
     return {name: fns[name]() for name, weight in parts.losses if weight > 0}
 
 
-def train_step(parts: StepParts, state: AudioTrainState, wave):
-    """One step: the codec update (reconstruction + quantizer [+ adversarial + feature matching]), then the
-    discriminators' update on the same real and (gradient-free) decoded crops."""
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+def train_step(parts: StepParts, state: scaffold.TokenizerState, wave):
+    """Reconstruction + quantizer [+ adversarial + feature matching] loss through
+    :func:`vqjax.train.scaffold.tokenizer_step`, the discriminators updating on the (delayed) input crops and
+    their reconstructions."""
+    rng = scaffold.step_key(state)
     weights = dict(parts.losses)
     on = (state.step >= parts.gan_start).astype(jnp.float32)
     delay = parts.model.delay
     _, target = align_output(wave, wave, delay)             # the input samples the (delayed) output reconstructs
 
     # The discriminators' view of the real crops does not depend on the codec: computed once, outside the gradient.
-    real = parts.disc.apply(state.disc_params, target) if parts.disc is not None else None
+    real = parts.disc.apply(state.gan.params, target) if parts.disc is not None else None
 
     def loss_fn(params):
         mutable = ["vq_stats", "intermediates"] if _wants_intermediates(parts) else ["vq_stats"]
@@ -313,30 +295,31 @@ def train_step(parts: StepParts, state: AudioTrainState, wave):
         aux = {f"{k}_loss": v for k, v in terms.items()}
         aux["quantizer_loss"] = q.loss
         if parts.disc is not None:
-            fake = parts.disc.apply(state.disc_params, recon)
+            fake = parts.disc.apply(state.gan.params, recon)
             adv, fm = generator_losses(fake, parts.gan_loss), feature_matching(real, fake)
             loss = loss + on * (parts.gan_weight * adv + parts.feature_weight * fm)
             aux.update(gen_loss=adv, feature_matching=fm)
         return loss, (upd.get("vq_stats", {}), recon, q, aux)
 
-    (loss, (vq_stats, recon, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
-               **{f"q_{k}": v for k, v in q.metrics.items()}}
-    disc_params, disc_opt_state = state.disc_params, state.disc_opt_state
-    if parts.disc is not None:
-        fake = jax.lax.stop_gradient(recon)
+    return scaffold.tokenizer_step(parts.tx, state, loss_fn, target, gan=parts.gan_half)
 
-        def d_loss_fn(p):
-            return on * discriminator_losses(parts.disc.apply(p, target), parts.disc.apply(p, fake), parts.gan_loss)
 
-        d_loss, d_grads = jax.value_and_grad(d_loss_fn)(disc_params)
-        d_updates, disc_opt_state = parts.disc_tx.update(d_grads, disc_opt_state, disc_params)
-        disc_params = optax.apply_updates(disc_params, d_updates)
-        metrics["disc_loss"] = d_loss
-    return state._replace(step=state.step + 1, params=params, vq_stats=vq_stats, opt_state=opt_state,
-                          disc_params=disc_params, disc_opt_state=disc_opt_state), metrics
+def discriminators_half(disc: AudioDiscriminators, tx: optax.GradientTransformation, loss: str, start_step: int
+                        ) -> scaffold.GANHalf:
+    """The codec's GAN half: :class:`DiscState` of ``disc``, updated on the real and decoded crops with the
+    discriminators' ``loss`` from ``start_step`` on (zero before: the parameters stay, the optimizer's count moves)."""
+    def init(key, sample):
+        params = disc.init(key, sample)
+        return DiscState(params, tx.init(params))
+
+    def step(state: DiscState, real, fake, train_step):
+        on = (train_step >= start_step).astype(jnp.float32)
+        d_loss, grads = jax.value_and_grad(
+            lambda p: on * discriminator_losses(disc.apply(p, real), disc.apply(p, fake), loss))(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return DiscState(optax.apply_updates(state.params, updates), opt_state), {"disc_loss": d_loss}
+
+    return scaffold.GANHalf(init, step)
 
 
 def _levels_mask(codes: jax.Array, levels) -> jax.Array:
@@ -354,9 +337,8 @@ def reconstruct(model, variables, wave, levels=None):
     return model.apply(variables, _levels_mask(codes, levels), method=model.decode), codes
 
 
-def eval_step(model, sample_rate, levels_list, params, vq_stats, wave, length):
+def eval_step(model, sample_rate, levels_list, variables, wave, length):
     """Per bitrate: masked sums over the batch of SI-SDR and the mel distance; and the codes (all levels)."""
-    variables = {"params": params, "vq_stats": vq_stats}
     codes = model.apply(variables, wave, method=model.encode)
     mask = (jnp.arange(wave.shape[1])[None, :] < length[:, None]).astype(jnp.float32)
     valid = (length > 0).astype(jnp.float32)
@@ -383,46 +365,26 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     frame_rate = sr / hop
     crop = int(round(config.crop_seconds * sr))
     window = int(round(config.eval_seconds * sr))
-    replicated, batch_sharding = data_mesh({"batch_size": config.batch_size,
-                                            "eval_batch_size": config.eval_batch_size}, devices)
-    tx = make_optimizer(config.optimizer, config.num_train_steps)
-    sample = jnp.zeros((config.batch_size, crop, 1), jnp.float32)
     g = config.gan
     disc = AudioDiscriminators(tuple(int(p) for p in g.periods), tuple(int(n) for n in g.fft_sizes),
                                int(g.channels)) if g.weight > 0 else None
-    disc_tx = make_optimizer(config.optimizer, config.num_train_steps) if disc is not None else None
-
-    def init_state(key):
-        k_params, k_vq, k_run, k_disc = jax.random.split(key, 4)
-        variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
-        params = variables["params"]
-        d_params = disc.init(k_disc, sample) if disc is not None else None
-        return AudioTrainState(step=jnp.int32(0), params=params, vq_stats=variables.get("vq_stats", {}),
-                               opt_state=tx.init(params), rng=jax.random.key_data(k_run), disc_params=d_params,
-                               disc_opt_state=disc_tx.init(d_params) if disc is not None else None)
-
-    abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
+    half = discriminators_half(disc, make_optimizer(config.optimizer, config.num_train_steps), g.loss,
+                               int(g.start_step)) if disc is not None else None
+    sample = jnp.zeros((config.batch_size, crop, 1), jnp.float32)
+    sc = scaffold.build(config, model=model, sample=sample, devices=devices, gan=half)
     levels = model.num_levels
-    vocab = quantizer_vocab_size(model.quantizer)
-    codes_tail = [levels] if levels is not None else list(jax.eval_shape(
-        functools.partial(model.apply, method=model.encode), {"params": abstract.params,
-                                                                 "vq_stats": abstract.vq_stats},
-        sample[:1]).shape[2:])
+    vocab = sc.vocab_size
+    codes_tail = [levels] if levels is not None else list(sc.codes_shape[1:])
     per_frame = int(np.prod(codes_tail)) if codes_tail else 1
-    state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    parts = StepParts(model=model, tx=tx, sample_rate=sr,
+    parts = StepParts(model=model, tx=sc.tx, sample_rate=sr,
                       losses=tuple((k, float(v)) for k, v in sorted(config.losses.items())), disc=disc,
-                      disc_tx=disc_tx, gan_weight=float(g.weight), feature_weight=float(g.feature_weight),
+                      gan_half=half, gan_weight=float(g.weight), feature_weight=float(g.feature_weight),
                       gan_loss=g.loss, gan_start=int(g.start_step))
-    jit_train = jax.jit(functools.partial(train_step, parts), in_shardings=(state_sharding, batch_sharding),
-                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    train = sc.jit_train(functools.partial(train_step, parts))
     eval_levels = tuple(int(n) for n in config.eval_levels) or (None,)
     jit_eval = jax.jit(functools.partial(eval_step, model, sr, eval_levels),
-                       in_shardings=(replicated, replicated, batch_sharding, batch_sharding),
-                       out_shardings=(replicated, batch_sharding))
-
-    def global_batch(local):
-        return jax.make_array_from_process_local_data(batch_sharding, local)
+                       in_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding),
+                       out_shardings=(sc.replicated, sc.batch_sharding))
 
     def train_example(example, rng):
         return _prepare(config, example, crop_length=crop, rng=rng, speed=tuple(config.speed),
@@ -431,28 +393,19 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     def eval_example(example):
         return _prepare(config, example, crop_length=window)
 
-    def make_step(start):
-        batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed,
-                                         start_step=start, process_index=jax.process_index(),
-                                         process_count=jax.process_count(), worker_count=config.worker_count,
-                                         random_transform=train_example)
-        return lambda state: jit_train(state, global_batch(next(batches)["audio"]))
-
     def run_eval(state, step):
-        counter = metrics_lib.CodeCounter(vocab, per_frame)
+        counter = CodeCounter(vocab, per_frame)
         totals: dict[str, float] = {}
         count = 0.0
-        for batch in pipeline.eval_batches(eval_source, batch_size=config.eval_batch_size,
-                                           max_examples=config.max_eval_examples, transform=eval_example,
-                                           process_index=jax.process_index(), process_count=jax.process_count()):
+        for batch in sc.eval_batches(config, eval_source, eval_example):
             length = np.where(batch["mask"] > 0, batch["length"], 0).astype(np.int32)
-            sums, codes = jit_eval(state.params, state.vq_stats, global_batch(batch["audio"]), global_batch(length))
+            sums, codes = jit_eval(sc.variables(state), sc.global_batch(batch["audio"]), sc.global_batch(length))
             for k, v in sums.items():
                 totals[k] = totals.get(k, 0.0) + float(v)
             count += float(batch["mask"].sum())
             codes = to_host(codes)
             codes = codes.reshape(codes.shape[0], codes.shape[1], per_frame)
-            frames = -(-to_host(global_batch(length)) // hop)             # the frames that hold signal
+            frames = -(-to_host(sc.global_batch(length)) // hop)             # the frames that hold signal
             counter.update(codes, np.arange(codes.shape[1])[None, :] < frames[:, None])
         result = {k: v / count for k, v in totals.items()}
         result.update(counter.result())
@@ -460,23 +413,20 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return result
 
     def run_test(state, step):
-        return _test(config, model, {"params": state.params, "vq_stats": state.vq_stats}, eval_source, workdir,
+        return _test(config, model, sc.variables(state), eval_source, workdir,
                      frame_rate=frame_rate, vocab=vocab, levels=levels, per_frame=per_frame)
 
     tokens_per_second = frame_rate * per_frame
-    spec = {"modality": "audio", "model": spec_model,
-            "input": {"shape": [None, 1], "dtype": "float32", "range": [-1.0, 1.0]},
-            "codes_shape": [None] + codes_tail, "vocab_size": int(vocab), "sample_rate": sr,
-            "frame_rate": frame_rate, "tokens_per_second": tokens_per_second,
-            "kbps": _bitrate(frame_rate, per_frame, vocab), "loudness_db": config.loudness_db,
-            "highpass_hz": config.highpass_hz,
-            "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
+    spec = sc.spec("audio", spec_model, {"shape": [None, 1], "dtype": "float32", "range": [-1.0, 1.0]}, config,
+                   codes_shape=[None] + codes_tail, sample_rate=sr, frame_rate=frame_rate,
+                   tokens_per_second=tokens_per_second, kbps=_bitrate(frame_rate, per_frame, vocab),
+                   loudness_db=config.loudness_db, highpass_hz=config.highpass_hz)
     info = {"sample_rate": sr, "hop_length": hop, "frame_rate": frame_rate, "vocab_size": int(vocab),
             "codes_per_frame": per_frame, "kbps": spec["kbps"], "dataset": config.dataset,
             "quantizer": config.quantizer, "train_examples": len(train_source), "eval_examples": len(eval_source)}
-    return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
-               hint="Lower config.optimizer.learning_rate or check the data.", test=run_test, spec=spec,
-               abstract=abstract)
+    make_step = sc.make_step(config, train_source, train, "audio", random_transform=train_example)
+    return Run(init_state=sc.init_state, make_step=make_step, evaluate=run_eval, replicated=sc.replicated, info=info,
+               test=run_test, spec=spec, abstract=sc.abstract)
 
 
 def _bucket(length: int, multiple: int) -> int:
@@ -502,7 +452,7 @@ def _clips(config, source, limit=None) -> tuple[list[np.ndarray], list[str]]:
 
 def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, levels, per_frame) -> dict:
     """Whole clips at every bitrate of ``config.eval_levels`` (or the one bitrate) and the anchors, through
-    :func:`vqjax.train.speech_eval.evaluate_codec`, on ``config.eval_split`` and on each of ``config.ood_splits``
+    :func:`vqjax.evals.speech.evaluate_codec`, on ``config.eval_split`` and on each of ``config.ood_splits``
     (out of domain: keys and figures carry the split's name); writes the figures and ``rate_distortion.json``."""
     sr = int(config.sample_rate)
     bucket = model.hop_length * max(1, int(round(frame_rate)))        # pad clips to whole seconds: few shapes
@@ -560,7 +510,7 @@ def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, 
             what = "held-out clips" if not tag else "out-of-domain clips"
             speech_eval.plot_rate_distortion(os.path.join(workdir, f"rate_distortion{tag}.png"), results,
                                              f"{len(split_clips)} {what}, {config.dataset}:{split}")
-            reports.save_waveforms(os.path.join(workdir, f"audio_examples{tag}.png"),
+            figures.save_waveforms(os.path.join(workdir, f"audio_examples{tag}.png"),
                                    [split_clips[0]] + [neural(n)(split_clips[0], sr) for n in used_levels],
                                    ["original"] + [r.name for r in results[:len(used_levels)]], sr)
     return out

@@ -29,9 +29,11 @@ import numpy as np
 import optax
 
 from vqjax.data.graphs import KG_DATASETS, load_kg
-from vqjax.graph import STRATEGIES, GraphTokenizer, NodePieceVocab
+from vqjax.graph import STRATEGIES, NodePieceVocab
+from vqjax.tokenizers.graph import GraphTokenizer
 from vqjax.graph.models import ENCODERS, SCORERS, LinkPredictor, score_all
-from vqjax.train import evaluate, reports
+from vqjax.evals import ranking as ranking_eval
+from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config
 from vqjax.train.core import data_mesh, make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
@@ -122,7 +124,7 @@ def build_link_model(config: ml_collections.ConfigDict, workdir: str | None = No
 
     Returns ``(splits, model, tokens, distances)`` (``tokens``/``distances`` are ``None`` for the baseline). With
     ``workdir``, the tokens are written there as a graph tokenizer artifact (``spec.json``, ``vocab.json``,
-    ``node_tokens.npz``: :class:`vqjax.graph.GraphTokenizer`, loadable with ``vqjax.Tokenizer.load(workdir)``).
+    ``node_tokens.npz``: :class:`vqjax.tokenizers.GraphTokenizer`, loadable with ``vqjax.Tokenizer.load(workdir)``).
     """
     splits = load_kg(config.dataset, root=config.data_root, seed=config.seed)
     tokens = distances = None
@@ -178,7 +180,7 @@ def _embed_all(model, params, tokens, distances):
 def _rank_step(model, params, emb, entities, rels, targets, known):
     """Filtered ranks of the answers ``targets`` of queries ``(entities, rels)`` among all entities."""
     scores = score_all(model.scorer, emb[entities], params["relations"][rels], emb, gamma=model.gamma)
-    return evaluate.filtered_rank(scores, targets, known)
+    return ranking_eval.filtered_rank(scores, targets, known)
 
 
 def _global_array(x, sharding):
@@ -222,7 +224,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                         in_shardings=(replicated, replicated, batch_sharding, batch_sharding, batch_sharding,
                                       batch_sharding),
                         out_shardings=batch_sharding)
-    known = evaluate.KnownAnswers(np.concatenate([splits.train, splits.valid, splits.test]), splits.num_entities,
+    known = ranking_eval.KnownAnswers(np.concatenate([splits.train, splits.valid, splits.test]), splits.num_entities,
                                   splits.num_relations)
     R = splits.num_relations
 
@@ -244,7 +246,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                 got = rank_step(state.params, emb, *(_global_array(x, batch_sharding) for x in (e, r, t)),
                                 _global_array(known.mask(e, r), batch_sharding))
                 ranks.append(to_host(got)[:b - pad])
-            return evaluate.ranking_metrics(np.concatenate(ranks))
+            return ranking_eval.ranking_metrics(np.concatenate(ranks))
         return run
 
     def make_step(start):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from vqjax.evals.figures import pyplot
 from vqjax.data import pipeline
 from vqjax.data.augment import affine_jitter
 from vqjax.lm import Codes, DecoderLM, MultimodalVocab, generate, pack_documents, packed_batches, span_validity
@@ -45,6 +46,11 @@ from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, default_data_dir, optimizer_config
 from vqjax.train.core import make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
+from vqjax.tokenizer import Tokenizer
+from vqjax.train.tasks.lm_corpus import Corpus
+from vqjax.train.tasks.lm_graph import kg_corpus
+from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
+from vqjax.data.graphs import KG_DATASETS
 
 __all__ = ["LMState", "default_config", "check", "runlocal", "setup", "report", "lm_mesh", "TASK"]
 
@@ -54,7 +60,6 @@ VOCAB_FILE = "vocab.json"
 
 class LMState(NamedTuple):
     """Step (int32), parameters and optimizer state of an LM run."""
-
     step: jax.Array
     params: Any
     opt_state: Any
@@ -122,7 +127,6 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.weights must map {sorted(kinds)} to weights >= 0 for documents "
                          f"{config.documents!r}; got {config.weights.to_dict()}")
     if config.documents == "kg_text":
-        from vqjax.data.graphs import KG_DATASETS
 
         if config.kg_dataset not in KG_DATASETS:
             raise ValueError(f"config.kg_dataset must be one of {KG_DATASETS}; got {config.kg_dataset!r}")
@@ -152,7 +156,6 @@ def lm_mesh(devices, model_parallel: int) -> Mesh:
 
 
 def _open_tokenizer(path: str):
-    from vqjax.tokenizer import Tokenizer
 
     try:
         tok = Tokenizer.load(path)
@@ -206,17 +209,6 @@ def _eval_sums(model, kinds, num_kinds, params, batch):
     return {"nll": jnp.sum(nll[..., None] * per_kind, axis=(0, 1)), "count": jnp.sum(per_kind, axis=(0, 1))}
 
 
-class Corpus(NamedTuple):
-    """What a document source gives the LM task: its modality tokenizers, extra text for the BPE, the train and
-    held-out documents for a vocabulary, the final generation-based evaluation, and run information."""
-
-    modalities: dict
-    text_corpus: list
-    documents: Callable[[MultimodalVocab], tuple[list, list]]
-    final: Callable[..., dict]
-    info: dict
-
-
 def _mnist_corpus(config, workdir, stop) -> Corpus:
     data_dir = config.data_dir or default_data_dir()
     train_source, eval_source = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split), data_dir)
@@ -248,7 +240,6 @@ def _mnist_corpus(config, workdir, stop) -> Corpus:
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
     """Reads the documents' data and tokenizers, builds (or reloads) the vocabulary, packs the documents, and
     builds the model on the ``('data', 'model')`` mesh."""
-    from vqjax.train.tasks.lm_graph import kg_corpus
 
     corpus = _mnist_corpus(config, workdir, stop) if config.documents == "mnist_captions" else kg_corpus(
         config, workdir, stop)
@@ -361,8 +352,6 @@ def to_host_tree(tree):
 def _generation_report(config, workdir, model, params, vocab, tok, train_source, eval_source, eval_codes,
                        eval_labels, stop) -> dict:
     """Text→image and image→text by constrained generation, judged by an in-repo digit classifier."""
-    from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
-
     g = config.generation
     net, net_params = load_or_train_feature_net(workdir, train_source, num_classes=10, steps=g.classifier_steps,
                                                 seed=config.seed, stop=stop)
@@ -414,10 +403,7 @@ def _generation_report(config, workdir, model, params, vocab, tok, train_source,
 
 
 def _save_generated(path, images, wanted, predicted):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cols = 10
     rows = min(4, -(-len(images) // cols))

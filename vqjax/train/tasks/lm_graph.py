@@ -1,6 +1,6 @@
 """Graph + text documents for the ``'lm'`` task (``config.documents = 'kg_text'``).
 
-Entities are NodePiece token spans (a :class:`vqjax.graph.GraphTokenizer` built on the training graph and exported
+Entities are NodePiece token spans (a :class:`vqjax.tokenizers.GraphTokenizer` built on the training graph and exported
 to ``workdir/graph_tokenizer``) and relations are text: a training triple ``(h, r, t)`` is the document
 ``[h's span] " <relation words>" [t's span]``, and its reciprocal ``[t] " inverse <relation words>" [h]``. The
 held-out documents are the valid triples.
@@ -25,7 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqjax.lm import Codes, generate, span_validity
-from vqjax.train import evaluate as evaluation
+from vqjax.evals import ranking
+from vqjax.data.graphs import load_kg
+from vqjax.graph import NodePieceVocab
+from vqjax.tokenizers.graph import GraphTokenizer
+from vqjax.train.tasks.lm_corpus import Corpus
 
 __all__ = ["kg_corpus", "relation_text", "score_tails"]
 
@@ -36,9 +40,6 @@ def relation_text(name: str) -> str:
 
 
 def kg_corpus(config, workdir, stop):
-    from vqjax.data.graphs import load_kg
-    from vqjax.graph import GraphTokenizer, NodePieceVocab
-    from vqjax.train.tasks.lm import Corpus
 
     splits = load_kg(config.kg_dataset)
     for name in ("train", "valid", "test"):
@@ -73,17 +74,17 @@ def kg_corpus(config, workdir, stop):
 
     def final(model, params, vocab):
         test = splits.test if config.max_test_queries is None else splits.test[:config.max_test_queries]
-        known = evaluation.KnownAnswers(np.concatenate([splits.train, splits.valid, splits.test]),
+        known = ranking.KnownAnswers(np.concatenate([splits.train, splits.valid, splits.test]),
                                         splits.num_entities, splits.num_relations)
         prompts = [np.append(vocab.encode([Codes("graph", rows[h]), rel_words[r]], eos=False),
                            vocab.begin_id("graph")) for h, r, _ in test]
         ranks = []
         for (h, r, t), prompt in zip(test, prompts):
             scores = score_tails(model, params, vocab, prompt, rows)
-            rank = evaluation.filtered_rank(jnp.asarray(scores[None], jnp.float32), jnp.asarray([t]),
+            rank = ranking.filtered_rank(jnp.asarray(scores[None], jnp.float32), jnp.asarray([t]),
                                             jnp.asarray(known.mask(np.asarray([h]), np.asarray([r]))))
             ranks.append(float(rank[0]))
-        result = evaluation.ranking_metrics(np.asarray(ranks, np.float64))
+        result = ranking.ranking_metrics(np.asarray(ranks, np.float64))
         span = vocab.span_length("graph")
         outs = []
         for s in range(0, len(prompts), 64):

@@ -32,14 +32,17 @@ import ml_collections
 import numpy as np
 import optax
 
+from vqjax.evals.figures import pyplot
 from vqjax.data.recommendation import RECOMMENDATION_DATASETS, leave_one_out, load_movielens, window_batch
 from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.semantic_ids import (COLLISION_MODES, FEATURES, ItemFeaturizer, assign_new, balanced_last_level,
                                        collision_stats, disambiguate, fit_bpr, item_terms)
+from vqjax.evals import figures
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config, plain
 from vqjax.train.core import data_mesh, make_optimizer
 from vqjax.train.tasks import Run, Task, register_task
+from vqjax.tokenizers.items import write_item_ids
 
 __all__ = ["ItemIdState", "default_config", "check", "runlocal", "setup", "report", "load_split", "item_features",
            "genre_coherence", "level_usage", "TASK"]
@@ -47,7 +50,6 @@ __all__ = ["ItemIdState", "default_config", "check", "runlocal", "setup", "repor
 
 class ItemIdState(NamedTuple):
     """Step, RQ-VAE parameters, codebook statistics, optimizer state and the run's key data."""
-
     step: jax.Array
     params: Any
     vq_stats: Any
@@ -207,8 +209,6 @@ def genre_coherence(codes: np.ndarray, genres, levels: int = 1) -> float:
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
     """Reads the split, fits and saves the featurizer, builds the RQ-VAE and the steps."""
-    from vqjax.tokenizer import write_item_ids
-
     splits = load_split(config)
     featurizer, features, warm = item_features(config, splits)
     if jax.process_index() == 0:
@@ -342,10 +342,7 @@ def _write_tables(workdir, catalogue, codes, raw, warm, cold) -> None:
 
 
 def _plot(path, codes, raw, level_sizes) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     levels = raw.shape[1]
     fig, axes = plt.subplots(1, levels + 1, figsize=(3.2 * (levels + 1), 2.8))
@@ -359,7 +356,7 @@ def _plot(path, codes, raw, level_sizes) -> None:
     axes[-1].hist(sizes, bins=np.arange(1, sizes.max() + 2) - 0.5)
     axes[-1].set_yscale("log")
     axes[-1].set_title("items per tuple before disambiguation", fontsize=8)
-    reports.save_figure(fig, path)
+    figures.save_figure(fig, path)
 
 
 def report(result: dict, workdir: str) -> str:

@@ -13,7 +13,7 @@ One train step minimises ``config.losses.time`` x the MSE in normalised units, p
 :func:`vqjax.models.sequence.spectral_loss` on patches of ``config.spectral_patch`` samples, plus the quantizer's
 loss.
 
-Evaluation (:mod:`vqjax.train.timeseries_eval`) reports NMSE, per-channel correlation, band-power error (when
+Evaluation (:mod:`vqjax.evals.timeseries`) reports NMSE, per-channel correlation, band-power error (when
 ``config.band_power`` and the data has a sample rate), codebook usage and tokens per chunk/second. The final test
 scores, by one harness on the same held-out chunks, the tokenizer at each of ``config.eval_levels`` (a residual
 quantizer's first levels: fewer tokens) and FAST (:class:`vqjax.models.fast.FAST`, fitted on the training chunks)
@@ -33,7 +33,7 @@ import functools
 import json
 import math
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -41,29 +41,19 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.data import pipeline
-from vqjax.models import model_from_spec, quantizer_vocab_size
+from vqjax.models import model_from_spec
 from vqjax.models.fast import FAST
-from vqjax.models.sequence import MultiScaleResidual, spectral_loss
-from vqjax.train import evaluate as metrics_lib, reports, timeseries_eval
+from vqjax.models.sequence import spectral_loss
+from vqjax.evals import timeseries as timeseries_eval
+from vqjax.metrics import CodeCounter
+from vqjax.train import reports, scaffold
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
                                 read_example_splits)
-from vqjax.train.core import data_mesh, make_optimizer
 from vqjax.train.tasks import Run, Task, register_task
+from vqjax.data.timeseries import CHANNELS
 
-__all__ = ["SequenceTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec",
+__all__ = ["default_config", "check", "runlocal", "setup", "report", "model_spec",
            "channel_stats", "read_series", "TASK"]
-
-
-class SequenceTrainState(NamedTuple):
-    """Step, parameters, quantizer statistics, optimizer state and the raw key data (step ``s`` draws from
-    ``fold_in(rng, s)``)."""
-
-    step: jax.Array
-    params: Any
-    vq_stats: Any
-    opt_state: Any
-    rng: jax.Array
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -224,9 +214,10 @@ class StepParts:
     spectral_patch: int
 
 
-def train_step(parts: StepParts, state: SequenceTrainState, signals):
-    """One step on normalised signals: time-domain MSE [+ spectral loss] + quantizer loss."""
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+def train_step(parts: StepParts, state: scaffold.TokenizerState, signals):
+    """One step on normalised signals: time-domain MSE [+ spectral loss] + quantizer loss, through
+    :func:`vqjax.train.scaffold.tokenizer_step`."""
+    rng = scaffold.step_key(state)
     xn = parts.model.apply({"params": state.params}, signals, method=parts.model.normalize)
 
     def loss_fn(params):
@@ -237,14 +228,9 @@ def train_step(parts: StepParts, state: SequenceTrainState, signals):
         if parts.spectral_weight > 0:
             aux["spectral_loss"] = spectral_loss(recon, xn, parts.spectral_patch)
             loss = loss + parts.spectral_weight * aux["spectral_loss"]
-        return loss, (upd.get("vq_stats", {}), q, aux)
+        return loss, (upd.get("vq_stats", {}), recon, q, aux)
 
-    (loss, (vq_stats, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
-               **{f"q_{k}": v for k, v in q.metrics.items()}}
-    return state._replace(step=state.step + 1, params=params, vq_stats=vq_stats, opt_state=opt_state), metrics
+    return scaffold.tokenizer_step(parts.tx, state, loss_fn, signals)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -277,38 +263,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     model = model_from_spec(spec_model)
     channels = len(mean)
     rate = evaluation["sample_rate"]
-    replicated, batch_sharding = data_mesh({"batch_size": config.batch_size}, devices)
-    tx = make_optimizer(config.optimizer, config.num_train_steps)
     sample = jnp.zeros((config.batch_size, length, channels), jnp.float32)
-
-    def init_state(key):
-        k_params, k_vq, k_run = jax.random.split(key, 3)
-        variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
-        params = variables["params"]
-        return SequenceTrainState(step=jnp.int32(0), params=params, vq_stats=variables.get("vq_stats", {}),
-                                  opt_state=tx.init(params), rng=jax.random.key_data(k_run))
-
-    abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    codes_shape = list(jax.eval_shape(functools.partial(model.apply, method=model.encode),
-                                      {"params": abstract.params, "vq_stats": abstract.vq_stats},
-                                      sample[:1]).shape[1:])
-    multiscale = isinstance(model.quantizer, MultiScaleResidual)            # one quantizer per scale, one config
-    vocab = quantizer_vocab_size(model.quantizer.quantizers[0] if multiscale else model.quantizer)
+    sc = scaffold.build(config, model=model, sample=sample, devices=devices, batch_sizes=("batch_size",))
+    codes_shape, vocab = list(sc.codes_shape), sc.vocab_size
     tokens = int(np.prod(codes_shape))
     levels = model.num_levels
-    state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    parts = StepParts(model, tx, float(config.losses.time), float(config.losses.spectral), int(config.spectral_patch))
-    jit_train = jax.jit(functools.partial(train_step, parts), in_shardings=(state_sharding, batch_sharding),
-                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    train = sc.jit_train(functools.partial(train_step, StepParts(model, sc.tx, float(config.losses.time),
+                                                                 float(config.losses.spectral),
+                                                                 int(config.spectral_patch))))
     bands = timeseries_eval.EEG_BANDS if config.band_power else None
-
-    def make_step(start):
-        batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed,
-                                         start_step=start, process_index=jax.process_index(),
-                                         process_count=jax.process_count(), worker_count=config.worker_count,
-                                         random_transform=_random_crop(length))
-        return lambda state: jit_train(state, jax.make_array_from_process_local_data(batch_sharding,
-                                                                                     next(batches)["signal"]))
 
     per_level = tokens // levels if levels else tokens
 
@@ -321,14 +284,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return codec
 
     def run_eval(state, step):
-        counter = metrics_lib.CodeCounter(vocab, levels or 1)
+        counter = CodeCounter(vocab, levels or 1)
         result = timeseries_eval.evaluate_codec(
-            "vqjax", learned({"params": state.params, "vq_stats": state.vq_stats}, None, counter),
+            "vqjax", learned(sc.variables(state), None, counter),
             evaluation["signal"], sample_rate=rate, bands=bands, batch_size=config.eval_batch_size)
         return {**result.mean, **counter.result()}
 
     def run_test(state, step):
-        variables = {"params": state.params, "vq_stats": state.vq_stats}
+        variables = sc.variables(state)
         out = _test(config, train_windows, evaluation, workdir, learned=lambda n: learned(variables, n),
                     bands=bands)
         if config.downstream_steps:
@@ -336,26 +299,21 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return out
 
     seconds = length / rate if rate else None
-    spec = {"modality": "timeseries", "model": spec_model,
-            "input": {"shape": [length, channels], "dtype": "float32", "range": None},
-            "codes_shape": codes_shape, "vocab_size": int(vocab), "sample_rate": rate,
-            "tokens_per_second": tokens / seconds if seconds else None,
-            "frame_rate": rate / model.hop_length if rate else None,
-            "channels": list(map(str, _channel_names(config, channels))),
-            "normalization": {"mean": [float(v) for v in mean], "scale": [float(v) for v in scale]},
-            "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
+    spec = sc.spec("timeseries", spec_model, {"shape": [length, channels], "dtype": "float32", "range": None},
+                   config, sample_rate=rate, tokens_per_second=tokens / seconds if seconds else None,
+                   frame_rate=rate / model.hop_length if rate else None,
+                   channels=list(map(str, _channel_names(config, channels))),
+                   normalization={"mean": [float(v) for v in mean], "scale": [float(v) for v in scale]})
     info = {"length": length, "channels": channels, "sample_rate": rate, "tokens_per_chunk": tokens,
             "vocab_size": int(vocab), "dataset": config.dataset, "quantizer": config.quantizer,
             "train_examples": len(train_source), "eval_examples": len(evaluation["signal"])}
-    return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
-               hint="Lower config.optimizer.learning_rate or check the data.", test=run_test, spec=spec,
-               abstract=abstract)
+    make_step = sc.make_step(config, train_source, train, "signal", random_transform=_random_crop(length))
+    return Run(init_state=sc.init_state, make_step=make_step, evaluate=run_eval, replicated=sc.replicated, info=info,
+               test=run_test, spec=spec, abstract=sc.abstract)
 
 
 def _channel_names(config, channels: int) -> list[str]:
     """The channels' names for a ``vqjax_timeseries/<set>`` dataset, else ``ch i``."""
-    from vqjax.data.timeseries import CHANNELS
-
     known = CHANNELS.get(config.dataset.partition("/")[2]) if config.dataset.startswith("vqjax_timeseries/") else None
     return list(known) if known and len(known) == channels else [f"ch {i}" for i in range(channels)]
 

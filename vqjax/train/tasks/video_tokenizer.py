@@ -10,7 +10,7 @@ temporal flicker (mean squared error of consecutive-frame differences), codebook
 ``config.frame_rate``) and bits per pixel, writes ``psnr_per_frame.json`` and draws ``reconstructions.png`` (a
 clip's frames above their reconstructions) and ``psnr_per_frame.png``. The run's artifact is a :class:`vqjax.Tokenizer` (``modality='video'``, with its frame rate).
 
-The final test (:func:`vqjax.train.video_eval.evaluate_codec`, on up to ``config.test_max_clips`` clips of the
+The final test (:func:`vqjax.evals.video.evaluate_codec`, on up to ``config.test_max_clips`` clips of the
 eval split) scores, by one harness on the same clips, the tokenizer, each image tokenizer of
 ``config.frame_baselines`` applied frame by frame (runs of the image task with ``config.video_frames``), and the
 classical codecs of ``config.anchors`` (MPEG-4, VP9 through PyAV) at the tokenizer's bits per clip; it writes
@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -37,33 +37,22 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.data import pipeline
-from vqjax.models import model_from_spec, quantizer_vocab_size
+from vqjax.models import model_from_spec
 from vqjax.models.video import VideoDiscriminator, inflate_image_params, latent_frames
-from vqjax.models.vqgan import GANConfig, GANState, discriminator_step, gan_init
-from vqjax.train import evaluate as metrics_lib, reports, video_eval
+from vqjax.models.vqgan import GANConfig
+from vqjax.evals import video as video_eval
+from vqjax.metrics import CodeCounter
+from vqjax.evals import figures
+from vqjax.train import reports, scaffold
 from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
                                 read_example_splits)
-from vqjax.train.core import data_mesh, make_optimizer, to_host
+from vqjax.train.core import make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
-from vqjax.train.tasks.image_tokenizer import (LOSSES, check_channel_mult, check_gan, gan_config, gan_fields,
-                                                reconstruction_loss, tokenizer_loss)
+from vqjax.tokenizer import read_spec
+from vqjax.tokenizer import Tokenizer
 
-__all__ = ["VideoTrainState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "reconstruct",
+__all__ = ["default_config", "check", "runlocal", "setup", "report", "model_spec", "reconstruct",
            "TASK"]
-
-class VideoTrainState(NamedTuple):
-    """Step, tokenizer parameters, quantizer statistics, optimizer state, the raw key data (step ``s`` draws
-    from ``fold_in(rng, s)``) and the discriminator's :class:`~vqjax.models.vqgan.GANState` (``config.gan.weight
-    > 0``, else None)."""
-
-    step: jax.Array
-    params: Any
-    vq_stats: Any
-    opt_state: Any
-    rng: jax.Array
-    gan: GANState | None = None
-
 
 def default_config() -> ml_collections.ConfigDict:
     """Every field of a video-tokenizer experiment. The defaults: Moving MNIST (17 frames of 64x64), 4x in time and
@@ -82,10 +71,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.inflate_from = ""
     # Adversarial training (weight 0 disables): the frame + temporal discriminator on whole clips, with the image
     # task's fields (loss, start_step, channels and num_layers of its per-frame layers, adaptive, LeCAM, R1).
-    c.gan = gan_fields()
+    c.gan = scaffold.gan_fields()
     # The final test (on config.eval_split): the video tokenizer, each image tokenizer of frame_baselines (workdirs
     # of image-tokenizer runs on the same clips' frames, config.video_frames) applied frame by frame, and the
-    # classical anchors at the video tokenizer's bits per clip, all by vqjax.train.video_eval on the same clips.
+    # classical anchors at the video tokenizer's bits per clip, all by vqjax.evals.video on the same clips.
     c.frame_baselines = ()
     c.anchors = ("mpeg4", "vp9")
     c.test_max_clips = ml_collections.FieldReference(64, field_type=int)
@@ -129,10 +118,10 @@ def check(config: ml_collections.ConfigDict) -> None:
     check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim", "model.patch_size")
     if isinstance(config.frame_rate, bool) or not config.frame_rate > 0:
         raise ValueError(f"config.frame_rate must be a positive number of frames per second; got {config.frame_rate!r}")
-    if config.recon_loss not in LOSSES:
-        raise ValueError(f"config.recon_loss must be one of {LOSSES}; got {config.recon_loss!r}")
-    check_channel_mult(config)
-    check_gan(config)
+    if config.recon_loss not in scaffold.LOSSES:
+        raise ValueError(f"config.recon_loss must be one of {scaffold.LOSSES}; got {config.recon_loss!r}")
+    scaffold.check_channel_mult(config)
+    scaffold.check_gan(config)
     m = config.model
     if len(m.temporal_down) != len(m.channel_mult) - 1 or any(not isinstance(v, bool) for v in m.temporal_down):
         raise ValueError(f"config.model.temporal_down must hold one bool per spatial halving "
@@ -167,7 +156,6 @@ def check_clip_shape(config: ml_collections.ConfigDict, shape: tuple[int, ...], 
 def check_frame_baselines(config: ml_collections.ConfigDict, shape: tuple[int, ...]) -> None:
     """Each of ``config.frame_baselines`` must hold an image tokenizer for the clips' frames (checked from its
     ``spec.json`` before training, so that a missing baseline does not surface after the run)."""
-    from vqjax.tokenizer import read_spec
 
     for path in config.frame_baselines:
         try:
@@ -187,7 +175,6 @@ INFLATED_FIELDS = ("channels", "channel_mult", "num_res_blocks", "latent_dim")
 def inflation_source(config: ml_collections.ConfigDict, shape: tuple[int, ...]):
     """The image tokenizer of ``config.inflate_from`` (None when empty), refused before training unless it
     tokenizes the clips' frames with this config's layout and quantizer."""
-    from vqjax.tokenizer import Tokenizer, read_spec
 
     if not config.inflate_from:
         return None
@@ -212,39 +199,29 @@ def inflation_source(config: ml_collections.ConfigDict, shape: tuple[int, ...]):
 @dataclasses.dataclass(frozen=True)
 class StepParts:
     """The static pieces of a train step: the tokenizer, its optimizer, the pixel loss and, for adversarial
-    training, the discriminator, its optimizer and the :class:`~vqjax.models.vqgan.GANConfig`."""
+    training, the discriminator, the :class:`~vqjax.models.vqgan.GANConfig` and the GAN's half."""
 
     model: Any
     tx: optax.GradientTransformation
     recon_loss: str
     disc: Any = None
-    disc_tx: Any = None
     gan: GANConfig | None = None
+    gan_half: scaffold.GANHalf | None = None
 
 
-def train_step(parts: StepParts, state: VideoTrainState, clips):
-    """One step: the tokenizer update (reconstruction plus quantizer loss, plus the adversarial term with its
-    adaptive weight when ``parts.gan``), then the discriminator update on the clips and their reconstructions."""
-    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    nll_of = lambda recon: reconstruction_loss(parts.recon_loss, recon, clips)
-    loss_fn = functools.partial(tokenizer_loss, parts, state, clips, rng, nll_of)
-    (loss, (vq_stats, recon, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = parts.tx.update(grads, state.opt_state, state.params)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
-               **{f"q_{k}": v for k, v in q.metrics.items()}}
-    gan = state.gan
-    if parts.gan is not None:
-        gan, d_metrics = discriminator_step(parts.gan, parts.disc, parts.disc_tx, state.gan, clips, recon,
-                                            state.step)
-        metrics.update(d_metrics)
-    return state._replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          vq_stats=vq_stats, opt_state=opt_state, gan=gan), metrics
+def train_step(parts: StepParts, state: scaffold.TokenizerState, clips):
+    """Reconstruction + quantizer loss [+ the adversarial term with its adaptive weight] through
+    :func:`vqjax.train.scaffold.tokenizer_step`, the discriminator updating on the clips and their reconstructions."""
+    nll_of = lambda recon: scaffold.reconstruction_loss(parts.recon_loss, recon, clips)
+    loss_fn = functools.partial(scaffold.tokenizer_loss, parts.model, parts.recon_loss, parts.gan, parts.disc, state,
+                                clips, scaffold.step_key(state), nll_of)
+    return scaffold.tokenizer_step(parts.tx, state, loss_fn, clips, gan=parts.gan_half)
 
 
-def eval_step(model, params, vq_stats, clips, mask):
+def eval_step(model, variables, clips, mask):
     """Masked sums over clips of the per-frame PSNR and SSIM ``[T]`` and the flicker, the codes and the
     reconstructions."""
-    recon, q = model.apply({"params": params, "vq_stats": vq_stats}, clips, train=False)
+    recon, q = model.apply(variables, clips, train=False)
     recon = jnp.clip(recon, 0.0, 1.0)
     m = video_eval.frame_metrics(clips, recon)
     sums = {"psnr": jnp.sum(m["psnr"] * mask[:, None], axis=0), "ssim": jnp.sum(m["ssim"] * mask[:, None], axis=0),
@@ -260,9 +237,8 @@ def reconstruct(model, variables, clips):
 
 def _test(config, model, variables, eval_source, workdir, *, shape, bits_per_clip, tokens_per_clip) -> dict:
     """The tokenizer, the frame-by-frame baselines of ``config.frame_baselines`` and the anchors of
-    ``config.anchors`` on the same test clips through :func:`vqjax.train.video_eval.evaluate_codec`; writes
+    ``config.anchors`` on the same test clips through :func:`vqjax.evals.video.evaluate_codec`; writes
     ``rate_distortion.json``, ``rate_distortion.png`` and ``codec_frames.png``."""
-    from vqjax.tokenizer import Tokenizer
 
     total = len(eval_source) if config.test_max_clips is None else min(len(eval_source), config.test_max_clips)
     clips = [_to_float(eval_source[i])["video"] for i in range(total)]
@@ -295,7 +271,7 @@ def _test(config, model, variables, eval_source, workdir, *, shape, bits_per_cli
         video_eval.plot_rate_distortion(os.path.join(workdir, "rate_distortion.png"), results,
                                         f"{len(clips)} test clips, {config.dataset}:{config.eval_split}")
         rows = [clips[0]] + [r.first_decoded for r in results]
-        reports.save_image_rows(os.path.join(workdir, "codec_frames.png"), rows,
+        figures.save_image_rows(os.path.join(workdir, "codec_frames.png"), rows,
                                 ["original"] + [f"{r.name}\n{r.per_clip['psnr'][0]:.1f} dB, "
                                                 f"{r.per_clip['bits_per_pixel'][0]:.3f} bpp" for r in results],
                                 "a test clip's frames through each codec")
@@ -320,70 +296,40 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     if tuple(np.asarray(eval_source[0]["video"]).shape) != shape:
         raise ValueError(f"split {config.eval_split!r} has clips of shape {np.asarray(eval_source[0]['video']).shape}"
                          f"; split {config.train_split!r} has {shape}")
-    replicated, batch_sharding = data_mesh({"batch_size": config.batch_size,
-                                            "eval_batch_size": config.eval_batch_size}, devices)
-    tx = make_optimizer(config.optimizer, config.num_train_steps)
-    sample = jnp.zeros((config.batch_size,) + shape, jnp.float32)
-    gan_cfg = gan_config(config)
-    disc = VideoDiscriminator(config.gan.channels, config.gan.num_layers) if gan_cfg is not None else None
-    disc_tx = make_optimizer(config.optimizer, config.num_train_steps) if disc is not None else None
+    gan = scaffold.gan_config(config)
+    disc = VideoDiscriminator(config.gan.channels, config.gan.num_layers) if gan is not None else None
+    half = scaffold.vqgan_half(config, disc, make_optimizer(config.optimizer, config.num_train_steps)) if disc else None
 
-    def init_state(key):
-        k_params, k_vq, k_run, k_disc = jax.random.split(key, 4)
-        variables = model.init({"params": k_params, "vq": k_vq}, sample, train=False)
-        params, vq_stats = variables["params"], variables.get("vq_stats", {})
-        if image_tokenizer is not None:
-            params = inflate_image_params(image_tokenizer.variables["params"], params)
-            vq_stats = jax.tree.map(jnp.asarray, image_tokenizer.variables.get("vq_stats", vq_stats))
-        return VideoTrainState(step=jnp.int32(0), params=params, vq_stats=vq_stats,
-                               opt_state=tx.init(params), rng=jax.random.key_data(k_run),
-                               gan=gan_init(disc, disc_tx, k_disc, sample) if disc is not None else None)
+    def inflated(params, vq_stats):
+        return (inflate_image_params(image_tokenizer.variables["params"], params),
+                jax.tree.map(jnp.asarray, image_tokenizer.variables.get("vq_stats", vq_stats)))
 
-    abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    codes_shape = tuple(jax.eval_shape(functools.partial(model.apply, method=model.encode),
-                                       {"params": abstract.params, "vq_stats": abstract.vq_stats},
-                                       sample[:1]).shape[1:])
-    vocab = quantizer_vocab_size(model.quantizer)
+    sc = scaffold.build(config, model=model, sample=jnp.zeros((config.batch_size,) + shape, jnp.float32),
+                        devices=devices, gan=half, start_from=inflated if image_tokenizer is not None else None)
+    codes_shape, vocab = sc.codes_shape, sc.vocab_size
     per_position = codes_shape[3] if len(codes_shape) == 4 else 1
     tokens_per_clip = math.prod(codes_shape)
     seconds = shape[0] / float(config.frame_rate)
     tokens_per_second = tokens_per_clip / seconds
     bits_per_pixel = tokens_per_clip * math.log2(vocab) / (shape[0] * shape[1] * shape[2])
-    state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    parts = StepParts(model=model, tx=tx, recon_loss=config.recon_loss, disc=disc, disc_tx=disc_tx, gan=gan_cfg)
-    jit_train = jax.jit(functools.partial(train_step, parts), in_shardings=(state_sharding, batch_sharding),
-                        out_shardings=(state_sharding, replicated), donate_argnums=0)
+    train = sc.jit_train(functools.partial(train_step, StepParts(model, sc.tx, config.recon_loss, disc, gan, half)))
     jit_eval = jax.jit(functools.partial(eval_step, model),
-                       in_shardings=(replicated, replicated, batch_sharding, batch_sharding),
-                       out_shardings=(replicated, batch_sharding, batch_sharding))
-
-    def global_batch(local):
-        return jax.make_array_from_process_local_data(batch_sharding, local)
-
-    def make_step(start):
-        batches = pipeline.train_batches(train_source, batch_size=config.batch_size, seed=config.seed,
-                                         start_step=start, process_index=jax.process_index(),
-                                         process_count=jax.process_count(), worker_count=config.worker_count,
-                                         transform=_to_float)
-        return lambda state: jit_train(state, global_batch(next(batches)["video"]))
-
+                       in_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding),
+                       out_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding))
     bits_per_clip = tokens_per_clip * math.log2(vocab)
 
     def run_test(state, step):
-        variables = {"params": state.params, "vq_stats": state.vq_stats}
-        return _test(config, model, variables, eval_source, workdir, shape=shape, bits_per_clip=bits_per_clip,
+        return _test(config, model, sc.variables(state), eval_source, workdir, shape=shape, bits_per_clip=bits_per_clip,
                      tokens_per_clip=tokens_per_clip)
 
     def run_eval(state, step):
-        counter = metrics_lib.CodeCounter(vocab, per_position)
+        counter = CodeCounter(vocab, per_position)
         psnr = np.zeros(shape[0])
         ssim = np.zeros(shape[0])
         flicker, count, first = 0.0, 0.0, None
-        for batch in pipeline.eval_batches(eval_source, batch_size=config.eval_batch_size,
-                                           max_examples=config.max_eval_examples, transform=_to_float,
-                                           process_index=jax.process_index(), process_count=jax.process_count()):
-            mask = global_batch(batch["mask"])
-            sums, codes, recon = jit_eval(state.params, state.vq_stats, global_batch(batch["video"]), mask)
+        for batch in sc.eval_batches(config, eval_source, _to_float):
+            mask = sc.global_batch(batch["mask"])
+            sums, codes, recon = jit_eval(sc.variables(state), sc.global_batch(batch["video"]), mask)
             psnr += np.asarray(sums["psnr"])
             ssim += np.asarray(sums["ssim"])
             flicker += float(sums["flicker"])
@@ -392,7 +338,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             codes = to_host(codes)
             counter.update(codes.reshape(codes.shape[0], -1, per_position), mask_all)
             if first is None:
-                first = (to_host(global_batch(batch["video"]))[0], to_host(recon)[0])
+                first = (to_host(sc.global_batch(batch["video"]))[0], to_host(recon)[0])
         per_frame = psnr / count
         result = {"psnr": float(per_frame.mean()), "ssim": float((ssim / count).mean()), "flicker": flicker / count,
                   "psnr_first_frame": float(per_frame[0]), "psnr_last_frame": float(per_frame[-1])}
@@ -401,23 +347,21 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "psnr_per_frame.json"), "w") as fh:
                 json.dump({"step": int(step), "psnr": per_frame.tolist(), "ssim": (ssim / count).tolist()}, fh)
-            reports.save_reconstructions(os.path.join(workdir, "reconstructions.png"), first[0], first[1],
+            figures.save_reconstructions(os.path.join(workdir, "reconstructions.png"), first[0], first[1],
                                          f"step {step}: a clip's frames, PSNR {result['psnr']:.2f} dB")
-            reports.save_curve(os.path.join(workdir, "psnr_per_frame.png"), per_frame, "frame index", "PSNR (dB)",
+            figures.save_curve(os.path.join(workdir, "psnr_per_frame.png"), per_frame, "frame index", "PSNR (dB)",
                                f"step {step}: PSNR by frame, {int(count)} clips")
         return result
 
-    spec = {"modality": "video", "model": spec_model,
-            "input": {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0]},
-            "codes_shape": list(codes_shape), "vocab_size": int(vocab), "frame_rate": float(config.frame_rate),
-            "tokens_per_second": tokens_per_second, "bits_per_pixel": bits_per_pixel,
-            "weights": {"params": "params", "vq_stats": "vq_stats"}, "dataset": config.dataset}
+    spec = sc.spec("video", spec_model, {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0]}, config,
+                   frame_rate=float(config.frame_rate), tokens_per_second=tokens_per_second,
+                   bits_per_pixel=bits_per_pixel)
     info = {"clip_shape": list(shape), "vocab_size": int(vocab), "codes_shape": list(codes_shape),
             "tokens_per_second": tokens_per_second, "bits_per_pixel": bits_per_pixel, "dataset": config.dataset,
             "quantizer": config.quantizer, "inflated_from": config.inflate_from or None}
-    return Run(init_state=init_state, make_step=make_step, evaluate=run_eval, replicated=replicated, info=info,
-               hint="Lower config.optimizer.learning_rate or check the data.", test=run_test, spec=spec,
-               abstract=abstract)
+    make_step = sc.make_step(config, train_source, train, "video", transform=_to_float)
+    return Run(init_state=sc.init_state, make_step=make_step, evaluate=run_eval, replicated=sc.replicated, info=info,
+               test=run_test, spec=spec, abstract=sc.abstract)
 
 
 def report(result: dict, workdir: str) -> str:

@@ -27,6 +27,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vqjax.evals.figures import pyplot, save_figure
+import jax
+import jax.numpy as jnp
+import optax
+from vqjax.models.sequence import SequenceClassifier
+import json
+import os
+
 __all__ = ["EEG_BANDS", "signal_metrics", "band_powers", "CodecResult", "evaluate_codec", "corrupted_decodable",
            "classification_accuracy", "summary_rows", "plot_rate_distortion", "plot_reconstructions", "plot_runs"]
 
@@ -77,7 +85,6 @@ def signal_metrics(target: np.ndarray, recon: np.ndarray, *, sample_rate: float 
 @dataclasses.dataclass
 class CodecResult:
     """One codec on the test chunks: ``per_chunk`` metric lists, their ``mean``, and one ``decoded`` example."""
-
     name: str
     per_chunk: dict
     mean: dict
@@ -122,11 +129,7 @@ def classification_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np
     """Test accuracy of a :class:`~vqjax.models.sequence.SequenceClassifier` trained for ``steps`` AdamW steps
     (cross-entropy, minibatches of ``batch_size`` drawn from ``seed``) on ``train_x``: int codes ``[N, P(, L)]``
     with ``vocab_size``, or float series ``[N, T, C]`` (normalise them first) with ``patch``."""
-    import jax
-    import jax.numpy as jnp
-    import optax
 
-    from vqjax.models.sequence import SequenceClassifier
 
     model = SequenceClassifier(int(num_classes), width, num_layers, vocab_size, patch)
     params = model.init(jax.random.key(seed), jnp.asarray(train_x[:1]))
@@ -161,10 +164,7 @@ def summary_rows(results: Sequence[CodecResult]) -> list[dict]:
 
 def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str = "") -> str:
     """NMSE (log) against tokens per chunk: one line per family (the names' first word), one point per codec."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     metrics = ["nmse"] + (["band_power_db"] if all("band_power_db" in r.mean for r in results) else [])
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.8), squeeze=False)
@@ -183,18 +183,13 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     axes[0][0].set_title("rate-distortion (lower and further left is better)", fontsize=9)
-    from vqjax.train.reports import save_figure
-
     return save_figure(fig, path, title)
 
 
 def plot_reconstructions(path: str, original: np.ndarray, decoded: Sequence[np.ndarray], labels: Sequence[str],
                          channels: Sequence[str], max_channels: int = 4, title: str = "") -> str:
     """One panel per channel (the first ``max_channels``): the original chunk ``[T, C]`` and each decoding."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n = min(max_channels, original.shape[1])
     fig, axes = plt.subplots(n, 1, figsize=(9, 1.8 * n + 0.6), squeeze=False, sharex=True)
@@ -207,21 +202,14 @@ def plot_reconstructions(path: str, original: np.ndarray, decoded: Sequence[np.n
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=len(labels) + 1)
     axes[-1][0].set_xlabel("sample")
-    from vqjax.train.reports import save_figure
-
     return save_figure(fig, path, title)
 
 
 def plot_runs(path: str, workdirs: dict, title: str = "") -> str:
     """One rate-distortion panel (NMSE against tokens per chunk, one line per family) per finished
     ``sequence_tokenizer`` run: ``workdirs`` maps a panel's label to a workdir holding ``rate_distortion.json``."""
-    import json
-    import os
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(workdirs), figsize=(4.2 * len(workdirs), 3.6), squeeze=False)
     for ax, (label, workdir) in zip(axes[0], workdirs.items()):
@@ -240,6 +228,4 @@ def plot_runs(path: str, workdirs: dict, title: str = "") -> str:
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("normalised MSE")
     axes[0][0].legend(fontsize=7)
-    from vqjax.train.reports import save_figure
-
     return save_figure(fig, path, title)

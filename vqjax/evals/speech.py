@@ -9,7 +9,7 @@ once per clip) so that no codec is under-rated for its latency or for synthesisi
   is not installed, install ``vqjax[audio]``);
 * ``stoi``: short-time objective intelligibility (``pystoi``);
 * ``si_sdr``: scale-invariant SDR in dB;
-* ``mel_distance``: :func:`vqjax.models.audio_losses.multiscale_mel_loss` (lower is better).
+* ``mel_distance``: :func:`vqjax.models.audio.losses.multiscale_mel_loss` (lower is better).
 
 The anchors are Debian's classical codecs run as subprocesses on the same clips: :func:`codec2_roundtrip`
 (``c2enc``/``c2dec``, 8 kHz, 700–3200 bit/s) and :func:`opus_roundtrip` (``opusenc``/``opusdec``, 6 kbps and up),
@@ -28,7 +28,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vqjax.evals.figures import pyplot, save_figure
 from vqjax.data.audio import from_pcm16, resample, to_pcm16
+from vqjax.models.audio.losses import multiscale_mel_loss, si_sdr
 
 __all__ = ["align", "score_clip", "magnitude_or_phase", "evaluate_codec", "CodecResult", "codec2_roundtrip",
            "opus_roundtrip", "anchor_codecs", "CODEC2_MODES", "summary_rows", "plot_rate_distortion", "METRICS"]
@@ -74,7 +76,7 @@ def align(reference: np.ndarray, degraded: np.ndarray, sample_rate: int, max_del
 
 def _pesq(ref, deg, sample_rate, mode):
     try:
-        from pesq import pesq
+        from pesq import pesq  # optional dependency
     except ImportError:
         return math.nan
     rate = 16000 if mode == "wb" else 8000
@@ -87,9 +89,8 @@ def _pesq(ref, deg, sample_rate, mode):
 def score_clip(reference: np.ndarray, decoded: np.ndarray, sample_rate: int, *, aligned: bool = True) -> dict:
     """The metrics of one decoded clip (``decoded`` aligned first unless ``aligned=False``); see the module
     docstring. ``delay`` is the aligned lag in samples."""
-    from pystoi import stoi
+    from pystoi import stoi  # optional dependency
 
-    from vqjax.models.audio_losses import multiscale_mel_loss, si_sdr
 
     ref = np.asarray(reference, np.float32)
     deg, lag = align(ref, decoded, sample_rate) if aligned else (np.asarray(decoded, np.float32)[:ref.size], 0)
@@ -107,7 +108,7 @@ def magnitude_or_phase(reference: np.ndarray, decoded: np.ndarray, sample_rate: 
     (``'decoded_phase'``), after aligning it (Hann window ``n_fft``, hop ``n_fft / 4``, resynthesised by the
     inverse STFT). A codec whose ``decoded_magnitude`` scores stay low has spectra that are wrong, whatever its
     phase; one whose ``decoded_phase`` scores stay low has the phase to mend."""
-    from scipy.signal import istft, stft
+    from scipy.signal import istft, stft  # heavy import, loaded only where needed
 
     ref = np.asarray(reference, np.float64)
     deg, _ = align(reference, decoded, sample_rate)
@@ -178,7 +179,7 @@ def codec2_roundtrip(wave: np.ndarray, sample_rate: int, bitrate: int = 3200) ->
 def opus_roundtrip(wave: np.ndarray, sample_rate: int, kbps: float = 6.0) -> np.ndarray:
     """``wave`` through Opus at ``kbps`` (``opusenc --bitrate``, VBR as the encoder defaults; ``opusdec`` at
     the clip's rate, which the decoder resamples to from its internal 48 kHz)."""
-    import soundfile
+    import soundfile  # optional dependency
 
     with tempfile.TemporaryDirectory() as tmp:
         wav, enc, out = (os.path.join(tmp, f) for f in ("in.wav", "out.opus", "out.wav"))
@@ -239,10 +240,7 @@ def group_rows(results: Sequence[CodecResult], groups: Sequence[str]) -> dict[st
 
 def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str = "") -> str:
     """PESQ-WB, STOI and mel distance against kbps, one marker per codec family (vqjax's points joined)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     families: dict[str, list[CodecResult]] = {}
@@ -258,6 +256,4 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
         ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    from vqjax.train.reports import save_figure
-
     return save_figure(fig, path, title)

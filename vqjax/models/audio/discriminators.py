@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vqjax.models.audio_losses import stft
+from vqjax.models.audio.losses import stft
 from vqjax.models.vqgan import discriminator_loss, generator_loss
 
 __all__ = ["PeriodDiscriminator", "STFTDiscriminator", "AudioDiscriminators", "discriminator_losses",

@@ -19,6 +19,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from vqjax.evals.figures import pyplot, save_figure
+
 __all__ = ["KS", "ranking_metrics", "history_matrix", "evaluate_ranker", "popularity_ranker", "write_result",
            "read_result", "compare_runs", "plot_comparison", "RESULT_FILE"]
 
@@ -127,12 +129,7 @@ def compare_runs(workdirs: Sequence[str], out_png: str | None = None) -> str:
 
 def plot_comparison(rows, path: str) -> str:
     """Bars of Recall@10 and NDCG@10 per method, overall and on the cold test items."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vqjax.train import reports
+    plt = pyplot()
 
     names = [n for n, _ in rows]
     x = np.arange(len(names))
@@ -146,4 +143,4 @@ def plot_comparison(rows, path: str) -> str:
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
-    return reports.save_figure(fig, path)
+    return save_figure(fig, path)

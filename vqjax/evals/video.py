@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vqjax.train import evaluate as metrics_lib
+from vqjax.evals.figures import pyplot, save_figure
+from vqjax.evals import image as image_eval
 
 __all__ = ["frame_metrics", "CodecResult", "evaluate_codec", "frame_by_frame", "pyav_roundtrip", "anchor_codecs",
            "ANCHORS", "summary_rows", "plot_rate_distortion", "METRICS"]
@@ -43,8 +44,8 @@ def frame_metrics(clips: jax.Array, recon: jax.Array) -> dict:
     consecutive-frame differences ``[B]`` (0 for one-frame clips)."""
     b, t = clips.shape[:2]
     flat = lambda v: v.reshape((b * t,) + v.shape[2:])
-    psnr = metrics_lib.psnr(flat(clips), flat(recon)).reshape(b, t)
-    ssim = metrics_lib.ssim(flat(clips), flat(recon)).reshape(b, t)
+    psnr = image_eval.psnr(flat(clips), flat(recon)).reshape(b, t)
+    ssim = image_eval.ssim(flat(clips), flat(recon)).reshape(b, t)
     if t > 1:
         diff = (recon[:, 1:] - recon[:, :-1]) - (clips[:, 1:] - clips[:, :-1])
         flicker = jnp.mean(diff * diff, axis=(1, 2, 3, 4))
@@ -128,7 +129,7 @@ def _encode_decode(frames: np.ndarray, encoder: str, option: str, value: int, fr
                    ) -> tuple[np.ndarray, int]:
     """One clip (uint8 ``[T, H, W, 3]``) through ``encoder`` at one quality setting: the decoded frames and the
     bytes of the compressed packets (container overhead not counted)."""
-    import av
+    import av  # optional dependency
 
     t, h, w, _ = frames.shape
     buf = io.BytesIO()
@@ -196,7 +197,7 @@ def anchor_codecs(names: Sequence[str]) -> tuple[list[str], list[str]]:
     if unknown:
         raise ValueError(f"video anchors must be among {sorted(ANCHORS)}; got {list(names)}")
     try:
-        import av
+        import av  # optional dependency
     except ImportError:
         return [], [f"{n}: PyAV is not installed (pip install av, or vqjax[video])" for n in names]
     ok, skipped = [], []
@@ -212,10 +213,7 @@ def summary_rows(results: Sequence[CodecResult]) -> list[dict]:
 
 def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str = "") -> str:
     """PSNR against bits per pixel (one point per codec) and PSNR by frame index (one line per codec)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 3.8))
     for r in results:
@@ -231,6 +229,4 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
     for a in (ax, bx):
         a.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    from vqjax.train.reports import save_figure
-
     return save_figure(fig, path, title)

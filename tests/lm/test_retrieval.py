@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from vqjax.lm.model import DecoderLM
-from vqjax.models import retrieval as r
+from vqjax.lm import retrieval as r
+from vqjax.models.retrieval import SASRec
 
 SIZES = (3, 4, 2)
 
@@ -90,7 +91,7 @@ def test_item_tokens_layout():
 
 
 def test_sasrec_is_causal_and_scores_every_item():
-    model = r.SASRec(num_items=20, dim=8, num_layers=2, num_heads=2, max_len=6, dropout=0.0)
+    model = SASRec(num_items=20, dim=8, num_layers=2, num_heads=2, max_len=6, dropout=0.0)
     items = jnp.asarray([[-1, -1, 3, 4, 5, 6]])
     params = jax.jit(model.init)(jax.random.key(0), items)["params"]
     apply = jax.jit(model.apply)

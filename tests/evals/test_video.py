@@ -4,7 +4,7 @@ gain quality with it, and a non-image tokenizer is refused as a frame-by-frame b
 import numpy as np
 import pytest
 
-from vqjax.train import video_eval
+from vqjax.evals import video as video_eval
 
 
 def _clip(channels=1, frames=9, seed=0):

@@ -3,7 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from vqjax.train.evaluate import KnownAnswers, filtered_rank, ranking_metrics
+from vqjax.evals.ranking import KnownAnswers, filtered_rank, ranking_metrics
 
 
 def test_known_answers_cover_both_directions():

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqjax.models.audio.dsp import hann_window
+
 __all__ = ["stft", "stft_magnitude", "mel_filterbank", "mel_spectrogram", "multiscale_mel_loss",
            "multiresolution_stft_loss", "phase_loss", "pitch_track", "pitch_loss", "l1_loss", "si_sdr", "MEL_WINDOWS",
            "MEL_BANDS", "STFT_SIZES"]
@@ -51,7 +53,7 @@ def stft(x: jax.Array, n_fft: int, hop: int | None = None, xp=jnp) -> jax.Array:
     padded = xp.pad(x, ((0, 0), (pad, pad)), mode="reflect")
     count = 1 + (padded.shape[1] - n_fft) // hop
     idx = hop * np.arange(count)[:, None] + np.arange(n_fft)[None, :]
-    window = xp.asarray(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft), xp.float32)
+    window = xp.asarray(hann_window(n_fft), xp.float32)
     return xp.fft.rfft(padded[:, idx] * window, axis=-1)
 
 

@@ -1,0 +1,32 @@
+"""Layer 5: trained tokenizers as artifacts, one module per modality behind one protocol.
+
+``vqjax.Tokenizer.load(path)`` reads ``path/spec.json`` and returns the class registered for its ``modality``
+(:mod:`~vqjax.tokenizers.base`): :class:`ImageTokenizer` (``image``), :class:`AudioTokenizer` (``audio``),
+:class:`VideoTokenizer` (``video``), :class:`TimeSeriesTokenizer` (``timeseries``), :class:`SemanticIdTokenizer`
+(``item``) and :class:`GraphTokenizer` (``graph``). Each modality's module is imported on first use.
+
+Adding a modality: a module with a :class:`Tokenizer` subclass decorated with ``@register_tokenizer("name")``,
+listed in :data:`~vqjax.tokenizers.base.MODALITIES` (or imported before loading).
+"""
+
+import importlib
+
+from vqjax.tokenizers.base import (FORMAT_VERSION, MODALITIES, SPEC_FILE, WEIGHTS_FILE, Tokenizer, check_codes,
+                                   decode_rows, plain_tree, read_spec, register_tokenizer, row_table,
+                                   tokenizer_class, write_spec)
+
+_CLASSES = {"ImageTokenizer": "image", "AudioTokenizer": "audio", "VideoTokenizer": "video",
+            "TimeSeriesTokenizer": "timeseries", "SemanticIdTokenizer": "item", "GraphTokenizer": "graph"}
+_MODULE_NAMES = {"graph_spec": "graph", "write_item_ids": "item", "ITEM_IDS_FILE": "item"}
+
+__all__ = ["Tokenizer", "register_tokenizer", "tokenizer_class", "MODALITIES", "read_spec", "write_spec",
+           "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE", "check_codes", "row_table", "decode_rows", "plain_tree",
+           *_CLASSES, *_MODULE_NAMES]
+
+
+def __getattr__(name):
+    # The modality classes load with their modules (each imports its models) on first use.
+    modality = _CLASSES.get(name) or _MODULE_NAMES.get(name)
+    if modality is None:
+        raise AttributeError(f"module 'vqjax.tokenizers' has no attribute {name!r}")
+    return getattr(importlib.import_module(MODALITIES[modality]), name)

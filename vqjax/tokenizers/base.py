@@ -1,0 +1,400 @@
+"""The tokenizer artifact's protocol: spec, registry by modality, load and export, input and code checks.
+
+    tok = vqjax.Tokenizer.load("runs/mnist_vq")   # a training workdir, or a folder written by tok.export(dir)
+    codes = tok.encode(batch)                     # checked input -> int32 [B, *tok.codes_shape]
+    batch = tok.decode(codes)                     # codes in [0, tok.vocab_size) -> [B, *input shape]
+    tok.modality, tok.vocab_size, tok.codes_shape, tok.tokens_per_second
+    tok.export("artifacts/mnist_vq")              # spec.json + weights.msgpack, loadable without vqjax.train
+
+A tokenizer folder holds ``spec.json``, a small self-describing spec::
+
+    {"format_version": 1, "modality": "image", "model": {"name": "image_tokenizer", "kwargs": {...}},
+     "input": {"shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0]},
+     "codes_shape": [7, 7], "vocab_size": 1024, "tokens_per_second": null, "sample_rate": null,
+     "frame_rate": null, "weights": {"params": "params", "vq_stats": "vq_stats"}, "step": 2000}
+
+and the weights: ``weights.msgpack`` (flax msgpack of ``{'params', 'vq_stats', ...}``) in an exported folder, or
+the latest orbax checkpoint of a training workdir, whose state entries ``spec['weights']`` names (the EMA
+parameters when the run kept them). The model is rebuilt by :func:`vqjax.models.model_from_spec` from the spec
+alone; nothing of :mod:`vqjax.train` is imported.
+
+Each modality has one class in its own module (``image``, ``audio``, ``video``, ``timeseries``, ``items``,
+``graph``), registered under the spec's ``modality`` with :func:`register_tokenizer` and imported on first use
+(:func:`tokenizer_class`). ``Tokenizer.load(path)`` returns the class the spec names; a modality class's own
+``load`` refuses another modality's artifact, naming both. ``Tokenizer(spec, model, variables)`` built in memory
+is likewise an instance of the spec's modality class.
+
+Input is refused, never clamped: ``encode`` raises ``ValueError`` for a wrong shape, NaN/Inf, or values outside
+the spec's range, and ``TypeError`` for a dtype it has no rule for; ``decode`` raises ``ValueError`` for codes
+outside ``[0, vocab_size)``. The checks of fixed-shape input run inside the same jitted call as the model, so
+valid input costs one extra reduction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+from typing import Any, Callable, ClassVar
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vqjax.checks import DTypeError
+from vqjax.models import model_from_spec
+
+__all__ = ["Tokenizer", "register_tokenizer", "tokenizer_class", "MODALITIES", "write_spec", "read_spec",
+           "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE", "check_codes", "row_table", "decode_rows", "plain_tree"]
+
+FORMAT_VERSION = 1
+SPEC_FILE = "spec.json"
+WEIGHTS_FILE = "weights.msgpack"
+_REQUIRED = ("modality", "model", "input", "codes_shape", "vocab_size")
+
+# The built-in modalities and the module that registers each one's class (imported on first use).
+MODALITIES = {"image": "vqjax.tokenizers.image", "audio": "vqjax.tokenizers.audio",
+              "video": "vqjax.tokenizers.video", "timeseries": "vqjax.tokenizers.timeseries",
+              "item": "vqjax.tokenizers.items", "graph": "vqjax.tokenizers.graph"}
+_CLASSES: dict[str, type] = {}
+
+
+def register_tokenizer(modality: str) -> Callable[[type], type]:
+    """Class decorator: registers a :class:`Tokenizer` subclass for the spec's ``modality`` (once per name)."""
+
+    def register(cls: type) -> type:
+        if modality in _CLASSES:
+            raise ValueError(f"register_tokenizer: modality {modality!r} already has {_CLASSES[modality].__name__}")
+        cls.MODALITY = modality
+        _CLASSES[modality] = cls
+        return cls
+
+    return register
+
+
+def tokenizer_class(modality: str) -> type:
+    """The class registered for ``modality`` (built-in modules are imported here on first use).
+
+    Raises:
+      ValueError: a modality nothing registers, listing the known ones.
+    """
+    if modality not in _CLASSES and modality in MODALITIES:
+        importlib.import_module(MODALITIES[modality])
+    if modality not in _CLASSES:
+        raise ValueError(f"tokenizer modality must be one of {sorted(set(MODALITIES) | set(_CLASSES))}; got "
+                         f"{modality!r}")
+    return _CLASSES[modality]
+
+
+def write_spec(path: str, spec: dict) -> str:
+    """Writes ``path/spec.json`` (atomically) with ``format_version`` added; returns the file's path."""
+    missing = [k for k in _REQUIRED if k not in spec]
+    if missing:
+        raise ValueError(f"write_spec: spec needs the fields {missing}; got {sorted(spec)}")
+    full = {"format_version": FORMAT_VERSION, "tokens_per_second": None, "sample_rate": None, "frame_rate": None,
+            **spec}
+    os.makedirs(path, exist_ok=True)
+    out = os.path.join(path, SPEC_FILE)
+    with open(out + ".tmp", "w") as fh:
+        json.dump(full, fh, indent=2)
+    os.replace(out + ".tmp", out)
+    return out
+
+
+def read_spec(path: str) -> dict:
+    """``path/spec.json``, checked: a known format version and every required field."""
+    file = os.path.join(path, SPEC_FILE)
+    if not os.path.exists(file):
+        raise FileNotFoundError(f"Tokenizer.load: {path!r} holds no {SPEC_FILE}: not a tokenizer folder or a "
+                                f"training workdir of a tokenizer task")
+    with open(file) as fh:
+        spec = json.load(fh)
+    version = spec.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"Tokenizer.load: {file} has format_version {version!r}; this vqjax reads "
+                         f"{FORMAT_VERSION}")
+    missing = [k for k in _REQUIRED if k not in spec]
+    if missing:
+        raise ValueError(f"Tokenizer.load: {file} lacks the fields {missing}")
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    """A trained tokenizer: its spec, the model rebuilt from it, and the weights.
+
+    The base class holds what every modality shares: the spec's fields, loading (dispatching on the spec's
+    modality) and exporting, and the fixed-shape ``encode``/``decode`` of float arrays; each modality's class
+    adds its own input rules.
+
+    Attributes:
+      spec: the artifact's spec (see the module docstring).
+      model: the Flax module (``encode``/``decode`` methods), from :func:`vqjax.models.model_from_spec`; None for
+        tokenizers without weights (graph).
+      variables: the weights, ``{'params', 'vq_stats'}``.
+      step: the training step of the weights (None when unknown).
+      path: the folder it was loaded from (None when built in memory).
+    """
+
+    spec: dict
+    model: Any = None
+    variables: dict | None = None
+    step: int | None = None
+    path: str | None = None
+
+    MODALITY: ClassVar[str | None] = None
+
+    def __new__(cls, spec=None, *args, **kwargs):
+        # vqjax.Tokenizer(spec, ...) built in memory becomes the spec's modality class, as Tokenizer.load does.
+        if cls is Tokenizer and isinstance(spec, dict) and "modality" in spec:
+            cls = tokenizer_class(spec["modality"])
+        return object.__new__(cls)
+
+    # -- what the spec says ------------------------------------------------------------------------------------
+    @property
+    def modality(self) -> str:
+        return self.spec["modality"]
+
+    @property
+    def vocab_size(self) -> int:
+        """Distinct values of one token; codes lie in ``[0, vocab_size)``."""
+        return int(self.spec["vocab_size"])
+
+    @property
+    def codes_shape(self) -> tuple[int, ...]:
+        """Shape of the codes of one example (``(h, w)``, or ``(h, w, L)`` for multi-codebook quantizers)."""
+        return tuple(int(v) for v in self.spec["codes_shape"])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example (``(H, W, C)`` for images)."""
+        return tuple(int(v) for v in self.spec["input"]["shape"])
+
+    @property
+    def value_range(self) -> tuple[float, float] | None:
+        r = self.spec["input"].get("range")
+        return None if r is None else (float(r[0]), float(r[1]))
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Tokens per second of signal where time applies (audio, video, time series); None otherwise."""
+        t = self.spec.get("tokens_per_second")
+        return None if t is None else float(t)
+
+    @property
+    def sample_rate(self) -> float | None:
+        return self.spec.get("sample_rate")
+
+    @property
+    def frame_rate(self) -> float | None:
+        return self.spec.get("frame_rate")
+
+    # -- loading and exporting ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str, step: int | None = None) -> "Tokenizer":
+        """The tokenizer in ``path``: a folder written by :meth:`export`, or a training workdir (its latest
+        checkpoint, or ``step``), as the class its spec's modality registers.
+
+        Raises:
+          FileNotFoundError: no spec, no weights or no checkpoint; ValueError: an unknown format version, model or
+            modality, or (called on a modality's class) an artifact of another modality.
+        """
+        path = os.path.abspath(os.path.expanduser(path))
+        spec = read_spec(path)
+        target = tokenizer_class(spec["modality"])
+        if not issubclass(target, cls):
+            raise ValueError(f"{cls.__name__}.load: {os.path.join(path, SPEC_FILE)} holds a {spec['modality']!r} "
+                             f"tokenizer ({target.__name__}); {cls.__name__} loads {cls.MODALITY!r} tokenizers "
+                             f"(vqjax.Tokenizer.load loads any)")
+        return target._load_folder(path, spec, step)
+
+    @classmethod
+    def _load_folder(cls, path: str, spec: dict, step: int | None) -> "Tokenizer":
+        """The model rebuilt from the spec and its weights (exported msgpack, or the workdir's checkpoint)."""
+        model = model_from_spec(spec["model"])
+        weights_file = os.path.join(path, WEIGHTS_FILE)
+        if os.path.exists(weights_file) and step is None:
+            with open(weights_file, "rb") as fh:
+                variables = flax.serialization.msgpack_restore(fh.read())
+            return cls(spec, model, variables, spec.get("step"), path)._with_files(path)
+        variables, step = _restore_checkpoint(path, spec, step)
+        return cls({**spec, "step": step}, model, variables, step, path)._with_files(path)
+
+    def _with_files(self, path: str) -> "Tokenizer":
+        """The tokenizer with whatever else its folder holds besides spec and weights (a hook for subclasses)."""
+        return self
+
+    def export(self, path: str) -> str:
+        """Writes ``path/spec.json`` and ``path/weights.msgpack``: everything :meth:`load` needs, and nothing of
+        the training run. Returns ``path``."""
+        path = os.path.abspath(os.path.expanduser(path))
+        spec = {k: v for k, v in self.spec.items() if k != "weights"}
+        write_spec(path, {**spec, "step": self.step})
+        out = os.path.join(path, WEIGHTS_FILE)
+        with open(out + ".tmp", "wb") as fh:
+            fh.write(flax.serialization.msgpack_serialize(plain_tree(self.variables)))
+        os.replace(out + ".tmp", out)
+        self._export_files(path)
+        return path
+
+    def _export_files(self, path: str) -> None:
+        """Writes whatever else :meth:`_with_files` reads (a hook for subclasses)."""
+
+    def _row_table(self, rows: np.ndarray) -> dict[bytes, int]:
+        """:func:`row_table` of ``rows`` (the item or node table), built on first use and kept."""
+        cache = self.__dict__.get("_rows")
+        if cache is None:
+            cache = row_table(rows)
+            object.__setattr__(self, "_rows", cache)
+        return cache
+
+    # -- fixed-shape encoding and decoding ---------------------------------------------------------------------
+    def _prepare(self, x) -> jax.Array:
+        """The batch as float32 ``[B, *input_shape]``; subclasses add their dtype and layout rules."""
+        x = x if isinstance(x, jax.Array) else np.asarray(x)
+        shape = self.input_shape
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise ValueError(f"{type(self).__name__}.encode: input must have shape [B, {', '.join(map(str, shape))}]"
+                             f"; got {tuple(x.shape)}")
+        if not np.issubdtype(np.dtype(x.dtype), np.floating):
+            raise DTypeError(f"{type(self).__name__}.encode: input must be floating; got dtype {x.dtype}")
+        return jnp.asarray(x, jnp.float32)
+
+    def _range_hint(self, xmin: float, xmax: float) -> str:
+        """Advice appended to an out-of-range error (a hook for subclasses)."""
+        return ""
+
+    def encode(self, x) -> jax.Array:
+        """int32 codes ``[B, *codes_shape]`` of a batch ``[B, *input_shape]``.
+
+        Raises:
+          ValueError: wrong shape, NaN/Inf, or values outside the spec's range; :class:`vqjax.checks.DTypeError`
+            (a TypeError and a ValueError): an unsupported dtype.
+        """
+        x = self._prepare(x)
+        lo, hi = self.value_range or (-np.inf, np.inf)
+        codes, bad_count, xmin, xmax = encode_checked(self.model, self.variables, x)
+        if int(bad_count):
+            raise ValueError(f"{type(self).__name__}.encode: input holds {int(bad_count)} NaN/Inf value(s)")
+        if float(xmin) < lo or float(xmax) > hi:
+            raise ValueError(f"{type(self).__name__}.encode: {self.modality} values must lie in [{lo}, {hi}]; got "
+                             f"min {float(xmin):g}, max {float(xmax):g}" + self._range_hint(float(xmin), float(xmax)))
+        return codes
+
+    def decode(self, codes) -> jax.Array:
+        """float32 ``[B, *input_shape]``, clipped to the spec's range, from int codes ``[B, *codes_shape]``, each
+        in ``[0, vocab_size)``.
+
+        Raises:
+          ValueError: wrong shape or dtype, or a code outside ``[0, vocab_size)`` (never clamped).
+        """
+        name = f"{type(self).__name__}.decode"
+        codes = codes if isinstance(codes, jax.Array) else np.asarray(codes)
+        if tuple(codes.shape[1:]) != self.codes_shape or codes.ndim != len(self.codes_shape) + 1 or \
+                not np.issubdtype(np.dtype(codes.dtype), np.integer):
+            raise ValueError(f"{name}: codes must be integer [B, {', '.join(map(str, self.codes_shape))}]; "
+                             f"got {codes.dtype} {tuple(codes.shape)}")
+        lo, hi = self.value_range or (-np.inf, np.inf)
+        out, cmin, cmax = decode_checked(self.model, self.variables, jnp.asarray(codes, jnp.int32), lo, hi)
+        if int(cmin) < 0 or int(cmax) >= self.vocab_size:
+            raise ValueError(f"{name}: codes must lie in [0, {self.vocab_size}); got min {int(cmin)}, max {int(cmax)}")
+        return out
+
+
+def check_codes(codes, name: str, axes: tuple, tail: tuple, vocab_size: int) -> jax.Array:
+    """int32 ``codes [B, *axes, *tail]`` (each of ``axes`` non-empty, any size), refused with a ``ValueError``
+    for another layout, a non-integer dtype or a code outside ``[0, vocab_size)``."""
+    codes = np.asarray(codes)
+    lead = 1 + len(axes)
+    if codes.ndim != lead + len(tail) or tuple(codes.shape[lead:]) != tuple(tail) or 0 in codes.shape[1:lead] or \
+            not np.issubdtype(codes.dtype, np.integer):
+        layout = ", ".join(("B",) + tuple(axes) + tuple(map(str, tail)))
+        raise ValueError(f"{name}: codes must be integer [{layout}]; got {codes.dtype} {codes.shape}")
+    if codes.min() < 0 or codes.max() >= vocab_size:
+        raise ValueError(f"{name}: codes must lie in [0, {vocab_size}); got min {int(codes.min())}, max "
+                         f"{int(codes.max())}")
+    return jnp.asarray(codes, jnp.int32)
+
+
+def row_table(rows: np.ndarray) -> dict[bytes, int]:
+    """``{row bytes: index}`` of int32 ``rows [N, W]``, the first index where rows repeat."""
+    table: dict[bytes, int] = {}
+    for i, row in enumerate(np.ascontiguousarray(np.asarray(rows, np.int32))):
+        table.setdefault(row.tobytes(), i)
+    return table
+
+
+def decode_rows(table: dict[bytes, int], codes, *, width: int, vocab_size: int, name: str, missing: str
+                ) -> np.ndarray:
+    """int64 indices ``codes.shape[:-1]`` of the rows ``codes [..., W]`` in ``table`` (:func:`row_table`): the
+    decode of tokenizers whose codes name table entries (catalogue items, graph nodes).
+
+    Raises:
+      ValueError: a non-integer dtype or another row width, a code outside ``[0, vocab_size)``, or a row the
+        table does not hold (``'{name}: n {missing}'``, with the first such row).
+    """
+    c = np.asarray(codes)
+    if not np.issubdtype(c.dtype, np.integer) or c.ndim < 1 or c.shape[-1] != width:
+        raise ValueError(f"{name}: codes must be integer [..., {width}]; got {c.dtype} {c.shape}")
+    if c.size and (c.min() < 0 or c.max() >= vocab_size):
+        raise ValueError(f"{name}: codes must lie in [0, {vocab_size}); got min {int(c.min())}, max {int(c.max())}")
+    flat = np.ascontiguousarray(c.reshape(-1, width).astype(np.int32))
+    out = np.asarray([table.get(row.tobytes(), -1) for row in flat], np.int64)
+    if (out < 0).any():
+        raise ValueError(f"{name}: {int((out < 0).sum())} {missing}, e.g. "
+                         f"{flat[np.argmax(out < 0)].tolist()}")
+    return out.reshape(c.shape[:-1])
+
+
+def plain_tree(tree):
+    """Nested dicts of numpy arrays (NamedTuples as dicts of their fields), for msgpack."""
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return {k: plain_tree(v) for k, v in zip(tree._fields, tree)}
+    if isinstance(tree, dict):
+        return {k: plain_tree(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return {str(i): plain_tree(v) for i, v in enumerate(tree)}
+    return np.asarray(tree)
+
+
+def _restore_checkpoint(path: str, spec: dict, step: int | None):
+    """The spec's weight entries of a training workdir's checkpoint (latest, or ``step``) and that step."""
+    import orbax.checkpoint as ocp      # heavy import, needed only to read a training workdir
+
+    ckpt = os.path.join(path, "checkpoints")
+    if not os.path.isdir(ckpt):
+        raise FileNotFoundError(f"Tokenizer.load: {path!r} has neither {WEIGHTS_FILE} nor checkpoints/")
+    with ocp.CheckpointManager(ckpt) as mgr:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"Tokenizer.load: {path!r} has no checkpoint yet")
+        if step not in mgr.all_steps():
+            raise FileNotFoundError(f"Tokenizer.load: {path!r} has no checkpoint at step {step}; it has "
+                                    f"{sorted(mgr.all_steps())}")
+        restored = mgr.restore(step, args=ocp.args.StandardRestore())
+    names = spec.get("weights", {"params": "params"})
+    variables = {}
+    for collection, entry in names.items():
+        if entry not in restored:
+            raise ValueError(f"Tokenizer.load: checkpoint {step} of {path!r} has no entry {entry!r} (the spec's "
+                             f"weights.{collection}); it has {sorted(restored)}")
+        variables[collection] = restored[entry]
+    return variables, int(step)
+
+
+@jax.jit(static_argnums=0)
+def encode_checked(model, variables, x):
+    """The model's int32 codes of ``x`` (NaN/Inf zeroed), the count of non-finite values, and the finite min/max."""
+    bad = jnp.sum(~jnp.isfinite(x))
+    safe = jnp.where(jnp.isfinite(x), x, 0.0)
+    codes = model.apply(variables, safe, method=model.encode)
+    return codes.astype(jnp.int32), bad, jnp.min(safe), jnp.max(safe)
+
+
+@jax.jit(static_argnums=0)
+def decode_checked(model, variables, codes, lo, hi):
+    """The model's float32 decode of ``codes`` clipped to ``[lo, hi]``, and the codes' min and max."""
+    out = model.apply(variables, codes, method=model.decode)
+    return jnp.clip(out, lo, hi).astype(jnp.float32), jnp.min(codes), jnp.max(codes)

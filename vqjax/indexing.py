@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
 
 __all__ = ["explicit_mesh_active", "replicate", "gather_rows", "scatter_add_rows", "bincount"]
 

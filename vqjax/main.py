@@ -13,9 +13,10 @@ from __future__ import annotations
 import ast
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
-import jax
+
 from vqjax.train import get_task, switch_quantizer, train_and_evaluate
 
 FLAGS = flags.FLAGS

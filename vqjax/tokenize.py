@@ -15,6 +15,7 @@ import os
 import numpy as np
 from absl import app, flags
 from tqdm.auto import tqdm
+
 from vqjax.data import pipeline
 from vqjax.tokenizer import Tokenizer
 from vqjax.train.config import default_data_dir

@@ -1,8 +1,15 @@
 """Re-exports :mod:`vqjax.tokenizers` under its earlier module name (``import vqjax.tokenizer`` keeps working)."""
 
 from vqjax.tokenizers.audio import AudioTokenizer
-from vqjax.tokenizers.base import (FORMAT_VERSION, SPEC_FILE, WEIGHTS_FILE, Tokenizer, read_spec,
-                                   register_tokenizer, write_spec)
+from vqjax.tokenizers.base import (
+                                   FORMAT_VERSION,
+                                   SPEC_FILE,
+                                   WEIGHTS_FILE,
+                                   Tokenizer,
+                                   read_spec,
+                                   register_tokenizer,
+                                   write_spec,
+)
 from vqjax.tokenizers.graph import GraphTokenizer
 from vqjax.tokenizers.image import ImageTokenizer
 from vqjax.tokenizers.items import ITEM_IDS_FILE, SemanticIdTokenizer, write_item_ids

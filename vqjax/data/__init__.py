@@ -1,4 +1,4 @@
-"""Layer 5: data. Bundled real data that loads with no network (see shared/DATA.md)."""
+"""Layer 5: data. Bundled real data that loads with no network (``docs/data.md``), tfds builders and grain pipelines."""
 
 from vqjax.data.bundled import PHOTOS, mnist_digits, photo_patches
 

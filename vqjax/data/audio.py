@@ -24,6 +24,7 @@ Waveforms here are float32 numpy arrays in [-1, 1]: ``[T]`` mono or ``[T, C]``.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import glob
 import math
@@ -32,8 +33,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from vqjax.models.audio.dsp import from_pcm16, highpass, loudness_db, normalize_loudness, resample, to_mono, to_pcm16
-import ctypes
+from vqjax.models.audio.dsp import (
+    from_pcm16,
+    highpass,
+    loudness_db,
+    normalize_loudness,
+    resample,
+    to_mono,
+    to_pcm16,
+)
 
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
            "highpass", "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop",

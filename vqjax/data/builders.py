@@ -40,11 +40,9 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vqjax.data.bundled import PHOTOS, require_package, mnist_digits
+from vqjax.data import audio, timeseries, video
+from vqjax.data.bundled import PHOTOS, mnist_digits, require_package
 from vqjax.data.video import moving_mnist
-from vqjax.data import audio
-from vqjax.data import video
-from vqjax.data import timeseries
 
 __all__ = ["VqjaxMnist", "VqjaxPhotoCrops", "VqjaxOpencvDigits", "VqjaxSpeech", "VqjaxMovingMnist", "VqjaxVideoClips",
            "VqjaxTimeseries",
@@ -121,7 +119,6 @@ class VqjaxMovingMnist(tfds.core.GeneratorBasedBuilder):
                 for split, mask, seed in (("train", ~test, 0), ("test", test, 1))}
 
     def _generate_examples(self, pool, images, labels, num_clips, seed):
-
         clips = moving_mnist(images[pool], labels[pool], num_clips, num_frames=self.NUM_FRAMES, size=self.SIZE,
                              seed=seed)
         for i in range(num_clips):
@@ -244,7 +241,6 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
             }))
 
     def _split_generators(self, dl_manager):
-
         recordings = audio.find_recordings(self.ROOTS or audio.SPEECH_ROOTS)
         held = set(audio.TEST_LANGUAGES)
         train = [r for r in recordings if r.language not in held]
@@ -294,7 +290,6 @@ class VqjaxSpeech(tfds.core.GeneratorBasedBuilder):
                                      "corpus": os.path.basename(path), "word": f"{start / sr:.0f}s"}
 
     def _generate_examples(self, recordings, per_clip):
-
         sr = self.SAMPLE_RATE
         by_language: dict[str, list] = {}
         for r in recordings:
@@ -339,7 +334,6 @@ class VqjaxVideoClips(tfds.core.GeneratorBasedBuilder):
             }))
 
     def _split_generators(self, dl_manager):
-
         sources = dict(self.SOURCES) if self.SOURCES is not None else video.footage_sources()
         if not sources:
             raise FileNotFoundError("vqjax_video_clips: no footage found; pip install iscc-samples, or install "
@@ -347,7 +341,6 @@ class VqjaxVideoClips(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(sources, split) for split in ("train", "test")}
 
     def _generate_examples(self, sources, split):
-
         for seed, (name, path) in enumerate(sorted(sources.items())):
             frames, rate = video.read_video(path, short_side=self.SHORT_SIDE)
             for first, (y, x), clip in video.footage_clips(frames, split, num_frames=self.NUM_FRAMES,
@@ -378,7 +371,6 @@ class VqjaxTimeseries(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in ("train", "test")}
 
     def _generate_examples(self, split):
-
         data = timeseries.load_set(self.builder_config.name, split)
         rate = float(data.sample_rate or 0.0)
         for i, (signal, label, group) in enumerate(zip(data.signals, data.labels, data.groups)):

@@ -20,6 +20,7 @@ import importlib.util
 import os
 
 import numpy as np
+
 from vqjax.graph import Graph
 
 __all__ = ["KG_DATASETS", "TripleSplits", "load_kg", "package_dir"]

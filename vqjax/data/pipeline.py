@@ -20,8 +20,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import grain
 import numpy as np
-from vqjax.data import builders
 from absl import flags
+
+from vqjax.data import builders
 
 __all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "VideoFrames", "train_batches",
            "eval_batches"]

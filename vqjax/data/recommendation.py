@@ -24,6 +24,7 @@ import dataclasses
 import os
 
 import numpy as np
+
 from vqjax.data.graphs import package_dir
 
 __all__ = ["Catalogue", "Interactions", "RecSplits", "load_movielens", "leave_one_out", "training_windows",

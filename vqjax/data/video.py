@@ -10,10 +10,10 @@ into fixed-size clips, holding out whole segments of its timeline for test (:fun
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
-import os
 from PIL import Image
 
 __all__ = ["MovingDigits", "moving_mnist", "bounce", "FOOTAGE", "footage_sources", "read_video", "segment_split",

@@ -4,6 +4,8 @@ a split's triples with a scoring function."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,3 +58,30 @@ def ranking_metrics(ranks: np.ndarray) -> dict[str, float]:
     ranks = np.asarray(ranks, np.float64)
     return {"mrr": float(np.mean(1.0 / ranks)), "mean_rank": float(np.mean(ranks)),
             **{f"hits@{k}": float(np.mean(ranks <= k)) for k in (1, 3, 10)}}
+
+
+def evaluate(score_all: Callable[[np.ndarray, np.ndarray], np.ndarray], triples: np.ndarray,
+             known: KnownAnswers, *, batch_size: int = 256) -> dict[str, float]:
+    """Filtered link-prediction metrics of a scorer on ``triples [N, 3]`` (head, relation, tail): each triple asked
+    as a tail query ``(h, r, ?)`` and a head query ``(t, r + R, ?)``, ranked among all entities with the other
+    known answers (``known``, over every split) filtered out.
+
+    Args:
+      score_all: ``(entities [B], relations [B]) -> scores [B, N]`` (relations ``>= R`` ask for heads).
+      triples: int ``[N, 3]``.
+      known: the :class:`KnownAnswers` of all splits.
+
+    Returns:
+      :func:`ranking_metrics` of the ``2N`` ranks (``mrr``, ``mean_rank``, ``hits@1/3/10``).
+    """
+    t = np.asarray(triples, np.int64)
+    r = known.num_relations
+    entities = np.concatenate([t[:, 0], t[:, 2]])
+    relations = np.concatenate([t[:, 1], t[:, 1] + r])
+    targets = np.concatenate([t[:, 2], t[:, 0]])
+    ranks = []
+    for s in range(0, len(entities), batch_size):
+        e, rel, tgt = entities[s:s + batch_size], relations[s:s + batch_size], targets[s:s + batch_size]
+        scores = jnp.asarray(score_all(e, rel), jnp.float32)
+        ranks.append(np.asarray(filtered_rank(scores, jnp.asarray(tgt), jnp.asarray(known.mask(e, rel)))))
+    return ranking_metrics(np.concatenate(ranks))

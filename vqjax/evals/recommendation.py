@@ -22,7 +22,7 @@ import numpy as np
 from vqjax.evals.figures import pyplot, save_figure
 
 __all__ = ["KS", "ranking_metrics", "history_matrix", "evaluate_ranker", "popularity_ranker", "write_result",
-           "read_result", "compare_runs", "plot_comparison", "RESULT_FILE"]
+           "read_result", "compare_runs", "plot_comparison", "RESULT_FILE", "evaluate"]
 
 KS = (5, 10)
 RESULT_FILE = "retrieval.json"
@@ -144,3 +144,19 @@ def plot_comparison(rows, path: str) -> str:
         ax.legend(fontsize=7)
         ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, path)
+
+
+def evaluate(ranker: Callable[[np.ndarray], np.ndarray], splits, *, split: str = "test", max_items: int,
+             batch_size: int = 256, max_users: int | None = None, name: str = "ranker") -> list[dict]:
+    """A recommender (``histories [B, max_items] -> items [B, >= 10]``, e.g. a trained run's
+    ``vqjax.train.tasks.recommender.load_ranker(workdir)``) and the popularity baseline on ``split`` of a
+    leave-one-out ``splits`` (:func:`vqjax.data.recommendation.leave_one_out`), by one harness
+    (:func:`evaluate_ranker`): Recall@k and NDCG@k overall, on warm and on cold targets.
+
+    Returns:
+      Two rows, ``name`` then ``'popularity'``, each ``{'codec': name, **metrics}``.
+    """
+    args = dict(max_items=max_items, batch_size=batch_size, max_users=max_users)
+    popular = popularity_ranker(splits.train, splits.num_items)
+    return [{"codec": name, **evaluate_ranker(ranker, splits, split, **args)},
+            {"codec": "popularity", **evaluate_ranker(popular, splits, split, **args)}]

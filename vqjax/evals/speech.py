@@ -28,12 +28,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from vqjax.evals.figures import pyplot, save_figure
 from vqjax.data.audio import from_pcm16, resample, to_pcm16
+from vqjax.evals.figures import pyplot, save_figure
 from vqjax.models.audio.losses import multiscale_mel_loss, si_sdr
 
 __all__ = ["align", "score_clip", "magnitude_or_phase", "evaluate_codec", "CodecResult", "codec2_roundtrip",
-           "opus_roundtrip", "anchor_codecs", "CODEC2_MODES", "summary_rows", "plot_rate_distortion", "METRICS"]
+           "opus_roundtrip", "anchor_codecs", "CODEC2_MODES", "summary_rows", "plot_rate_distortion", "METRICS", "evaluate"]
 
 CODEC2_MODES = (3200, 2400, 1600, 1400, 1300, 1200, 700)
 METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr", "mel_distance")
@@ -90,7 +90,6 @@ def score_clip(reference: np.ndarray, decoded: np.ndarray, sample_rate: int, *, 
     """The metrics of one decoded clip (``decoded`` aligned first unless ``aligned=False``); see the module
     docstring. ``delay`` is the aligned lag in samples."""
     from pystoi import stoi  # optional dependency
-
 
     ref = np.asarray(reference, np.float32)
     deg, lag = align(ref, decoded, sample_rate) if aligned else (np.asarray(decoded, np.float32)[:ref.size], 0)
@@ -257,3 +256,51 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return save_figure(fig, path, title)
+
+
+def _anchor_specs(names: Sequence[str], kbps: float) -> list[str]:
+    """Anchor names as :func:`anchor_codecs` specs: a bare ``'codec2'`` is the Codec2 mode nearest ``kbps``, a bare
+    ``'opus'`` Opus at ``max(6, kbps)`` kbps (its lowest speech rate); ``'codec2:B'`` and ``'opus:K'`` as given."""
+    specs = []
+    for name in names:
+        if name == "codec2":
+            specs.append(f"codec2:{min(CODEC2_MODES, key=lambda b: abs(b / 1000 - kbps))}")
+        elif name == "opus":
+            specs.append(f"opus:{max(6.0, round(kbps, 1)):g}")
+        else:
+            specs.append(name)
+    return specs
+
+
+def evaluate(tok, clips: Sequence[np.ndarray], *, sample_rate: int | None = None,
+             anchors: Sequence[str] = ("codec2", "opus"), num_levels: int | None = None) -> list[dict]:
+    """A speech or audio codec artifact (:class:`vqjax.tokenizers.AudioTokenizer`) beside classical anchors, by one
+    harness on the same clips: each clip (mono float ``[T]`` in [-1, 1] at ``sample_rate``, default the
+    tokenizer's) encoded (its first ``num_levels`` levels) and decoded, then delay-aligned and scored
+    (:func:`score_clip`: PESQ-WB/NB, STOI, SI-SDR, mel distance). ``anchors``: ``'codec2'`` and ``'opus'`` at the
+    tokenizer's bitrate (:func:`_anchor_specs`), or explicit ``'codec2:BITRATE'``/``'opus:KBPS'``.
+
+    Returns:
+      One row per codec (:func:`summary_rows`: ``codec``, ``kbps`` and the mean metrics), sorted by bitrate; an
+      anchor whose binaries are missing is left out and named in a ``skipped`` row.
+
+    Raises:
+      ValueError: a tokenizer of another modality, no clips, or an unknown anchor.
+    """
+    if tok.modality != "audio":
+        raise ValueError(f"vqjax.evals.speech.evaluate: tok must be an audio tokenizer; got modality {tok.modality!r}")
+    if not len(clips):
+        raise ValueError("vqjax.evals.speech.evaluate: clips is empty")
+    rate = int(sample_rate or tok.sample_rate)
+    levels = num_levels or tok.num_levels
+    kbps = tok.kbps if levels in (None, tok.num_levels) else tok.frame_rate * levels * math.log2(tok.vocab_size) / 1e3
+
+    def neural(wave: np.ndarray, sr: int) -> np.ndarray:
+        codes = tok.encode(wave[None], sample_rate=sr, num_levels=num_levels)
+        decoded = np.asarray(tok.decode(codes))[0]
+        return resample(decoded, int(tok.sample_rate), sr)[:wave.shape[0]]
+
+    found, skipped = anchor_codecs(_anchor_specs(anchors, kbps))
+    results = [evaluate_codec("vqjax", kbps, neural, clips, rate)]
+    results += [evaluate_codec(name, k, fn, clips, rate) for name, (k, fn) in found.items()]
+    return summary_rows(results) + [{"codec": reason, "skipped": True} for reason in skipped]

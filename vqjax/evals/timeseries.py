@@ -23,20 +23,23 @@ decode to a chunk after each token is replaced by a random id with probability `
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import os
 from typing import Callable, Sequence
 
-import numpy as np
-
-from vqjax.evals.figures import pyplot, save_figure
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from vqjax.evals.figures import pyplot, save_figure
+from vqjax.models.fast import FAST
 from vqjax.models.sequence import SequenceClassifier
-import json
-import os
 
 __all__ = ["EEG_BANDS", "signal_metrics", "band_powers", "CodecResult", "evaluate_codec", "corrupted_decodable",
-           "classification_accuracy", "summary_rows", "plot_rate_distortion", "plot_reconstructions", "plot_runs"]
+           "classification_accuracy", "summary_rows", "plot_rate_distortion", "plot_reconstructions", "plot_runs",
+           "evaluate"]
 
 EEG_BANDS = (("delta", 1.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 13.0), ("beta", 13.0, 30.0),
              ("gamma", 30.0, 45.0))
@@ -229,3 +232,40 @@ def plot_runs(path: str, workdirs: dict, title: str = "") -> str:
     axes[0][0].set_ylabel("normalised MSE")
     axes[0][0].legend(fontsize=7)
     return save_figure(fig, path, title)
+
+
+def evaluate(tok, signals: np.ndarray, *, bands=None, fast_train: np.ndarray | None = None,
+             fast_scales: Sequence[float] = (10.0,), fast_vocab_size: int = 1024, batch_size: int = 256
+             ) -> list[dict]:
+    """A time-series tokenizer artifact (:class:`vqjax.tokenizers.TimeSeriesTokenizer`) on held-out raw
+    ``signals [N, T, C]``, beside FAST (:class:`vqjax.models.fast.FAST`, fitted on ``fast_train`` at each of
+    ``fast_scales``) by one harness: NMSE, correlation, band power error with ``bands`` (at the tokenizer's sample
+    rate) and tokens per chunk and per second (see :func:`signal_metrics`).
+
+    Returns:
+      One row per codec (:func:`summary_rows`).
+
+    Raises:
+      ValueError: a tokenizer of another modality, or signals the tokenizer refuses.
+    """
+    if tok.modality != "timeseries":
+        raise ValueError(f"vqjax.evals.timeseries.evaluate: tok must be a time-series tokenizer; got modality "
+                         f"{tok.modality!r}")
+    signals = np.asarray(signals, np.float32)
+    rate = tok.sample_rate
+
+    def neural(batch):
+        codes = tok.encode(batch)
+        return np.asarray(tok.decode(codes)), np.full(len(batch), math.prod(codes.shape[1:]))
+
+    results = [evaluate_codec("vqjax", neural, signals, sample_rate=rate, bands=bands, batch_size=batch_size)]
+    for scale in fast_scales if fast_train is not None else ():
+        fast = FAST.fit(np.asarray(fast_train, np.float32), scale=float(scale), vocab_size=int(fast_vocab_size))
+
+        def codec(batch, fast=fast):
+            toks = fast.encode(batch)
+            return fast.decode(toks)[0], np.array([len(t) for t in toks])
+
+        results.append(evaluate_codec(f"FAST {scale:g}", codec, signals, sample_rate=rate, bands=bands,
+                                      batch_size=batch_size))
+    return summary_rows(results)

@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vqjax.evals.figures import pyplot, save_figure
 from vqjax.evals import image as image_eval
+from vqjax.evals.figures import pyplot, save_figure
 
 __all__ = ["frame_metrics", "CodecResult", "evaluate_codec", "frame_by_frame", "pyav_roundtrip", "anchor_codecs",
-           "ANCHORS", "summary_rows", "plot_rate_distortion", "METRICS"]
+           "ANCHORS", "summary_rows", "plot_rate_distortion", "METRICS", "evaluate"]
 
 METRICS = ("psnr", "ssim", "flicker", "bits_per_pixel", "tokens_per_second")
 # name -> (PyAV encoder, the encoder option searched, its range from best to worst quality)
@@ -230,3 +230,34 @@ def plot_rate_distortion(path: str, results: Sequence[CodecResult], title: str =
         a.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, path, title)
+
+
+def evaluate(tok, clips: Sequence[np.ndarray], *, frame_rate: float | None = None,
+             anchors: Sequence[str] = ("mpeg4", "vp9")) -> list[dict]:
+    """A video tokenizer artifact (:class:`vqjax.tokenizers.VideoTokenizer`) beside classical codecs, by one
+    harness on the same clips (float32 ``[T, H, W, C]`` in ``[0, 1]``): the tokenizer's round trip, and each anchor
+    (:data:`ANCHORS`) at the best quality within the tokenizer's bits per clip (:func:`pyav_roundtrip`).
+
+    Returns:
+      One row per codec (:func:`summary_rows`); anchors PyAV cannot run here are named in ``skipped`` rows.
+
+    Raises:
+      ValueError: a tokenizer of another modality, no clips, or an unknown anchor.
+    """
+    if tok.modality != "video":
+        raise ValueError(f"vqjax.evals.video.evaluate: tok must be a video tokenizer; got modality {tok.modality!r}")
+    if not len(clips):
+        raise ValueError("vqjax.evals.video.evaluate: clips is empty")
+    rate = float(frame_rate or tok.frame_rate)
+    tokens = math.prod(tok.encode(np.asarray(clips[0])[None]).shape[1:])
+    bits = tokens * math.log2(tok.vocab_size)
+
+    def neural(clip: np.ndarray) -> tuple[np.ndarray, float]:
+        return np.asarray(tok.decode(tok.encode(clip[None])))[0], bits
+
+    runnable, skipped = anchor_codecs(tuple(anchors))
+    results = [evaluate_codec("vqjax", neural, clips, frame_rate=rate, tokens_per_clip=tokens)]
+    for name in runnable:
+        codec = lambda clip, a=name: pyav_roundtrip(clip, a, bits, rate)
+        results.append(evaluate_codec(name, codec, clips, frame_rate=rate))
+    return summary_rows(results) + [{"codec": reason, "skipped": True} for reason in skipped]

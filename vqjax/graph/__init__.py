@@ -7,8 +7,17 @@ artifact (:class:`vqjax.tokenizers.GraphTokenizer`) lives with the other tokeniz
 
 from vqjax.graph.anchors import STRATEGIES, pagerank, select_anchors
 from vqjax.graph.graph import Graph
-from vqjax.graph.nodepiece import (CLS, MASK, NOTHING, NUM_SPECIAL, PAD, NodePieceVocab, NodeTokens,
-                                   nearest_anchors, relational_context)
+from vqjax.graph.nodepiece import (
+                                   CLS,
+                                   MASK,
+                                   NOTHING,
+                                   NUM_SPECIAL,
+                                   PAD,
+                                   NodePieceVocab,
+                                   NodeTokens,
+                                   nearest_anchors,
+                                   relational_context,
+)
 
 __all__ = ["Graph", "STRATEGIES", "pagerank", "select_anchors", "NodePieceVocab", "NodeTokens", "nearest_anchors",
            "relational_context", "PAD", "CLS", "MASK", "NOTHING", "NUM_SPECIAL"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from vqjax.graph.nodepiece import CLS, PAD
 
 __all__ = ["SCORERS", "ENCODERS", "NodePieceEncoder", "LinkPredictor", "score", "score_all", "relation_dim"]
@@ -88,7 +89,6 @@ class NodePieceEncoder(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: jax.Array, distances: jax.Array) -> jax.Array:
-
         k = distances.shape[-1]
         embed = nn.Embed(self.vocab_size, self.dim, name="tokens")
         x = embed(tokens)

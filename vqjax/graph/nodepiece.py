@@ -25,10 +25,10 @@ import json
 from typing import Iterable, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 
 from vqjax.graph.anchors import select_anchors
 from vqjax.graph.graph import Graph
-import scipy.sparse as sp
 
 __all__ = ["PAD", "CLS", "MASK", "NOTHING", "NUM_SPECIAL", "NodeTokens", "NodePieceVocab", "nearest_anchors",
            "relational_context"]

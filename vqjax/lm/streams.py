@@ -22,8 +22,8 @@ import dataclasses
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-from vqjax.data.pipeline import train_batches
-from vqjax.data.pipeline import eval_batches
+
+from vqjax.data.pipeline import eval_batches, train_batches
 
 __all__ = ["PackStats", "pack_documents", "loss_weights", "cut_points", "packed_batches", "packed_eval_batches"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = ["train_bpe", "load_text_tokenizer", "default_corpus", "text_tokenizer_json"]

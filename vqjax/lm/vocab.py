@@ -39,11 +39,12 @@ import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from vqjax.tokenizers import plain_tree as _plain_tree
-from tokenizers import Tokenizer as TextTokenizer
 from tokenizers import AddedToken
-from vqjax.tokenizer import Tokenizer
+from tokenizers import Tokenizer as TextTokenizer
+
 from vqjax.lm.text import default_corpus, load_text_tokenizer, text_tokenizer_json, train_bpe
+from vqjax.tokenizer import Tokenizer
+from vqjax.tokenizers import plain_tree as _plain_tree
 
 __all__ = ["MultimodalVocab", "Text", "Media", "Codes", "Invalid", "fingerprint", "VOCAB_FORMAT"]
 

@@ -14,7 +14,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
 __all__ = ["ResBlock", "Encoder", "Decoder", "ImageTokenizer", "group_count"]
 
 

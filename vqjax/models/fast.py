@@ -192,7 +192,6 @@ class FAST:
 
     @classmethod
     def load(cls, path: str) -> "FAST":
-
         file = os.path.join(path, FAST_FILE)
         if not os.path.exists(file):
             raise FileNotFoundError(f"FAST.load: {path!r} holds no {FAST_FILE}")

@@ -7,12 +7,12 @@ the names are ``vq``, ``rvq``, ``pq``, ``aq``, ``fsq``, ``lfq`` and ``bsq``.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from typing import Any, Mapping
 
 import flax.linen as nn
 
 from vqjax import nn as vqnn
-import difflib
 
 __all__ = ["QUANTIZERS", "register_quantizer", "make_quantizer", "quantizer_vocab_size"]
 

@@ -11,13 +11,20 @@ from typing import Any, Callable, Mapping, Sequence
 import flax.linen as nn
 import numpy as np
 
-from vqjax.models.audio import (AudioCodec, EnvelopeCoder, ISTFTDecoder, PitchCoder, SEANetDecoder, SEANetEncoder,
-                               STFTEncoder)
+from vqjax.models.audio import (
+    AudioCodec,
+    EnvelopeCoder,
+    ISTFTDecoder,
+    PitchCoder,
+    SEANetDecoder,
+    SEANetEncoder,
+    STFTEncoder,
+)
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
 from vqjax.models.quantizers import make_quantizer, quantizer_vocab_size
 from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
-from vqjax.models.video import VideoDecoder, VideoEncoder, VideoAutoencoder
+from vqjax.models.video import VideoAutoencoder, VideoDecoder, VideoEncoder
 
 __all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "check_audio_layout", "video_tokenizer",
            "sequence_tokenizer", "rqvae"]

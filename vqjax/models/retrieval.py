@@ -5,7 +5,6 @@ retrieval over semantic IDs, its counterpart, is :mod:`vqjax.lm.retrieval`.)
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp

@@ -93,7 +93,6 @@ class MultiScaleResidual(nn.Module):
                                  f"scales {tuple(self.scales)}")
 
     def __call__(self, z: jax.Array, *, train: bool = False):
-
         self._check(z.shape[1])
         residual, total, loss, metrics, codes = z, jnp.zeros_like(z), 0.0, {}, []
         for quantizer, s in zip(self.quantizers, self.scales):

@@ -24,12 +24,18 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vqjax import checks, estimators, kmeans as km
+from vqjax import checks, estimators
+from vqjax import kmeans as km
 from vqjax.nn.vq import STATS, CodebookOptions, VectorQuantizer, option_values
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.compose import merge_groups, split_groups
-from vqjax.quantizers.multisearch import (additive_targets, decode_sum, dropout_mask, multi_encode,
-                                          residual_targets)
+from vqjax.quantizers.multisearch import (
+    additive_targets,
+    decode_sum,
+    dropout_mask,
+    multi_encode,
+    residual_targets,
+)
 
 __all__ = ["ResidualVQ", "ProductVQ", "AdditiveVQ"]
 

@@ -18,8 +18,8 @@ from flax import linen as nn
 
 from vqjax import checks
 from vqjax.quantizers.base import Quantized
-from vqjax.quantizers.compose import merge_groups, split_groups
 from vqjax.quantizers.bsq import bsq, bsq_decode, bsq_encode
+from vqjax.quantizers.compose import merge_groups, split_groups
 from vqjax.quantizers.fsq import check_levels, fsq, fsq_decode, fsq_encode
 from vqjax.quantizers.lfq import check_bits, lfq, lfq_decode, lfq_encode
 

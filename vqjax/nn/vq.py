@@ -15,7 +15,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-from vqjax import checks, codebook as cbk, metrics, regularizers, search
+from vqjax import checks, metrics, regularizers, search
+from vqjax import codebook as cbk
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.vq import ESTIMATORS, vq, vq_decode, vq_encode
 

@@ -9,11 +9,33 @@ from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.bsq import bsq, bsq_decode, bsq_encode
 from vqjax.quantizers.fsq import fsq, fsq_decode, fsq_encode
 from vqjax.quantizers.lfq import lfq, lfq_decode, lfq_encode
-from vqjax.quantizers.pq import (fit_pq, grouped_bsq, grouped_bsq_decode, grouped_bsq_encode, grouped_fsq,
-                                 grouped_fsq_decode, grouped_fsq_encode, grouped_lfq, grouped_lfq_decode,
-                                 grouped_lfq_encode, pq, pq_decode, pq_encode)
-from vqjax.quantizers.rvq import (fit_rvq, residual_fsq, residual_fsq_decode, residual_fsq_encode, residual_lfq,
-                                  residual_lfq_decode, residual_lfq_encode, rvq, rvq_decode, rvq_encode)
+from vqjax.quantizers.pq import (
+                                 fit_pq,
+                                 grouped_bsq,
+                                 grouped_bsq_decode,
+                                 grouped_bsq_encode,
+                                 grouped_fsq,
+                                 grouped_fsq_decode,
+                                 grouped_fsq_encode,
+                                 grouped_lfq,
+                                 grouped_lfq_decode,
+                                 grouped_lfq_encode,
+                                 pq,
+                                 pq_decode,
+                                 pq_encode,
+)
+from vqjax.quantizers.rvq import (
+                                 fit_rvq,
+                                 residual_fsq,
+                                 residual_fsq_decode,
+                                 residual_fsq_encode,
+                                 residual_lfq,
+                                 residual_lfq_decode,
+                                 residual_lfq_encode,
+                                 rvq,
+                                 rvq_decode,
+                                 rvq_encode,
+)
 from vqjax.quantizers.vq import ESTIMATORS, vq, vq_decode, vq_encode
 
 __all__ = [

@@ -18,12 +18,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from jax import lax
+from tqdm.auto import tqdm
 
 from vqjax import checks, estimators, indexing, regularizers
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.multisearch import beam_encode, check_codebooks, decode_sum, icm_refine, level_metrics
 from vqjax.quantizers.rvq import fit_rvq
-from tqdm.auto import tqdm
 
 __all__ = ["aq", "aq_encode", "aq_decode", "additive_outputs", "lstsq_codebooks", "fit_aq"]
 

@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from vqjax import checks, estimators, kmeans as km, regularizers, search
+from vqjax import checks, estimators, regularizers, search
+from vqjax import kmeans as km
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.bsq import bsq, bsq_decode, bsq_encode
 from vqjax.quantizers.compose import grouped, grouped_decode, grouped_encode, split_groups

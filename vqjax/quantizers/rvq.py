@@ -32,15 +32,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from tqdm.auto import tqdm
 
-from vqjax import checks, estimators, indexing, kmeans as km, regularizers, search
+from vqjax import checks, estimators, indexing, regularizers, search
+from vqjax import kmeans as km
 from vqjax.quantizers.base import Quantized
 from vqjax.quantizers.compose import residual_decode, residual_encode
 from vqjax.quantizers.fsq import check_levels, fsq_decode, fsq_encode
 from vqjax.quantizers.lfq import bit_entropy, check_bits, check_common, lfq_decode, lfq_encode, unpack_bits
-from vqjax.quantizers.multisearch import (beam_encode, beam_extend, check_codebooks, decode_sum, dropout_mask,
-                                          greedy_encode, level_metrics)
-from tqdm.auto import tqdm
+from vqjax.quantizers.multisearch import (
+    beam_encode,
+    beam_extend,
+    check_codebooks,
+    decode_sum,
+    dropout_mask,
+    greedy_encode,
+    level_metrics,
+)
 
 __all__ = ["rvq", "rvq_encode", "rvq_decode", "residual_outputs", "residual_fsq", "residual_fsq_encode",
            "residual_fsq_decode", "residual_lfq", "residual_lfq_encode", "residual_lfq_decode", "fit_rvq"]

@@ -11,9 +11,21 @@ listed in :data:`~vqjax.tokenizers.base.MODALITIES` (or imported before loading)
 
 import importlib
 
-from vqjax.tokenizers.base import (FORMAT_VERSION, MODALITIES, SPEC_FILE, WEIGHTS_FILE, Tokenizer, check_codes,
-                                   decode_rows, plain_tree, read_spec, register_tokenizer, row_table,
-                                   tokenizer_class, write_spec)
+from vqjax.tokenizers.base import (
+    FORMAT_VERSION,
+    MODALITIES,
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    Tokenizer,
+    check_codes,
+    decode_rows,
+    plain_tree,
+    read_spec,
+    register_tokenizer,
+    row_table,
+    tokenizer_class,
+    write_spec,
+)
 
 _CLASSES = {"ImageTokenizer": "image", "AudioTokenizer": "audio", "VideoTokenizer": "video",
             "TimeSeriesTokenizer": "timeseries", "SemanticIdTokenizer": "item", "GraphTokenizer": "graph"}

@@ -361,7 +361,7 @@ def plain_tree(tree):
 
 def _restore_checkpoint(path: str, spec: dict, step: int | None):
     """The spec's weight entries of a training workdir's checkpoint (latest, or ``step``) and that step."""
-    import orbax.checkpoint as ocp      # heavy import, needed only to read a training workdir
+    import orbax.checkpoint as ocp  # heavy import, needed only to read a training workdir
 
     ckpt = os.path.join(path, "checkpoints")
     if not os.path.isdir(ckpt):

@@ -35,13 +35,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from vqjax.train import reports
 from jax.experimental import multihost_utils
-from vqjax.train.tasks import get_task
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
+
 from vqjax.tokenizer import write_spec
+from vqjax.train import reports
+from vqjax.train.tasks import get_task
 
 __all__ = ["train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info", "data_mesh", "to_host",
            "open_checkpoints", "run_steps", "write_run_files", "StopRequest", "Interrupted"]

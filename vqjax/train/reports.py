@@ -6,9 +6,9 @@ import json
 import os
 from typing import Mapping
 
+from tensorboardX import SummaryWriter
 
 from vqjax.evals.figures import pyplot
-from tensorboardX import SummaryWriter
 
 __all__ = ["MetricWriter", "read_metrics", "save_curves", "result_table"]
 
@@ -21,7 +21,6 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str, resume_step: int = 0):
-
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
             kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]

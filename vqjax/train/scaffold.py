@@ -28,11 +28,13 @@ import optax
 
 from vqjax.data import pipeline
 from vqjax.models import quantizer_vocab_size
+from vqjax.models.perceptual import perceptual_distance
 from vqjax.models.vqgan import GAN_LOSSES, GANConfig, decoder_generator_term, discriminator_step, gan_init
 from vqjax.train.config import check_positive
 from vqjax.train.core import data_mesh, make_optimizer
 
-__all__ = ["TokenizerState", "GANHalf", "Scaffold", "build", "step_key", "tokenizer_step", "vqgan_half",
+__all__ = ["TokenizerState", "GANHalf", "Scaffold", "build", "step_key", "tokenizer_step", "PixelParts", "pixel_step",
+           "pixel_gan", "vqgan_half",
            "reconstruction_loss", "tokenizer_loss", "LOSSES", "gan_fields", "check_gan", "gan_config",
            "check_channel_mult"]
 
@@ -241,6 +243,49 @@ def tokenizer_loss(model, recon_kind: str, gan: GANConfig | None, disc, state: T
         loss = loss + term
         aux.update(gan_aux)
     return loss, (upd.get("vq_stats", {}), recon, q, aux)
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelParts:
+    """The static pieces of a pixel tokenizer's (image or video) train step: the model, its optimizer and pixel
+    loss, an optional perceptual term on a feature network's features, the adversarial pieces (discriminator,
+    :class:`~vqjax.models.vqgan.GANConfig`, :class:`GANHalf`) and the EMA decay."""
+
+    model: Any
+    tx: optax.GradientTransformation
+    recon_loss: str
+    disc: Any = None
+    gan: GANConfig | None = None
+    gan_half: GANHalf | None = None
+    ema_decay: float = 0.0
+    perceptual_weight: float = 0.0
+    feature_net: Any = None
+
+
+def pixel_step(parts: PixelParts, state: TokenizerState, x, feature_params=None):
+    """A pixel tokenizer's train step on images or clips ``x``: reconstruction [+ perceptual] [+ adversarial with
+    its adaptive weight] + quantizer loss through :func:`tokenizer_step`, the discriminator updating on ``x`` and
+    its reconstruction."""
+    net = parts.feature_net
+    features = (lambda y: net.apply(feature_params, y, method="features")) if net is not None else None
+
+    def nll_of(recon):
+        nll = reconstruction_loss(parts.recon_loss, recon, x)
+        return nll + parts.perceptual_weight * perceptual_distance(features, recon, x) if features else nll
+
+    loss_fn = functools.partial(tokenizer_loss, parts.model, parts.recon_loss, parts.gan, parts.disc, state, x,
+                                step_key(state), nll_of)
+    return tokenizer_step(parts.tx, state, loss_fn, x, gan=parts.gan_half, ema_decay=parts.ema_decay)
+
+
+def pixel_gan(config: ml_collections.ConfigDict, disc_cls) -> tuple[GANConfig | None, Any, GANHalf | None]:
+    """``(GANConfig, discriminator, GANHalf)`` of ``config.gan`` for a pixel tokenizer, the discriminator a
+    ``disc_cls(channels, num_layers)`` with its own optimizer; three Nones when the adversarial weight is 0."""
+    gan = gan_config(config)
+    if gan is None:
+        return None, None, None
+    disc = disc_cls(config.gan.channels, config.gan.num_layers)
+    return gan, disc, vqgan_half(config, disc, make_optimizer(config.optimizer, config.num_train_steps))
 
 
 def vqgan_half(config: ml_collections.ConfigDict, disc, tx: optax.GradientTransformation) -> GANHalf:

@@ -34,8 +34,18 @@ from vqjax.models.audio.codec import AudioCodec, align_output, frames_for
 from vqjax.models.audio.coders import EnvelopeCoder, PitchCoder
 from vqjax.models.audio.dsp import hann_window
 from vqjax.models.audio.seanet import SEANetDecoder, SEANetEncoder
-from vqjax.models.audio.stft import (MAX_PITCH, MIN_PITCH, ConvNeXtBlock, ISTFTDecoder, STFTEncoder, frame_signal,
-                                     frame_spectra, harmonic_frames, inverse_stft, overlap_add)
+from vqjax.models.audio.stft import (
+                                     MAX_PITCH,
+                                     MIN_PITCH,
+                                     ConvNeXtBlock,
+                                     ISTFTDecoder,
+                                     STFTEncoder,
+                                     frame_signal,
+                                     frame_spectra,
+                                     harmonic_frames,
+                                     inverse_stft,
+                                     overlap_add,
+)
 from vqjax.models.audio.streaming import ResidualUnit, StreamingConv1d, StreamingConvTranspose1d
 
 __all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "ResidualUnit", "SEANetEncoder", "SEANetDecoder",

@@ -33,7 +33,7 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     x = np.asarray(x, np.float32)
     if sr_in == sr_out:
         return x
-    from scipy.signal import resample_poly    # scipy.signal is a heavy import, needed only here
+    from scipy.signal import resample_poly  # scipy.signal is a heavy import, needed only here
 
     g = math.gcd(int(sr_in), int(sr_out))
     return resample_poly(x, sr_out // g, sr_in // g, axis=0).astype(np.float32)
@@ -47,7 +47,7 @@ def highpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = 4) 
     if not 0.0 < cutoff_hz < sample_rate / 2:
         raise ValueError(f"highpass: cutoff_hz must lie in (0, {sample_rate / 2:g}) at {sample_rate} Hz; "
                          f"got {cutoff_hz}")
-    from scipy.signal import butter, sosfiltfilt    # scipy.signal is a heavy import, needed only here
+    from scipy.signal import butter, sosfiltfilt  # scipy.signal is a heavy import, needed only here
 
     x = np.asarray(x, np.float32)
     if x.shape[0] < 2:

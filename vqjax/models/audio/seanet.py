@@ -11,7 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vqjax.models.audio.streaming import ResidualUnit, StateChain, StreamingConv1d, StreamingConvTranspose1d, check_chunk
+from vqjax.models.audio.streaming import (
+    ResidualUnit,
+    StateChain,
+    StreamingConv1d,
+    StreamingConvTranspose1d,
+    check_chunk,
+)
 
 __all__ = ["SEANetEncoder", "SEANetDecoder"]
 

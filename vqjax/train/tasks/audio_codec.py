@@ -34,20 +34,40 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.data import audio as audio_data, pipeline
-from vqjax.models import model_from_spec
-from vqjax.models.registry import check_audio_layout
-from vqjax.models.audio import align_output, frame_signal, hann_window
-from vqjax.models.audio.discriminators import AudioDiscriminators, discriminator_losses, feature_matching, generator_losses
-from vqjax.models.audio.losses import (l1_loss, multiresolution_stft_loss, multiscale_mel_loss, phase_loss, pitch_loss,
-                                       pitch_track, si_sdr)
-from vqjax.models.vqgan import GAN_LOSSES
+from vqjax.data import audio as audio_data
+from vqjax.data import pipeline
+from vqjax.evals import figures
 from vqjax.evals import speech as speech_eval
 from vqjax.metrics import CodeCounter
-from vqjax.evals import figures
+from vqjax.models import model_from_spec
+from vqjax.models.audio import align_output, frame_signal, hann_window
+from vqjax.models.audio.discriminators import (
+    AudioDiscriminators,
+    discriminator_losses,
+    feature_matching,
+    generator_losses,
+)
+from vqjax.models.audio.losses import (
+    l1_loss,
+    multiresolution_stft_loss,
+    multiscale_mel_loss,
+    phase_loss,
+    pitch_loss,
+    pitch_track,
+    si_sdr,
+)
+from vqjax.models.registry import check_audio_layout
+from vqjax.models.vqgan import GAN_LOSSES
 from vqjax.train import reports, scaffold
-from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config,
-                                default_data_dir, plain, read_example_splits)
+from vqjax.train.config import (
+    add_example_data,
+    check_example_data,
+    check_positive,
+    core_config,
+    default_data_dir,
+    plain,
+    read_example_splits,
+)
 from vqjax.train.core import make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 

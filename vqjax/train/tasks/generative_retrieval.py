@@ -21,16 +21,24 @@ import numpy as np
 import optax
 
 from vqjax.evals import recommendation as recsys_eval
-from vqjax.train.config import check_positive, core_config, optimizer_config
-from vqjax.train.tasks import Task, register_task
-from vqjax.train.tasks import semantic_ids as sid
-from vqjax.train.tasks.recommender import (PARTS, RecommenderParts, RecState, check_common, report,
-                                           runlocal_common, setup, split_fields)
 from vqjax.lm.model import DecoderLM
 from vqjax.lm.retrieval import beam_search, build_trie, item_tokens, with_new_items
 from vqjax.models.semantic_ids import disambiguate, random_ids
 from vqjax.tokenizers import Tokenizer
+from vqjax.train.config import check_positive, core_config, optimizer_config
 from vqjax.train.core import train_and_evaluate
+from vqjax.train.tasks import Task, register_task
+from vqjax.train.tasks import semantic_ids as sid
+from vqjax.train.tasks.recommender import (
+    PARTS,
+    RecommenderParts,
+    RecState,
+    check_common,
+    report,
+    runlocal_common,
+    setup,
+    split_fields,
+)
 
 __all__ = ["default_config", "runlocal", "check", "item_ids", "parts", "TASK", "ID_KINDS"]
 
@@ -133,7 +141,6 @@ def _lm_step(model, tx, state: RecState, tokens):
 
 
 def parts(config, splits, workdir, devices=None) -> RecommenderParts:
-
     codes, sizes, described = item_ids(config, splits, workdir, devices)
     trie = build_trie(codes, sizes)
     m = config.model

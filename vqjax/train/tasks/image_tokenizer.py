@@ -1,6 +1,6 @@
 """Task ``'image_tokenizer'``: VQ-VAE / VQGAN image tokenizers on tfds + grain input.
 
-One train step (:func:`vqjax.train.scaffold.tokenizer_step`) updates the tokenizer (reconstruction + quantizer loss
+One train step (:func:`vqjax.train.scaffold.pixel_step`) updates the tokenizer (reconstruction + quantizer loss
 + optional perceptual term + optional adversarial term with the adaptive weight), then the discriminator and the EMA
 of the generator weights. Evaluation reports PSNR, SSIM, MSE, codebook usage, perplexity, dead codes and bits per
 image on ``config.eval_split`` and draws ``reconstructions.png``. The run's artifact is an image tokenizer
@@ -9,27 +9,31 @@ image on ``config.eval_split`` and draws ``reconstructions.png``. The run's arti
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from vqjax.data import pipeline
-from vqjax.evals import figures, image as image_eval
+from vqjax.evals import figures
+from vqjax.evals import image as image_eval
 from vqjax.metrics import CodeCounter
 from vqjax.models import model_from_spec
-from vqjax.models.perceptual import perceptual_distance
-from vqjax.models.vqgan import GANConfig, PatchDiscriminator
+from vqjax.models.vqgan import PatchDiscriminator
 from vqjax.train import reports, scaffold
-from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, optimizer_config,
-                                plain, read_example_splits)
-from vqjax.train.core import make_optimizer, to_host
+from vqjax.train.config import (
+    add_example_data,
+    check_example_data,
+    check_positive,
+    core_config,
+    optimizer_config,
+    plain,
+    read_example_splits,
+)
+from vqjax.train.core import to_host
 from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
 from vqjax.train.tasks import Run, Task, register_task
 
@@ -109,34 +113,6 @@ def check_image_shape(config: ml_collections.ConfigDict, shape: tuple[int, int, 
                          f"downsampling factor {factor} of config.model.channel_mult={tuple(config.model.channel_mult)}")
 
 
-@dataclasses.dataclass(frozen=True)
-class StepParts:
-    """The static pieces of a train step (modules, optimizer, the GAN's half and plain numbers)."""
-
-    model: Any
-    tx: optax.GradientTransformation
-    recon_loss: str
-    perceptual_weight: float = 0.0
-    feature_net: Any = None
-    disc: Any = None
-    gan: GANConfig | None = None
-    gan_half: scaffold.GANHalf | None = None
-    ema_decay: float = 0.0
-
-
-def train_step(parts: StepParts, state: scaffold.TokenizerState, images, feature_params):
-    """Reconstruction [+ perceptual] [+ adversarial] + quantizer loss through :func:`scaffold.tokenizer_step`."""
-    features = (lambda x: parts.feature_net.apply(feature_params, x, method="features")) if parts.feature_net else None
-
-    def nll_of(recon):
-        nll = scaffold.reconstruction_loss(parts.recon_loss, recon, images)
-        return nll + parts.perceptual_weight * perceptual_distance(features, recon, images) if features else nll
-
-    loss_fn = functools.partial(scaffold.tokenizer_loss, parts.model, parts.recon_loss, parts.gan, parts.disc, state,
-                                images, scaffold.step_key(state), nll_of)
-    return scaffold.tokenizer_step(parts.tx, state, loss_fn, images, gan=parts.gan_half, ema_decay=parts.ema_decay)
-
-
 def eval_step(model, variables, images, mask):
     """Masked sums of per-image PSNR, SSIM and MSE, the codes, and the reconstructions."""
     recon, q = model.apply(variables, images, train=False)
@@ -156,9 +132,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                          f"split {config.train_split!r} has {shape}")
     spec_model = model_spec(config, shape[-1])
     model = model_from_spec(spec_model)
-    gan = scaffold.gan_config(config)
-    disc = PatchDiscriminator(config.gan.channels, config.gan.num_layers) if gan is not None else None
-    half = scaffold.vqgan_half(config, disc, make_optimizer(config.optimizer, config.num_train_steps)) if disc else None
+    gan, disc, half = scaffold.pixel_gan(config, PatchDiscriminator)
     sc = scaffold.build(config, model=model, sample=jnp.zeros((config.batch_size,) + shape, jnp.float32),
                         devices=devices, gan=half, ema_decay=float(config.ema_decay))
     levels = sc.codes_shape[-1] if len(sc.codes_shape) == 3 else 1
@@ -169,9 +143,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             seed=config.seed, stop=stop)
         extra_info["feature_net_accuracy"] = feature_net_accuracy(feature_net, feature_params, eval_source)
     feature_params = jax.device_put(feature_params, sc.replicated)
-    parts = StepParts(model, sc.tx, config.recon_loss, float(config.perceptual_weight), feature_net, disc, gan, half,
-                      float(config.ema_decay))
-    train = sc.jit_train(functools.partial(train_step, parts), 1)
+    parts = scaffold.PixelParts(model, sc.tx, config.recon_loss, disc, gan, half, float(config.ema_decay),
+                                float(config.perceptual_weight), feature_net)
+    train = sc.jit_train(functools.partial(scaffold.pixel_step, parts), 1)
     jit_eval = jax.jit(functools.partial(eval_step, model),
                        in_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding),
                        out_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding))

@@ -29,10 +29,10 @@ import numpy as np
 import optax
 
 from vqjax.data.graphs import KG_DATASETS, load_kg
-from vqjax.graph import STRATEGIES, NodePieceVocab
-from vqjax.tokenizers.graph import GraphTokenizer
-from vqjax.graph.models import ENCODERS, SCORERS, LinkPredictor, score_all
 from vqjax.evals import ranking as ranking_eval
+from vqjax.graph import STRATEGIES, NodePieceVocab
+from vqjax.graph.models import ENCODERS, SCORERS, LinkPredictor, score_all
+from vqjax.tokenizers.graph import GraphTokenizer
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config
 from vqjax.train.core import data_mesh, make_optimizer, to_host

@@ -33,24 +33,33 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from vqjax.evals.figures import pyplot
 from vqjax.data import pipeline
 from vqjax.data.augment import affine_jitter
-from vqjax.lm import Codes, DecoderLM, MultimodalVocab, generate, pack_documents, packed_batches, span_validity
-from vqjax.lm.streams import packed_eval_batches
+from vqjax.data.graphs import KG_DATASETS
+from vqjax.evals.figures import pyplot
+from vqjax.lm import (
+    Codes,
+    DecoderLM,
+    MultimodalVocab,
+    generate,
+    pack_documents,
+    packed_batches,
+    span_validity,
+)
 from vqjax.lm.documents import DIGIT_WORDS, caption, caption_documents, digit_in_text
 from vqjax.lm.model import LOGICAL_RULES, param_shardings
+from vqjax.lm.streams import packed_eval_batches
+from vqjax.tokenizer import Tokenizer
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, default_data_dir, optimizer_config
 from vqjax.train.core import make_optimizer, to_host
+from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
 from vqjax.train.tasks import Run, Task, register_task
-from vqjax.tokenizer import Tokenizer
 from vqjax.train.tasks.lm_corpus import Corpus
 from vqjax.train.tasks.lm_graph import kg_corpus
-from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
-from vqjax.data.graphs import KG_DATASETS
 
 __all__ = ["LMState", "default_config", "check", "runlocal", "setup", "report", "lm_mesh", "TASK"]
 
@@ -156,7 +165,6 @@ def lm_mesh(devices, model_parallel: int) -> Mesh:
 
 
 def _open_tokenizer(path: str):
-
     try:
         tok = Tokenizer.load(path)
     except FileNotFoundError as err:

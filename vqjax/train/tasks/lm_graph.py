@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vqjax.lm import Codes, generate, span_validity
-from vqjax.evals import ranking
 from vqjax.data.graphs import load_kg
+from vqjax.evals import ranking
 from vqjax.graph import NodePieceVocab
+from vqjax.lm import Codes, generate, span_validity
 from vqjax.tokenizers.graph import GraphTokenizer
 from vqjax.train.tasks.lm_corpus import Corpus
 
@@ -40,7 +40,6 @@ def relation_text(name: str) -> str:
 
 
 def kg_corpus(config, workdir, stop):
-
     splits = load_kg(config.kg_dataset)
     for name in ("train", "valid", "test"):
         if splits.split(name).shape[0] == 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Callable, NamedTuple
 
@@ -29,7 +30,6 @@ from vqjax.train.config import check_positive
 from vqjax.train.core import data_mesh, make_optimizer
 from vqjax.train.tasks import Run, get_task
 from vqjax.train.tasks import semantic_ids as sid
-import json
 
 __all__ = ["RecState", "RecommenderParts", "PARTS", "split_fields", "runlocal_common", "check_common",
            "setup", "load_ranker", "report"]

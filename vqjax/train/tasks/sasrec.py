@@ -6,18 +6,25 @@ recommendation is the top of the scores of all items. Training, evaluation and t
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from vqjax.evals import recommendation as recsys_eval
+from vqjax.models.retrieval import SASRec
 from vqjax.train.config import core_config, optimizer_config
 from vqjax.train.tasks import Task, register_task
-from vqjax.train.tasks.recommender import (PARTS, RecommenderParts, RecState, check_common, report,
-                                           runlocal_common, setup, split_fields)
-from vqjax.models.retrieval import SASRec
+from vqjax.train.tasks.recommender import (
+    PARTS,
+    RecommenderParts,
+    RecState,
+    check_common,
+    report,
+    runlocal_common,
+    setup,
+    split_fields,
+)
 
 __all__ = ["default_config", "runlocal", "check", "parts", "TASK", "SASREC_LOSSES"]
 

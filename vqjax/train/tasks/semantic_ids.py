@@ -32,17 +32,26 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.evals.figures import pyplot
 from vqjax.data.recommendation import RECOMMENDATION_DATASETS, leave_one_out, load_movielens, window_batch
-from vqjax.models import model_from_spec, quantizer_vocab_size
-from vqjax.models.semantic_ids import (COLLISION_MODES, FEATURES, ItemFeaturizer, assign_new, balanced_last_level,
-                                       collision_stats, disambiguate, fit_bpr, item_terms)
 from vqjax.evals import figures
+from vqjax.evals.figures import pyplot
+from vqjax.models import model_from_spec, quantizer_vocab_size
+from vqjax.models.semantic_ids import (
+    COLLISION_MODES,
+    FEATURES,
+    ItemFeaturizer,
+    assign_new,
+    balanced_last_level,
+    collision_stats,
+    disambiguate,
+    fit_bpr,
+    item_terms,
+)
+from vqjax.tokenizers.items import write_item_ids
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config, plain
 from vqjax.train.core import data_mesh, make_optimizer
 from vqjax.train.tasks import Run, Task, register_task
-from vqjax.tokenizers.items import write_item_ids
 
 __all__ = ["ItemIdState", "default_config", "check", "runlocal", "setup", "report", "load_split", "item_features",
            "genre_coherence", "level_usage", "TASK"]

@@ -41,16 +41,22 @@ import ml_collections
 import numpy as np
 import optax
 
+from vqjax.data.timeseries import CHANNELS
+from vqjax.evals import timeseries as timeseries_eval
+from vqjax.metrics import CodeCounter
 from vqjax.models import model_from_spec
 from vqjax.models.fast import FAST
 from vqjax.models.sequence import spectral_loss
-from vqjax.evals import timeseries as timeseries_eval
-from vqjax.metrics import CodeCounter
 from vqjax.train import reports, scaffold
-from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
-                                read_example_splits)
+from vqjax.train.config import (
+    add_example_data,
+    check_example_data,
+    check_positive,
+    core_config,
+    plain,
+    read_example_splits,
+)
 from vqjax.train.tasks import Run, Task, register_task
-from vqjax.data.timeseries import CHANNELS
 
 __all__ = ["default_config", "check", "runlocal", "setup", "report", "model_spec",
            "channel_stats", "read_series", "TASK"]

@@ -23,33 +23,34 @@ each group of frames.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import logging
 import math
 import os
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from vqjax.models import model_from_spec
-from vqjax.models.video import VideoDiscriminator, inflate_image_params, latent_frames
-from vqjax.models.vqgan import GANConfig
+from vqjax.evals import figures
 from vqjax.evals import video as video_eval
 from vqjax.metrics import CodeCounter
-from vqjax.evals import figures
+from vqjax.models import model_from_spec
+from vqjax.models.video import VideoDiscriminator, inflate_image_params, latent_frames
+from vqjax.tokenizer import Tokenizer, read_spec
 from vqjax.train import reports, scaffold
-from vqjax.train.config import (add_example_data, check_example_data, check_positive, core_config, plain,
-                                read_example_splits)
-from vqjax.train.core import make_optimizer, to_host
+from vqjax.train.config import (
+    add_example_data,
+    check_example_data,
+    check_positive,
+    core_config,
+    plain,
+    read_example_splits,
+)
+from vqjax.train.core import to_host
 from vqjax.train.tasks import Run, Task, register_task
-from vqjax.tokenizer import read_spec
-from vqjax.tokenizer import Tokenizer
 
 __all__ = ["default_config", "check", "runlocal", "setup", "report", "model_spec", "reconstruct",
            "TASK"]
@@ -196,28 +197,6 @@ def inflation_source(config: ml_collections.ConfigDict, shape: tuple[int, ...]):
     return Tokenizer.load(config.inflate_from)
 
 
-@dataclasses.dataclass(frozen=True)
-class StepParts:
-    """The static pieces of a train step: the tokenizer, its optimizer, the pixel loss and, for adversarial
-    training, the discriminator, the :class:`~vqjax.models.vqgan.GANConfig` and the GAN's half."""
-
-    model: Any
-    tx: optax.GradientTransformation
-    recon_loss: str
-    disc: Any = None
-    gan: GANConfig | None = None
-    gan_half: scaffold.GANHalf | None = None
-
-
-def train_step(parts: StepParts, state: scaffold.TokenizerState, clips):
-    """Reconstruction + quantizer loss [+ the adversarial term with its adaptive weight] through
-    :func:`vqjax.train.scaffold.tokenizer_step`, the discriminator updating on the clips and their reconstructions."""
-    nll_of = lambda recon: scaffold.reconstruction_loss(parts.recon_loss, recon, clips)
-    loss_fn = functools.partial(scaffold.tokenizer_loss, parts.model, parts.recon_loss, parts.gan, parts.disc, state,
-                                clips, scaffold.step_key(state), nll_of)
-    return scaffold.tokenizer_step(parts.tx, state, loss_fn, clips, gan=parts.gan_half)
-
-
 def eval_step(model, variables, clips, mask):
     """Masked sums over clips of the per-frame PSNR and SSIM ``[T]`` and the flicker, the codes and the
     reconstructions."""
@@ -296,9 +275,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     if tuple(np.asarray(eval_source[0]["video"]).shape) != shape:
         raise ValueError(f"split {config.eval_split!r} has clips of shape {np.asarray(eval_source[0]['video']).shape}"
                          f"; split {config.train_split!r} has {shape}")
-    gan = scaffold.gan_config(config)
-    disc = VideoDiscriminator(config.gan.channels, config.gan.num_layers) if gan is not None else None
-    half = scaffold.vqgan_half(config, disc, make_optimizer(config.optimizer, config.num_train_steps)) if disc else None
+    gan, disc, half = scaffold.pixel_gan(config, VideoDiscriminator)
 
     def inflated(params, vq_stats):
         return (inflate_image_params(image_tokenizer.variables["params"], params),
@@ -312,7 +289,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     seconds = shape[0] / float(config.frame_rate)
     tokens_per_second = tokens_per_clip / seconds
     bits_per_pixel = tokens_per_clip * math.log2(vocab) / (shape[0] * shape[1] * shape[2])
-    train = sc.jit_train(functools.partial(train_step, StepParts(model, sc.tx, config.recon_loss, disc, gan, half)))
+    train = sc.jit_train(functools.partial(scaffold.pixel_step, scaffold.PixelParts(model, sc.tx, config.recon_loss,
+                                                                                   disc, gan, half)))
     jit_eval = jax.jit(functools.partial(eval_step, model),
                        in_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding),
                        out_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding))

@@ -13,6 +13,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"vqjax-test-jax-cache-{os.getuid()}"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+# Bundled datasets that a test prepares without a data_dir of its own (the notebooks) go to a folder of this
+# worker's: two workers never prepare the same tfds dataset into one folder at once, and the user's cache stays
+# untouched.
+os.environ.setdefault("VQJAX_DATA_DIR", os.path.join(
+    tempfile.gettempdir(), f"vqjax-test-tfds-{os.getuid()}-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"))
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -44,3 +49,13 @@ class TraceCounter:
 @pytest.fixture
 def trace_counter():
     return TraceCounter
+
+
+def pytest_collection_modifyitems(config, items):
+    """Groups for ``pytest -n 2 --dist loadgroup`` (``make test``): a file's tests stay on one worker (they share
+    module fixtures such as a trained run), except the notebooks, each of which runs alone, so the workers share
+    the long end-to-end items evenly."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = item.nodeid if path.endswith("test_colabs.py") else path
+        item.add_marker(pytest.mark.xdist_group(group))

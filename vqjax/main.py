@@ -10,7 +10,6 @@ process id come from the environment, or from ``--coordinator_address``, ``--num
 
 from __future__ import annotations
 
-import ast
 import sys
 
 import jax
@@ -18,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vqjax.train import get_task, switch_quantizer, train_and_evaluate
+from vqjax.train.config import split_quantizer_overrides
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment file (experiments/NAME.py[:arg])", lock_config=True)
@@ -29,28 +29,6 @@ flags.DEFINE_integer("process_id", None, "with --distributed: this process's ind
 flags.DEFINE_string("cpu_collectives", "gloo", "with --distributed: collectives between CPU processes ('gloo' or "
                     "'mpi'); accelerators use their own")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _literal(text: str):
-    """A command-line value as Python: a literal where it parses as one (``512``, ``(8, 5, 5)``), else the text."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-def split_quantizer_overrides(argv: list[str]) -> tuple[list[str], str | None, dict]:
-    """``argv`` without a ``--config.quantizer=NAME`` switch and, when there is one, without the
-    ``--config.quantizer_kwargs.FIELD=VALUE`` overrides that go with it: ``(rest, NAME or None, {FIELD: value})``.
-    Without a switch the kwargs overrides stay in ``argv`` (checked against the experiment's fields)."""
-    name = next((a.split("=", 1)[1] for a in argv if a.startswith("--config.quantizer=")), None)
-    if name is None:
-        return list(argv), None, {}
-    prefix = "--config.quantizer_kwargs."
-    kwargs = {a[len(prefix):].split("=", 1)[0]: _literal(a.split("=", 1)[1]) for a in argv
-              if a.startswith(prefix) and "=" in a}
-    rest = [a for a in argv if not a.startswith("--config.quantizer=") and not (a.startswith(prefix) and "=" in a)]
-    return rest, name, kwargs
 
 
 def parse_flags(argv: list[str]) -> list[str]:

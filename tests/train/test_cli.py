@@ -110,8 +110,8 @@ def test_switching_the_quantizer_family_from_the_command_line():
     switch the kwargs overrides stay for config_flags; the same family keeps its other fields."""
     from experiments_loader import load_experiment
 
-    from vqjax.main import split_quantizer_overrides
     from vqjax.train import check_config, switch_quantizer
+    from vqjax.train.config import split_quantizer_overrides
 
     argv = ["main", "--config=experiments/mnist_vq.py", "--config.quantizer=fsq",
             "--config.quantizer_kwargs.levels=(8, 5, 5, 5)", "--config.num_train_steps=5"]

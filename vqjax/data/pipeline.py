@@ -180,7 +180,6 @@ def train_batches(source: Sequence[dict[str, Any]], *, batch_size: int, seed: in
                                      for j, i in enumerate(np.asarray(item[1])[first:first + per])]))
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
     if worker_count > 0:
-
         if not flags.FLAGS.is_parsed():      # grain's workers read absl flags; outside an absl app use defaults
             flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))

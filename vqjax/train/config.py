@@ -9,6 +9,7 @@ the task declares free-form (``quantizer_kwargs``, whose fields the quantizer it
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 from typing import Any, Iterable
@@ -19,7 +20,7 @@ from vqjax.data import pipeline
 
 __all__ = ["core_config", "optimizer_config", "parse_arg", "check_fields", "check_core",
            "check_positive", "default_data_dir", "add_example_data", "check_example_data", "read_example_splits",
-           "plain", "nearest_name", "switch_quantizer"]
+           "plain", "nearest_name", "switch_quantizer", "split_quantizer_overrides"]
 
 
 def default_data_dir() -> str:
@@ -181,3 +182,25 @@ def switch_quantizer(config: ml_collections.ConfigDict, name: str, kwargs: dict 
         for key, value in (kwargs or {}).items():
             config.quantizer_kwargs[key] = value
     return config
+
+
+def _literal(text: str):
+    """A command-line value as Python: a literal where it parses as one (``512``, ``(8, 5, 5)``), else the text."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def split_quantizer_overrides(argv: list[str]) -> tuple[list[str], str | None, dict]:
+    """``argv`` without a ``--config.quantizer=NAME`` switch and, when there is one, without the
+    ``--config.quantizer_kwargs.FIELD=VALUE`` overrides that go with it: ``(rest, NAME or None, {FIELD: value})``.
+    Without a switch the kwargs overrides stay in ``argv`` (checked against the experiment's fields)."""
+    name = next((a.split("=", 1)[1] for a in argv if a.startswith("--config.quantizer=")), None)
+    if name is None:
+        return list(argv), None, {}
+    prefix = "--config.quantizer_kwargs."
+    kwargs = {a[len(prefix):].split("=", 1)[0]: _literal(a.split("=", 1)[1]) for a in argv
+              if a.startswith(prefix) and "=" in a}
+    rest = [a for a in argv if not a.startswith("--config.quantizer=") and not (a.startswith(prefix) and "=" in a)]
+    return rest, name, kwargs

@@ -85,7 +85,6 @@ class Scaffold:
       replicated, batch_sharding: the mesh's replicated and batch-sharded shardings.
       init_state: ``key -> TokenizerState`` (pure, jittable).
       abstract: ``jax.eval_shape`` of ``init_state``.
-      state_sharding: the state's shardings (replicated).
       codes_shape: the codes of one example of the sample's shape.
       vocab_size: distinct values of one code (the quantizer's own).
       ema_decay: the EMA decay of the weights (0: no EMA).
@@ -97,7 +96,6 @@ class Scaffold:
     batch_sharding: Any
     init_state: Callable[[jax.Array], TokenizerState]
     abstract: TokenizerState
-    state_sharding: Any
     codes_shape: tuple
     vocab_size: int
     ema_decay: float = 0.0
@@ -116,11 +114,11 @@ class Scaffold:
         return jax.make_array_from_process_local_data(self.batch_sharding, local)
 
     def jit_train(self, step: Callable, *replicated_args: int) -> Callable:
-        """``step(state, batch, *extra) -> (state, metrics)`` jitted with the state donated, the batch sharded and
-        ``len(replicated_args)`` further replicated arguments."""
+        """``step(state, batch, *extra) -> (state, metrics)`` jitted with the state replicated and donated, the batch
+        sharded and ``len(replicated_args)`` further replicated arguments."""
         extra = tuple(self.replicated for _ in replicated_args)
-        return jax.jit(step, in_shardings=(self.state_sharding, self.batch_sharding, *extra),
-                       out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
+        return jax.jit(step, in_shardings=(self.replicated, self.batch_sharding, *extra),
+                       out_shardings=(self.replicated, self.replicated), donate_argnums=0)
 
     def make_step(self, config: ml_collections.ConfigDict, source, jitted: Callable, key: str, *extra,
                   **pipeline_args) -> Callable[[int], Callable]:
@@ -186,7 +184,7 @@ def build(config: ml_collections.ConfigDict, *, model, sample: jax.Array, device
     codes = jax.eval_shape(functools.partial(model.apply, method=model.encode),
                            {"params": abstract.params, "vq_stats": abstract.vq_stats}, sample[:1])
     return Scaffold(model=model, tx=tx, replicated=replicated, batch_sharding=batch_sharding, init_state=init_state,
-                    abstract=abstract, state_sharding=jax.tree.map(lambda _: replicated, abstract),
+                    abstract=abstract,
                     codes_shape=tuple(codes.shape[1:]), vocab_size=quantizer_vocab_size(model.quantizer),
                     ema_decay=float(ema_decay))
 

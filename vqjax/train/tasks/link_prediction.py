@@ -213,12 +213,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
     num_params = count_params(abstract.params)
-    state_sharding = jax.tree.map(lambda _: replicated, abstract)
     cfg = (int(config.seed), int(config.batch_size), int(config.num_negatives),
            float(config.adversarial_temperature))
     train_step = jax.jit(functools.partial(_train_step, model, tx, cfg, batch_sharding=batch_sharding),
-                         in_shardings=(state_sharding, replicated, replicated, replicated),
-                         out_shardings=(state_sharding, replicated), donate_argnums=0)
+                         in_shardings=(replicated, replicated, replicated, replicated),
+                         out_shardings=(replicated, replicated), donate_argnums=0)
     embed_all = jax.jit(functools.partial(_embed_all, model), out_shardings=replicated)
     rank_step = jax.jit(functools.partial(_rank_step, model),
                         in_shardings=(replicated, replicated, batch_sharding, batch_sharding, batch_sharding,

@@ -134,9 +134,8 @@ def setup(config, workdir, *, devices=None, stop=None) -> Run:
         return RecState(jnp.int32(0), params, tx.init(params), jax.random.key_data(k_run))
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    step_fn = jax.jit(functools.partial(parts.step, tx), in_shardings=(state_sharding, batch_sharding),
-                      out_shardings=(state_sharding, replicated), donate_argnums=0)
+    step_fn = jax.jit(functools.partial(parts.step, tx), in_shardings=(replicated, batch_sharding),
+                      out_shardings=(replicated, replicated), donate_argnums=0)
     rank_fn = parts.ranker
     seed, b = int(config.seed), int(config.batch_size)
 
@@ -174,8 +173,7 @@ def setup(config, workdir, *, devices=None, stop=None) -> Run:
     info = {"method": parts.method, "num_params": num_params, "training_windows": int(windows.shape[0]),
             "split": split_info, **parts.info}
     return Run(init_state=init_state, make_step=make_step, evaluate=scores("valid"), replicated=replicated,
-               info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract,
-               state_sharding=state_sharding)
+               info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract)
 
 
 def load_ranker(workdir: str, step: int | None = None) -> Callable[[Any], np.ndarray]:

@@ -248,9 +248,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                            tx.init(variables["params"]), jax.random.key_data(k_run))
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    state_sharding = jax.tree.map(lambda _: replicated, abstract)
-    step_fn = jax.jit(functools.partial(_train_step, model, tx), in_shardings=(state_sharding, replicated),
-                      out_shardings=(state_sharding, replicated), donate_argnums=0)
+    step_fn = jax.jit(functools.partial(_train_step, model, tx), in_shardings=(replicated, replicated),
+                      out_shardings=(replicated, replicated), donate_argnums=0)
     rows, b, seed = np.arange(warm.size), int(config.batch_size), int(config.seed)
 
     def make_step(start):
@@ -331,8 +330,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     info = {"dataset": config.dataset, "num_items": int(splits.num_items), "warm_items": int(warm.size),
             "cold_items": int(splits.cold.sum()), "unseen_items": int(unseen.size), "feature_dim": int(features.shape[1]), "level_sizes": level_sizes}
     return Run(init_state=init_state, make_step=make_step, evaluate=evaluate, replicated=replicated, info=info,
-               hint="Lower config.optimizer.learning_rate.", test=test, spec=spec, abstract=abstract,
-               state_sharding=state_sharding)
+               hint="Lower config.optimizer.learning_rate.", test=test, spec=spec, abstract=abstract)
 
 
 def _write_tables(workdir, catalogue, codes, raw, warm, cold) -> None:

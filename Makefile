@@ -34,7 +34,7 @@ demo-remedies: $(VENV)/.installed-data
 
 # The suite (with the layer contract, tests/test_layers.py), then the docs site built with --strict.
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" --durations=15 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow" --durations=15 tests
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 # The documentation site (docs/, mkdocs.yml) into build/site; warnings are errors.
@@ -62,7 +62,7 @@ video-deps:
 # The tests marked slow, then the full-size runs whose figures the README and the issue notes quote (tens of
 # minutes on a 2-core CPU; the speech codecs need the audio extra, whose pesq compiles with the C compiler).
 e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup -m slow --durations=15 tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m slow --durations=15 tests
 	$(PY) -m vqjax.main --config=experiments/mnist_vq.py --workdir=runs/mnist_vq
 	$(PY) -m vqjax.main --config=experiments/mnist_captions_lm.py --workdir=runs/mnist_captions_lm
 	$(PY) -m vqjax.main --config=experiments/umls_text_lm.py --workdir=runs/umls_text_lm

@@ -50,12 +50,3 @@ class TraceCounter:
 def trace_counter():
     return TraceCounter
 
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n 2 --dist loadgroup`` (``make test``): a file's tests stay on one worker (they share
-    module fixtures such as a trained run), except the notebooks, each of which runs alone, so the workers share
-    the long end-to-end items evenly."""
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        group = item.nodeid if path.endswith("test_colabs.py") else path
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -182,15 +182,20 @@ def test_find_recordings_names_the_missing_package(tmp_path):
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory):
+    """Recordings laid out like Debian's and a music clip, and the ``vqjax_speech`` builder prepared on them once
+    (every test of the module reads the same prepared folder, whichever runs first)."""
     root = tmp_path_factory.mktemp("speech")
     roots = make_speech_roots(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
+        patch.setattr(builders.VqjaxSpeech, "MUSIC", make_music(root / "music.wav", seconds=8.5))
+        pipeline.get_source("vqjax_speech", "train", str(root / "tfds"))
     return roots, str(root / "tfds")
 
 
-def test_speech_builder_holds_out_whole_languages(speech, monkeypatch, tmp_path):
+def test_speech_builder_holds_out_whole_languages(speech, monkeypatch):
     roots, data_dir = speech
     monkeypatch.setattr(builders.VqjaxSpeech, "ROOTS", roots)
-    monkeypatch.setattr(builders.VqjaxSpeech, "MUSIC", make_music(tmp_path / "music.wav", seconds=8.5))
     train = pipeline.get_source("vqjax_speech", "train", data_dir)
     test = pipeline.get_source("vqjax_speech", "test", data_dir)
     test_kt = pipeline.get_source("vqjax_speech", "test_ktuberling", data_dir)

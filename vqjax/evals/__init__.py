@@ -1,13 +1,11 @@
 """Layer 6: evaluators, one module per field, usable on a tokenizer artifact without the trainer.
 
-=================  =====================================================================================
-``image``          PSNR, SSIM, MSE and code usage of an image tokenizer
-``speech``         PESQ-WB/NB, STOI, SI-SDR and mel distance of an audio codec beside Codec2 and Opus
-``video``          PSNR and SSIM per frame, flicker and bits per pixel beside MPEG-4 and VP9
-``timeseries``     NMSE, correlation and band power error beside FAST
-``recommendation`` Recall@k and NDCG@k (overall, warm, cold) of a recommender beside popularity
-``ranking``        filtered MRR and Hits@k of a link predictor
-=================  =====================================================================================
+- ``image``: PSNR, SSIM, MSE and code usage of an image tokenizer;
+- ``speech``: PESQ-WB/NB, STOI, SI-SDR and mel distance of an audio codec beside Codec2 and Opus;
+- ``video``: PSNR and SSIM per frame, flicker and bits per pixel beside MPEG-4 and VP9;
+- ``timeseries``: NMSE, correlation and band power error beside FAST;
+- ``recommendation``: Recall@k and NDCG@k (overall, warm, cold) of a recommender beside popularity;
+- ``ranking``: filtered MRR and Hits@k of a link predictor.
 
 Each module's ``evaluate`` scores its subject and its anchors by one harness on the same data and returns one row
 per codec; :func:`get_evaluator` finds it by name::

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -34,6 +33,7 @@ from vqjax.train.tasks.recommender import (
     RecommenderParts,
     RecState,
     check_common,
+    optimizer_step,
     report,
     runlocal_common,
     setup,
@@ -134,10 +134,7 @@ def _lm_step(model, tx, state: RecState, tokens):
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
         return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return state._replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return optimizer_step(tx, state, loss_fn)
 
 
 def parts(config, splits, workdir, devices=None) -> RecommenderParts:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from vqjax.data.recommendation import RECOMMENDATION_DATASETS, training_windows, window_batch
 from vqjax.evals import recommendation as recsys_eval
@@ -32,7 +33,7 @@ from vqjax.train.tasks import Run, get_task
 from vqjax.train.tasks import semantic_ids as sid
 
 __all__ = ["RecState", "RecommenderParts", "PARTS", "split_fields", "runlocal_common", "check_common",
-           "setup", "load_ranker", "report"]
+           "setup", "load_ranker", "report", "optimizer_step"]
 
 
 
@@ -96,6 +97,14 @@ def check_common(config: ml_collections.ConfigDict) -> None:
 
 
 
+
+
+def optimizer_step(tx: optax.GradientTransformation, state: RecState, loss_fn: Callable) -> tuple[RecState, dict]:
+    """One step of ``tx`` on ``loss_fn(params)``: the new state (step advanced) and ``{'loss', 'grad_norm'}``."""
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state._replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          opt_state=opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
 
 # The parts of each recommender task, registered by its module: (config, splits, workdir, devices) -> parts.

@@ -20,6 +20,7 @@ from vqjax.train.tasks.recommender import (
     RecommenderParts,
     RecState,
     check_common,
+    optimizer_step,
     report,
     runlocal_common,
     setup,
@@ -80,10 +81,7 @@ def _sasrec_step(model, tx, loss_kind, state: RecState, window):
             nll = -jax.nn.log_sigmoid(pos_s) - jax.nn.log_sigmoid(-neg_s)
         return jnp.sum(nll * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    return state._replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          opt_state=opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    return optimizer_step(tx, state, loss_fn)
 
 
 def parts(config, splits, workdir, devices=None) -> RecommenderParts:

@@ -8,11 +8,12 @@ from experiments_loader import FAST_COMPILE  # the XLA flags for fast compilatio
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count=8 {FAST_COMPILE}"
                            ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# One persistent compilation cache for the test session, its xdist workers and the CLI runs they start: the
-# training tests compile the same small models many times.
+# One persistent compilation cache for the test session, its xdist workers and the CLI runs and notebook kernels
+# they start, holding every executable however quick its compilation: the tests compile the same small models and
+# functions many times, in several processes.
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), f"vqjax-test-jax-cache-{os.getuid()}"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 # Bundled datasets that a test prepares without a data_dir of its own (the notebooks) go to a folder of this
 # worker's: two workers never prepare the same tfds dataset into one folder at once, and the user's cache stays
 # untouched.

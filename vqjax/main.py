@@ -38,6 +38,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     ``--config.quantizer_kwargs.*`` given beside it (:func:`vqjax.train.switch_quantizer`)."""
     try:
         rest, quantizer, kwargs = split_quantizer_overrides(argv)
+        if quantizer is not None:
+            sys.argv = list(rest)       # config_flags reads its --config.* overrides from sys.argv as well
         remaining = FLAGS(rest)
         if quantizer is not None:
             switch_quantizer(FLAGS.config, quantizer, kwargs)

@@ -17,7 +17,7 @@ from absl import app, flags
 from tqdm.auto import tqdm
 
 from vqjax.data import pipeline
-from vqjax.tokenizer import Tokenizer
+from vqjax.tokenizers import Tokenizer
 from vqjax.train.config import default_data_dir
 
 FLAGS = flags.FLAGS

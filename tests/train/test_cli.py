@@ -118,10 +118,28 @@ def test_switching_the_quantizer_family_from_the_command_line():
     rest, name, kwargs = split_quantizer_overrides(argv)
     assert rest == ["main", "--config=experiments/mnist_vq.py", "--config.num_train_steps=5"]
     assert name == "fsq" and kwargs == {"levels": (8, 5, 5, 5)}
-    c = switch_quantizer(load_experiment("mnist_vq"), name, kwargs)
+    locked = load_experiment("mnist_vq")
+    locked.lock()                                     # as --config gives it (lock_config=True)
+    c = switch_quantizer(locked, name, kwargs)
     assert c.quantizer == "fsq" and c.quantizer_kwargs.to_dict() == {"levels": (8, 5, 5, 5)}
     check_config(c)                                   # the VQ fields (codebook_learning, ...) are gone
-    same = switch_quantizer(load_experiment("mnist_vq"), "vq", {"codebook_size": 512})
+    same = load_experiment("mnist_vq")
+    same.lock()
+    same = switch_quantizer(same, "vq", {"codebook_size": 512, "kmeans_iters": 3})
     assert same.quantizer_kwargs.codebook_size == 512 and same.quantizer_kwargs.codebook_learning == "ema"
+    assert same.quantizer_kwargs.kmeans_iters == 3
     kept = ["main", "--config.quantizer_kwargs.codebook_size=512"]
     assert split_quantizer_overrides(kept) == (kept, None, {})
+
+
+def test_the_cli_parses_a_family_switch_into_the_config():
+    """The CLI's own flag parsing (config_flags also reads sys.argv): the switched family's fields replace the
+    experiment's, and the other overrides still apply."""
+    script = ("import sys; from vqjax import main; "
+              "main.parse_flags(sys.argv); c = main.FLAGS.config; "
+              "print(c.quantizer, sorted(c.quantizer_kwargs.to_dict().items()), c.num_train_steps)")
+    args = [sys.executable, "-c", script, "--config=experiments/mnist_vq.py:runlocal", "--workdir=unused",
+            "--config.quantizer=fsq", "--config.quantizer_kwargs.levels=(8, 5, 5, 5)", "--config.num_train_steps=7"]
+    out = subprocess.run(args, cwd=ROOT, env=CLI_ENV, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "fsq [('levels', (8, 5, 5, 5))] 7", out.stdout

@@ -43,7 +43,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as TextTokenizer
 
 from vqjax.lm.text import default_corpus, load_text_tokenizer, text_tokenizer_json, train_bpe
-from vqjax.tokenizer import Tokenizer
+from vqjax.tokenizers import Tokenizer
 from vqjax.tokenizers import plain_tree as _plain_tree
 
 __all__ = ["MultimodalVocab", "Text", "Media", "Codes", "Invalid", "fingerprint", "VOCAB_FORMAT"]

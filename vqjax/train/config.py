@@ -175,12 +175,13 @@ def switch_quantizer(config: ml_collections.ConfigDict, name: str, kwargs: dict 
     if "quantizer" not in config or "quantizer_kwargs" not in config:
         raise ValueError(f"config.quantizer: this task's config has no quantizer family to switch (fields: "
                          f"{sorted(config.keys())})")
-    with config.unlocked():
+    with config.unlocked():            # a command-line config arrives locked
         if name != config.quantizer:
-            config.quantizer_kwargs = ml_collections.ConfigDict()
+            config.quantizer_kwargs = ml_collections.ConfigDict(dict(kwargs or {}))
+        else:
+            for key, value in (kwargs or {}).items():
+                config.quantizer_kwargs[key] = value
         config.quantizer = name
-        for key, value in (kwargs or {}).items():
-            config.quantizer_kwargs[key] = value
     return config
 
 

@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from vqjax.tokenizer import write_spec
+from vqjax.tokenizers import write_spec
 from vqjax.train import reports
 from vqjax.train.tasks import get_task
 

@@ -62,7 +62,7 @@ class Run:
       hint: advice printed with a non-finite loss.
       test: ``(state, step) -> dict`` for a final held-out evaluation after training, or None; the run's result is
         the final evaluation's metrics updated with the test's.
-      spec: the tokenizer artifact's spec (:func:`vqjax.tokenizer.write_spec`) when the run trains a tokenizer.
+      spec: the tokenizer artifact's spec (:func:`vqjax.tokenizers.write_spec`) when the run trains a tokenizer.
       abstract: ``jax.eval_shape(init_state, key)`` when the task has already traced it (else the core does).
       state_sharding: the state's shardings (a pytree like ``abstract``) when it is not all ``replicated``
         (model-parallel parameters); checkpoints restore into it.

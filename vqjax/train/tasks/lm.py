@@ -52,7 +52,7 @@ from vqjax.lm import (
 from vqjax.lm.documents import DIGIT_WORDS, caption, caption_documents, digit_in_text
 from vqjax.lm.model import LOGICAL_RULES, param_shardings
 from vqjax.lm.streams import packed_eval_batches
-from vqjax.tokenizer import Tokenizer
+from vqjax.tokenizers import Tokenizer
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, default_data_dir, optimizer_config
 from vqjax.train.core import make_optimizer, to_host

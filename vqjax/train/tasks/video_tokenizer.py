@@ -39,7 +39,7 @@ from vqjax.evals import video as video_eval
 from vqjax.metrics import CodeCounter
 from vqjax.models import model_from_spec
 from vqjax.models.video import VideoDiscriminator, inflate_image_params, latent_frames
-from vqjax.tokenizer import Tokenizer, read_spec
+from vqjax.tokenizers import Tokenizer, read_spec
 from vqjax.train import reports, scaffold
 from vqjax.train.config import (
     add_example_data,

@@ -1,7 +1,7 @@
 """Notebooks of colabs/ (half of them; the rest in test_colabs_more.py) run top to bottom on small settings."""
 
 import pytest
-from notebooks import NOTEBOOKS, run_notebook
+from notebooks import CHECKS, NOTEBOOKS, run_notebook
 
 HERE = ['audio_codec.ipynb', 'multimodal_lm.ipynb', 'quickstart.ipynb']
 
@@ -14,4 +14,4 @@ def test_notebook_runs(name, monkeypatch, tmp_path):
 def test_every_notebook_is_run_by_one_of_the_two_files():
     from test_colabs_more import HERE as MORE
 
-    assert sorted(HERE + MORE) == sorted(NOTEBOOKS) and "quickstart.ipynb" in NOTEBOOKS
+    assert sorted(HERE + MORE) == sorted(NOTEBOOKS) == sorted(CHECKS) and "quickstart.ipynb" in NOTEBOOKS

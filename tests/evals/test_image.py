@@ -3,15 +3,13 @@ without the trainer."""
 
 import math
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_tokenizers import image_tokenizer
 
-import vqjax
 from vqjax import evals
 from vqjax.evals import image as image_eval
-from vqjax.models import model_from_spec
 
 skimage_metrics = pytest.importorskip("skimage.metrics", reason="needs scikit-image (the data extra)")
 
@@ -36,14 +34,7 @@ def test_psnr_is_its_formula():
 
 
 def test_evaluate_scores_an_artifact_by_its_round_trip():
-    spec = {"modality": "image",
-            "model": {"name": "image_tokenizer",
-                      "kwargs": dict(channels=4, channel_mult=[1, 2], num_res_blocks=1, latent_dim=4,
-                                     image_channels=1, quantizer="vq", quantizer_kwargs=dict(codebook_size=16))},
-            "input": {"shape": [8, 8, 1], "dtype": "float32", "range": [0.0, 1.0]},
-            "codes_shape": [4, 4], "vocab_size": 16}
-    model = model_from_spec(spec["model"])
-    tok = vqjax.Tokenizer(spec, model, dict(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))))
+    tok = image_tokenizer()
     images = np.random.default_rng(1).uniform(size=(5, 8, 8, 1)).astype(np.float32)
     (row,) = evals.get_evaluator("image")(tok, images, batch_size=2)
     recon = np.asarray(tok.decode(tok.encode(images)))

@@ -3,31 +3,20 @@ round trip; bare anchor names pick the anchors' rates from the tokenizer's bitra
 
 import shutil
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 pytest.importorskip("pystoi", reason="needs pystoi (the test extra)")
 
 from speech_data import voiced  # noqa: E402
+from tiny_tokenizers import audio_tokenizer  # noqa: E402
 
 from vqjax.evals import speech  # noqa: E402
-from vqjax.models import model_from_spec  # noqa: E402
-from vqjax.tokenizers import AudioTokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def tok():
-    spec_model = {"name": "audio_codec", "kwargs": {"channels": 4, "strides": [2, 4, 5], "architecture": "seanet",
-                                                    "latent_dim": 8, "causal": True, "quantizer": "rvq",
-                                                    "quantizer_kwargs": {"num_levels": 3, "codebook_size": 256}}}
-    model = model_from_spec(spec_model)
-    variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, jnp.zeros((1, 400, 1)))
-    spec = {"modality": "audio", "model": spec_model, "input": {"shape": [None, 1], "range": [-1.0, 1.0]},
-            "codes_shape": [None, 3], "vocab_size": 256, "sample_rate": 16000, "frame_rate": 400.0,
-            "tokens_per_second": 1200.0, "kbps": 9.6}
-    return AudioTokenizer(spec, model, {"params": variables["params"], "vq_stats": variables["vq_stats"]})
+    return audio_tokenizer()
 
 
 def test_bare_anchor_names_take_the_tokenizers_rate():

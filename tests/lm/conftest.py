@@ -1,25 +1,9 @@
 """Small modality tokenizers for the LM tests: untrained image tokenizers (random weights, real protocol) and a
 NodePiece graph tokenizer on a small random multi-relational graph."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-
-
-def image_tokenizer(seed=0, codebook_size=16, size=8):
-    import vqjax
-    from vqjax.models import model_from_spec
-
-    spec = {"modality": "image",
-            "model": {"name": "image_tokenizer",
-                      "kwargs": dict(channels=8, channel_mult=[1, 2], num_res_blocks=1, latent_dim=4, image_channels=1,
-                                     quantizer="vq", quantizer_kwargs=dict(codebook_size=codebook_size))},
-            "input": {"shape": [size, size, 1], "dtype": "float32", "range": [0.0, 1.0]},
-            "codes_shape": [size // 2, size // 2], "vocab_size": codebook_size}
-    model = model_from_spec(spec["model"])
-    variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, size, size, 1)))
-    return vqjax.Tokenizer(spec, model, dict(variables))
+from tiny_tokenizers import image_tokenizer
 
 
 @pytest.fixture(scope="session")

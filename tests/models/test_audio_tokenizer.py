@@ -1,31 +1,17 @@
 """The audio artifact: padded batches encode as each signal alone (causal and non-causal), fewer levels, padding
 frames, resampling of other rates, export/load, and every refused input named."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tiny_tokenizers import AUDIO_ARCH, AUDIO_HOP, audio_tokenizer
+
 from vqjax.data.audio import resample
-from vqjax.models import model_from_spec
 from vqjax.tokenizer import AudioTokenizer, Tokenizer
 
-HOP = 40
-
-
-ARCH = {"seanet": {"channels": 4, "strides": [2, 4, 5]}, "stft": {"channels": 8, "strides": [10, 4]}}   # hop 40
-
-
-def _tokenizer(causal=True, architecture="seanet"):
-    spec_model = {"name": "audio_codec", "kwargs": {**ARCH[architecture], "architecture": architecture,
-                                                    "latent_dim": 8, "causal": causal, "quantizer": "rvq",
-                                                    "quantizer_kwargs": {"num_levels": 3, "codebook_size": 256}}}
-    model = model_from_spec(spec_model)
-    variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, jnp.zeros((1, 400, 1)))
-    spec = {"modality": "audio", "model": spec_model, "input": {"shape": [None, 1], "range": [-1.0, 1.0]},
-            "codes_shape": [None, 3], "vocab_size": 256, "sample_rate": 16000, "frame_rate": 400.0,
-            "tokens_per_second": 1200.0, "kbps": 4.8}
-    return AudioTokenizer(spec, model, {"params": variables["params"], "vq_stats": variables["vq_stats"]})
+HOP = AUDIO_HOP
+ARCH = AUDIO_ARCH
+_tokenizer = audio_tokenizer
 
 
 @pytest.fixture(scope="module", params=[(c, a) for a in sorted(ARCH) for c in (True, False)],
@@ -66,7 +52,7 @@ def test_decode_fewer_levels_and_padding_frames(tok):
     two = tok.encode(x, sample_rate=16000, num_levels=2)
     np.testing.assert_array_equal(two, np.asarray(tok.encode(x, sample_rate=16000))[..., :2])
     assert tok.decode(two).shape == wave.shape
-    assert tok.kbps == 4.8 and tok.codes_shape == (None, 3) and tok.hop_length == HOP and tok.num_levels == 3
+    assert tok.kbps == 9.6 and tok.codes_shape == (None, 3) and tok.hop_length == HOP and tok.num_levels == 3
 
 
 def test_other_sample_rates_are_resampled(tok):

@@ -3,30 +3,19 @@ another's artifact (naming both), the in-memory constructor, the shared row-tabl
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tiny_tokenizers import image_tokenizer
 
 import vqjax
 import vqjax.tokenizer
 from vqjax import tokenizers
-from vqjax.models import model_from_spec
 from vqjax.tokenizers import base
-
-IMAGE_SPEC = {"modality": "image",
-              "model": {"name": "image_tokenizer",
-                        "kwargs": dict(channels=4, channel_mult=[1, 2], num_res_blocks=1, latent_dim=4,
-                                       image_channels=1, quantizer="vq", quantizer_kwargs=dict(codebook_size=16))},
-              "input": {"shape": [8, 8, 1], "dtype": "float32", "range": [0.0, 1.0]},
-              "codes_shape": [4, 4], "vocab_size": 16}
-
 
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
-    model = model_from_spec(IMAGE_SPEC["model"])
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-    return vqjax.Tokenizer(IMAGE_SPEC, model, dict(variables)).export(str(tmp_path_factory.mktemp("image")))
+    return image_tokenizer().export(str(tmp_path_factory.mktemp("image")))
 
 
 def test_every_modality_has_its_own_module_and_class():
@@ -57,9 +46,7 @@ def test_the_old_module_name_re_exports_the_classes(image_dir):
 
 
 def test_a_tokenizer_built_in_memory_is_its_modalitys_class():
-    model = model_from_spec(IMAGE_SPEC["model"])
-    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
-    tok = vqjax.Tokenizer(IMAGE_SPEC, model, dict(variables))
+    tok = image_tokenizer()                       # vqjax.Tokenizer(spec, model, variables)
     assert type(tok) is tokenizers.ImageTokenizer
     images = np.random.default_rng(0).uniform(size=(3, 8, 8)).astype(np.float32)    # one channel, squeezed
     codes = tok.encode(images)

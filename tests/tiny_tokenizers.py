@@ -1,0 +1,42 @@
+"""Untrained tokenizers with the real protocol (random weights), built in memory, for the tests of the artifact,
+the evaluators and the LM bridge."""
+
+import jax
+import jax.numpy as jnp
+
+import vqjax
+from vqjax.models import model_from_spec
+
+AUDIO_ARCH = {"seanet": {"channels": 4, "strides": [2, 4, 5]}, "stft": {"channels": 8, "strides": [10, 4]}}
+AUDIO_HOP = 40                                  # both architectures: 40 samples a frame, 400 frames a second
+
+
+def image_spec(codebook_size: int = 16, size: int = 8, channels: int = 8) -> dict:
+    """The spec of a one-downsampling image tokenizer of ``size x size`` grey images, ``codebook_size`` codes."""
+    return {"modality": "image",
+            "model": {"name": "image_tokenizer",
+                      "kwargs": dict(channels=channels, channel_mult=[1, 2], num_res_blocks=1, latent_dim=4,
+                                     image_channels=1, quantizer="vq",
+                                     quantizer_kwargs=dict(codebook_size=codebook_size))},
+            "input": {"shape": [size, size, 1], "dtype": "float32", "range": [0.0, 1.0]},
+            "codes_shape": [size // 2, size // 2], "vocab_size": codebook_size}
+
+
+def image_tokenizer(seed: int = 0, codebook_size: int = 16, size: int = 8) -> vqjax.Tokenizer:
+    spec = image_spec(codebook_size, size)
+    model = model_from_spec(spec["model"])
+    variables = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, size, size, 1)))
+    return vqjax.Tokenizer(spec, model, dict(variables))
+
+
+def audio_tokenizer(causal: bool = True, architecture: str = "seanet") -> vqjax.Tokenizer:
+    """A 16 kHz codec of 3 residual levels of 256 codes at 400 frames a second (9.6 kbps)."""
+    spec_model = {"name": "audio_codec", "kwargs": {**AUDIO_ARCH[architecture], "architecture": architecture,
+                                                    "latent_dim": 8, "causal": causal, "quantizer": "rvq",
+                                                    "quantizer_kwargs": {"num_levels": 3, "codebook_size": 256}}}
+    model = model_from_spec(spec_model)
+    variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, jnp.zeros((1, 400, 1)))
+    spec = {"modality": "audio", "model": spec_model, "input": {"shape": [None, 1], "range": [-1.0, 1.0]},
+            "codes_shape": [None, 3], "vocab_size": 256, "sample_rate": 16000, "frame_rate": 400.0,
+            "tokens_per_second": 1200.0, "kbps": 9.6}
+    return vqjax.Tokenizer(spec, model, {"params": variables["params"], "vq_stats": variables["vq_stats"]})

@@ -2,8 +2,11 @@
 
 ``dataset`` names are either a bundled builder (:data:`BUNDLED`: ``vqjax_mnist``, ``vqjax_photo_crops``,
 ``vqjax_opencv_digits``, ``vqjax_speech``, ``vqjax_moving_mnist``, ``vqjax_video_clips``, ``vqjax_timeseries/<set>``;
-prepared into ``data_dir`` on first use from data that ships in packages) or ``tfds:NAME`` for any tfds dataset already prepared in
-``data_dir`` (nothing is downloaded at run time).
+prepared into ``data_dir`` on first use from data that ships in packages), ``tfds:NAME`` for any tfds dataset already
+prepared in ``data_dir`` (nothing is downloaded at run time), or ``files:PATH_OR_GLOB`` for a folder of a user's own
+images, audio, video or time-series files (:mod:`vqjax.data.files`). ``features`` maps the names the tasks read
+(``image``, ``audio``, ``video``, ``signal``, ``caption``, ``label``, ...) to a dataset's own feature names, so any
+prepared tfds dataset serves every modality (librispeech: ``{'audio': 'speech', 'caption': 'text'}``).
 
 Training batches come from a grain ``MapDataset``: shuffled with a new order every epoch, repeated forever,
 sharded per process (process ``p`` of ``P`` reads examples ``p, p + P, ...``), batched, and indexable by step, so a
@@ -16,16 +19,26 @@ processes (``worker_count > 0``) prefetch batches in parallel. Images come out a
 from __future__ import annotations
 
 import collections.abc
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import grain
 import numpy as np
 from absl import flags
 
-from vqjax.data import builders
+from vqjax.data import builders, files
 
-__all__ = ["BUNDLED", "check_dataset_name", "get_source", "image_shape", "VideoFrames", "train_batches",
-           "eval_batches"]
+__all__ = [
+    "BUNDLED",
+    "VideoFrames",
+    "check_dataset_name",
+    "eval_batches",
+    "get_source",
+    "get_splits",
+    "image_shape",
+    "train_batches",
+    "with_features",
+]
 
 TIMESERIES_SETS = ("basic_motions", "gun_point", "pickup_gesture", "japanese_vowels", "daphnet", "eeg_scp1",
                    "pusher_actions")
@@ -34,23 +47,33 @@ BUNDLED = ("vqjax_mnist", "vqjax_photo_crops", "vqjax_opencv_digits", "vqjax_spe
 
 
 def check_dataset_name(dataset: str) -> str:
-    """Validates a dataset name: a bundled builder or ``tfds:NAME``."""
-    if not isinstance(dataset, str) or not (dataset in BUNDLED or (dataset.startswith("tfds:") and len(dataset) > 5)):
-        raise ValueError(f"dataset must be one of {BUNDLED} or 'tfds:NAME' (a tfds dataset prepared in data_dir); "
-                         f"got {dataset!r}")
+    """Validates a dataset name: a bundled builder, ``tfds:NAME`` or ``files:PATH_OR_GLOB``."""
+    if not isinstance(dataset, str) or not (dataset in BUNDLED or (dataset.startswith(("tfds:", "files:")) and
+                                                                    len(dataset.split(":", 1)[1]) > 0)):
+        raise ValueError(f"dataset must be one of {BUNDLED}, 'tfds:NAME' (a tfds dataset prepared in data_dir) or "
+                         f"'files:PATH_OR_GLOB' (a folder of your own files); got {dataset!r}")
     return dataset
 
 
-def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, Any]]:
+def get_source(dataset: str, split: str, data_dir: str, *, features: Mapping[str, str] | None = None,
+               files_options: Mapping[str, Any] | None = None) -> Sequence[dict[str, Any]]:
     """A random-access source of examples (dicts of numpy arrays) for ``split`` of ``dataset`` (a tfds split
-    expression: ``'train'``, ``'train+train_synthetic'``, ``'train[:90%]'``).
+    expression: ``'train'``, ``'train+train_synthetic'``, ``'train[:90%]'``; for ``files:`` datasets, percent
+    slices of ``'train'`` by a stable hash of each file's path).
 
     Bundled builders are prepared into ``data_dir`` (array_record) the first time; ``tfds:NAME`` must already be
-    there. Raises ``ValueError`` for an unknown name or split and ``FileNotFoundError`` for a missing tfds dataset.
+    there; ``files:`` datasets are indexed into ``data_dir`` on first use (:func:`vqjax.data.files.file_source`,
+    with ``files_options``). ``features`` renames features (see the module docstring).
+
+    Raises ``ValueError`` for an unknown name, split or feature and ``FileNotFoundError`` for a missing tfds
+    dataset.
     """
+    check_dataset_name(dataset)
+    if dataset.startswith("files:"):
+        return with_features(files.file_source(dataset[len("files:"):], split, data_dir=data_dir,
+                                               options=files_options), features, dataset)
     import tensorflow_datasets as tfds  # heavy import, loaded only where needed
 
-    check_dataset_name(dataset)
     if dataset in BUNDLED:
 
         name, _, builder_config = dataset.partition("/")
@@ -67,13 +90,61 @@ def get_source(dataset: str, split: str, data_dir: str) -> Sequence[dict[str, An
         if builder.is_prepared():
             _check_split(dataset, split, builder.info.splits)
         try:
-            return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+            source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
         except (NotImplementedError, AssertionError, FileNotFoundError) as err:
             raise FileNotFoundError(f"dataset {dataset!r} is not prepared as array_record in data_dir={data_dir!r}; "
                                     f"vqjax never downloads at run time: prepare it there first (tfds build {name} "
                                     f"--data_dir={data_dir} --file_format=array_record)") from err
+        return with_features(source, features, dataset, _sample_rates(builder.info.features))
     _check_split(dataset, split, builder.info.splits)
-    return builder.as_data_source(split=split)
+    return with_features(builder.as_data_source(split=split), features, dataset)
+
+
+def _sample_rates(info_features) -> dict[str, int]:
+    """The sample rates tfds ``Audio`` features state in the dataset's info (``{feature: rate}``)."""
+    out = {}
+    for name, feature in getattr(info_features, "items", list)():
+        rate = getattr(feature, "sample_rate", None)
+        if rate:
+            out[name] = int(rate)
+    return out
+
+
+class _Renamed(collections.abc.Sequence):
+    """A source whose examples carry the features under the names the tasks read (see :func:`with_features`)."""
+
+    def __init__(self, source, features: dict[str, str], rates: dict[str, int]):
+        self._source, self._features, self._rates = source, features, rates
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, i):
+        example = dict(self._source[i])
+        out = {k: v for k, v in example.items() if k not in self._features.values()}
+        for ours, theirs in self._features.items():
+            out[ours] = example[theirs]
+            if ours == "audio" and "sample_rate" not in example and theirs in self._rates:
+                out["sample_rate"] = np.int32(self._rates[theirs])
+        if "caption" in out and isinstance(out["caption"], bytes):
+            out["caption"] = out["caption"].decode("utf-8")
+        return out
+
+
+def with_features(source, features: Mapping[str, str] | None, dataset: str, rates: dict[str, int] | None = None):
+    """``source`` with ``features`` (``{name the tasks read: the dataset's feature}``) renamed; an audio feature
+    without a ``sample_rate`` beside it takes the rate tfds states for it. Refuses a feature the dataset lacks,
+    naming those it has."""
+    features = {str(k): str(v) for k, v in dict(features or {}).items()}
+    if not features:
+        return source
+    if len(source):
+        have = set(source[0])
+        missing = sorted(set(features.values()) - have)
+        if missing:
+            raise ValueError(f"config.features maps to {missing}, which dataset {dataset!r} lacks; its features are "
+                             f"{sorted(have)}")
+    return _Renamed(source, features, rates or {})
 
 
 def _check_split(dataset: str, split: str, known) -> None:
@@ -85,10 +156,12 @@ def _check_split(dataset: str, split: str, known) -> None:
         raise ValueError(f"dataset {dataset!r} has splits {sorted(known)}; got split={split!r}")
 
 
-def get_splits(dataset: str, splits: Sequence[str], data_dir: str) -> list[Sequence[dict[str, Any]]]:
+def get_splits(dataset: str, splits: Sequence[str], data_dir: str, *, features: Mapping[str, str] | None = None,
+               files_options: Mapping[str, Any] | None = None) -> list[Sequence[dict[str, Any]]]:
     """:func:`get_source` of each of ``splits``, refusing an empty one (``ValueError`` naming the split and the
     config fields that chose it) before any training starts."""
-    sources = [get_source(dataset, split, data_dir) for split in splits]
+    sources = [get_source(dataset, split, data_dir, features=features, files_options=files_options)
+               for split in splits]
     for split, source in zip(splits, sources):
         if len(source) == 0:
             raise ValueError(f"split {split!r} of dataset {dataset!r} is empty; training needs examples in "

@@ -10,17 +10,34 @@ the task declares free-form (``quantizer_kwargs``, whose fields the quantizer it
 from __future__ import annotations
 
 import ast
+import dataclasses
 import difflib
 import os
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import ml_collections
 
-from vqjax.data import pipeline
+from vqjax.data import files, pipeline
 
-__all__ = ["core_config", "optimizer_config", "parse_arg", "check_fields", "check_core",
-           "check_positive", "default_data_dir", "add_example_data", "check_example_data", "read_example_splits",
-           "plain", "nearest_name", "switch_quantizer", "split_quantizer_overrides"]
+__all__ = [
+    "add_example_data",
+    "check_core",
+    "check_example_data",
+    "check_fields",
+    "check_positive",
+    "core_config",
+    "data_options",
+    "default_data_dir",
+    "files_config",
+    "nearest_name",
+    "optimizer_config",
+    "parse_arg",
+    "plain",
+    "read_example_splits",
+    "split_quantizer_overrides",
+    "switch_quantizer",
+]
 
 
 def default_data_dir() -> str:
@@ -51,7 +68,9 @@ def core_config(task: str) -> ml_collections.ConfigDict:
 def add_example_data(c: ml_collections.ConfigDict, dataset: str, batch_size: int, eval_batch_size: int
                      ) -> ml_collections.ConfigDict:
     """Adds the fields of a task that reads examples from a tfds source through grain (``dataset``, its
-    ``train_split``/``eval_split``, ``data_dir``, the batch sizes, ``max_eval_examples``, ``worker_count``)."""
+    ``train_split``/``eval_split``, ``data_dir``, the batch sizes, ``max_eval_examples``, ``worker_count``, the
+    ``features`` renaming of a tfds dataset and the ``files`` options of a ``files:`` dataset
+    (:class:`vqjax.data.files.FileOptions`))."""
     c.dataset = dataset
     c.train_split = "train"
     c.eval_split = "test"
@@ -60,7 +79,25 @@ def add_example_data(c: ml_collections.ConfigDict, dataset: str, batch_size: int
     c.eval_batch_size = eval_batch_size
     c.max_eval_examples = ml_collections.FieldReference(None, field_type=int)
     c.worker_count = 0
+    c.features = ml_collections.ConfigDict()
+    c.files = files_config()
     return c
+
+
+def files_config() -> ml_collections.ConfigDict:
+    """The fields of :class:`vqjax.data.files.FileOptions` with their defaults (``config.files``)."""
+    fields = {f.name: f.default for f in dataclasses.fields(files.FileOptions)}
+    types = {"modality": str, "image_size": tuple, "channels": int, "sample_rate": int, "frame_rate": float,
+             "columns": tuple, "captions": str}
+    return ml_collections.ConfigDict({k: ml_collections.FieldReference(v, field_type=types[k]) if k in types else v
+                                      for k, v in fields.items()})
+
+
+def data_options(config: ml_collections.ConfigDict) -> dict:
+    """The ``features`` and ``files_options`` keyword arguments of :func:`vqjax.data.pipeline.get_source` that
+    ``config`` states (empty for a config without them)."""
+    return {"features": dict(config.get("features") or {}), "files_options": (config.files.to_dict()
+                                                                              if "files" in config else None)}
 
 
 def check_example_data(config: ml_collections.ConfigDict) -> None:
@@ -72,6 +109,8 @@ def check_example_data(config: ml_collections.ConfigDict) -> None:
         check_positive(config, "max_eval_examples")
     if config.worker_count < 0:
         raise ValueError(f"config.worker_count must be >= 0; got {config.worker_count}")
+    if "files" in config:
+        files.FileOptions.from_mapping(config.files.to_dict())
 
 
 def read_example_splits(config: ml_collections.ConfigDict, view=None):
@@ -79,7 +118,7 @@ def read_example_splits(config: ml_collections.ConfigDict, view=None):
     empty split), each through ``view`` when given (:class:`vqjax.data.pipeline.VideoFrames`, say), refusing a train
     split smaller than one batch."""
     train, evaluation = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split),
-                                            config.data_dir or default_data_dir())
+                                            config.data_dir or default_data_dir(), **data_options(config))
     if view is not None:
         train, evaluation = view(train), view(evaluation)
     if len(train) < config.batch_size:

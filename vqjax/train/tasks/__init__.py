@@ -91,7 +91,8 @@ class Task:
       runlocal: ``config -> config``, shrunk for a smoke run.
       setup: ``(config, workdir, *, devices, stop) -> Run``.
       report: ``(result, workdir) -> str``.
-      free_fields: sub-configs of the schema whose fields are free-form (checked by ``check``).
+      free_fields: sub-configs of the schema whose fields are free-form (checked by ``check``); ``features``
+        (a dataset's feature renaming) always is.
     """
 
     name: str
@@ -104,7 +105,7 @@ class Task:
 
     def check_config(self, config: ml_collections.ConfigDict) -> None:
         """Unknown fields (with the nearest valid name), the core's fields, then the task's own checks."""
-        check_fields(config, self.default_config(), free=self.free_fields)
+        check_fields(config, self.default_config(), free=self.free_fields + ("features",))
         check_core(config)
         self.check(config)
 

@@ -64,6 +64,7 @@ from vqjax.train.config import (
     check_example_data,
     check_positive,
     core_config,
+    data_options,
     default_data_dir,
     plain,
     read_example_splits,
@@ -71,7 +72,7 @@ from vqjax.train.config import (
 from vqjax.train.core import make_optimizer, to_host
 from vqjax.train.tasks import Run, Task, register_task
 
-__all__ = ["DiscState", "default_config", "check", "runlocal", "setup", "report", "model_spec", "TASK"]
+__all__ = ["TASK", "DiscState", "check", "default_config", "model_spec", "report", "runlocal", "setup"]
 
 
 class DiscState(NamedTuple):
@@ -504,7 +505,8 @@ def _test(config, model, variables, eval_source, workdir, *, frame_rate, vocab, 
     sets = {config.eval_split: (clips, score(clips))}
     split_languages = {config.eval_split: languages}
     for split in config.ood_splits:
-        source = pipeline.get_source(config.dataset, split, config.data_dir or default_data_dir())
+        source = pipeline.get_source(config.dataset, split, config.data_dir or default_data_dir(),
+                                     **data_options(config))
         if not len(source):
             logging.getLogger("vqjax.train").warning("out-of-domain split %s is empty: not scored", split)
             continue

@@ -40,3 +40,28 @@ def audio_tokenizer(causal: bool = True, architecture: str = "seanet") -> vqjax.
             "codes_shape": [None, 3], "vocab_size": 256, "sample_rate": 16000, "frame_rate": 400.0,
             "tokens_per_second": 1200.0, "kbps": 9.6}
     return vqjax.Tokenizer(spec, model, {"params": variables["params"], "vq_stats": variables["vq_stats"]})
+
+
+def video_tokenizer() -> vqjax.Tokenizer:
+    """A causal video tokenizer of 5-frame 16x16 grey clips (codes [3, 8, 8] of 625)."""
+    spec_model = {"name": "video_tokenizer", "kwargs": {
+        "channels": 4, "channel_mult": [1, 2], "temporal_down": [True], "num_res_blocks": 1, "latent_dim": 4,
+        "video_channels": 1, "quantizer": "fsq", "quantizer_kwargs": {"levels": [5, 5, 5, 5]}}}
+    model = model_from_spec(spec_model)
+    variables = jax.jit(model.init)({"params": jax.random.key(0)}, jnp.zeros((1, 5, 16, 16, 1)))
+    spec = {"modality": "video", "model": spec_model, "input": {"shape": [5, 16, 16, 1], "range": [0.0, 1.0]},
+            "codes_shape": [3, 8, 8], "vocab_size": 625, "frame_rate": 10.0}
+    return vqjax.Tokenizer(spec, model, dict(variables))
+
+
+def timeseries_tokenizer() -> vqjax.Tokenizer:
+    """A 2-channel time-series tokenizer, 4 samples a code, 16 codes."""
+    spec_model = {"name": "sequence_tokenizer", "kwargs": {
+        "channels": 4, "strides": [2, 2], "latent_dim": 4, "signal_channels": 2, "mean": [0.0, 0.0],
+        "scale": [1.0, 1.0], "quantizer": "vq", "quantizer_kwargs": {"codebook_size": 16}}}
+    model = model_from_spec(spec_model)
+    variables = jax.jit(model.init)({"params": jax.random.key(0), "vq": jax.random.key(1)}, jnp.zeros((1, 32, 2)))
+    spec = {"modality": "timeseries", "model": spec_model, "input": {"shape": [32, 2], "range": None},
+            "codes_shape": [8], "vocab_size": 16, "sample_rate": 64.0,
+            "normalization": {"mean": [0.0, 0.0], "scale": [1.0, 1.0]}}
+    return vqjax.Tokenizer(spec, model, dict(variables))

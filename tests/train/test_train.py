@@ -25,7 +25,8 @@ def _final_eval(workdir):
 
 def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
     import vqjax
-    from vqjax.tokenize import tokenize_split
+    from vqjax.data.tokens import TokenShards
+    from vqjax.tokenize import job_from_workdir, run_local
 
     tiny_config, run_dir, result = tiny_run
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
@@ -56,12 +57,15 @@ def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
     with pytest.raises(ValueError, match=r"\[B, 28, 28, 1\]"):
         tok.encode(np.zeros((2, 32, 32, 1), np.float32))
 
-    out = tmp_path / "tokens.npz"
-    info = tokenize_split(str(tmp_path), "test", str(out))
-    saved = np.load(out)
-    assert info["num"] == 500 and saved["codes"].shape == (500, 7, 7) and saved["labels"].shape == (500,)
-    assert int(saved["vocab_size"]) == 64
-    np.testing.assert_array_equal(saved["codes"][:8], np.asarray(codes))
+    # the bundled test split into shards: the dataset and its data_dir come from the workdir's config
+    summary = run_local(job_from_workdir(str(tmp_path), str(tmp_path / "tokens"), split="test",
+                                         examples_per_shard=200), progress=False)
+    shards = TokenShards(str(tmp_path / "tokens"))
+    assert summary["records"] == 500 and len(shards.manifest["shards"]) == 3
+    assert shards.manifest["source"]["dataset"] == "vqjax_mnist" and shards.tokenizer["vocab_size"] == 64
+    np.testing.assert_array_equal(np.stack([shards[i]["codes"] for i in range(8)]), np.asarray(codes))
+    assert [shards[i]["label"] for i in range(8)] == [int(v) for v in next(pipeline.eval_batches(
+        pipeline.get_source("vqjax_mnist", "test", tiny_config.data_dir), batch_size=8))["label"]]
 
 
 def assert_resumed_from(workdir, step):
@@ -205,7 +209,7 @@ def test_an_empty_eval_split_is_refused_before_training(tiny_config, tmp_path, m
 
     real = pipeline.get_source
     monkeypatch.setattr(pipeline, "get_source",
-                        lambda dataset, split, data_dir: [] if split == "test" else real(dataset, split, data_dir))
+                        lambda dataset, split, data_dir, **kw: [] if split == "test" else real(dataset, split, data_dir, **kw))
     with pytest.raises(ValueError, match="split 'test' of dataset 'vqjax_mnist' is empty"):
         train_and_evaluate(tiny_config, str(tmp_path), progress=False)
     assert not (tmp_path / "checkpoints").exists()

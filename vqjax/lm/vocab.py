@@ -31,12 +31,12 @@ size or codes shape changed.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from tokenizers import AddedToken
@@ -44,9 +44,9 @@ from tokenizers import Tokenizer as TextTokenizer
 
 from vqjax.lm.text import default_corpus, load_text_tokenizer, text_tokenizer_json, train_bpe
 from vqjax.tokenizers import Tokenizer
-from vqjax.tokenizers import plain_tree as _plain_tree
+from vqjax.tokenizers.base import fingerprint
 
-__all__ = ["MultimodalVocab", "Text", "Media", "Codes", "Invalid", "fingerprint", "VOCAB_FORMAT"]
+__all__ = ["VOCAB_FORMAT", "Codes", "Invalid", "Media", "MultimodalVocab", "Text", "fingerprint"]
 
 VOCAB_FORMAT = 1
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -83,41 +83,6 @@ class Invalid:
     ids: np.ndarray
     start: int
     reason: str
-
-
-def fingerprint(tokenizer) -> str:
-    """sha256 of what a modality tokenizer computes: its spec (without the training step) and its weights, token
-    tables or item IDs. Equal for a training workdir and the folder it was exported to."""
-    h = hashlib.sha256()
-    spec = {k: v for k, v in getattr(tokenizer, "spec", {}).items() if k not in ("step", "weights", "format_version")}
-    h.update(json.dumps(spec, sort_keys=True, default=str).encode())
-    arrays = []
-    if hasattr(tokenizer, "variables"):
-
-        arrays = _flat_arrays(_plain_tree(tokenizer.variables))
-    elif hasattr(tokenizer, "node_tokens"):
-        h.update(json.dumps(dataclasses.asdict(tokenizer.vocab), sort_keys=True, default=_jsonable).encode())
-        arrays = [("tokens", tokenizer.node_tokens.tokens), ("distances", tokenizer.node_tokens.distances)]
-    if getattr(tokenizer, "item_codes", None) is not None:            # semantic IDs: the catalogue's tuples
-        arrays.append(("item_codes", tokenizer.item_codes))
-    for key, arr in arrays:
-        arr = np.ascontiguousarray(np.asarray(arr))
-        h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
-        h.update(arr.tobytes())
-    return h.hexdigest()
-
-
-def _jsonable(v):
-    return np.asarray(v).tolist()
-
-
-def _flat_arrays(tree, prefix=""):
-    if isinstance(tree, dict):
-        out = []
-        for k in sorted(tree):
-            out.extend(_flat_arrays(tree[k], f"{prefix}/{k}"))
-        return out
-    return [(prefix, tree)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +141,7 @@ class MultimodalVocab:
     # -- building ----------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, text=None, modalities: Mapping[str, Any] | None = None, *, text_vocab_size: int = 4096,
-              text_corpus: Sequence[str] = ()) -> "MultimodalVocab":
+              text_corpus: Sequence[str] = ()) -> MultimodalVocab:
         """A vocabulary of ``text`` and ``modalities``.
 
         Args:
@@ -404,7 +369,7 @@ class MultimodalVocab:
         return path
 
     @classmethod
-    def load(cls, path: str, modalities: Mapping[str, Any] | None = None) -> "MultimodalVocab":
+    def load(cls, path: str, modalities: Mapping[str, Any] | None = None) -> MultimodalVocab:
         """The vocabulary saved at ``path``. Modality tokenizers come from ``modalities`` when given there, else
         from the paths recorded at save time (``vqjax.Tokenizer.load``).
 

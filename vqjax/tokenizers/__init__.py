@@ -19,6 +19,7 @@ from vqjax.tokenizers.base import (
     Tokenizer,
     check_codes,
     decode_rows,
+    fingerprint,
     plain_tree,
     read_spec,
     register_tokenizer,
@@ -33,6 +34,7 @@ _MODULE_NAMES = {"graph_spec": "graph", "write_item_ids": "item", "ITEM_IDS_FILE
 
 __all__ = ["Tokenizer", "register_tokenizer", "tokenizer_class", "MODALITIES", "read_spec", "write_spec",
            "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE", "check_codes", "row_table", "decode_rows", "plain_tree",
+           "fingerprint",
            *_CLASSES, *_MODULE_NAMES]
 
 

@@ -33,10 +33,12 @@ valid input costs one extra reduction.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import os
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import flax.serialization
 import jax
@@ -46,8 +48,22 @@ import numpy as np
 from vqjax.checks import DTypeError
 from vqjax.models import model_from_spec
 
-__all__ = ["Tokenizer", "register_tokenizer", "tokenizer_class", "MODALITIES", "write_spec", "read_spec",
-           "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE", "check_codes", "row_table", "decode_rows", "plain_tree"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MODALITIES",
+    "SPEC_FILE",
+    "WEIGHTS_FILE",
+    "Tokenizer",
+    "check_codes",
+    "decode_rows",
+    "fingerprint",
+    "plain_tree",
+    "read_spec",
+    "register_tokenizer",
+    "row_table",
+    "tokenizer_class",
+    "write_spec",
+]
 
 FORMAT_VERSION = 1
 SPEC_FILE = "spec.json"
@@ -193,7 +209,7 @@ class Tokenizer:
 
     # -- loading and exporting ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str, step: int | None = None) -> "Tokenizer":
+    def load(cls, path: str, step: int | None = None) -> Tokenizer:
         """The tokenizer in ``path``: a folder written by :meth:`export`, or a training workdir (its latest
         checkpoint, or ``step``), as the class its spec's modality registers.
 
@@ -211,7 +227,7 @@ class Tokenizer:
         return target._load_folder(path, spec, step)
 
     @classmethod
-    def _load_folder(cls, path: str, spec: dict, step: int | None) -> "Tokenizer":
+    def _load_folder(cls, path: str, spec: dict, step: int | None) -> Tokenizer:
         """The model rebuilt from the spec and its weights (exported msgpack, or the workdir's checkpoint)."""
         model = model_from_spec(spec["model"])
         weights_file = os.path.join(path, WEIGHTS_FILE)
@@ -222,7 +238,7 @@ class Tokenizer:
         variables, step = _restore_checkpoint(path, spec, step)
         return cls({**spec, "step": step}, model, variables, step, path)._with_files(path)
 
-    def _with_files(self, path: str) -> "Tokenizer":
+    def _with_files(self, path: str) -> Tokenizer:
         """The tokenizer with whatever else its folder holds besides spec and weights (a hook for subclasses)."""
         return self
 
@@ -346,6 +362,40 @@ def decode_rows(table: dict[bytes, int], codes, *, width: int, vocab_size: int, 
         raise ValueError(f"{name}: {int((out < 0).sum())} {missing}, e.g. "
                          f"{flat[np.argmax(out < 0)].tolist()}")
     return out.reshape(c.shape[:-1])
+
+
+def fingerprint(tokenizer) -> str:
+    """sha256 of what a modality tokenizer computes: its spec (without the training step) and its weights, token
+    tables or item IDs. Equal for a training workdir and the folder it was exported to."""
+    h = hashlib.sha256()
+    spec = {k: v for k, v in getattr(tokenizer, "spec", {}).items() if k not in ("step", "weights", "format_version")}
+    h.update(json.dumps(spec, sort_keys=True, default=str).encode())
+    arrays = []
+    if hasattr(tokenizer, "variables"):
+        arrays = _flat_arrays(plain_tree(tokenizer.variables))
+    elif hasattr(tokenizer, "node_tokens"):
+        h.update(json.dumps(dataclasses.asdict(tokenizer.vocab), sort_keys=True, default=_jsonable).encode())
+        arrays = [("tokens", tokenizer.node_tokens.tokens), ("distances", tokenizer.node_tokens.distances)]
+    if getattr(tokenizer, "item_codes", None) is not None:            # semantic IDs: the catalogue's tuples
+        arrays.append(("item_codes", tokenizer.item_codes))
+    for key, arr in arrays:
+        arr = np.ascontiguousarray(np.asarray(arr))
+        h.update(f"{key}:{arr.dtype.str}:{arr.shape}".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _jsonable(v):
+    return np.asarray(v).tolist()
+
+
+def _flat_arrays(tree, prefix=""):
+    if isinstance(tree, dict):
+        out = []
+        for k in sorted(tree):
+            out.extend(_flat_arrays(tree[k], f"{prefix}/{k}"))
+        return out
+    return [(prefix, tree)]
 
 
 def plain_tree(tree):

@@ -49,7 +49,7 @@ class GraphTokenizer(Tokenizer):
     node_tokens: NodeTokens | None = None
 
     @classmethod
-    def from_tokens(cls, vocab: NodePieceVocab, node_tokens: NodeTokens) -> "GraphTokenizer":
+    def from_tokens(cls, vocab: NodePieceVocab, node_tokens: NodeTokens) -> GraphTokenizer:
         return cls(graph_spec(vocab, node_tokens.tokens.shape[0]), vocab=vocab, node_tokens=node_tokens)
 
     @property
@@ -97,7 +97,7 @@ class GraphTokenizer(Tokenizer):
         return path
 
     @classmethod
-    def _load_folder(cls, path: str, spec: dict, step: int | None) -> "GraphTokenizer":
+    def _load_folder(cls, path: str, spec: dict, step: int | None) -> GraphTokenizer:
         """The vocabulary and node tokens of an exported folder or a link-prediction workdir."""
         for name in (VOCAB_FILE, TOKENS_FILE):
             if not os.path.exists(os.path.join(path, name)):

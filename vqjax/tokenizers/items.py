@@ -15,7 +15,7 @@ import numpy as np
 from vqjax.models.semantic_ids import ItemFeaturizer, assign_new, item_terms
 from vqjax.tokenizers.base import Tokenizer, decode_rows, register_tokenizer
 
-__all__ = ["SemanticIdTokenizer", "write_item_ids", "ITEM_IDS_FILE"]
+__all__ = ["ITEM_IDS_FILE", "SemanticIdTokenizer", "write_item_ids"]
 
 ITEM_IDS_FILE = "item_ids.npz"
 
@@ -52,7 +52,7 @@ class SemanticIdTokenizer(Tokenizer):
         """Codes per level (the disambiguation level last, when there is one)."""
         return tuple(int(k) for k in self.spec["level_sizes"])
 
-    def _with_files(self, path: str) -> "SemanticIdTokenizer":
+    def _with_files(self, path: str) -> SemanticIdTokenizer:
         file = os.path.join(path, ITEM_IDS_FILE)
         if not os.path.exists(file):
             raise FileNotFoundError(f"SemanticIdTokenizer.load: {path!r} has no {ITEM_IDS_FILE} (the semantic_ids "
@@ -93,7 +93,7 @@ class SemanticIdTokenizer(Tokenizer):
         """int32 ``[N, L']``: every item's tuple (the only rows :meth:`decode` accepts)."""
         return self.item_codes
 
-    def add_items(self, titles, years, genres) -> "SemanticIdTokenizer":
+    def add_items(self, titles, years, genres) -> SemanticIdTokenizer:
         """A tokenizer whose catalogue also holds the new items (ids ``num_items ..``), IDs from their content.
 
         Args:

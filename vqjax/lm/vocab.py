@@ -14,7 +14,9 @@ Id layout (contiguous, in this order)::
 
 so ids of different modalities can never collide. A modality span is ``begin``, exactly ``prod(codes_shape)``
 codes of that modality (the example's codes in C order), then ``end``; :meth:`MultimodalVocab.decode` refuses any
-other span (or, with ``strict=False``, returns it as :class:`Invalid`). Text never produces special or code ids:
+other span (or, with ``strict=False``, returns it as :class:`Invalid`). A tokenizer whose codes have a variable
+leading axis (``codes_shape = (None, *frame)``: audio frames, time-series positions) has variable-length spans:
+``begin``, a whole number ``n`` of frames (``1 <= n <= max_lengths[name]``, each ``prod(frame)`` codes), ``end``. Text never produces special or code ids:
 the text tokenizer encodes it alone. (The exported Hugging Face tokenizer, whose added tokens are matched in raw
 text, would turn the literal string ``<|image_5|>`` into that code's id; vqjax's own ``encode`` does not.)
 
@@ -91,16 +93,29 @@ class _Modality:
     tokenizer: Any
     start: int
     vocab_size: int
-    codes_shape: tuple[int, ...]
+    codes_shape: tuple[int | None, ...]
     begin: int
     end: int
+    max_frames: int | None = None             # variable-length spans: at most this many frames
 
     @property
     def stop(self) -> int:
         return self.start + self.vocab_size
 
     @property
+    def frame(self) -> int:
+        """Codes per step of the variable axis (the whole span for a fixed shape)."""
+        return int(math.prod(self.codes_shape[1:])) if self.variable else self.span
+
+    @property
+    def variable(self) -> bool:
+        return self.codes_shape[0] is None
+
+    @property
     def span(self) -> int:
+        """Codes in a span (the most, for a variable-length one)."""
+        if self.variable:
+            return int(self.max_frames) * int(math.prod(self.codes_shape[1:]))
         return int(math.prod(self.codes_shape))
 
 
@@ -111,7 +126,7 @@ class MultimodalVocab:
     ``text_size`` (T), ``pad_id``, ``bos_id``, ``eos_id``, ``size``, ``modalities`` (names in id order).
     """
 
-    def __init__(self, text_tokenizer, modalities: Mapping[str, Any]):
+    def __init__(self, text_tokenizer, modalities: Mapping[str, Any], max_lengths: Mapping[str, int] | None = None):
         self.text_tokenizer = text_tokenizer
         self.text_size = int(text_tokenizer.get_vocab_size(with_added_tokens=True))
         self.pad_id, self.bos_id, self.eos_id = self.text_size, self.text_size + 1, self.text_size + 2
@@ -129,19 +144,27 @@ class MultimodalVocab:
                     raise TypeError(f"MultimodalVocab: modality {name!r} must be a tokenizer with vocab_size, "
                                     f"codes_shape, encode and decode (a vqjax.Tokenizer); got {type(tok).__name__}")
             size = int(tok.vocab_size)
-            shape = tuple(int(s) for s in tok.codes_shape)
-            if size < 1 or not shape or min(shape) < 1:
+            shape = tuple(None if s is None else int(s) for s in tok.codes_shape)
+            fixed = shape[1:] if shape and shape[0] is None else shape
+            if size < 1 or not shape or None in fixed or (fixed and min(fixed) < 1):
                 raise ValueError(f"MultimodalVocab: modality {name!r} has vocab_size {size} and codes_shape {shape}; "
-                                 "expected both positive")
+                                 "expected both positive (only the first axis may be None)")
+            max_frames = None
+            if shape[0] is None:
+                max_frames = (max_lengths or {}).get(name)
+                if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
+                    raise ValueError(f"MultimodalVocab: modality {name!r} has variable-length codes {shape}; "
+                                     f"max_lengths[{name!r}] must bound its frames (an int >= 1); got {max_frames!r}")
+                max_frames = int(max_frames)
             begin = self.text_size + 3 + 2 * i
-            self._mods[name] = _Modality(name, tok, start, size, shape, begin, begin + 1)
+            self._mods[name] = _Modality(name, tok, start, size, shape, begin, begin + 1, max_frames)
             start += size
         self.size = start
 
     # -- building ----------------------------------------------------------------------------------------------
     @classmethod
     def build(cls, text=None, modalities: Mapping[str, Any] | None = None, *, text_vocab_size: int = 4096,
-              text_corpus: Sequence[str] = ()) -> MultimodalVocab:
+              text_corpus: Sequence[str] = (), max_lengths: Mapping[str, int] | None = None) -> MultimodalVocab:
         """A vocabulary of ``text`` and ``modalities``.
 
         Args:
@@ -150,6 +173,8 @@ class MultimodalVocab:
           modalities: ``{name: tokenizer}``: :class:`vqjax.Tokenizer` artifacts (image, audio, ...), the graph
             tokenizer, or anything with ``vocab_size``, ``codes_shape``, ``encode`` and ``decode``; ids follow
             this order.
+          max_lengths: ``{name: frames}``, the longest span (in frames of the variable axis) of each modality whose
+            codes have a variable length (``codes_shape[0] is None``).
         """
         if text is None:
             text = train_bpe(list(default_corpus()) + list(text_corpus), text_vocab_size)
@@ -158,7 +183,7 @@ class MultimodalVocab:
         elif not hasattr(text, "encode") or not hasattr(text, "get_vocab_size"):
             raise TypeError(f"MultimodalVocab.build: text must be a tokenizers.Tokenizer, a tokenizer.json path or "
                             f"None; got {type(text).__name__}")
-        return cls(text, dict(modalities or {}))
+        return cls(text, dict(modalities or {}), max_lengths)
 
     # -- layout ------------------------------------------------------------------------------------------------
     @property
@@ -187,10 +212,23 @@ class MultimodalVocab:
         return self._mod(name).end
 
     def span_length(self, name: str) -> int:
-        """Codes between ``begin`` and ``end``: ``prod(codes_shape)``."""
+        """Codes between ``begin`` and ``end``: ``prod(codes_shape)`` (a variable-length modality: the most)."""
         return self._mod(name).span
 
-    def codes_shape(self, name: str) -> tuple[int, ...]:
+    def frame_length(self, name: str) -> int:
+        """Codes per frame of a variable-length modality (its span is a whole number of frames); the span
+        length of a fixed one."""
+        return self._mod(name).frame
+
+    def variable(self, name: str) -> bool:
+        """Whether modality ``name``'s spans vary in length (``codes_shape[0] is None``)."""
+        return self._mod(name).variable
+
+    def max_frames(self, name: str) -> int | None:
+        """The most frames of a variable-length modality's span (None for a fixed one)."""
+        return self._mod(name).max_frames
+
+    def codes_shape(self, name: str) -> tuple[int | None, ...]:
         return self._mod(name).codes_shape
 
     def valid_rows(self, name: str) -> np.ndarray | None:
@@ -232,11 +270,16 @@ class MultimodalVocab:
         return np.asarray(self._mod(name).tokenizer.encode(batch), np.int32)
 
     def codes_to_ids(self, name: str, codes) -> np.ndarray:
-        """``begin, start + codes (C order), end`` for one example's codes (shape ``codes_shape``)."""
+        """``begin, start + codes (C order), end`` for one example's codes (shape ``codes_shape``; a
+        variable-length modality: ``[n, *frame]`` with ``1 <= n <= max_frames``)."""
         m = self._mod(name)
         codes = np.asarray(codes)
-        if not np.issubdtype(codes.dtype, np.integer) or tuple(codes.shape) != m.codes_shape:
-            raise ValueError(f"MultimodalVocab.encode: codes of {name!r} must be integer {list(m.codes_shape)}; got "
+        shape_ok = (tuple(codes.shape[1:]) == m.codes_shape[1:] and codes.ndim == len(m.codes_shape) and
+                    1 <= codes.shape[0] <= m.max_frames) if m.variable else tuple(codes.shape) == m.codes_shape
+        if not np.issubdtype(codes.dtype, np.integer) or not shape_ok:
+            want = (f"[1..{m.max_frames}, {', '.join(map(str, m.codes_shape[1:]))}]" if m.variable
+                    else str(list(m.codes_shape)))
+            raise ValueError(f"MultimodalVocab.encode: codes of {name!r} must be integer {want}; got "
                              f"{codes.dtype} {list(codes.shape)}")
         if codes.size and (codes.min() < 0 or codes.max() >= m.vocab_size):
             raise ValueError(f"MultimodalVocab.encode: codes of {name!r} must lie in [0, {m.vocab_size}); got min "
@@ -302,9 +345,11 @@ class MultimodalVocab:
                 while j < n and j - i - 1 < m.span and m.start <= int(ids[j]) < m.stop:
                     j += 1
                 count = j - i - 1
-                if count < m.span:
+                whole = count == m.span or (m.variable and count > 0 and count % m.frame == 0)
+                if not whole:
                     what = "the ids ended" if j >= n else f"id {int(ids[j])} (not a {m.name} code)"
-                    out.append((m.name, i, j, f"{m.name} span holds {count} of {m.span} codes before {what}"))
+                    want = f"a whole number of {m.frame}-code frames, at most {m.span}" if m.variable else m.span
+                    out.append((m.name, i, j, f"{m.name} span holds {count} codes (expected {want}) before {what}"))
                     i = j
                 elif j >= n or int(ids[j]) != m.end:
                     out.append((m.name, i, j, f"{m.name} span of {m.span} codes is not followed by its end token"))
@@ -341,7 +386,8 @@ class MultimodalVocab:
                 segments.append(Text(self.text_tokenizer.decode(piece.tolist(), skip_special_tokens=False)))
             elif kind != "special":
                 m = self._mods[kind]
-                codes = (piece[1:-1].astype(np.int64) - m.start).astype(np.int32).reshape(m.codes_shape)
+                shape = (-1, *m.codes_shape[1:]) if m.variable else m.codes_shape
+                codes = (piece[1:-1].astype(np.int64) - m.start).astype(np.int32).reshape(shape)
                 data = np.asarray(m.tokenizer.decode(codes[None]))[0]
                 segments.append(Media(kind, data, codes))
         return segments
@@ -353,6 +399,7 @@ class MultimodalVocab:
             path = getattr(m.tokenizer, "path", None)
             mods.append({"name": m.name, "kind": getattr(m.tokenizer, "modality", None), "start": m.start,
                          "vocab_size": m.vocab_size, "codes_shape": list(m.codes_shape), "begin": m.begin,
+                         "max_frames": m.max_frames,
                          "end": m.end, "path": None if path is None else os.path.abspath(path),
                          "fingerprint": fingerprint(m.tokenizer)})
         return {"format": VOCAB_FORMAT, "size": self.size, "text_size": self.text_size,
@@ -397,7 +444,7 @@ class MultimodalVocab:
                                      f"it in modalities=")
 
                 tok = Tokenizer.load(m["path"])
-            found = (int(tok.vocab_size), [int(s) for s in tok.codes_shape], fingerprint(tok))
+            found = (int(tok.vocab_size), [None if s is None else int(s) for s in tok.codes_shape], fingerprint(tok))
             want = (m["vocab_size"], m["codes_shape"], m["fingerprint"])
             if found != want:
                 what = ["vocab_size", "codes_shape", "fingerprint (weights or spec)"]
@@ -405,7 +452,8 @@ class MultimodalVocab:
                 raise ValueError(f"MultimodalVocab.load: the {m['name']!r} tokenizer changed since the vocabulary "
                                  f"was saved ({', '.join(changed)} differ); its codes would no longer mean the same")
             toks[m["name"]] = tok
-        vocab = cls(TextTokenizer.from_str(json.dumps(saved["text_tokenizer"])), toks)
+        vocab = cls(TextTokenizer.from_str(json.dumps(saved["text_tokenizer"])), toks,
+                    {m["name"]: m["max_frames"] for m in saved["modalities"] if m.get("max_frames")})
         if vocab.size != saved["size"] or vocab.text_size != saved["text_size"]:
             raise ValueError(f"MultimodalVocab.load: the layout rebuilt with size {vocab.size}; saved {saved['size']}")
         return vocab

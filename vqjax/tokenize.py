@@ -316,7 +316,7 @@ def tokenize_shard(job: TokenizeJob, index: int, *, tok=None, source=None, manif
     if os.path.exists(path):
         return _finished(path, entry, written=False)
     prep = preparer(tok)
-    counts = {"tokens": 0, "skipped": 0}
+    counts = {"tokens": 0, "skipped": 0, "max_length": 0}
 
     def batches():
         pending: list[tuple[int, dict, np.ndarray]] = []
@@ -337,6 +337,7 @@ def tokenize_shard(job: TokenizeJob, index: int, *, tok=None, source=None, manif
             n = 0
             for (i, example, _), c in zip(batch, codes):
                 n += int(np.sum(c >= 0))
+                counts["max_length"] = max(counts["max_length"], int(c.shape[0]))
                 yield tokens.encode_record(c, key=_key(example, i), length=c.shape[0] if prep.varies else None,
                                            caption=_text(example.get("caption")), label=_label(example))
             counts["tokens"] += n
@@ -344,7 +345,8 @@ def tokenize_shard(job: TokenizeJob, index: int, *, tok=None, source=None, manif
                 progress(len(batch), n)
 
     done = tokens.write_shard(path, records())
-    return {**done, "tokens": counts["tokens"], "skipped": counts["skipped"], "written": True}
+    return {**done, "tokens": counts["tokens"], "max_length": counts["max_length"] if prep.varies else None,
+            "skipped": counts["skipped"], "written": True}
 
 
 def _finished(path: str, entry: dict, written: bool) -> dict:
@@ -352,10 +354,14 @@ def _finished(path: str, entry: dict, written: bool) -> dict:
     from array_record.python import array_record_data_source  # heavy import, needed only to count a shard
 
     reader = array_record_data_source.ArrayRecordDataSource([path])
-    count = len(reader)
-    total = sum(int(np.sum(tokens.decode_record(reader[i])["codes"] >= 0)) for i in range(count))
-    return {"file": entry["file"], "records": count, "tokens": total, "bytes": os.path.getsize(path),
-            "sha256": tokens.file_sha256(path), "skipped": None, "written": written}
+    count, total, longest, varies = len(reader), 0, 0, False
+    for i in range(count):
+        record = tokens.decode_record(reader[i])
+        total += int(np.sum(record["codes"] >= 0))
+        varies = varies or "length" in record
+        longest = max(longest, int(record.get("length", 0)))
+    return {"file": entry["file"], "records": count, "tokens": total, "max_length": longest if varies else None,
+            "bytes": os.path.getsize(path), "sha256": tokens.file_sha256(path), "skipped": None, "written": written}
 
 
 def _key(example: dict, index: int) -> str:
@@ -385,10 +391,11 @@ def finalize(job: TokenizeJob, manifest: dict, entries: dict[int, dict]) -> dict
     for s, planned in enumerate(manifest["shards"]):
         entry = entries.get(s) or _finished(os.path.join(job.out, planned["file"]), planned, written=False)
         shards.append({"file": planned["file"], "start": planned["start"], "stop": planned["stop"],
-                       "records": entry["records"], "tokens": entry["tokens"], "bytes": entry["bytes"],
-                       "sha256": entry["sha256"]})
+                       "records": entry["records"], "tokens": entry["tokens"], "max_length": entry["max_length"],
+                       "bytes": entry["bytes"], "sha256": entry["sha256"]})
+    lengths = [e["max_length"] for e in shards if e["max_length"] is not None]
     done = {**manifest, "complete": True, "shards": shards, "records": sum(e["records"] for e in shards),
-            "tokens": sum(e["tokens"] for e in shards)}
+            "tokens": sum(e["tokens"] for e in shards), "max_length": max(lengths) if lengths else None}
     tokens.write_manifest(job.out, done)
     return done
 

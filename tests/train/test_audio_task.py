@@ -72,7 +72,7 @@ def test_codec_run_reports_bitrates_and_leaves_an_audio_tokenizer(speech_dir, tm
     import vqjax
 
     tok = vqjax.Tokenizer.load(workdir)
-    assert isinstance(tok, vqjax.tokenizer.AudioTokenizer) and tok.modality == "audio"
+    assert isinstance(tok, vqjax.AudioTokenizer) and tok.modality == "audio"
     assert tok.sample_rate == 16000 and tok.frame_rate == 100.0 and tok.tokens_per_second == 800.0
     assert tok.spec["highpass_hz"] == 60.0 and tok.spec["loudness_db"] == -23.0      # how to prepare its input
     assert tok.model.pitch is not None and tok.model.envelope.num_levels == 4 and tok.num_levels == 8

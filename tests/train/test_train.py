@@ -102,8 +102,8 @@ def test_a_restore_that_starts_over_is_caught(tiny_run, tmp_path, monkeypatch, o
     shutil.copytree(run_dir, tmp_path, dirs_exist_ok=True)
     shutil.rmtree(tmp_path / "checkpoints" / "20")
     real = core.open_checkpoints
-    broken = lambda workdir, max_to_keep, init_state, abstract, sharding, seed: real(
-        str(tmp_path / "elsewhere"), max_to_keep, init_state, abstract, sharding, seed)
+    broken = lambda workdir, max_to_keep, init_state, abstract, sharding, seed, data_iterator=None: real(
+        str(tmp_path / "elsewhere"), max_to_keep, init_state, abstract, sharding, seed, data_iterator)
     monkeypatch.setattr(core, "open_checkpoints", broken)
     assert train_and_evaluate(tiny_config, str(tmp_path), progress=False, devices=one) == whole
     with pytest.raises(AssertionError, match="resume at 10"):

@@ -9,8 +9,8 @@ shards holds ``tokens-00000-of-000NN.array_record`` files and ``manifest.json``:
   dataset has them;
 * the manifest states the tokenizer (its :func:`~vqjax.tokenizers.fingerprint`, modality, vocabulary size, codes
   shape, tokens per second, the path it was read from), the source (dataset, split, feature mapping, file
-  options), the shards (file, records, tokens, bytes, sha256) and the vqjax version. ``complete`` is true once
-  every shard is written.
+  options), the shards (file, records, tokens, longest length, bytes, sha256), the longest example's length
+  (``max_length``, where lengths vary) and the vqjax version. ``complete`` is true once every shard is written.
 
 A shard is written to ``NAME.partial`` and renamed when complete, so a shard file that exists is whole.
 :class:`TokenShards` refuses an incomplete manifest, a missing shard and a shard whose record count or size

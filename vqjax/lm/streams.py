@@ -25,7 +25,7 @@ import numpy as np
 
 from vqjax.data.pipeline import eval_batches, train_batches
 
-__all__ = ["PackStats", "pack_documents", "loss_weights", "cut_points", "packed_batches", "packed_eval_batches"]
+__all__ = ["PackStats", "pack_documents", "loss_weights", "cut_points", "split_document", "packed_batches", "packed_eval_batches"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,11 @@ def cut_points(ids: np.ndarray, vocab) -> np.ndarray:
     return ok
 
 
-def _pieces(ids: np.ndarray, seq_len: int, vocab, split_spans: bool) -> list[np.ndarray]:
+def split_document(ids: np.ndarray, seq_len: int, vocab, split_spans: bool = False) -> list[np.ndarray]:
+    """``ids`` cut into pieces of at most ``seq_len`` ids, each cut at the last place allowed before the limit
+    (between spans; anywhere with ``split_spans``). Raises ``ValueError`` for a span longer than ``seq_len``
+    without ``split_spans``."""
+    ids = np.asarray(ids)
     if len(ids) <= seq_len:
         return [ids]
     ok = np.ones(len(ids) + 1, bool) if split_spans else cut_points(ids, vocab)
@@ -112,7 +116,7 @@ def pack_documents(documents: Sequence[np.ndarray], seq_len: int, vocab, *,
                              f"{doc.dtype} {doc.shape}")
         if doc.min() < 0 or doc.max() >= vocab.size:
             raise ValueError(f"pack_documents: document {i} holds ids outside [0, {vocab.size})")
-        parts = _pieces(doc.astype(np.int32), seq_len, vocab, split_spans)
+        parts = split_document(doc.astype(np.int32), seq_len, vocab, split_spans)
         cut += len(parts) > 1
         pieces.extend(parts)
 

@@ -28,8 +28,10 @@ import shutil
 import signal
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+import grain
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -44,8 +46,19 @@ from vqjax.tokenizers import write_spec
 from vqjax.train import reports
 from vqjax.train.tasks import get_task
 
-__all__ = ["train_and_evaluate", "make_optimizer", "prepare_workdir", "load_run_info", "data_mesh", "to_host",
-           "open_checkpoints", "run_steps", "write_run_files", "StopRequest", "Interrupted"]
+__all__ = [
+    "Interrupted",
+    "StopRequest",
+    "data_mesh",
+    "load_run_info",
+    "make_optimizer",
+    "open_checkpoints",
+    "prepare_workdir",
+    "run_steps",
+    "to_host",
+    "train_and_evaluate",
+    "write_run_files",
+]
 
 log = logging.getLogger("vqjax.train")
 
@@ -123,11 +136,31 @@ def write_run_files(workdir: str, config: ml_collections.ConfigDict, info: dict,
     return info
 
 
-def open_checkpoints(workdir: str, max_to_keep: int, init_state: Callable, abstract, state_sharding, seed: int):
+def save_args(state, data_iterator=None):
+    """What a checkpoint holds: the state, and the data iterator's position when the run has one (two orbax
+    items, ``state`` and ``data``)."""
+    import orbax.checkpoint as ocp  # heavy import, loaded only where needed
+
+    if data_iterator is None:
+        return ocp.args.StandardSave(state)
+    return ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator))
+
+
+def _restore_args(target, data_iterator=None):
+    import orbax.checkpoint as ocp  # heavy import, loaded only where needed
+
+    if data_iterator is None:
+        return ocp.args.StandardRestore(target)
+    return ocp.args.Composite(state=ocp.args.StandardRestore(target),
+                              data=grain.checkpoint.CheckpointRestore(data_iterator))
+
+
+def open_checkpoints(workdir: str, max_to_keep: int, init_state: Callable, abstract, state_sharding, seed: int,
+                     data_iterator=None):
     """An orbax ``CheckpointManager`` on ``workdir/checkpoints`` (async, ``max_to_keep``) and ``(manager, state)``.
 
     The state is the latest checkpoint restored with ``state_sharding``, or ``init_state(key(seed))`` for a new
-    run. A checkpoint that fails to restore (half-written, damaged) is logged with its error, moved to
+    run; ``data_iterator`` (a grain iterator), when given, is set to the position saved with that checkpoint. A checkpoint that fails to restore (half-written, damaged) is logged with its error, moved to
     ``workdir/checkpoints_damaged/STEP``, and the previous kept checkpoint is tried; a ``RuntimeError`` says so
     when none restores.
     """
@@ -140,7 +173,8 @@ def open_checkpoints(workdir: str, max_to_keep: int, init_state: Callable, abstr
     damaged, state = [], None
     for step in sorted(mgr.all_steps(), reverse=True):
         try:
-            state = mgr.restore(step, args=ocp.args.StandardRestore(target))
+            restored = mgr.restore(step, args=_restore_args(target, data_iterator))
+            state = restored if data_iterator is None else restored.state
             break
         except Exception as err:  # noqa: BLE001 - any failure to read a checkpoint means it is unusable
             damaged.append(step)
@@ -198,7 +232,7 @@ class StopRequest:
 
 def run_steps(advance: Callable[[], dict], current: Callable[[], Any], mgr, *, start: int, total: int,
               log_every: int, eval_every: int, checkpoint_every: int, writer, progress: bool,
-              evaluate: Callable[[int], Any], hint: str, stop: StopRequest) -> int:
+              evaluate: Callable[[int], Any], hint: str, stop: StopRequest, data_iterator=None) -> int:
     """The step loop: steps ``start + 1 .. total``; returns the last step done.
 
     ``advance()`` runs one train step (updating the caller's state) and returns its metrics (with ``'loss'``);
@@ -207,10 +241,8 @@ def run_steps(advance: Callable[[], dict], current: Callable[[], Any], mgr, *, s
     requested (then stops), calls ``evaluate(step)`` every ``eval_every`` steps and at ``total``, keeps at most
     two steps in flight (XLA's CPU collectives stall behind deep queues), and raises ``FloatingPointError``
     (mentioning ``hint``) before saving anything after a non-finite loss. Finishes pending saves and closes
-    ``mgr``.
+    ``mgr``. ``data_iterator``'s position is saved with each checkpoint (:func:`save_args`).
     """
-    import orbax.checkpoint as ocp  # heavy import, loaded only where needed
-
     pending: list[tuple[int, jax.Array]] = []
 
     def check_finite():
@@ -223,7 +255,7 @@ def run_steps(advance: Callable[[], dict], current: Callable[[], Any], mgr, *, s
 
     def save(step, force=False):
         check_finite()
-        mgr.save(step, args=ocp.args.StandardSave(current()), force=force)
+        mgr.save(step, args=save_args(current(), data_iterator), force=force)
 
     bar = None
     if progress and jax.process_index() == 0:
@@ -304,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
             if state_sharding is None:
                 state_sharding = jax.tree.map(lambda _: run.replicated, abstract)
             mgr, state = open_checkpoints(workdir, config.max_to_keep, run.init_state, abstract, state_sharding,
-                                          config.seed)
+                                          config.seed, run.data_iterator)
             start = int(state.step)
             write_run_files(workdir, config, {"task": task.name, **run.info}, start)
             if run.spec is not None and jax.process_index() == 0:
@@ -333,7 +365,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
             end = run_steps(advance, lambda: state, mgr, start=start, total=config.num_train_steps,
                             log_every=config.log_every_steps, eval_every=config.eval_every_steps,
                             checkpoint_every=config.checkpoint_every_steps, writer=writer, progress=progress,
-                            evaluate=periodic_eval, hint=run.hint, stop=stop)
+                            evaluate=periodic_eval, hint=run.hint, stop=stop, data_iterator=run.data_iterator)
             result = results[-1] if results and end == config.num_train_steps else None
             if end < config.num_train_steps:            # stopped by SIGTERM: saved, no final evaluation
                 return {"step": end, "interrupted": True}

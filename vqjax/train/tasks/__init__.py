@@ -66,6 +66,9 @@ class Run:
       abstract: ``jax.eval_shape(init_state, key)`` when the task has already traced it (else the core does).
       state_sharding: the state's shardings (a pytree like ``abstract``) when it is not all ``replicated``
         (model-parallel parameters); checkpoints restore into it.
+      data_iterator: a grain ``DatasetIterator`` that ``make_step`` reads (a stream whose position cannot be
+        recomputed from the step); the core saves its state with each checkpoint (``grain.checkpoint``) and
+        restores it with the state, so a resumed run reads exactly the batches it would have read.
     """
 
     init_state: Callable[[Any], Any]
@@ -78,6 +81,7 @@ class Run:
     spec: dict | None = None
     abstract: Any = None
     state_sharding: Any = None
+    data_iterator: Any = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Task ``'lm'``: a multimodal decoder LM over one vocabulary of text and a modality tokenizer's codes.
 
-The run (``config.documents = 'mnist_captions'``; ``'kg_text'`` is in :mod:`vqjax.train.tasks.lm_graph`):
+``config.documents = 'shards'`` trains on any mixture of token shards (``python -m vqjax.tokenize``) and text,
+streamed through grain with the stream's position in every checkpoint (:mod:`vqjax.train.tasks.lm_shards`);
+``'kg_text'`` is in :mod:`vqjax.train.tasks.lm_graph`. The run of ``config.documents = 'mnist_captions'``:
 
 1. opens the image tokenizer artifact ``config.image_tokenizer`` (a trained ``mnist_vq`` workdir or an export) and
    builds a :class:`~vqjax.lm.MultimodalVocab` (byte-level BPE on the bundled text plus every caption) saved as
@@ -60,10 +62,11 @@ from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_n
 from vqjax.train.tasks import Run, Task, register_task
 from vqjax.train.tasks.lm_corpus import Corpus
 from vqjax.train.tasks.lm_graph import kg_corpus
+from vqjax.train.tasks.lm_shards import check_corpus, shards_corpus
 
-__all__ = ["LMState", "default_config", "check", "runlocal", "setup", "report", "lm_mesh", "TASK"]
+__all__ = ["TASK", "LMState", "check", "default_config", "lm_mesh", "report", "runlocal", "setup"]
 
-DOCUMENT_SOURCES = ("mnist_captions", "kg_text")
+DOCUMENT_SOURCES = ("mnist_captions", "kg_text", "shards")
 VOCAB_FILE = "vocab.json"
 
 
@@ -90,6 +93,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.kg_dataset = "umls"                      # kg_text: the knowledge graph (vqjax.data.graphs.KG_DATASETS)
     c.nodepiece = ml_collections.ConfigDict(dict(num_anchors=40, anchors_per_node=10, relations_per_node=12))
     c.max_test_queries = ml_collections.FieldReference(None, field_type=int)   # kg_text: test triples ranked
+    c.corpus = ml_collections.ConfigDict()     # shards: {name: {shards, eval_shards, template, weight} | {text, ...}}
+    c.max_eval_documents = 500                 # shards: held-out documents per set
     c.text_vocab_size = 1024
     c.seq_len = 128
     c.batch_size = 32
@@ -130,7 +135,11 @@ def check(config: ml_collections.ConfigDict) -> None:
                    "generation.num_examples", "generation.classifier_steps")
     if config.text_vocab_size < 256:
         raise ValueError(f"config.text_vocab_size must be >= 256 (the byte alphabet); got {config.text_vocab_size}")
-    kinds = {"text", "image" if config.documents == "mnist_captions" else "graph"}
+    if config.documents == "shards":
+        kinds = set(check_corpus(config))
+        check_positive(config, "max_eval_documents")
+    else:
+        kinds = {"text", "image" if config.documents == "mnist_captions" else "graph"}
     unknown = sorted(set(config.weights.keys()) - kinds)
     if unknown or any(not float(v) >= 0 for v in config.weights.values()):
         raise ValueError(f"config.weights must map {sorted(kinds)} to weights >= 0 for documents "
@@ -249,23 +258,25 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     """Reads the documents' data and tokenizers, builds (or reloads) the vocabulary, packs the documents, and
     builds the model on the ``('data', 'model')`` mesh."""
 
-    corpus = _mnist_corpus(config, workdir, stop) if config.documents == "mnist_captions" else kg_corpus(
+    corpus = {"mnist_captions": _mnist_corpus, "kg_text": kg_corpus, "shards": shards_corpus}[config.documents](
         config, workdir, stop)
     vocab_path = os.path.join(workdir, VOCAB_FILE)
     if os.path.exists(vocab_path):
         vocab = MultimodalVocab.load(vocab_path, modalities=corpus.modalities)
     else:
         vocab = MultimodalVocab.build(text=None, modalities=corpus.modalities, text_vocab_size=config.text_vocab_size,
-                                      text_corpus=corpus.text_corpus)
+                                      text_corpus=corpus.text_corpus, max_lengths=corpus.max_lengths)
         if jax.process_index() == 0:
             vocab.save(vocab_path)
     train_docs, eval_docs = corpus.documents(vocab)
     weights = {k: float(v) for k, v in config.weights.items()}
-    train_rows, pack = pack_documents(train_docs, config.seq_len, vocab, weights=weights)
     eval_rows, _ = pack_documents(eval_docs, config.seq_len, vocab)
-    if pack.rows < config.batch_size:
-        raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {pack.rows} packed training "
-                         f"rows")
+    data_iterator, pack = None, None
+    if corpus.train_stream is None:
+        train_rows, pack = pack_documents(train_docs, config.seq_len, vocab, weights=weights)
+        if pack.rows < config.batch_size:
+            raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {pack.rows} packed "
+                             f"training rows")
 
     mesh = lm_mesh(devices, config.model_parallel)
     data_size = mesh.shape["data"]
@@ -273,6 +284,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         if config[name] % data_size:
             raise ValueError(f"config.{name} ({config[name]}) must be divisible by the {data_size} devices of the "
                              f"data axis")
+    if corpus.train_stream is not None:
+        if config.batch_size % jax.process_count():
+            raise ValueError(f"config.batch_size ({config.batch_size}) must be divisible by the "
+                             f"{jax.process_count()} processes")
+        data_iterator = iter(corpus.train_stream(vocab, config.batch_size // jax.process_count(),
+                                                 jax.process_index(), jax.process_count()))
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
     model = DecoderLM(vocab_size=vocab.size, dim=config.model.dim, num_layers=config.model.num_layers,
@@ -315,6 +332,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     train_step = in_mesh(jit_train)
 
     def make_step(start):
+        if data_iterator is not None:          # positioned at ``start`` by the checkpoint the core restored
+            return lambda state: train_step(state, global_batch(next(data_iterator)))
         batches = packed_batches(train_rows, batch_size=config.batch_size, seed=config.seed, start_step=start,
                                  process_index=jax.process_index(), process_count=jax.process_count())
         return lambda state: train_step(state, global_batch(next(batches)))
@@ -344,13 +363,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         result.update(corpus.final(model, {"params": to_host_tree(state.params)}, vocab))
         return result
 
-    info = {"documents": config.documents, **corpus.info, "vocab_size": vocab.size, "ranges": {n: list(vocab.range(n)) for n in names},
-            "train_documents": pack.documents, "train_rows": pack.rows, "packing_efficiency": pack.efficiency,
+    packing = {"train_documents": pack.documents, "train_rows": pack.rows, "packing_efficiency": pack.efficiency} \
+        if pack is not None else {"train_stream": "grain mixture of token shards and text"}
+    info = {"documents": config.documents, **corpus.info, "vocab_size": vocab.size,
+            "ranges": {n: list(vocab.range(n)) for n in names}, **packing,
             "eval_rows": int(eval_rows["tokens"].shape[0]), "num_params": num_params,
             "mesh": {"data": int(mesh.shape["data"]), "model": int(mesh.shape["model"])}}
     return Run(init_state=init_state, make_step=make_step, evaluate=evaluate, replicated=replicated, info=info,
                hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract,
-               state_sharding=state_sharding)
+               state_sharding=state_sharding, data_iterator=data_iterator)
 
 
 def to_host_tree(tree):
@@ -439,6 +460,12 @@ def report(result: dict, workdir: str) -> str:
                  ("greedy generated tail: the test tail / any true tail",
                   f"{result['generation_hits@1']:.4f} / {result['generation_true_tail']:.4f}")]
         figures = ("loss_curves.png",)
+    elif "text_to_image_accuracy" not in result:       # shards
+        for key in sorted(k for k in result if k.endswith("/span_validity")):
+            name = key.split("/")[0]
+            rows += [(f"{name}: generated spans that decode / captions read back exactly",
+                      f"{result[key]:.3f} / {result.get(f'{name}/caption_exact', float('nan')):.3f}")]
+        figures = ("loss_curves.png",)
     else:                           # mnist_captions
         rows += [("text→image accuracy (classifier)", f"{result['text_to_image_accuracy']:.3f}"),
                  ("image→text caption accuracy", f"{result['image_to_text_accuracy']:.3f}"),
@@ -451,4 +478,4 @@ def report(result: dict, workdir: str) -> str:
                                 [f"vocabulary: {os.path.join(workdir, VOCAB_FILE)}"], result)
 
 
-TASK = register_task(Task("lm", default_config, check, runlocal, setup, report, free_fields=("weights",)))
+TASK = register_task(Task("lm", default_config, check, runlocal, setup, report, free_fields=("weights", "corpus")))

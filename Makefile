@@ -8,7 +8,7 @@ UV := $(PY) -m uv pip install -q --python $(PY) --compile-bytecode
 PYTEST_WORKERS ?= 2
 comma := ,
 
-.PHONY: demo demo-remedies test docs bench e2e speech-deps video-deps clean
+.PHONY: demo demo-remedies test docs bench e2e speech-deps video-deps spoken-words clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,7 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_ptq.py
 	$(PY) benchmarks/bench_graph.py
 	$(PY) benchmarks/bench_lm.py
+	$(PY) benchmarks/bench_tokenize.py
 
 # Debian's recorded speech and classical codecs for the speech-codec runs (as root; apt-get update once).
 speech-deps:
@@ -100,3 +101,13 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# The worked example, files to an LM (experiments/spoken_words_codec.py): eSpeak NG speaks the digit words into a
+# folder of WAV files with transcripts, a speech codec trains on the folder, vqjax.tokenize writes its shards, and
+# an LM learns to transcribe and speak from them.
+spoken-words: $(VENV)/.installed-test
+	$(PY) -c "from vqjax.data.audio import write_spoken_words; print(write_spoken_words('runs/spoken_words/clips'), 'clips')"
+	$(PY) -m vqjax.main --config=experiments/spoken_words_codec.py --workdir=runs/spoken_words/codec
+	$(PY) -m vqjax.tokenize --tokenizer=runs/spoken_words/codec --split='train[:90%]' --out=runs/spoken_words/tokens_train
+	$(PY) -m vqjax.tokenize --tokenizer=runs/spoken_words/codec --split='train[90%:]' --out=runs/spoken_words/tokens_test
+	$(PY) -m vqjax.main --config=experiments/spoken_words_lm.py --workdir=runs/spoken_words/lm

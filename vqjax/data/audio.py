@@ -46,7 +46,7 @@ from vqjax.models.audio.dsp import (
 __all__ = ["SPEECH_ROOTS", "TEST_LANGUAGES", "Recording", "find_recordings", "read_audio", "to_mono", "resample",
            "highpass", "loudness_db", "normalize_loudness", "trim_silence", "make_clips", "random_crop",
            "to_pcm16", "from_pcm16", "perturbed_rate", "equalizer_gains", "random_equalize", "prepare_example",
-           "synthesize", "SYNTH_RATE"]
+           "synthesize", "SYNTH_RATE", "write_spoken_words", "SPOKEN_WORDS", "SPOKEN_VOICES"]
 
 SPEECH_ROOTS: dict[str, str] = {"klettres": "/usr/share/klettres", "ktuberling": "/usr/share/ktuberling/sounds"}
 TEST_LANGUAGES = ("en", "fr", "de", "es", "it")
@@ -283,3 +283,34 @@ def synthesize(text: str, voice: str = "en-us", words_per_minute: int = 150, pit
         lib.espeak_SetParameter(3, 50, 0)
     out = np.concatenate(state["chunks"]) if state["chunks"] else np.zeros(0, np.int16)
     return from_pcm16(out)
+
+
+SPOKEN_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+SPOKEN_VOICES = ("en-us", "en", "en+f2", "en-us+m3", "en+f4", "en-us+m7", "en+klatt", "en-us+f3")
+
+
+def write_spoken_words(folder: str, words: Sequence[str] = SPOKEN_WORDS, voices: Sequence[str] = SPOKEN_VOICES,
+                       rates: Sequence[int] = (120, 160, 200), pitches: Sequence[int] = (30, 50, 70)) -> int:
+    """A folder of spoken words with transcripts, as a user's own data would be: each word in each voice, rate and
+    pitch (:func:`synthesize`) as ``folder/<voice>/<word>_<rate>_<pitch>.wav`` (16-bit, 22050 Hz, silence
+    trimmed) with the word in a ``.txt`` sidecar beside it. Files already there are kept (a rerun adds only what
+    is missing). Returns the number of clips in the folder.
+    """
+    import soundfile  # optional dependency (the audio extra)
+
+    count = 0
+    for voice in voices:
+        sub = os.path.join(folder, voice.replace("+", "_"))
+        os.makedirs(sub, exist_ok=True)
+        for word in words:
+            for rate in rates:
+                for pitch in pitches:
+                    stem = os.path.join(sub, f"{word}_{rate}_{pitch}")
+                    if not os.path.exists(stem + ".wav"):
+                        wave = trim_silence(synthesize(word, voice, words_per_minute=rate, pitch=pitch), SYNTH_RATE)
+                        soundfile.write(stem + ".wav.tmp", wave, SYNTH_RATE, subtype="PCM_16", format="WAV")
+                        os.replace(stem + ".wav.tmp", stem + ".wav")
+                    with open(stem + ".txt", "w") as fh:
+                        fh.write(word + "\n")
+                    count += 1
+    return count

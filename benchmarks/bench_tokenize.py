@@ -1,0 +1,190 @@
+"""``python -m vqjax.tokenize`` against each of its stages alone, on the same examples, in one run.
+
+For each tokenizer (the MNIST image tokenizer of ``make demo``, ``runs/mnist_vq``, on the bundled MNIST digits;
+the spoken-word codec of ``make spoken-words``, ``runs/spoken_words/codec``, on its folder of WAV files):
+
+* ``read``: reading and decoding the examples and preparing them for the tokenizer (the pipeline's grain reader
+  threads), alone;
+* ``encode``: the bare tokenizer ``encode`` of ready batches held in memory;
+* ``write``: serialising the codes into records and writing the shards;
+* ``pipeline``: ``vqjax.tokenize``'s local runner end to end (a fresh output folder), and its ratio to the slowest
+  stage (1.0: the stages overlap completely; the sum of the stages would be the no-overlap figure).
+
+Memory: the peak RSS of a child process tokenizing 1x and 10x the records (the pipeline streams, so it should
+stay flat). Ray: the Ray runner with 2 workers on the same data, its shards compared byte for byte with the
+local runner's, and its time against the local runner's. The machine's GEMM rate is printed for scale.
+
+    python benchmarks/bench_tokenize.py [--only image|speech] [--no-ray] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import peak_mb, spawn  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CASES = {
+    "image": {"tokenizer": "runs/mnist_vq", "dataset": None, "split": "train[:10%]", "split10": "train",
+              "batch": 256, "shards": 4},
+    "speech": {"tokenizer": "runs/spoken_words/codec", "dataset": None, "split": "train[:10%]", "split10": "train",
+               "batch": 32, "shards": 4},
+}
+
+
+def _job(case: dict, out: str, split: str):
+    from vqjax.tokenize import job_from_workdir
+
+    return job_from_workdir(os.path.join(ROOT, case["tokenizer"]), out, dataset=case["dataset"], split=split,
+                            num_shards=case["shards"], batch_size=case["batch"])
+
+
+def stages(case: dict, work: str) -> dict:
+    """Each stage alone and the pipeline, records per second, on the same examples."""
+    from vqjax.data import tokens
+    from vqjax.tokenize import _examples, preparer, run_local
+
+    job = _job(case, os.path.join(work, "pipeline"), case["split10"])
+    tok, source = job.open_tokenizer(), job.source()
+    prep = preparer(tok)
+    n = len(source)
+
+    t = time.perf_counter()
+    ready = [prep.prepare(ex) for _, ex in _examples(source, 0, n, job.read_threads) if ex is not None]
+    read = time.perf_counter() - t
+
+    batches = [ready[s:s + job.batch_size] for s in range(0, len(ready), job.batch_size)]
+    for b in batches:                                            # compile every batch shape outside the timing
+        prep.encode(tok, b)
+    t = time.perf_counter()
+    codes = [c for b in batches for c in prep.encode(tok, b)]
+    encode = time.perf_counter() - t
+
+    t = time.perf_counter()
+    per = -(-len(codes) // job.num_shards)
+    os.makedirs(os.path.join(work, "write"), exist_ok=True)
+    for s in range(job.num_shards):
+        records = (tokens.encode_record(c, key=str(i), length=c.shape[0] if prep.varies else None)
+                   for i, c in enumerate(codes[s * per:(s + 1) * per]))
+        tokens.write_shard(os.path.join(work, "write", tokens.shard_name(s, job.num_shards)), records)
+    write = time.perf_counter() - t
+
+    run_local(_job(case, os.path.join(work, "warm"), case["split10"]), progress=False)     # compiles, untimed
+    t = time.perf_counter()
+    summary = run_local(job, progress=False)
+    pipe = time.perf_counter() - t
+    toks = summary["tokens"]
+    rate = {"read": n / read, "encode": n / encode, "write": n / write, "pipeline": n / pipe}
+    slowest = min(rate["read"], rate["encode"], rate["write"])
+    serial = n / (read + encode + write)
+    return {"records": n, "tokens": toks, **{f"{k}_rec_s": round(v, 1) for k, v in rate.items()},
+            "pipeline_tok_s": round(toks / pipe, 1), "pipeline_over_slowest": round(rate["pipeline"] / slowest, 3),
+            "serial_rec_s": round(serial, 1)}
+
+
+def child(case_name: str, split: str, out: str) -> None:
+    from vqjax.tokenize import run_local
+
+    run_local(_job(CASES[case_name], out, split), progress=False)
+    print(json.dumps({"peak_mb": round(peak_mb(), 1)}))
+
+
+def memory(case_name: str, work: str) -> dict:
+    case = CASES[case_name]
+    out = {}
+    for tag, split in (("1x", case["split"]), ("10x", case["split10"])):
+        got = spawn(os.path.abspath(__file__), [case_name, split, os.path.join(work, f"mem_{tag}")], 1800)
+        out[f"peak_mb_{tag}"] = got.get("peak_mb", got.get("error"))
+    if isinstance(out["peak_mb_1x"], float) and isinstance(out["peak_mb_10x"], float):
+        out["peak_ratio"] = round(out["peak_mb_10x"] / out["peak_mb_1x"], 3)
+    return out
+
+
+def ray_against_local(case_name: str, work: str) -> dict:
+    import ray
+
+    from vqjax.data import tokens
+    from vqjax.tokenize import run_local, run_ray
+
+    case = CASES[case_name]
+    local_job = _job(case, os.path.join(work, "ray_local"), case["split10"])
+    t = time.perf_counter()
+    run_local(local_job, progress=False)
+    local = time.perf_counter() - t
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray_job = _job(case, os.path.join(work, "ray_ray"), case["split10"])
+        t = time.perf_counter()
+        run_ray(ray_job, num_workers=2, progress=False)
+        remote = time.perf_counter() - t
+    finally:
+        ray.shutdown()
+    names = [tokens.shard_name(s, case["shards"]) for s in range(case["shards"])]
+    same = all(open(os.path.join(local_job.out, f), "rb").read() == open(os.path.join(ray_job.out, f), "rb").read()
+               for f in names)
+    return {"local_s": round(local, 2), "ray_2_workers_s": round(remote, 2), "ray_over_local": round(remote / local, 2),
+            "identical_shards": same}
+
+
+def gemm_gflops() -> float:
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(1024, 1024)).astype(np.float32), rng.normal(size=(1024, 1024)).astype(np.float32)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    return round(10 * 2 * 1024 ** 3 / (time.perf_counter() - t) / 1e9, 1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=sorted(CASES), default=None)
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.rest)
+        return
+    results = {"gemm_gflops": gemm_gflops(), "cpus": os.cpu_count()}
+    for name in [args.only] if args.only else sorted(CASES):
+        if not os.path.exists(os.path.join(ROOT, CASES[name]["tokenizer"], "spec.json")):
+            print(f"skipping {name}: train {CASES[name]['tokenizer']} first (make demo / make spoken-words)")
+            continue
+        work = tempfile.mkdtemp(prefix=f"bench_tokenize_{name}_")
+        try:
+            results[name] = stages(CASES[name], work)
+            results[name].update(memory(name, work))
+            if not args.no_ray and importlib.util.find_spec("ray") is not None:
+                results[name].update(ray_against_local(name, work))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print(json.dumps({name: results[name]}), flush=True)
+    print(f"\nGEMM {results['gemm_gflops']} GFLOP/s on {results['cpus']} CPUs")
+    print("| tokenizer | records | read rec/s | encode rec/s | write rec/s | pipeline rec/s | pipeline / slowest | "
+          "peak MB 1x / 10x | Ray 2 workers / local | identical |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in sorted(CASES):
+        r = results.get(name)
+        if r:
+            print(f"| {name} | {r['records']} | {r['read_rec_s']} | {r['encode_rec_s']} | {r['write_rec_s']} | "
+                  f"{r['pipeline_rec_s']} | {r['pipeline_over_slowest']} | {r.get('peak_mb_1x')} / "
+                  f"{r.get('peak_mb_10x')} | {r.get('ray_over_local', '-')} | {r.get('identical_shards', '-')} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(results, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

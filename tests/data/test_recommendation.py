@@ -90,3 +90,31 @@ def test_real_movielens_when_installed():
         pytest.skip("the recbole wheel (data extra) is not installed")
     assert data.num_users == 943 and data.num_items == 1682
     assert sum(len(s) for s in data.sequences) == 100_000
+
+
+def test_a_users_interactions_and_item_table_from_files(tmp_path):
+    import pandas as pd
+
+    from vqjax.data.recommendation import load_interactions, load_recommendation
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    pd.DataFrame({"user": ["u2", "u1", "u1", "u2", "u1"], "item": ["b", "c", "a", "a", "b"],
+                  "timestamp": [5, 3, 1, 2, 1]}).to_csv(folder / "interactions.csv", index=False)
+    pd.DataFrame({"item": ["a", "b", "c", "d"], "title": ["Apple", "Bread", "Cheese", "Dates"],
+                  "year": ["2001", "", "2003", "2004"], "genres": ["fruit", "bakery|staple", "dairy", "fruit"]}
+                 ).to_parquet(folder / "items.parquet")
+    data = load_recommendation(f"files:{folder}")
+    assert data.num_items == 4 and data.num_users == 2
+    assert data.catalogue.titles == ("Apple", "Bread", "Cheese", "Dates")
+    assert data.catalogue.genres[1] == ("bakery", "staple") and data.catalogue.years.tolist() == [2001, 0, 2003, 2004]
+    # each user in time order; u1's tie at t=1 keeps the file's order (a before b), c at t=3 last
+    assert [s.tolist() for s in data.sequences] == [[0, 1, 2], [0, 1]]
+    only = load_interactions(str(folder / "interactions.csv"))
+    assert only.num_items == 3 and only.catalogue.titles == ("a", "b", "c")
+    pd.DataFrame({"user": [1], "item": ["z"], "timestamp": [0]}).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ValueError, match="missing from the item table"):
+        load_interactions(str(tmp_path / "bad.csv"), items=str(folder / "items.parquet"))
+    with pytest.raises(ValueError, match="columns user, item, timestamp"):
+        pd.DataFrame({"user": [1], "product": [2]}).to_csv(tmp_path / "cols.csv", index=False)
+        load_interactions(str(tmp_path / "cols.csv"))

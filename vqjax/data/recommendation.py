@@ -27,8 +27,9 @@ import numpy as np
 
 from vqjax.data.graphs import package_dir
 
-__all__ = ["Catalogue", "Interactions", "RecSplits", "load_movielens", "leave_one_out", "training_windows",
-           "window_batch", "RECOMMENDATION_DATASETS"]
+__all__ = ["Catalogue", "Interactions", "RecSplits", "load_movielens", "load_interactions", "load_recommendation",
+           "check_recommendation_dataset", "leave_one_out", "training_windows", "window_batch",
+           "RECOMMENDATION_DATASETS"]
 
 RECOMMENDATION_DATASETS = ("ml-100k",)
 
@@ -172,6 +173,98 @@ def load_movielens(root: str | None = None, name: str = "ml-100k") -> Interactio
     bounds = np.searchsorted(user_sorted, np.arange(len(user_ids) + 1))
     sequences = tuple(item_seq[bounds[u]:bounds[u + 1]] for u in range(len(user_ids)))
     return Interactions(name, Catalogue(titles, years, genres, source), sequences)
+
+
+def _table(path: str):
+    import pandas as pd  # optional dependency
+
+    if path.lower().endswith(".parquet"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path, sep="\t" if path.lower().endswith((".tsv", ".inter", ".item")) else ",",
+                       keep_default_na=False)
+
+
+def _find(folder: str, stem: str) -> str | None:
+    for ext in (".csv", ".tsv", ".parquet"):
+        if os.path.exists(os.path.join(folder, stem + ext)):
+            return os.path.join(folder, stem + ext)
+    return None
+
+
+def load_interactions(path: str, items: str | None = None) -> Interactions:
+    """A user's own interactions: a CSV/TSV/Parquet table with ``user``, ``item`` and ``timestamp`` columns (any
+    ids: numbers or strings), and optionally an item table with ``item`` and any of ``title``, ``year`` and
+    ``genres`` (separated by ``|`` or spaces). ``path`` may be a folder holding ``interactions.{csv,tsv,parquet}``
+    and, optionally, ``items.{csv,tsv,parquet}``. Items are numbered in the order of their sorted ids (the item
+    table's, else those the interactions name), users likewise; each user's items are in time order (ties keep the
+    file's order).
+
+    Raises:
+      ValueError: a missing column, an interaction with an item the item table lacks, or no interactions.
+    """
+    if os.path.isdir(path):
+        folder = path
+        path = _find(folder, "interactions")
+        if path is None:
+            raise FileNotFoundError(f"{folder}: no interactions.csv, .tsv or .parquet")
+        items = items or _find(folder, "items")
+    inter = _table(path)
+    missing = [c for c in ("user", "item", "timestamp") if c not in inter.columns]
+    if missing:
+        raise ValueError(f"{path}: interactions need columns user, item, timestamp; missing {missing} (has "
+                         f"{list(inter.columns)})")
+    if not len(inter):
+        raise ValueError(f"{path}: no interactions")
+    inter_items = inter["item"].astype(str).to_numpy()
+    if items is not None:
+        table = _table(items)
+        if "item" not in table.columns:
+            raise ValueError(f"{items}: the item table needs an 'item' column (has {list(table.columns)})")
+        ids = table["item"].astype(str).to_numpy()
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"{items}: an item id appears twice")
+    else:
+        table, ids = None, np.unique(inter_items)
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    pos = np.searchsorted(ids, inter_items)
+    unknown = (pos >= len(ids)) | (ids[np.minimum(pos, len(ids) - 1)] != inter_items)
+    if unknown.any():
+        raise ValueError(f"{path}: {int(unknown.sum())} interaction(s) name items missing from the item table "
+                         f"{items} (e.g. {inter_items[unknown][0]!r})")
+    column = lambda name, default: (table[name].to_numpy()[order] if table is not None and name in table.columns
+                                    else np.asarray([default] * len(ids), object))
+    titles = tuple(str(t) for t in (column("title", None) if table is not None and "title" in table.columns
+                                    else ids))
+    years = np.asarray([int(y) if str(y).strip().isdigit() else 0 for y in column("year", 0)], np.int64)
+    genres = tuple(tuple(str(g).replace("|", " ").split()) for g in column("genres", ""))
+    numeric = all(i.lstrip("-").isdigit() for i in ids)
+    source = ids.astype(np.int64) if numeric else np.arange(len(ids), dtype=np.int64)
+    times = inter["timestamp"].astype(np.float64).to_numpy()
+    user_ids, user_index = np.unique(inter["user"].astype(str).to_numpy(), return_inverse=True)
+    key = np.lexsort((np.arange(len(times)), times, user_index))
+    item_seq, user_sorted = pos[key].astype(np.int32), user_index[key]
+    bounds = np.searchsorted(user_sorted, np.arange(len(user_ids) + 1))
+    sequences = tuple(item_seq[bounds[u]:bounds[u + 1]] for u in range(len(user_ids)))
+    return Interactions(os.path.basename(os.path.normpath(path)), Catalogue(titles, years, genres, source), sequences)
+
+
+def check_recommendation_dataset(dataset: str) -> str:
+    """A bundled recommendation dataset (:data:`RECOMMENDATION_DATASETS`) or ``files:PATH`` (a user's
+    interactions, :func:`load_interactions`)."""
+    if dataset in RECOMMENDATION_DATASETS or (isinstance(dataset, str) and dataset.startswith("files:") and
+                                              len(dataset) > 6):
+        return dataset
+    raise ValueError(f"config.dataset must be one of {RECOMMENDATION_DATASETS} or 'files:PATH' (your interactions "
+                     f"table, or a folder with interactions and items tables); got {dataset!r}")
+
+
+def load_recommendation(dataset: str, root: str | None = None) -> Interactions:
+    """:func:`load_movielens` for a bundled name, :func:`load_interactions` for ``files:PATH``."""
+    check_recommendation_dataset(dataset)
+    if dataset.startswith("files:"):
+        return load_interactions(os.path.expanduser(dataset[len("files:"):]))
+    return load_movielens(root, dataset)
 
 
 def leave_one_out(data: Interactions, *, cold_fraction: float = 0.0, seed: int = 0) -> RecSplits:

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.data.recommendation import RECOMMENDATION_DATASETS, training_windows, window_batch
+from vqjax.data.recommendation import check_recommendation_dataset, training_windows, window_batch
 from vqjax.evals import recommendation as recsys_eval
 from vqjax.train import reports
 from vqjax.train.config import check_positive
@@ -76,8 +76,7 @@ def runlocal_common(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def check_common(config: ml_collections.ConfigDict) -> None:
-    if config.dataset not in RECOMMENDATION_DATASETS:
-        raise ValueError(f"config.dataset must be one of {RECOMMENDATION_DATASETS}; got {config.dataset!r}")
+    check_recommendation_dataset(config.dataset)
     if not 0.0 <= config.cold_fraction < 1.0:
         raise ValueError(f"config.cold_fraction must lie in [0, 1); got {config.cold_fraction}")
     check_positive(config, "batch_size", "eval_batch_size", "max_items", "model.dim", "model.num_layers",

@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.data.recommendation import RECOMMENDATION_DATASETS, leave_one_out, load_movielens, window_batch
+from vqjax.data.recommendation import check_recommendation_dataset, leave_one_out, load_recommendation, window_batch
 from vqjax.evals import figures
 from vqjax.evals.figures import pyplot
 from vqjax.models import model_from_spec, quantizer_vocab_size
@@ -109,8 +109,7 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def check(config: ml_collections.ConfigDict) -> None:
     """Refuses a bad semantic-ID config, naming the field, before any data is read."""
-    if config.dataset not in RECOMMENDATION_DATASETS:
-        raise ValueError(f"config.dataset must be one of {RECOMMENDATION_DATASETS}; got {config.dataset!r}")
+    check_recommendation_dataset(config.dataset)
     if config.features not in FEATURES:
         raise ValueError(f"config.features must be one of {FEATURES}; got {config.features!r}")
     if config.collisions not in COLLISION_MODES:
@@ -134,7 +133,7 @@ def check(config: ml_collections.ConfigDict) -> None:
 def load_split(config: ml_collections.ConfigDict):
     """The leave-one-out split a recommendation config names (``dataset``, ``data_root``, ``cold_fraction``,
     ``split_seed``); every recommendation task reads its data through this."""
-    data = load_movielens(config.data_root, config.dataset)
+    data = load_recommendation(config.dataset, config.data_root)
     return leave_one_out(data, cold_fraction=float(config.cold_fraction), seed=int(config.split_seed))
 
 

@@ -1,6 +1,6 @@
 """python -m vqjax.tokenize: files -> shards -> read back equals tok.encode for every modality; reruns complete
 only missing shards; another tokenizer's folder is refused; the Ray runner (2 workers, one killed) writes the
-local runner's bytes."""
+local runner's bytes, and so do two processes of the jax runner."""
 
 import json
 import os
@@ -206,3 +206,35 @@ def test_ray_runner_with_a_killed_worker_writes_the_local_bytes(image_setup, tmp
     a = json.load(open(tmp_path / "ray" / "manifest.json"))
     b = json.load(open(tmp_path / "local" / "manifest.json"))
     assert a["shards"] == b["shards"] and a["tokens"] == b["tokens"]
+
+
+def test_jax_runner_two_processes_write_the_local_bytes(image_setup, tmp_path):
+    import socket
+
+    base, _ = image_setup
+    local = _job(tmp_path, base / "tok", base / "imgs", out="local", num_shards=3, batch_size=4)
+    run_local(local, progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "vqjax.tokenize", f"--tokenizer={base / 'tok'}", f"--dataset=files:{base / 'imgs'}",
+            "--split=train", f"--out={tmp_path / 'jax'}", f"--data_dir={local.data_dir}", "--num_shards=3",
+            "--batch_size=4", "--noprogress", "--runner=jax", "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+            "--num_processes=2"]
+    logs = [open(tmp_path / f"p{i}.txt", "w") for i in range(2)]
+    procs = [subprocess.Popen(args + [f"--process_id={i}"], cwd=ROOT, env=subprocess_env(), stdout=logs[i],
+                              stderr=subprocess.STDOUT) for i in range(2)]
+    try:
+        for p in procs:
+            p.wait(timeout=300)
+    finally:
+        for p, log in zip(procs, logs):
+            if p.poll() is None:
+                p.kill()
+            log.close()
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (tmp_path / f"p{i}.txt").read_text()[-2000:]
+    for s in range(3):
+        name = tokens.shard_name(s, 3)
+        assert (tmp_path / "jax" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    assert json.loads((tmp_path / "jax" / "manifest.json").read_text())["complete"]

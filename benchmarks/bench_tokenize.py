@@ -7,11 +7,19 @@ the spoken-word codec of ``make spoken-words``, ``runs/spoken_words/codec``, on 
   threads), alone;
 * ``encode``: the bare tokenizer ``encode`` of ready batches held in memory;
 * ``write``: serialising the codes into records and writing the shards;
-* ``pipeline``: ``vqjax.tokenize``'s local runner end to end (a fresh output folder), and its ratio to the slowest
-  stage (1.0: the stages overlap completely; the sum of the stages would be the no-overlap figure).
+* ``pipeline``: ``vqjax.tokenize``'s local runner (a fresh output folder, its compilations done by an untimed
+  run before), records per second after its set-up (opening the tokenizer and the source, the plan), and its
+  ratio to the slowest stage (1.0: the stages overlap completely) and to the serial sum of the stages (1.0: no
+  overlap at all).
 
-Memory: the peak RSS of a child process tokenizing 1x and 10x the records (the pipeline streams, so it should
-stay flat). Ray: the Ray runner with 2 workers on the same data, its shards compared byte for byte with the
+The stages run in a child process with the CLI's defaults (4 grain reader threads); on a CPU the reader threads
+and the encoder share the cores and the interpreter lock, so the serial sum is the other bound to read the
+pipeline against.
+
+Memory: the peak RSS of a child process tokenizing a folder of the case's examples as files (MNIST digits
+written as PNGs; the spoken words' WAVs) and a folder of ten hard-linked copies of each file, 10x the records in
+the same full batches (the pipeline streams, so the peak should stay flat). Each timed figure is the median of
+three runs. Ray: the Ray runner with 2 workers on the same data, its shards compared byte for byte with the
 local runner's, and its time against the local runner's. The machine's GEMM rate is printed for scale.
 
     python benchmarks/bench_tokenize.py [--only image|speech] [--no-ray] [--json out.json]
@@ -20,6 +28,7 @@ local runner's, and its time against the local runner's. The machine's GEMM rate
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -49,18 +58,18 @@ def _job(case: dict, out: str, split: str):
                             num_shards=case["shards"], batch_size=case["batch"])
 
 
-def stages(case: dict, work: str) -> dict:
+def stages(case: dict, work: str, read_threads: int) -> dict:
     """Each stage alone and the pipeline, records per second, on the same examples."""
     from vqjax.data import tokens
     from vqjax.tokenize import _examples, preparer, run_local
 
-    job = _job(case, os.path.join(work, "pipeline"), case["split10"])
+    job = dataclasses.replace(_job(case, os.path.join(work, "pipeline"), case["split10"]), read_threads=read_threads)
     tok, source = job.open_tokenizer(), job.source()
     prep = preparer(tok)
     n = len(source)
 
     t = time.perf_counter()
-    ready = [prep.prepare(ex) for _, ex in _examples(source, 0, n, job.read_threads) if ex is not None]
+    ready = [r for _, ex, r in _examples(source, 0, n, job.read_threads, prep.prepare) if ex is not None]
     read = time.perf_counter() - t
 
     batches = [ready[s:s + job.batch_size] for s in range(0, len(ready), job.batch_size)]
@@ -79,31 +88,68 @@ def stages(case: dict, work: str) -> dict:
         tokens.write_shard(os.path.join(work, "write", tokens.shard_name(s, job.num_shards)), records)
     write = time.perf_counter() - t
 
-    run_local(_job(case, os.path.join(work, "warm"), case["split10"]), progress=False)     # compiles, untimed
-    t = time.perf_counter()
+    run_local(dataclasses.replace(job, out=os.path.join(work, "warm")), progress=False)     # compiles, untimed
     summary = run_local(job, progress=False)
-    pipe = time.perf_counter() - t
+    pipe = summary["seconds"] - summary["setup_seconds"]
     toks = summary["tokens"]
     rate = {"read": n / read, "encode": n / encode, "write": n / write, "pipeline": n / pipe}
     slowest = min(rate["read"], rate["encode"], rate["write"])
     serial = n / (read + encode + write)
     return {"records": n, "tokens": toks, **{f"{k}_rec_s": round(v, 1) for k, v in rate.items()},
-            "pipeline_tok_s": round(toks / pipe, 1), "pipeline_over_slowest": round(rate["pipeline"] / slowest, 3),
-            "serial_rec_s": round(serial, 1)}
+            "pipeline_tok_s": round(toks / pipe, 1), "setup_s": summary["setup_seconds"],
+            "serial_rec_s": round(serial, 1), "pipeline_over_slowest": round(rate["pipeline"] / slowest, 3),
+            "pipeline_over_serial": round(rate["pipeline"] / serial, 3)}
 
 
-def child(case_name: str, split: str, out: str) -> None:
-    from vqjax.tokenize import run_local
+def child(what: str, case_name: str, arg: str, work: str) -> None:
+    if what == "stages":
+        runs = [stages(CASES[case_name], os.path.join(work, str(r)), int(arg)) for r in range(3)]
+        print(json.dumps({k: float(np.median([r[k] for r in runs])) for k in runs[0]}))
+        return
+    from vqjax.tokenize import TokenizeJob, run_local
 
-    run_local(_job(CASES[case_name], out, split), progress=False)
+    case = CASES[case_name]
+    files = dict(_job(case, work, case["split"]).files_options or {})
+    run_local(TokenizeJob(tokenizer=os.path.join(ROOT, case["tokenizer"]), dataset=f"files:{arg}", split="train",
+                          out=os.path.join(work, "out"), data_dir=os.path.join(work, "data_dir"),
+                          files_options=files or None, num_shards=4, batch_size=case["batch"]), progress=False)
     print(json.dumps({"peak_mb": round(peak_mb(), 1)}))
 
 
-def memory(case_name: str, work: str) -> dict:
+def _file_folders(case_name: str, work: str) -> tuple[str, str]:
+    """A folder of the case's examples as files, and one holding ten hard links of each (10x the records)."""
+    from PIL import Image
+
     case = CASES[case_name]
+    one, ten = os.path.join(work, "files_1x"), os.path.join(work, "files_10x")
+    os.makedirs(one, exist_ok=True)
+    job = _job(case, work, case["split10"])
+    if job.dataset.startswith("files:"):
+        from vqjax.data.files import resolve
+
+        root, rel = resolve(job.dataset[len("files:"):])
+        for n, r in enumerate(rel):
+            os.link(os.path.join(root, r), os.path.join(one, f"{n:06d}{os.path.splitext(r)[1]}"))
+    else:
+        source = job.source()
+        for i in range(len(source)):
+            Image.fromarray(np.asarray(source[i]["image"])[..., 0]).save(os.path.join(one, f"{i:06d}.png"))
+    for k in range(10):
+        os.makedirs(os.path.join(ten, str(k)), exist_ok=True)
+        for name in os.listdir(one):
+            os.link(os.path.join(one, name), os.path.join(ten, str(k), name))
+    return one, ten
+
+
+def _spawn(args: list[str]) -> dict:
+    return spawn(os.path.abspath(__file__), args, 3600)
+
+
+def memory(case_name: str, work: str) -> dict:
     out = {}
-    for tag, split in (("1x", case["split"]), ("10x", case["split10"])):
-        got = spawn(os.path.abspath(__file__), [case_name, split, os.path.join(work, f"mem_{tag}")], 1800)
+    folders = _file_folders(case_name, work)
+    for tag, folder in zip(("1x", "10x"), folders):
+        got = _spawn(["memory", case_name, folder, os.path.join(work, f"mem_{tag}")])
         out[f"peak_mb_{tag}"] = got.get("peak_mb", got.get("error"))
     if isinstance(out["peak_mb_1x"], float) and isinstance(out["peak_mb_10x"], float):
         out["peak_ratio"] = round(out["peak_mb_10x"] / out["peak_mb_1x"], 3)
@@ -164,7 +210,7 @@ def main():
             continue
         work = tempfile.mkdtemp(prefix=f"bench_tokenize_{name}_")
         try:
-            results[name] = stages(CASES[name], work)
+            results[name] = _spawn(["stages", name, "4", os.path.join(work, "stages")])
             results[name].update(memory(name, work))
             if not args.no_ray and importlib.util.find_spec("ray") is not None:
                 results[name].update(ray_against_local(name, work))
@@ -172,15 +218,24 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
         print(json.dumps({name: results[name]}), flush=True)
     print(f"\nGEMM {results['gemm_gflops']} GFLOP/s on {results['cpus']} CPUs")
-    print("| tokenizer | records | read rec/s | encode rec/s | write rec/s | pipeline rec/s | pipeline / slowest | "
-          "peak MB 1x / 10x | Ray 2 workers / local | identical |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| tokenizer | records | read rec/s | encode rec/s | write rec/s | serial rec/s | pipeline rec/s "
+          "| pipeline / slowest | pipeline / serial |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in sorted(CASES):
+        r = results.get(name)
+        if r and "error" not in r:
+            print(f"| {name} | {int(r['records'])} | {r['read_rec_s']} | {r['encode_rec_s']} | {r['write_rec_s']} | "
+                  f"{r['serial_rec_s']} | {r['pipeline_rec_s']} | {r['pipeline_over_slowest']} | "
+                  f"{r['pipeline_over_serial']} |")
+        elif r:
+            print(f"| {name} | {r['error']} |")
+    print("\n| tokenizer | peak RSS MB 1x / 10x records | Ray 2 workers / local time | identical shards |")
+    print("|---|---|---|---|")
     for name in sorted(CASES):
         r = results.get(name)
         if r:
-            print(f"| {name} | {r['records']} | {r['read_rec_s']} | {r['encode_rec_s']} | {r['write_rec_s']} | "
-                  f"{r['pipeline_rec_s']} | {r['pipeline_over_slowest']} | {r.get('peak_mb_1x')} / "
-                  f"{r.get('peak_mb_10x')} | {r.get('ray_over_local', '-')} | {r.get('identical_shards', '-')} |")
+            print(f"| {name} | {r.get('peak_mb_1x')} / {r.get('peak_mb_10x')} | {r.get('ray_over_local', '-')} | "
+                  f"{r.get('identical_shards', '-')} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)

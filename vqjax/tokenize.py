@@ -294,11 +294,17 @@ def _check_same(job: TokenizeJob, old: dict, new: dict) -> None:
                          f"--num_shards and --batch_size, or choose another --out")
 
 
-def _examples(source, start: int, stop: int, threads: int):
-    """``(index, example or None)`` of ``source[start:stop]`` in order, decoded by grain's reader threads ahead of
-    the consumer (``None``: a file that failed to decode, already reported by the source)."""
+def _examples(source, start: int, stop: int, threads: int, prepare: Callable[[dict], np.ndarray]):
+    """``(index, example or None, prepared input or None)`` of ``source[start:stop]`` in order, decoded and
+    prepared by grain's reader threads ahead of the consumer (``None``: a file that failed to decode, already
+    reported by the source)."""
     read = getattr(source, "read", source.__getitem__)
-    ds = grain.MapDataset.range(start, stop).map(lambda i: (int(i), read(int(i))))
+
+    def one(i):
+        example = read(int(i))
+        return int(i), example, None if example is None else prepare(example)
+
+    ds = grain.MapDataset.range(start, stop).map(one)
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * threads)))
 
 
@@ -320,11 +326,11 @@ def tokenize_shard(job: TokenizeJob, index: int, *, tok=None, source=None, manif
 
     def batches():
         pending: list[tuple[int, dict, np.ndarray]] = []
-        for i, example in _examples(source, entry["start"], entry["stop"], job.read_threads):
+        for i, example, ready in _examples(source, entry["start"], entry["stop"], job.read_threads, prep.prepare):
             if example is None:
                 counts["skipped"] += 1
                 continue
-            pending.append((i, example, prep.prepare(example)))
+            pending.append((i, example, ready))
             if len(pending) == job.batch_size:
                 yield pending
                 pending = []
@@ -419,12 +425,13 @@ class _Progress:
         self.bar.close()
 
 
-def _summary(job, done, entries, seconds, runner) -> dict:
+def _summary(job, done, entries, seconds, runner, setup: float = 0.0) -> dict:
     written = [s for s, e in entries.items() if e.get("written")]
     skipped_examples = sum(e.get("skipped") or 0 for e in entries.values())
     return {"out": job.out, "runner": runner, "shards": len(done["shards"]), "shards_written": len(written),
             "shards_skipped": len(done["shards"]) - len(written), "records": done["records"],
             "tokens": done["tokens"], "examples_skipped": skipped_examples, "seconds": round(seconds, 3),
+            "setup_seconds": round(setup, 3),
             "records_per_s": round(sum(entries[s]["records"] for s in written) / max(seconds, 1e-9), 2),
             "tokens_per_s": round(sum(entries[s]["tokens"] for s in written) / max(seconds, 1e-9), 1)}
 
@@ -439,29 +446,26 @@ def run_local(job: TokenizeJob, *, devices=None, progress: bool = True) -> dict:
     todo = [s for s, e in enumerate(manifest["shards"]) if not os.path.exists(os.path.join(job.out, e["file"]))]
     bar = _Progress(sum(manifest["shards"][s]["stop"] - manifest["shards"][s]["start"] for s in todo), progress)
     copies = [_on_device(tok, d) for d in devices[: max(1, min(len(devices), len(todo)))]]
+    locks = [threading.Lock() for _ in copies]
+    setup = time.perf_counter() - start
     entries: dict[int, dict] = {}
+
+    def on_copy(n: int, s: int) -> dict:              # shard s on copy n % len(copies), one shard at a time each
+        with locks[n % len(copies)]:
+            return tokenize_shard(job, s, tok=copies[n % len(copies)], source=source, manifest=manifest,
+                                  progress=bar)
+
     try:
         with concurrent.futures.ThreadPoolExecutor(len(copies)) as pool:
             futures = {}
             for n, s in enumerate(todo):
-                futures[s] = pool.submit(_on_worker, copies, n, job, s, source, manifest, bar)
+                futures[s] = pool.submit(on_copy, n, s)
             for s, f in futures.items():
                 entries[s] = f.result()
     finally:
         bar.close()
     done = finalize(job, manifest, entries)
-    return _summary(job, done, entries, time.perf_counter() - start, "local")
-
-
-_WORKER_LOCKS: dict[int, threading.Lock] = {}
-
-
-def _on_worker(copies, n, job, s, source, manifest, bar):
-    """Shard ``s`` on the tokenizer copy ``n % len(copies)`` (one shard at a time per copy)."""
-    k = n % len(copies)
-    lock = _WORKER_LOCKS.setdefault(id(copies[k]), threading.Lock())
-    with lock:
-        return tokenize_shard(job, s, tok=copies[k], source=source, manifest=manifest, progress=bar)
+    return _summary(job, done, entries, time.perf_counter() - start, "local", setup)
 
 
 def _on_device(tok, device):

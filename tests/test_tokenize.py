@@ -199,7 +199,9 @@ def test_ray_runner_with_a_killed_worker_writes_the_local_bytes(image_setup, tmp
         summary = tokenize(job, "ray", num_workers=2, shard_fn=dies_once, progress=False)
     finally:
         ray.shutdown()
-    assert os.path.exists(marker) and summary["shards_written"] == 4
+    # Ray retries at least once: a shard whose result was lost with its worker may come back as already written
+    assert os.path.exists(marker) and summary["shards_written"] + summary["shards_skipped"] == 4
+    assert summary["shards_written"] >= 1 and summary["records"] == len(tokens.TokenShards(str(tmp_path / "local")))
     for s in range(4):
         name = tokens.shard_name(s, 4)
         assert open(tmp_path / "ray" / name, "rb").read() == open(tmp_path / "local" / name, "rb").read()

@@ -132,3 +132,16 @@ def test_opencv_digits_builder_reads_the_digit_grid(tmp_path, monkeypatch):
     assert pairs == sorted(((k % 251), k // 500) for k in range(5000))   # cell k: value k % 251, digit k // 500
     with pytest.raises(FileNotFoundError, match="opencv-doc"):
         builders.opencv_digits(str(tmp_path / "missing.png"))
+
+
+def test_a_tfds_dataset_serves_through_a_feature_mapping(mnist):
+    renamed = pipeline.get_source("vqjax_mnist", "test", mnist, features={"signal": "image", "caption": "label"})
+    raw = pipeline.get_source("vqjax_mnist", "test", mnist)
+    assert "signal" in renamed[0] and "image" not in renamed[0]
+    np.testing.assert_array_equal(renamed[3]["signal"], raw[3]["image"])
+    with pytest.raises(ValueError, match=r"lacks; its features are \['image', 'label'\]"):
+        pipeline.get_source("vqjax_mnist", "test", mnist, features={"audio": "speech"})
+    # a tfds Audio feature's sample rate comes along with the renamed audio
+    source = pipeline.with_features([{"speech": np.zeros(4, np.int16)}], {"audio": "speech"}, "tfds:x",
+                                    {"speech": 16000})
+    assert source[0]["sample_rate"] == 16000 and source[0]["audio"].dtype == np.int16

@@ -240,3 +240,34 @@ def test_jax_runner_two_processes_write_the_local_bytes(image_setup, tmp_path):
         name = tokens.shard_name(s, 3)
         assert (tmp_path / "jax" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     assert json.loads((tmp_path / "jax" / "manifest.json").read_text())["complete"]
+
+
+def test_a_killed_cli_run_resumes_with_only_the_missing_shards(image_setup, tmp_path):
+    import signal
+    import time
+
+    base, _ = image_setup
+    reference = _job(tmp_path, base / "tok", base / "imgs", out="reference", num_shards=23, batch_size=1)
+    run_local(reference, progress=False)
+    out = tmp_path / "killed"
+    args = [sys.executable, "-m", "vqjax.tokenize", f"--tokenizer={base / 'tok'}", f"--dataset=files:{base / 'imgs'}",
+            "--split=train", f"--out={out}", f"--data_dir={reference.data_dir}", "--num_shards=23", "--batch_size=1",
+            "--noprogress"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and any(f.endswith(".array_record") for f in os.listdir(out)):
+            proc.send_signal(signal.SIGKILL)                 # as soon as the first shard is complete
+            break
+        time.sleep(0.005)
+    proc.wait(timeout=60)
+    done_before = {f for f in os.listdir(out) if f.endswith(".array_record")}
+    assert done_before and not json.loads((out / "manifest.json").read_text())["complete"] or proc.returncode == 0
+    again = subprocess.run(args, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    summary = json.loads(again.stdout.strip().splitlines()[-1])
+    assert summary["shards_written"] == 23 - len(done_before) and summary["shards_skipped"] == len(done_before)
+    for s in range(23):
+        name = tokens.shard_name(s, 23)
+        assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes(), name
+    assert not [f for f in os.listdir(out) if f.endswith(".partial")]

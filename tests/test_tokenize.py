@@ -56,8 +56,10 @@ def test_image_shards_equal_encode_and_rerun_completes_only_missing(image_setup,
     assert summary["records"] == 23 and summary["shards_written"] == 3 and summary["tokens"] == 23 * 16
     shards, recs = _records(job.out)
     manifest = shards.manifest
-    assert manifest["complete"] and manifest["tokenizer"]["modality"] == "image"
-    assert manifest["tokenizer"]["vocab_size"] == 16 and manifest["tokenizer"]["codes_shape"] == [4, 4]
+    assert manifest["complete"] and manifest["modality"] == "image" and manifest["vqjax_version"]
+    assert manifest["vocab_size"] == 16 and manifest["codes_shape"] == [4, 4]
+    assert manifest["dataset"] == f"files:{base / 'imgs'}" and manifest["split"] == "train"
+    assert [e["records"] for e in manifest["shards"]] == [8, 7, 8] and len(manifest["shards"][0]["sha256"]) == 64
     assert sorted(os.listdir(job.out)) == ["manifest.json"] + [tokens.shard_name(s, 3) for s in range(3)]
     source = files.file_source(str(base / "imgs"), "train", data_dir=job.data_dir, progress=False)
     assert [r["key"] for r in recs] == [source.key(i) for i in range(len(source))]

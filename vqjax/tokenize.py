@@ -240,7 +240,7 @@ def preparer(tok) -> Preparer:
 def _tokenizer_entry(tok, path: str) -> dict:
     return {"fingerprint": fingerprint(tok), "modality": tok.modality, "vocab_size": int(tok.vocab_size),
             "codes_shape": [None if s is None else int(s) for s in tok.codes_shape],
-            "tokens_per_second": tok.spec.get("tokens_per_second"), "path": path}
+            "tokens_per_second": tok.spec.get("tokens_per_second"), "tokenizer": path}
 
 
 def plan(job: TokenizeJob, *, tok=None, source=None) -> dict:
@@ -260,9 +260,9 @@ def plan(job: TokenizeJob, *, tok=None, source=None) -> dict:
     bounds = [round(s * count / num) for s in range(num + 1)]
     manifest = {
         "format": tokens.TOKENS_FORMAT, "complete": False, "vqjax_version": vqjax.__version__,
-        "tokenizer": _tokenizer_entry(tok, job.tokenizer),
-        "source": {"dataset": job.dataset, "split": job.split, "examples": count, "features": job.features,
-                   "files": job.files_options},
+        **_tokenizer_entry(tok, job.tokenizer),
+        "dataset": job.dataset, "split": job.split, "examples": count, "features": job.features,
+        "files": job.files_options,
         "batch_size": job.batch_size,
         "shards": [{"file": tokens.shard_name(s, num), "start": bounds[s], "stop": bounds[s + 1]}
                    for s in range(num)],
@@ -280,14 +280,14 @@ def plan(job: TokenizeJob, *, tok=None, source=None) -> dict:
 
 def _check_same(job: TokenizeJob, old: dict, new: dict) -> None:
     where = os.path.join(job.out, tokens.MANIFEST_FILE)
-    if old["tokenizer"]["fingerprint"] != new["tokenizer"]["fingerprint"]:
-        raise ValueError(f"--out {job.out!r} holds shards of another tokenizer ({old['tokenizer']['path']!r}, "
-                         f"fingerprint {old['tokenizer']['fingerprint'][:12]}; {job.tokenizer!r} has "
-                         f"{new['tokenizer']['fingerprint'][:12]}): choose another --out")
+    if old["fingerprint"] != new["fingerprint"]:
+        raise ValueError(f"--out {job.out!r} holds shards of another tokenizer ({old['tokenizer']!r}, "
+                         f"fingerprint {old['fingerprint'][:12]}; {job.tokenizer!r} has "
+                         f"{new['fingerprint'][:12]}): choose another --out")
     for key in ("dataset", "split", "examples"):
-        if old["source"][key] != new["source"][key]:
-            raise ValueError(f"{where}: source {key} is {old['source'][key]!r}; this run's is "
-                             f"{new['source'][key]!r}: choose another --out")
+        if old[key] != new[key]:
+            raise ValueError(f"{where}: the source {key} is {old[key]!r}; this run's is {new[key]!r}: choose "
+                             f"another --out")
     if len(old["shards"]) != len(new["shards"]) or old.get("batch_size") != new["batch_size"]:
         raise ValueError(f"{where}: {len(old['shards'])} shards in batches of {old.get('batch_size')}; this run asks "
                          f"for {len(new['shards'])} in batches of {new['batch_size']}: rerun with the same "

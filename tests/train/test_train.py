@@ -62,7 +62,7 @@ def test_train_writes_reports_and_a_usable_tokenizer(tiny_run, tmp_path):
                                          examples_per_shard=200), progress=False)
     shards = TokenShards(str(tmp_path / "tokens"))
     assert summary["records"] == 500 and len(shards.manifest["shards"]) == 3
-    assert shards.manifest["source"]["dataset"] == "vqjax_mnist" and shards.tokenizer["vocab_size"] == 64
+    assert shards.manifest["dataset"] == "vqjax_mnist" and shards.tokenizer["vocab_size"] == 64
     np.testing.assert_array_equal(np.stack([shards[i]["codes"] for i in range(8)]), np.asarray(codes))
     assert [shards[i]["label"] for i in range(8)] == [int(v) for v in next(pipeline.eval_batches(
         pipeline.get_source("vqjax_mnist", "test", tiny_config.data_dir), batch_size=8))["label"]]

@@ -7,9 +7,9 @@ shards holds ``tokens-00000-of-000NN.array_record`` files and ``manifest.json``:
   example, ``codes_shape`` with its variable axis cut to the example's length), ``length`` (the extent of that
   axis, where lengths vary), ``key`` (the source example's key or index), and ``caption`` / ``label`` when the
   dataset has them;
-* the manifest states the tokenizer (its :func:`~vqjax.tokenizers.fingerprint`, modality, vocabulary size, codes
-  shape, tokens per second, the path it was read from), the source (dataset, split, feature mapping, file
-  options), the shards (file, records, tokens, longest length, bytes, sha256), the longest example's length
+* the manifest states the tokenizer (``fingerprint``, :func:`~vqjax.tokenizers.fingerprint`; ``modality``,
+  ``vocab_size``, ``codes_shape``, ``tokens_per_second``, and ``tokenizer``, the path it was read from), the
+  source (``dataset``, ``split``, ``examples``, the ``features`` mapping and ``files`` options), the ``shards`` (file, records, tokens, longest length, bytes, sha256), the longest example's length
   (``max_length``, where lengths vary) and the vqjax version. ``complete`` is true once every shard is written.
 
 A shard is written to ``NAME.partial`` and renamed when complete, so a shard file that exists is whole.
@@ -161,12 +161,16 @@ class TokenShards(collections.abc.Sequence):
 
     @property
     def tokenizer(self) -> dict:
-        """The manifest's tokenizer entry (fingerprint, modality, vocab_size, codes_shape, tokens_per_second, path)."""
-        return self.manifest["tokenizer"]
+        """The manifest's tokenizer fields: ``fingerprint``, ``modality``, ``vocab_size``, ``codes_shape``,
+        ``tokens_per_second`` and ``path`` (where it was read from)."""
+        m = self.manifest
+        return {"fingerprint": m["fingerprint"], "modality": m["modality"], "vocab_size": m["vocab_size"],
+                "codes_shape": m["codes_shape"], "tokens_per_second": m["tokens_per_second"],
+                "path": m["tokenizer"]}
 
     @property
     def modality(self) -> str:
-        return self.tokenizer["modality"]
+        return self.manifest["modality"]
 
     def check_tokenizer(self, tokenizer, fingerprint: str, name: str = "tokenizer") -> None:
         """Refuses a tokenizer whose fingerprint differs from the one that wrote the shards."""

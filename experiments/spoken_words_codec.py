@@ -1,6 +1,6 @@
 """The worked example, step 2 of 4: a speech tokenizer trained on a folder of your own audio files.
 
-The folder is what step 1 writes (eSpeak NG speaking the ten digit words in 8 voices, 3 rates and 3 pitches: 720
+The folder is what step 1 writes (eSpeak NG speaking the ten digit words in 8 voices, 5 rates and 5 pitches: 2000
 WAV files at 22050 Hz, each with its word in a .txt sidecar), read as ``files:`` data: resampled to 16 kHz, 90% of
 the files (by a hash of their path) for training, the rest held out. A causal STFT codec, 50 frames a second, a
 residual VQ of 4 levels of 256 codes (1.6 kbps).
@@ -35,7 +35,7 @@ def get_config(arg: str | None = None):
     c.eval_levels = ()
     c.anchors = ("codec2:1200", "opus:6")
     c.ood_splits = ()
-    c.test_max_clips = 72
+    c.test_max_clips = 100
     c.batch_size = 16
     c.num_train_steps = 2000
     c.eval_every_steps = 1000

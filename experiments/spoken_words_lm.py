@@ -28,10 +28,10 @@ def get_config(arg: str | None = None):
     c.seq_len = 256
     c.batch_size = 16
     c.eval_batch_size = 16
-    c.model.dim, c.model.num_layers, c.model.num_heads, c.model.num_kv_heads, c.model.mlp_dim = 192, 4, 6, 2, 512
+    c.model.dim, c.model.num_layers, c.model.num_heads, c.model.num_kv_heads, c.model.mlp_dim = 128, 3, 4, 2, 384
     c.max_eval_documents = 200
-    c.generation.num_examples = 72
-    c.num_train_steps = 2000
-    c.eval_every_steps = 500
+    c.generation.num_examples = 100
+    c.num_train_steps = 1200
+    c.eval_every_steps = 300
     c.optimizer.learning_rate = 2e-3
     return runlocal(c) if parse_arg(arg) else c

@@ -290,7 +290,8 @@ SPOKEN_VOICES = ("en-us", "en", "en+f2", "en-us+m3", "en+f4", "en-us+m7", "en+kl
 
 
 def write_spoken_words(folder: str, words: Sequence[str] = SPOKEN_WORDS, voices: Sequence[str] = SPOKEN_VOICES,
-                       rates: Sequence[int] = (120, 160, 200), pitches: Sequence[int] = (30, 50, 70)) -> int:
+                       rates: Sequence[int] = (110, 140, 170, 200, 230),
+                       pitches: Sequence[int] = (20, 35, 50, 65, 80)) -> int:
     """A folder of spoken words with transcripts, as a user's own data would be: each word in each voice, rate and
     pitch (:func:`synthesize`) as ``folder/<voice>/<word>_<rate>_<pitch>.wav`` (16-bit, 22050 Hz, silence
     trimmed) with the word in a ``.txt`` sidecar beside it. Files already there are kept (a rerun adds only what

@@ -7,7 +7,15 @@ from PIL import Image
 from tiny_tokenizers import image_tokenizer
 
 from vqjax.lm import MultimodalVocab
-from vqjax.lm.corpus import ShardSet, TextLines, TextSet, mixture_stream, open_shards, record_document, vocab_for
+from vqjax.lm.corpus import (
+    ShardSet,
+    TextLines,
+    TextSet,
+    mixture_stream,
+    open_shards,
+    record_document,
+    vocab_for,
+)
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from vqjax.data.recommendation import check_recommendation_dataset, leave_one_out, load_recommendation, window_batch
+from vqjax.data.recommendation import (
+    check_recommendation_dataset,
+    leave_one_out,
+    load_recommendation,
+    window_batch,
+)
 from vqjax.evals import figures
 from vqjax.evals.figures import pyplot
 from vqjax.models import model_from_spec, quantizer_vocab_size

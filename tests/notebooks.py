@@ -97,7 +97,6 @@ def _assert_quickstart_learned(outputs: str):
     import re
 
     import numpy as np
-
     from vqjax.data import mnist_digits
 
     found = re.search(r"test PSNR ([0-9.]+) dB .*; (\d+)/128 codes used", outputs)

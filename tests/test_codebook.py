@@ -5,10 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import vqjax
-from vqjax import codebook as cbk
-from vqjax import kmeans as km
+from vqjax import codebook as cbk, kmeans as km
 from vqjax import search
+import vqjax
 
 
 def _setup(n=300, k=12, d=5, seed=0):

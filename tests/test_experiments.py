@@ -115,8 +115,9 @@ def _check_lm_experiment(c, arg):
 
 
 def _check_audio_experiment(c, arg):
-    from vqjax.models import model_from_spec
     from vqjax.train.tasks.audio_codec import model_spec
+
+    from vqjax.models import model_from_spec
 
     check_config(c)
     model = model_from_spec(model_spec(c))

@@ -4,21 +4,10 @@ unseen nodes, determinism, refused bad input."""
 import networkx as nx
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from vqjax.graph import (
-    MASK,
-    NOTHING,
-    NUM_SPECIAL,
-    PAD,
-    Graph,
-    NodePieceVocab,
-    nearest_anchors,
-    pagerank,
-    relational_context,
-    select_anchors,
-)
+from vqjax.graph import (MASK, NOTHING, NUM_SPECIAL, PAD, Graph, NodePieceVocab, nearest_anchors, pagerank,
+                         relational_context, select_anchors)
 
 
 def _random_graph(seed, n, e, r=3):

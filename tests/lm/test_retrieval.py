@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vqjax.lm import retrieval as r
 from vqjax.lm.model import DecoderLM
+from vqjax.lm import retrieval as r
 from vqjax.models.retrieval import SASRec
 
 SIZES = (3, 4, 2)

@@ -11,18 +11,8 @@ import numpy as np
 import pytest
 from streaming_helpers import run_in_chunks
 
-from vqjax.models.audio import (
-    ISTFTDecoder,
-    SEANetDecoder,
-    SEANetEncoder,
-    STFTEncoder,
-    StreamingConv1d,
-    StreamingConvTranspose1d,
-    frame_signal,
-    harmonic_frames,
-    inverse_stft,
-    overlap_add,
-)
+from vqjax.models.audio import (ISTFTDecoder, SEANetDecoder, SEANetEncoder, STFTEncoder, StreamingConv1d,
+                                StreamingConvTranspose1d, frame_signal, harmonic_frames, inverse_stft, overlap_add)
 
 STRIDES = (2, 4, 5)             # hop 40
 ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder, STRIDES, 4),

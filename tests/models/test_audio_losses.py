@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from vqjax.models.audio import discriminators as audio_gan
-from vqjax.models.audio import losses as L
+from vqjax.models.audio import discriminators as audio_gan, losses as L
 from vqjax.models.vqgan import discriminator_loss, generator_loss
 
 

@@ -3,6 +3,7 @@ frames, resampling of other rates, export/load, and every refused input named.""
 
 import numpy as np
 import pytest
+
 from tiny_tokenizers import AUDIO_ARCH, AUDIO_HOP, audio_tokenizer
 
 from vqjax.data.audio import resample

@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from vqjax import nn as vqnn
-from vqjax.models import (
-    Decoder,
-    Encoder,
-    ImageTokenizer,
-    make_quantizer,
-    quantizer_vocab_size,
-    register_quantizer,
-)
+from vqjax.models import Decoder, Encoder, ImageTokenizer, make_quantizer, quantizer_vocab_size, register_quantizer
 
 
 @pytest.mark.parametrize("mult,size,out", [((1, 2, 2), 28, 7), ((1, 2), 32, 16), ((1, 1, 2, 2), 32, 4)])

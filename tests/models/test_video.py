@@ -161,7 +161,6 @@ def test_adaptive_weight_gradients_through_the_video_decoders_last_layer_equal_t
     (``apply_last_layer`` on the features ``return_features`` gives, via ``last_layer_grads``, patch stem
     included); that must equal differentiating the whole model."""
     from last_layer_helpers import assert_last_layer_grads_are_direct
-
     from vqjax.models import model_from_spec
 
     model = model_from_spec({"name": "video_tokenizer", "kwargs": dict(

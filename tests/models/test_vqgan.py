@@ -7,14 +7,8 @@ import pytest
 
 from vqjax.models import Decoder, Encoder, ImageTokenizer, make_quantizer
 from vqjax.models.perceptual import FeatureNet, perceptual_distance
-from vqjax.models.vqgan import (
-    PatchDiscriminator,
-    adaptive_weight,
-    discriminator_loss,
-    generator_loss,
-    lecam_loss,
-    r1_penalty,
-)
+from vqjax.models.vqgan import (PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss, lecam_loss,
+                                r1_penalty)
 
 REAL = jnp.array([2.0, 0.5, -1.0, 0.0])
 FAKE = jnp.array([-2.0, 0.5, 1.5, -0.25])

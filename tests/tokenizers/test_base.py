@@ -13,7 +13,6 @@ import vqjax.tokenizer
 from vqjax import tokenizers
 from vqjax.tokenizers import base
 
-
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory):
     return image_tokenizer().export(str(tmp_path_factory.mktemp("image")))

@@ -11,6 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+
 from experiments_loader import subprocess_env
 
 from vqjax.train import reports, train_and_evaluate

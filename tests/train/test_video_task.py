@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from vqjax.data import builders
-from vqjax.evals import video as video_eval
 from vqjax.models import model_from_spec
 from vqjax.train import reports, train_and_evaluate
+from vqjax.evals import video as video_eval
 from vqjax.train.tasks import video_tokenizer
 
 

@@ -181,3 +181,26 @@ def test_cache_and_feature_renaming(tmp_path):
     assert "picture" in renamed[0] and "image" not in renamed[0]
     with pytest.raises(ValueError, match="lacks; its features are"):
         pipeline.get_source(f"files:{root}", "train", str(tmp_path / "d"), features={"audio": "speech"})
+
+
+def test_a_late_clip_of_a_long_video_is_read_by_seeking(tmp_path):
+    av = pytest.importorskip("av")
+    path = tmp_path / "long" / "v.mp4"
+    path.parent.mkdir()
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt, stream.gop_size = 32, 32, "yuv420p", 12
+        for n in range(120):
+            img = np.zeros((32, 32, 3), np.uint8)
+            img[:, :, 0] = (n * 37) % 256
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    with av.open(str(path)) as container:
+        every = [np.asarray(f.to_image().convert("RGB")) for f in container.decode(container.streams.video[0])]
+    src = files.file_source(str(path.parent), "train", data_dir=str(tmp_path / "d"),
+                            options={"clip_frames": 7, "frame_rate": 5.0})
+    assert len(src) == 8
+    for k in (0, 5, 7):                                  # frames 2 apart (10 fps read at 5), from frame 14 k
+        np.testing.assert_array_equal(src[k]["video"], np.stack(every[14 * k:14 * k + 14:2]))

@@ -530,13 +530,23 @@ def _read_audio(path: str) -> tuple[np.ndarray, int]:
 
 
 def _read_clip(path: str, facts: dict, clip: int, o: FileOptions, plan) -> dict:
+    """Clip ``clip`` of a video: its frames at ``o.frame_rate`` (the nearest earlier source frames). The decoder
+    seeks to the keyframe before the clip and numbers frames by their timestamps, so reading clip ``k`` of a long
+    video decodes about one group of pictures, not the ``k`` clips before it."""
     rate_in = facts["frame_rate"]
     rate = o.frame_rate or rate_in
     wanted = np.floor((clip * o.clip_frames + np.arange(o.clip_frames)) * rate_in / rate + 1e-6).astype(int)
-    frames, last, keep = {}, int(wanted[-1]), set(wanted.tolist())
+    frames, first, last, keep = {}, int(wanted[0]), int(wanted[-1]), set(wanted.tolist())
     with _av_open(path) as container:
         stream = container.streams.video[0]
-        for n, frame in enumerate(container.decode(stream)):
+        base = stream.start_time or 0
+        timed = stream.time_base is not None
+        if timed and first > 0:
+            container.seek(base + int(first / rate_in / float(stream.time_base)), stream=stream, backward=True,
+                           any_frame=False)
+        for count, frame in enumerate(container.decode(stream)):
+            n = round(float((frame.pts - base) * stream.time_base) * rate_in) if timed and frame.pts is not None \
+                else count
             if n > last:
                 break
             if n in keep:

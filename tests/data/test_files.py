@@ -64,6 +64,11 @@ def test_images_split_sidecar_corrupt_and_index_reuse(tmp_path, caplog):
     assert set(saved["entries"]) == {*arrays, "broken.png", "big.png", *(f"b/new{i}.png" for i in range(30, 40))}
     with pytest.raises(ValueError, match="one split, 'train'"):
         pipeline.get_source(f"files:{root}", "test", data_dir)
+    with pytest.raises(ValueError, match="counts such as"):
+        pipeline.get_source(f"files:{root}", "train[:10]", data_dir)
+    both = pipeline.get_source(f"files:{root}", "train[:20%]+train[80%:]", data_dir)
+    assert {e["key"] for e in both} == {e["key"] for e in pipeline.get_source(f"files:{root}", "train[:20%]",
+                                                                               data_dir)} | te2
 
 
 def test_images_resized_or_cropped_to_the_config(tmp_path):

@@ -76,7 +76,7 @@ EXTENSIONS = {
 }
 INDEX_VERSION = 1
 _LOG = logging.getLogger("vqjax.data")
-_SLICE = re.compile(r"^\s*train\s*(?:\[\s*(-?\d+(?:\.\d+)?)?%?\s*:\s*(-?\d+(?:\.\d+)?)?%?\s*\])?\s*$")
+_SLICE = re.compile(r"^\s*train\s*(?:\[\s*(?:(\d+(?:\.\d+)?)%)?\s*:\s*(?:(\d+(?:\.\d+)?)%)?\s*\])?\s*$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +196,8 @@ def select_split(rel_paths: Iterable[str], split: str) -> list[str]:
         m = _SLICE.match(part)
         if not m:
             raise ValueError(f"files datasets have one split, 'train', sliced by percent of a stable hash of each "
-                             f"file's path ('train[:95%]', 'train[95%:]'); got split={split!r}")
+                             f"file's path ('train[:95%]', 'train[95%:]'; counts such as 'train[:100]' would move "
+                             f"files between splits as files are added); got split={split!r}")
         lo = float(m.group(1)) / 100 if m.group(1) is not None else 0.0
         hi = float(m.group(2)) / 100 if m.group(2) is not None else 1.0
         if not 0.0 <= lo <= hi <= 1.0:

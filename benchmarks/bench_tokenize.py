@@ -40,7 +40,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import peak_mb, spawn  # noqa: E402
+from _common import peak_mb, spawn, timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
@@ -186,10 +186,7 @@ def gemm_gflops() -> float:
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(1024, 1024)).astype(np.float32), rng.normal(size=(1024, 1024)).astype(np.float32)
     a @ b
-    t = time.perf_counter()
-    for _ in range(10):
-        a @ b
-    return round(10 * 2 * 1024 ** 3 / (time.perf_counter() - t) / 1e9, 1)
+    return round(2 * 1024 ** 3 / timed(lambda: a @ b, 10) / 1e9, 1)
 
 
 def main():

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from experiments_loader import subprocess_env
+from media_files import write_video
 from PIL import Image
 from tiny_tokenizers import audio_tokenizer, image_tokenizer, timeseries_tokenizer, video_tokenizer
 
@@ -142,19 +143,11 @@ def test_video_and_timeseries_shards_equal_encode(tmp_path):
         np.testing.assert_array_equal(rec["codes"], np.asarray(ttok.encode(x[None]))[0])
         assert rec["length"] == x.shape[0] // 4
 
-    av = pytest.importorskip("av")
+    pytest.importorskip("av")
     vids = tmp_path / "vids"
     vids.mkdir()
     for name in ("a.mp4", "b.mp4"):
-        with av.open(str(vids / name), "w") as out:
-            stream = out.add_stream("mpeg4", rate=10)
-            stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
-            for n in range(11):
-                frame = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                    out.mux(packet)
-            for packet in stream.encode():
-                out.mux(packet)
+        write_video(vids / name, rng.integers(0, 255, (11, 16, 16, 3), dtype=np.uint8), rate=10)
     options = {"clip_frames": 5, "channels": 1}
     job = _job(tmp_path, tmp_path / "vtok", vids, out="video", files_options=options, batch_size=2)
     run_local(job, progress=False)
@@ -241,7 +234,9 @@ def test_jax_runner_two_processes_write_the_local_bytes(image_setup, tmp_path):
     for s in range(3):
         name = tokens.shard_name(s, 3)
         assert (tmp_path / "jax" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
-    assert json.loads((tmp_path / "jax" / "manifest.json").read_text())["complete"]
+    jax_manifest = json.loads((tmp_path / "jax" / "manifest.json").read_text())
+    local_manifest = json.loads((tmp_path / "local" / "manifest.json").read_text())
+    assert jax_manifest["complete"] and jax_manifest["shards"] == local_manifest["shards"]
 
 
 def test_a_killed_cli_run_resumes_with_only_the_missing_shards(image_setup, tmp_path):

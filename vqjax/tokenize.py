@@ -134,13 +134,14 @@ def job_from_workdir(tokenizer: str, out: str, *, dataset: str | None = None, sp
         dataset = config.get("dataset") or Tokenizer.load(tokenizer).spec.get("dataset")
         if not dataset:
             raise ValueError(f"--dataset is needed: {tokenizer!r} does not say which dataset it was trained on")
-    same = dataset == config.get("dataset")
-    return TokenizeJob(
-        tokenizer=os.path.abspath(tokenizer), dataset=dataset, split=split, out=os.path.abspath(out),
-        data_dir=data_dir or config.get("data_dir") or default_data_dir(),
-        features=dict(features if features is not None else (config.get("features") or {}) if same else {}),
-        files_options=files_options if files_options is not None else (config.get("files") if same else None),
-        **kwargs)
+    trained = config if dataset == config.get("dataset") else {}     # its options belong to its own dataset
+    if features is None:
+        features = trained.get("features") or {}
+    if files_options is None:
+        files_options = trained.get("files")
+    return TokenizeJob(tokenizer=os.path.abspath(tokenizer), dataset=dataset, split=split, out=os.path.abspath(out),
+                       data_dir=data_dir or config.get("data_dir") or default_data_dir(), features=dict(features),
+                       files_options=files_options, **kwargs)
 
 
 # -- preparing examples for a tokenizer ------------------------------------------------------------------------
@@ -492,7 +493,7 @@ def run_jax(job: TokenizeJob, *, progress: bool = True) -> dict:
                    for s in mine}
     finally:
         bar.close()
-    multihost_utils.sync_global_devices("vqjax.tokenize: shards written")
+    entries = _gather_entries(manifest, entries, multihost_utils)
     if p == 0:
         done = finalize(job, manifest, entries)
         summary = _summary(job, done, entries, time.perf_counter() - start, "jax")
@@ -501,6 +502,30 @@ def run_jax(job: TokenizeJob, *, progress: bool = True) -> dict:
                                                                                         entries.values())}
     multihost_utils.sync_global_devices("vqjax.tokenize: manifest written")
     return summary
+
+
+_COUNTS = ("records", "tokens", "max_length", "bytes_high", "bytes_low", "written")
+
+
+def _gather_entries(manifest: dict, mine: dict[int, dict], multihost_utils) -> dict[int, dict]:
+    """Every process's shard entries on every process (an all-gather of their counts and checksums), so that
+    process 0 writes the manifest without reading the other processes' shards again."""
+    # int32 columns (the all-gather runs through JAX arrays): the counts, a shard's size in two 31-bit halves,
+    # then the 32 bytes of its sha256
+    table = np.zeros((len(manifest["shards"]), len(_COUNTS) + 32), np.int32)
+    for s, e in mine.items():
+        split = {**e, "bytes_high": e["bytes"] >> 31, "bytes_low": e["bytes"] & (2 ** 31 - 1)}
+        table[s, :len(_COUNTS)] = [-1 if split[k] is None else int(split[k]) for k in _COUNTS]
+        table[s, len(_COUNTS):] = np.frombuffer(bytes.fromhex(e["sha256"]), np.uint8)
+    every = np.asarray(multihost_utils.process_allgather(table)).sum(axis=0)    # each row filled by one process
+    out = {}
+    for s, planned in enumerate(manifest["shards"]):
+        row = every[s]
+        values = {k: None if k == "max_length" and row[i] < 0 else int(row[i]) for i, k in enumerate(_COUNTS)}
+        out[s] = {"records": values["records"], "tokens": values["tokens"], "max_length": values["max_length"],
+                  "bytes": (values["bytes_high"] << 31) + values["bytes_low"], "written": bool(values["written"]),
+                  "file": planned["file"], "skipped": None, "sha256": bytes(row[len(_COUNTS):].astype(np.uint8)).hex()}
+    return out
 
 
 def run_ray(job: TokenizeJob, *, address: str | None = None, num_workers: int = 2, gpus_per_worker: float = 0.0,

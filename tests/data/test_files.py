@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from media_files import write_video
 from PIL import Image
 
 from vqjax.data import files, pipeline
@@ -148,19 +149,12 @@ def test_timeseries_csv_npy_parquet_by_column(tmp_path):
 
 
 def test_video_clips_at_the_config_rate(tmp_path):
-    av = pytest.importorskip("av")
+    pytest.importorskip("av")
     path = tmp_path / "vids" / "moving.mp4"
     path.parent.mkdir()
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        for n in range(25):
-            img = np.zeros((24, 32, 3), np.uint8)
-            img[:, n % 32] = 255
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    frames = np.zeros((25, 24, 32, 3), np.uint8)
+    frames[np.arange(25), :, np.arange(25) % 32] = 255
+    write_video(path, frames, rate=10)
     src = files.file_source(str(path.parent), "train", data_dir=str(tmp_path / "d"),
                             options={"clip_frames": 5, "frame_rate": 5.0, "image_size": (16, 16)})
     assert len(src) == 2                                           # 25 frames at 10 fps = 12 frames at 5 fps
@@ -192,16 +186,9 @@ def test_a_late_clip_of_a_long_video_is_read_by_seeking(tmp_path):
     av = pytest.importorskip("av")
     path = tmp_path / "long" / "v.mp4"
     path.parent.mkdir()
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt, stream.gop_size = 32, 32, "yuv420p", 12
-        for n in range(120):
-            img = np.zeros((32, 32, 3), np.uint8)
-            img[:, :, 0] = (n * 37) % 256
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    frames = np.zeros((120, 32, 32, 3), np.uint8)
+    frames[..., 0] = ((np.arange(120) * 37) % 256)[:, None, None]
+    write_video(path, frames, rate=10, gop=12)
     with av.open(str(path)) as container:
         every = [np.asarray(f.to_image().convert("RGB")) for f in container.decode(container.streams.video[0])]
     src = files.file_source(str(path.parent), "train", data_dir=str(tmp_path / "d"),

@@ -3,6 +3,7 @@ the builder's train and test clips come from disjoint digit images."""
 
 import numpy as np
 import pytest
+from media_files import write_video
 
 from vqjax.data import builders, pipeline
 from vqjax.data.video import bounce, moving_mnist
@@ -57,23 +58,6 @@ def test_builder_splits_use_disjoint_digits(tmp_path, monkeypatch):
                                                                               test[k]["labels"]))
 
 
-def _write_video(path, frames, rate=24):
-    """An MPEG-4 file of uint8 RGB frames (nearly lossless), written with PyAV."""
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"qmin": "1", "qmax": "2"}
-        for i, frame in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            f.pts = i
-            for packet in stream.encode(f):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-
-
 def _ramp_video(num_frames, h, w):
     """Frames whose brightness encodes the frame index (smooth inside each frame: codecs keep it)."""
     t = np.arange(num_frames)[:, None, None, None]
@@ -86,7 +70,7 @@ def test_read_video_decodes_every_frame_and_scales(tmp_path):
 
     path = tmp_path / "ramp.mp4"
     frames = _ramp_video(30, 96, 160)
-    _write_video(path, frames, rate=12)
+    write_video(path, frames, rate=12)
     full, rate = read_video(str(path))
     assert full.shape == (30, 96, 160, 3) and full.dtype == np.uint8 and rate == pytest.approx(12)
     assert np.abs(full.astype(float) - frames).mean() < 3.0
@@ -122,7 +106,7 @@ def test_segments_hold_out_whole_stretches_of_the_timeline():
 
 def test_video_clips_builder_and_frames_view(tmp_path, monkeypatch):
     path = tmp_path / "ramp.mp4"
-    _write_video(path, _ramp_video(260, 136, 184))
+    write_video(path, _ramp_video(260, 136, 184))
     monkeypatch.setattr(builders.VqjaxVideoClips, "SOURCES", {"ramp": str(path)})
     train = pipeline.get_source("vqjax_video_clips", "train", str(tmp_path / "tfds"))
     test = pipeline.get_source("vqjax_video_clips", "test", str(tmp_path / "tfds"))

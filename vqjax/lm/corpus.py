@@ -40,6 +40,7 @@ __all__ = [
     "ShardSet",
     "TextLines",
     "TextSet",
+    "captions_and_lengths",
     "eval_documents",
     "mixture_stream",
     "open_shards",
@@ -161,25 +162,29 @@ def open_shards(sets: Sequence[ShardSet], *, verify: bool = False) -> dict[str, 
     return out
 
 
-def vocab_for(sets: Sequence[ShardSet], *, text=None, text_vocab_size: int = 4096, text_corpus: Sequence[str] = (),
-              max_captions: int = 20000) -> MultimodalVocab:
-    """A :class:`MultimodalVocab` of the sets' tokenizers (variable-length ones bounded by the longest record in
-    their manifests), with byte-level BPE trained on the bundled text, ``text_corpus`` and up to
-    ``max_captions`` captions read from the shards (when ``text`` is None)."""
-    opened = open_shards(sets)
+def captions_and_lengths(sets: Sequence[ShardSet], *, per_folder: int = 2000) -> tuple[list[str], dict[str, int]]:
+    """Up to ``per_folder`` captions from each set's shard folders (evenly spaced records; text for the BPE) and
+    each modality's longest record in their manifests (the bound of its variable-length spans)."""
     captions: list[str] = []
-    for s in sets:
-        shards = TokenShards(s.shards)
-        for i in np.linspace(0, len(shards) - 1, min(len(shards), max_captions // max(1, len(sets)))).astype(int):
-            caption = shards[int(i)].get("caption")
-            if caption:
-                captions.append(caption)
-    lengths = {}
+    lengths: dict[str, int] = {}
     for s in sets:
         for folder in filter(None, (s.shards, s.eval_shards)):
-            longest = TokenShards(folder).manifest.get("max_length")
+            shards = TokenShards(folder)
+            longest = shards.manifest.get("max_length")
             if longest is not None:
                 lengths[s.modality] = max(lengths.get(s.modality, 0), int(longest))
+            take = np.linspace(0, len(shards) - 1, min(len(shards), per_folder)).round().astype(int)
+            captions += [c for c in (shards[int(i)].get("caption") for i in take) if c]
+    return captions, lengths
+
+
+def vocab_for(sets: Sequence[ShardSet], *, text=None, text_vocab_size: int = 4096, text_corpus: Sequence[str] = (),
+              max_captions: int = 2000) -> MultimodalVocab:
+    """A :class:`MultimodalVocab` of the sets' tokenizers (variable-length ones bounded by the longest record in
+    their manifests), with byte-level BPE trained on the bundled text, ``text_corpus`` and up to
+    ``max_captions`` captions of each shard folder (when ``text`` is None; :func:`captions_and_lengths`)."""
+    opened = open_shards(sets)
+    captions, lengths = captions_and_lengths(sets, per_folder=max_captions)
     return MultimodalVocab.build(text=text, modalities={m: tok for m, (_, tok) in opened.items()},
                                  text_vocab_size=text_vocab_size, text_corpus=list(text_corpus) + captions,
                                  max_lengths=lengths)

@@ -24,7 +24,14 @@ import numpy as np
 from vqjax.data.tokens import TokenShards
 from vqjax.evals.figures import pyplot
 from vqjax.lm import Codes, Media, generate, span_validity
-from vqjax.lm.corpus import ShardSet, TextSet, eval_documents, mixture_stream, open_shards
+from vqjax.lm.corpus import (
+    ShardSet,
+    TextSet,
+    captions_and_lengths,
+    eval_documents,
+    mixture_stream,
+    open_shards,
+)
 from vqjax.train.tasks.lm_corpus import Corpus
 
 __all__ = ["check_corpus", "corpus_sets", "shards_corpus"]
@@ -69,15 +76,7 @@ def check_corpus(config) -> list[str]:
 def shards_corpus(config, workdir, stop) -> Corpus:
     sets, texts = corpus_sets(config.corpus)
     opened = open_shards(sets)
-    lengths: dict[str, int] = {}
-    captions: list[str] = []
-    for s in sets:
-        for folder in filter(None, (s.shards, s.eval_shards)):
-            shards = TokenShards(folder)
-            if shards.manifest.get("max_length") is not None:
-                lengths[s.modality] = max(lengths.get(s.modality, 0), int(shards.manifest["max_length"]))
-            take = np.linspace(0, len(shards) - 1, min(len(shards), 2000)).round().astype(int)
-            captions += [c for c in (shards[int(i)].get("caption") for i in take) if c]
+    captions, lengths = captions_and_lengths(sets)
     if stop is not None:
         stop.check("reading the shards")
 

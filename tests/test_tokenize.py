@@ -158,6 +158,31 @@ def test_video_and_timeseries_shards_equal_encode(tmp_path):
     np.testing.assert_array_equal(np.stack([r["codes"] for r in recs]), want)
 
 
+def test_id_tokenizers_write_every_id_by_default(tmp_path):
+    """A graph tokenizer reads --dataset=ids (its default): one record per node, keyed by the node id, equal to
+    tok.encode of the ids; an image tokenizer asked for ids is refused."""
+    from vqjax.graph import Graph, NodePieceVocab
+    from vqjax.tokenize import job_from_workdir
+    from vqjax.tokenizers import GraphTokenizer
+
+    rng = np.random.default_rng(0)
+    triples = np.stack([rng.integers(0, 40, 120), rng.integers(0, 3, 120), rng.integers(0, 40, 120)], 1)
+    graph = Graph.from_triples(triples, num_nodes=40, num_relations=3)
+    vocab = NodePieceVocab.build(graph, num_anchors=6, anchors_per_node=3, relations_per_node=2, seed=0)
+    GraphTokenizer.from_tokens(vocab, vocab.tokenize(graph)).export(str(tmp_path / "gtok"))
+    tok = GraphTokenizer.load(str(tmp_path / "gtok"))
+    job = job_from_workdir(str(tmp_path / "gtok"), str(tmp_path / "out"), data_dir=str(tmp_path), num_shards=3)
+    assert job.dataset == "ids"
+    assert run_local(job, progress=False)["records"] == 40
+    _, recs = _records(job.out)
+    assert [r["key"] for r in recs] == [str(i) for i in range(40)]
+    np.testing.assert_array_equal(np.stack([r["codes"] for r in recs]), tok.encode(np.arange(40)))
+    image_tokenizer().export(str(tmp_path / "itok"))
+    with pytest.raises(ValueError, match="the ids of a graph or item tokenizer"):
+        run_local(TokenizeJob(tokenizer=str(tmp_path / "itok"), dataset="ids", split="all",
+                              out=str(tmp_path / "x"), data_dir=str(tmp_path)), progress=False)
+
+
 def test_cli_writes_shards_and_refuses_a_foreign_out(image_setup, tmp_path):
     base, _ = image_setup
     args = [sys.executable, "-m", "vqjax.tokenize", f"--tokenizer={base / 'tok'}", f"--dataset=files:{base / 'imgs'}",

@@ -52,8 +52,7 @@ from vqjax.quantizers import (
     vq_encode,
 )
 from vqjax.search import nearest_code
-
-__version__ = "0.1.0"
+from vqjax.version import __version__ as __version__
 
 __all__ = [
     "Quantized",

@@ -6,11 +6,15 @@ import pytest
 from PIL import Image
 from tiny_tokenizers import image_tokenizer
 
-from vqjax.lm import MultimodalVocab
+from vqjax.data.tokens import TokenShards
+from vqjax.lm import Codes, MultimodalVocab
 from vqjax.lm.corpus import (
+    LinkLines,
+    LinkSet,
     ShardSet,
     TextLines,
     TextSet,
+    eval_documents,
     mixture_stream,
     open_shards,
     record_document,
@@ -35,22 +39,63 @@ def shards(tmp_path_factory):
     return root
 
 
+def _index_of_order(order, seed=0):
+    return next(i for i in range(100) if np.random.default_rng([seed, i]).integers(2) == order)
+
+
 def test_templates_make_the_documents_they_name(shards, text_tok):
     vocab = MultimodalVocab.build(text=text_tok, modalities={"image": open_shards([ShardSet("image", str(
         shards / "out"))])["image"][1]})
     rec = {"codes": np.arange(16).reshape(4, 4) % 16, "caption": "a cat", "key": "x"}
     text = vocab.encode_text("a cat").tolist()
-    first = record_document(vocab, "image", rec, "caption_codes", 1).tolist()
+
+    def doc(template, record=rec, order=0, **kw):
+        s = ShardSet("image", str(shards / "out"), template=template, **kw)
+        return record_document(vocab, s, record, seed=0, index=_index_of_order(order)).tolist()
+
+    first = doc("caption_codes", order=1)
     assert first[1:1 + len(text)] == text and first[1 + len(text)] == vocab.begin_id("image")
-    last = record_document(vocab, "image", rec, "codes_caption", 0).tolist()
+    last = doc("codes_caption", order=0)
     assert last[1] == vocab.begin_id("image") and last[-1 - len(text):-1] == text
-    assert record_document(vocab, "image", rec, "both", 0).tolist() == first
-    assert record_document(vocab, "image", rec, "both", 1).tolist() == last
-    alone = record_document(vocab, "image", rec, "codes", 0).tolist()
-    assert alone == record_document(vocab, "image", {**rec, "caption": ""}, "both", 0).tolist()
-    assert len(alone) == 16 + 4
+    assert doc("both", order=0) == first and doc("both", order=1) == last
+    alone = doc("codes")
+    assert alone == doc("both", {**rec, "caption": ""}) and len(alone) == 16 + 4
+    # A record without a caption takes one of its label's captions; an unconditional fraction drops them.
+    labelled = {"codes": rec["codes"], "label": 1, "key": "y"}
+    captions = (("zero",), ("one", "a one"))
+    made = {tuple(record_document(vocab, ShardSet("image", "x", "caption_codes", label_captions=captions), labelled,
+                                  seed=0, index=i).tolist()) for i in range(40)}
+    assert made == {tuple(vocab.encode(["one", Codes("image", rec["codes"])]).tolist()),
+                    tuple(vocab.encode(["a one", Codes("image", rec["codes"])]).tolist())}
+    dropped = [len(record_document(vocab, ShardSet("image", "x", "caption_codes", label_captions=captions,
+                                                   uncond_fraction=0.5), labelled, seed=0, index=i)) == 20
+               for i in range(200)]
+    assert 0.35 < np.mean(dropped) < 0.65
+    assert doc("both", {**labelled, "label": 7}, label_captions=captions) == alone      # no captions for label 7
     with pytest.raises(ValueError, match="template must be one of"):
         ShardSet("image", str(shards / "out"), template="caption")
+    with pytest.raises(ValueError, match="label_captions must give each label"):
+        ShardSet("image", "x", label_captions=(("a",), ()))
+
+
+def test_link_sets_make_head_text_tail_documents_and_refuse_unknown_keys(shards, tmp_path):
+    out = TokenShards(str(shards / "out"))
+    keys = [out[i]["key"] for i in range(len(out))]
+    (tmp_path / "train.tsv").write_text("".join(f"{keys[i]}\t next to\t{keys[i + 1]}\n" for i in range(8)))
+    (tmp_path / "valid.tsv").write_text(f"{keys[9]}\t next to\t{keys[10]}\n")
+    links = LinkSet("image", str(shards / "out"), str(tmp_path / "train.tsv"), eval_links=str(tmp_path / "valid.tsv"))
+    vocab = vocab_for([links], text_vocab_size=300)
+    held = eval_documents(vocab, [links])
+    want = vocab.encode([Codes("image", out[9]["codes"]), " next to", Codes("image", out[10]["codes"])])
+    assert len(held) == 1 and held[0].tolist() == want.tolist()
+    batch = next(iter(mixture_stream(vocab, [links], seq_len=64, batch_size=2, seed=0, read_threads=0)))
+    assert batch["tokens"].shape == (2, 64) and (batch["segment_ids"] > 0).mean() > 0.5
+    (tmp_path / "bad.tsv").write_text(f"{keys[0]}\t next to\tnowhere.png\n")
+    with pytest.raises(ValueError, match="names key 'nowhere.png', which no record"):
+        LinkLines(str(tmp_path / "bad.tsv"), out)
+    (tmp_path / "short.tsv").write_text(f"{keys[0]}\t{keys[1]}\n")
+    with pytest.raises(ValueError, match="must be 'head key<TAB>text<TAB>tail key'"):
+        LinkLines(str(tmp_path / "short.tsv"), out)
 
 
 def test_text_lines_split_by_a_hash_of_the_line_number(tmp_path):

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from vqjax.data.tokens import TokenShards
 from vqjax.train import reports, train_and_evaluate
 
 
@@ -47,7 +48,14 @@ def test_lm_trains_evaluates_and_generates_spans_that_decode(lm_run):
         assert np.isfinite(result[key]), key
     assert result["generated_spans"] == c.generation.num_examples and result["span_validity"] == 1.0
     info = json.load(open(os.path.join(workdir, "run.json")))
-    assert info["task"] == "lm" and 0.5 < info["packing_efficiency"] <= 1.0
+    assert info["task"] == "lm" and os.path.exists(os.path.join(workdir, "shards", "train", "manifest.json"))
+    # The digits went through token shards: each training digit and its jittered copies once, the held-out digits.
+    train = TokenShards(os.path.join(workdir, "shards", "train"), verify=True)
+    keys = [train[i]["key"] for i in range(len(train))]
+    assert len(set(keys)) == len(keys) == c.max_train_images * (1 + c.augment_copies)
+    assert sum("#jitter" in k for k in keys) == c.max_train_images * c.augment_copies
+    assert len(TokenShards(os.path.join(workdir, "shards", "eval"))) == c.max_eval_images
+    assert all(0.5 < r["packing_efficiency"] <= 1.0 for r in reports.read_metrics(workdir) if r["split"] == "train")
     lo, hi = info["ranges"]["image"]
     assert hi - lo == 64 and info["ranges"]["text"][1] <= lo                # disjoint ranges, 64 image codes
     for name in ("vocab.json", "generated_digits.png", "generated_captions.txt", "loss_curves.png"):
@@ -116,3 +124,11 @@ def test_graph_and_text_lm_ranks_tails_and_generates_existing_nodes(tmp_path, on
     info = json.load(open(tmp_path / "run.json"))
     assert info["entities"] == 135 and info["distinct_entity_spans"] <= 135
     assert os.path.exists(tmp_path / "graph_tokenizer" / "spec.json")
+    # The entities went through token shards (one record per entity, its NodePiece tokens), the triples as links.
+    from vqjax.tokenizers import Tokenizer
+
+    entities = TokenShards(str(tmp_path / "shards" / "entities"), verify=True)
+    rows = Tokenizer.load(str(tmp_path / "graph_tokenizer")).encode(np.arange(135))
+    np.testing.assert_array_equal(np.stack([entities[i]["codes"] for i in range(135)]), rows)
+    assert [entities[i]["key"] for i in range(3)] == ["0", "1", "2"]
+    assert len((tmp_path / "links" / "train.tsv").read_text().splitlines()) == 2 * 5216

@@ -9,8 +9,11 @@
 
 Each record of a :class:`ShardSet` (:class:`vqjax.data.tokens.TokenShards`) becomes one document by its template:
 ``caption_codes`` (the caption, then the codes' span), ``codes_caption`` (span, then caption), ``codes`` (the
-span alone) or ``both`` (either order, drawn per record from the seed); a record without a caption gives its span
-alone. A :class:`TextSet` gives one document per line of a text file (or per paragraph of the bundled text),
+span alone) or ``both`` (either order, drawn per record from the seed); a record without a caption takes one of its
+label's captions (``label_captions``, drawn from the seed) or gives its span alone; a fraction ``uncond_fraction``
+of the caption-first documents leave the caption out (for classifier-free guidance). A :class:`LinkSet` makes
+documents of links between a shard set's records (``head key <tab> text <tab> tail key`` per line: a knowledge
+graph's triples over its entities' tokens): ``[head's span] text [tail's span]``. A :class:`TextSet` gives one document per line of a text file (or per paragraph of the bundled text),
 its lines split between training and evaluation by a hash of the line's number. Every source is shuffled (a new
 order each epoch), repeated, sliced per process (process ``p`` of ``P`` reads every ``P``-th example), cut between
 spans into pieces of at most ``seq_len`` ids (:func:`vqjax.lm.streams.split_document`), mixed by the sets'
@@ -23,8 +26,10 @@ weights of :func:`vqjax.lm.streams.loss_weights` are computed per row. The itera
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import grain
 import numpy as np
@@ -37,6 +42,8 @@ from vqjax.tokenizers import Tokenizer, fingerprint
 
 __all__ = [
     "TEMPLATES",
+    "LinkLines",
+    "LinkSet",
     "ShardSet",
     "TextLines",
     "TextSet",
@@ -44,6 +51,7 @@ __all__ = [
     "eval_documents",
     "mixture_stream",
     "open_shards",
+    "record_caption",
     "record_document",
     "vocab_for",
 ]
@@ -61,6 +69,9 @@ class ShardSet:
       template: 'caption_codes', 'codes_caption', 'codes' or 'both'.
       weight: its sampling weight in the mixture.
       eval_shards: held-out shards of the same tokenizer (None: the set is not evaluated).
+      label_captions: captions of each label (``label_captions[y]``: the captions to draw from for records of
+        label ``y`` that have no caption of their own; empty: none).
+      uncond_fraction: the fraction of caption-first documents that leave the caption out.
     """
 
     modality: str
@@ -68,6 +79,8 @@ class ShardSet:
     template: str = "both"
     weight: float = 1.0
     eval_shards: str | None = None
+    label_captions: tuple[tuple[str, ...], ...] = ()
+    uncond_fraction: float = 0.0
 
     def __post_init__(self):
         if self.template not in TEMPLATES:
@@ -75,6 +88,43 @@ class ShardSet:
                              f"{self.template!r}")
         if not self.weight > 0:
             raise ValueError(f"ShardSet {self.modality!r}: weight must be > 0; got {self.weight!r}")
+        if not 0 <= self.uncond_fraction < 1:
+            raise ValueError(f"ShardSet {self.modality!r}: uncond_fraction must lie in [0, 1); got "
+                             f"{self.uncond_fraction!r}")
+        captions = tuple(tuple(c) for c in self.label_captions)
+        if any(not c or not all(isinstance(t, str) and t for t in c) for c in captions):
+            raise ValueError(f"ShardSet {self.modality!r}: label_captions must give each label a non-empty list of "
+                             f"non-empty captions; got {self.label_captions!r}")
+        object.__setattr__(self, "label_captions", captions)
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkSet:
+    """Links between the records of a token-shard set, one document each.
+
+    Each non-empty line of ``links`` is ``head key <tab> text <tab> tail key`` (the keys of records in ``shards``)
+    and becomes ``[head's span] text [tail's span]``: a knowledge graph's triples over its entities' NodePiece
+    tokens, or "bought together" over items' semantic IDs.
+
+    Attributes:
+      modality: its name in the vocabulary (the shards' tokenizer).
+      shards: the token shards holding every linked record (``python -m vqjax.tokenize``).
+      links: the training links file.
+      weight: its sampling weight in the mixture.
+      eval_links: held-out links between the same records (None: the set is not evaluated).
+    """
+
+    modality: str
+    shards: str
+    links: str
+    weight: float = 1.0
+    eval_links: str | None = None
+    eval_shards: ClassVar[None] = None              # held-out links, not held-out records
+    template: ClassVar[str] = "links"
+
+    def __post_init__(self):
+        if not self.weight > 0:
+            raise ValueError(f"LinkSet {self.modality!r}: weight must be > 0; got {self.weight!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,13 +154,7 @@ class TextLines(Sequence):
             self._lines, offsets = lines, np.arange(len(lines))
         else:
             self._lines = None
-            starts, pos = [], 0
-            with open(path, "rb") as fh:
-                for line in fh:
-                    if line.strip():
-                        starts.append(pos)
-                    pos += len(line)
-            offsets = np.asarray(starts, np.int64)
+            offsets = _line_offsets(path)
         keep = np.asarray([_fraction(f"{path}:{n}") < eval_fraction for n in range(len(offsets))], bool)
         self._offsets = offsets[keep] if held_out else offsets[~keep]
 
@@ -128,23 +172,88 @@ class TextLines(Sequence):
             return fh.readline().decode("utf-8", errors="replace").strip()
 
 
+def _line_offsets(path: str) -> np.ndarray:
+    """int64 byte offsets of the non-empty lines of ``path``."""
+    starts, pos = [], 0
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                starts.append(pos)
+            pos += len(line)
+    return np.asarray(starts, np.int64)
+
+
+class LinkLines(Sequence):
+    """The links of a :class:`LinkSet` file as a random-access source of ``(head index, text, tail index)`` (the
+    records' indices in ``shards``); every line is checked once on opening (three tab-separated fields, known
+    keys), and read again on access."""
+
+    def __init__(self, path: str, shards: TokenShards):
+        self.path = path
+        self._offsets = _line_offsets(path)
+        self._index = {str(shards[i]["key"]): i for i in range(len(shards))}
+        for n in range(len(self)):
+            self[n]
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def __getitem__(self, i: int) -> tuple[int, str, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"LinkLines: index {i} out of range for {len(self)} links")
+        with open(self.path, "rb") as fh:
+            fh.seek(int(self._offsets[int(i)]))
+            line = fh.readline().decode("utf-8").rstrip("\r\n")
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise ValueError(f"{self.path}: link {i} must be 'head key<TAB>text<TAB>tail key'; got {line!r}")
+        head, text, tail = fields
+        for key in (head, tail):
+            if key not in self._index:
+                raise ValueError(f"{self.path}: link {i} names key {key!r}, which no record of the shards has")
+        return self._index[head], text, self._index[tail]
+
+
 def _fraction(text: str) -> float:
     return int(hashlib.sha256(text.encode()).hexdigest()[:13], 16) / float(16 ** 13)
 
 
-def record_document(vocab: MultimodalVocab, modality: str, record: Mapping, template: str, order: int
-                    ) -> np.ndarray:
-    """The ids of one shard record under ``template`` (``order`` 0 or 1 picks the order for 'both')."""
-    codes = np.asarray(record["codes"])
+def record_caption(s: ShardSet, record: Mapping, rng: np.random.Generator) -> str | None:
+    """The record's caption, else one of its label's ``s.label_captions`` drawn with ``rng``, else None."""
     caption = record.get("caption")
-    span = Codes(modality, codes)
-    if not caption or template == "codes":
+    if caption:
+        return caption
+    label = record.get("label")
+    if s.label_captions and label is not None and 0 <= int(label) < len(s.label_captions):
+        options = s.label_captions[int(label)]
+        return options[int(rng.integers(len(options)))]
+    return None
+
+
+def record_document(vocab: MultimodalVocab, s: ShardSet, record: Mapping, *, seed: int, index: int) -> np.ndarray:
+    """The ids of one record of set ``s`` under its template; the order ('both'), the label caption and the
+    unconditional drop are drawn from ``(seed, index)``."""
+    rng = np.random.default_rng([seed, index])
+    order = int(rng.integers(2))
+    caption = record_caption(s, record, rng)
+    span = Codes(s.modality, np.asarray(record["codes"]))
+    if not caption or s.template == "codes":
         return vocab.encode([span])
-    first = template == "caption_codes" or (template == "both" and order == 0)
+    first = s.template == "caption_codes" or (s.template == "both" and order == 0)
+    if first and s.uncond_fraction and rng.random() < s.uncond_fraction:
+        return vocab.encode([span])
     return vocab.encode([caption, span] if first else [span, caption])
 
 
-def open_shards(sets: Sequence[ShardSet], *, verify: bool = False) -> dict[str, tuple[TokenShards, object]]:
+def link_document(vocab: MultimodalVocab, modality: str, shards: TokenShards, link: tuple[int, str, int]
+                  ) -> np.ndarray:
+    """The ids of one link: the head record's span, the link's text, the tail record's span."""
+    head, text, tail = link
+    return vocab.encode([Codes(modality, np.asarray(shards[head]["codes"])), text,
+                         Codes(modality, np.asarray(shards[tail]["codes"]))])
+
+
+def open_shards(sets: Sequence[ShardSet | LinkSet], *, verify: bool = False) -> dict[str, tuple[TokenShards, object]]:
     """``{modality: (train shards, tokenizer)}``, the tokenizers loaded from the manifests' paths and checked by
     fingerprint; refuses sets of different tokenizers under one modality name."""
     out: dict[str, tuple[TokenShards, object]] = {}
@@ -162,12 +271,21 @@ def open_shards(sets: Sequence[ShardSet], *, verify: bool = False) -> dict[str, 
     return out
 
 
-def captions_and_lengths(sets: Sequence[ShardSet], *, per_folder: int = 2000) -> tuple[list[str], dict[str, int]]:
-    """Up to ``per_folder`` captions from each set's shard folders (evenly spaced records; text for the BPE) and
-    each modality's longest record in their manifests (the bound of its variable-length spans)."""
+def captions_and_lengths(sets: Sequence[ShardSet | LinkSet], *, per_folder: int = 2000
+                         ) -> tuple[list[str], dict[str, int]]:
+    """Text for the BPE, up to ``per_folder`` pieces per file (evenly spaced): the captions of each set's shard
+    folders, its label captions, its links' texts; and each modality's longest record in their manifests (the
+    bound of its variable-length spans)."""
     captions: list[str] = []
     lengths: dict[str, int] = {}
     for s in sets:
+        if isinstance(s, LinkSet):
+            for path in filter(None, (s.links, s.eval_links)):
+                links = LinkLines(path, TokenShards(s.shards))
+                take = np.linspace(0, len(links) - 1, min(len(links), per_folder)).round().astype(int)
+                captions += [links[int(i)][1].strip() for i in take if len(links)]
+        else:
+            captions += [c for options in s.label_captions for c in options]
         for folder in filter(None, (s.shards, s.eval_shards)):
             shards = TokenShards(folder)
             longest = shards.manifest.get("max_length")
@@ -178,8 +296,8 @@ def captions_and_lengths(sets: Sequence[ShardSet], *, per_folder: int = 2000) ->
     return captions, lengths
 
 
-def vocab_for(sets: Sequence[ShardSet], *, text=None, text_vocab_size: int = 4096, text_corpus: Sequence[str] = (),
-              max_captions: int = 2000) -> MultimodalVocab:
+def vocab_for(sets: Sequence[ShardSet | LinkSet], *, text=None, text_vocab_size: int = 4096,
+              text_corpus: Sequence[str] = (), max_captions: int = 2000) -> MultimodalVocab:
     """A :class:`MultimodalVocab` of the sets' tokenizers (variable-length ones bounded by the longest record in
     their manifests), with byte-level BPE trained on the bundled text, ``text_corpus`` and up to
     ``max_captions`` captions of each shard folder (when ``text`` is None; :func:`captions_and_lengths`)."""
@@ -200,19 +318,23 @@ class _Pieces(grain.experimental.FlatMapTransform):
         return [{"tokens": p} for p in split_document(element, self.seq_len, self.vocab)]
 
 
-def _order(seed: int, index: int) -> int:
-    return int(np.random.default_rng([seed, index]).integers(2))
+def _link_maker(vocab, modality, shards, link, index):
+    return link_document(vocab, modality, shards, link)
+
+
+def _record_maker(vocab, s, seed, record, index):
+    return record_document(vocab, s, record, seed=seed, index=index)
 
 
 def _documents(vocab, source_ds: grain.MapDataset, make, *, seed: int, process_index: int, process_count: int,
                seq_len: int, max_fan_out: int, read_threads: int) -> grain.IterDataset:
     ds = source_ds.shuffle(seed=seed).repeat(None)[process_index::process_count]
-    ds = ds.map_with_index(lambda i, example: make(example, _order(seed, i)))
+    ds = ds.map_with_index(lambda i, example: make(example, i))
     options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=8 * max(1, read_threads))
     return grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(options), _Pieces(vocab, seq_len, max_fan_out))
 
 
-def mixture_stream(vocab: MultimodalVocab, sets: Sequence[ShardSet], texts: Sequence[TextSet] = (), *,
+def mixture_stream(vocab: MultimodalVocab, sets: Sequence[ShardSet | LinkSet], texts: Sequence[TextSet] = (), *,
                    seq_len: int, batch_size: int, seed: int, weights: Mapping[str, float] | None = None,
                    process_index: int = 0, process_count: int = 1, packing_bins: int | None = None,
                    read_threads: int = 2) -> grain.IterDataset:
@@ -253,15 +375,19 @@ def mixture_stream(vocab: MultimodalVocab, sets: Sequence[ShardSet], texts: Sequ
         if s.modality not in vocab.modalities:
             raise ValueError(f"mixture_stream: set {s.modality!r} is not a modality of the vocabulary "
                              f"{list(vocab.modalities)}")
-        make = (lambda m, t: lambda record, order: record_document(vocab, m, record, t, order))(s.modality,
-                                                                                               s.template)
-        streams.append(_documents(vocab, grain.MapDataset.source(shards), make, seed=seed + 101 * k,
+        if isinstance(s, LinkSet):
+            source = LinkLines(s.links, shards)
+            make = functools.partial(_link_maker, vocab, s.modality, shards)
+        else:
+            source = shards
+            make = functools.partial(_record_maker, vocab, s, seed + 101 * k)
+        streams.append(_documents(vocab, grain.MapDataset.source(source), make, seed=seed + 101 * k,
                                   process_index=process_index, process_count=process_count, seq_len=seq_len,
                                   max_fan_out=fan, read_threads=read_threads))
         mix.append(float(s.weight))
     for k, t in enumerate(texts):
         lines = TextLines(t.path, eval_fraction=t.eval_fraction, held_out=False)
-        make = lambda line, order: vocab.encode([line])
+        make = lambda line, i: vocab.encode([line])
         streams.append(_documents(vocab, grain.MapDataset.source(lines), make, seed=seed + 7919 * (k + 1),
                                   process_index=process_index, process_count=process_count, seq_len=seq_len,
                                   max_fan_out=fan, read_threads=read_threads))
@@ -283,18 +409,28 @@ def mixture_stream(vocab: MultimodalVocab, sets: Sequence[ShardSet], texts: Sequ
     return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=2) if read_threads else ds
 
 
-def eval_documents(vocab: MultimodalVocab, sets: Sequence[ShardSet], texts: Sequence[TextSet] = (), *,
+def eval_documents(vocab: MultimodalVocab, sets: Sequence[ShardSet | LinkSet], texts: Sequence[TextSet] = (), *,
                    max_documents: int | None = None, seed: int = 0) -> list[np.ndarray]:
-    """The held-out documents: every record of each set's ``eval_shards`` (up to ``max_documents`` per set,
-    evenly spaced) and each text set's held-out lines, in order (templates' orders drawn from ``seed``)."""
+    """The held-out documents: every record of each set's ``eval_shards`` or every link of its ``eval_links`` (up
+    to ``max_documents`` per set, evenly spaced) and each text set's held-out lines, in order (templates' draws
+    from ``seed``)."""
     docs = []
     for s in sets:
+        if isinstance(s, LinkSet):
+            if s.eval_links is None:
+                continue
+            shards = TokenShards(s.shards)
+            links = LinkLines(s.eval_links, shards)
+            n = len(links) if max_documents is None else min(len(links), max_documents)
+            docs.extend(link_document(vocab, s.modality, shards, links[int(i)])
+                        for i in np.linspace(0, len(links) - 1, n).round().astype(int) if len(links))
+            continue
         if s.eval_shards is None:
             continue
         shards = TokenShards(s.eval_shards)
         n = len(shards) if max_documents is None else min(len(shards), max_documents)
         for i in np.linspace(0, len(shards) - 1, n).round().astype(int):
-            docs.append(record_document(vocab, s.modality, shards[int(i)], s.template, _order(seed, int(i))))
+            docs.append(record_document(vocab, s, shards[int(i)], seed=seed, index=int(i)))
     for t in texts:
         lines = TextLines(t.path, eval_fraction=t.eval_fraction, held_out=True)
         n = len(lines) if max_documents is None else min(len(lines), max_documents)

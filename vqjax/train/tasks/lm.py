@@ -1,30 +1,35 @@
 """Task ``'lm'``: a multimodal decoder LM over one vocabulary of text and a modality tokenizer's codes.
 
 ``config.documents = 'shards'`` trains on any mixture of token shards (``python -m vqjax.tokenize``) and text,
-streamed through grain with the stream's position in every checkpoint (:mod:`vqjax.train.tasks.lm_shards`);
-``'kg_text'`` is in :mod:`vqjax.train.tasks.lm_graph`. The run of ``config.documents = 'mnist_captions'``:
+streamed through grain with the stream's position in every checkpoint (:mod:`vqjax.train.tasks.lm_shards`).
+The two built-in corpora are recipes on top of it: ``'kg_text'`` (:mod:`vqjax.train.tasks.lm_graph`) and
+``'mnist_captions'``, whose run:
 
-1. opens the image tokenizer artifact ``config.image_tokenizer`` (a trained ``mnist_vq`` workdir or an export) and
-   builds a :class:`~vqjax.lm.MultimodalVocab` (byte-level BPE on the bundled text plus every caption) saved as
+1. opens the image tokenizer artifact ``config.image_tokenizer`` (a trained ``mnist_vq`` workdir or an export);
+2. tokenizes the training digits (``config.max_train_images`` evenly spaced, with ``config.augment_copies``
+   randomly jittered copies of each, :func:`vqjax.data.augment.affine_jitter`: shift, rotation, scale) and the
+   held-out digits into token shards, ``workdir/shards/train`` and ``workdir/shards/eval``
+   (:func:`vqjax.lm.shards.tokenize_here`; a resumed run keeps them), and builds a
+   :class:`~vqjax.lm.MultimodalVocab` (byte-level BPE on the bundled text plus every caption) saved as
    ``workdir/vocab.json`` (a resumed run reloads it, refusing a changed tokenizer);
-2. encodes the dataset's digits to codes, the training digits with ``config.augment_copies`` randomly jittered
-   copies of each (:func:`vqjax.data.augment.affine_jitter`: shift, rotation, scale), and makes two documents per
-   digit, caption then image and image then caption (:func:`vqjax.lm.documents.caption_documents`; a fraction
-   ``config.uncond_fraction`` of the first kind leave the caption out, for classifier-free guidance); the
-   training split's documents are packed into rows of ``config.seq_len`` (:func:`vqjax.lm.pack_documents`,
-   spans never cut) and fed through grain; the held-out split's documents are the evaluation set;
+   the shards are one shard set of the mixture stream (:func:`vqjax.lm.corpus.mixture_stream`): each record
+   becomes caption then image or image then caption, the caption drawn among its label's templates
+   (:data:`vqjax.lm.documents.CAPTION_TEMPLATES`), a fraction ``config.uncond_fraction`` of the caption-first
+   documents without their caption (for classifier-free guidance); up to ``config.max_eval_documents`` held-out
+   records are the evaluation set;
 3. trains :class:`~vqjax.lm.DecoderLM` with the weighted next-id cross-entropy on a ``('data', 'model')`` mesh
    (``config.model_parallel`` devices on the model axis; parameters placed by their logical axes);
 4. evaluates held-out bits per token, per kind (text, image) and overall, with perplexities;
 5. at the end, generates with constrained decoding: text→image (a caption of each digit, then the image span,
    with classifier-free guidance ``config.generation.guidance`` when not 1; the image is decoded and classified
-   by an in-repo digit classifier trained on the training digits, whose held-out accuracy is reported too) and image→text (the held-out digits' codes, then a greedy caption; correct when it
-   names the digit); ``span_validity`` of every generated span. Figure ``generated_digits.png``, and the held-out
+   by an in-repo digit classifier trained on the training digits, whose held-out accuracy is reported too) and
+   image→text (the held-out digits' codes, then a greedy caption; correct when it names the digit); ``span_validity`` of every generated span. Figure ``generated_digits.png``, and the held-out
    digits' generated captions in ``generated_captions.txt``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, NamedTuple
@@ -41,6 +46,7 @@ from jax.sharding import PartitionSpec as P
 from vqjax.data import pipeline
 from vqjax.data.augment import affine_jitter
 from vqjax.data.graphs import KG_DATASETS
+from vqjax.data.tokens import TokenShards
 from vqjax.evals.figures import pyplot
 from vqjax.lm import (
     Codes,
@@ -48,11 +54,12 @@ from vqjax.lm import (
     MultimodalVocab,
     generate,
     pack_documents,
-    packed_batches,
     span_validity,
 )
-from vqjax.lm.documents import DIGIT_WORDS, caption, caption_documents, digit_in_text
+from vqjax.lm.corpus import ShardSet
+from vqjax.lm.documents import CAPTION_TEMPLATES, DIGIT_WORDS, caption, digit_in_text
 from vqjax.lm.model import LOGICAL_RULES, param_shardings
+from vqjax.lm.shards import TokenizeJob, tokenize_here
 from vqjax.lm.streams import packed_eval_batches
 from vqjax.tokenizers import Tokenizer
 from vqjax.train import reports
@@ -62,7 +69,7 @@ from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_n
 from vqjax.train.tasks import Run, Task, register_task
 from vqjax.train.tasks.lm_corpus import Corpus
 from vqjax.train.tasks.lm_graph import kg_corpus
-from vqjax.train.tasks.lm_shards import check_corpus, shards_corpus
+from vqjax.train.tasks.lm_shards import check_corpus, corpus_from_sets, shards_corpus
 
 __all__ = ["TASK", "LMState", "check", "default_config", "lm_mesh", "report", "runlocal", "setup"]
 
@@ -94,7 +101,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.nodepiece = ml_collections.ConfigDict(dict(num_anchors=40, anchors_per_node=10, relations_per_node=12))
     c.max_test_queries = ml_collections.FieldReference(None, field_type=int)   # kg_text: test triples ranked
     c.corpus = ml_collections.ConfigDict()     # shards: {name: {shards, eval_shards, template, weight} | {text, ...}}
-    c.max_eval_documents = 500                 # shards: held-out documents per set
+    c.max_eval_documents = 500                 # held-out documents per set (shards, mnist_captions, kg_text)
     c.text_vocab_size = 1024
     c.seq_len = 128
     c.batch_size = 32
@@ -135,9 +142,9 @@ def check(config: ml_collections.ConfigDict) -> None:
                    "generation.num_examples", "generation.classifier_steps")
     if config.text_vocab_size < 256:
         raise ValueError(f"config.text_vocab_size must be >= 256 (the byte alphabet); got {config.text_vocab_size}")
+    check_positive(config, "max_eval_documents")
     if config.documents == "shards":
         kinds = set(check_corpus(config))
-        check_positive(config, "max_eval_documents")
     else:
         kinds = {"text", "image" if config.documents == "mnist_captions" else "graph"}
     unknown = sorted(set(config.weights.keys()) - kinds)
@@ -194,10 +201,6 @@ def _digits(source, limit):
     return images, labels
 
 
-def _encode_all(tok, images, batch=250):
-    return np.concatenate([np.asarray(tok.encode(images[s:s + batch])) for s in range(0, len(images), batch)])
-
-
 def _weighted_nll(model, params, batch, kinds, num_kinds):
     logits, _ = model.apply({"params": params}, batch["tokens"], batch["positions"], batch["segment_ids"])
     targets = jnp.roll(batch["tokens"], -1, axis=-1)
@@ -218,7 +221,9 @@ def _train_step(model, tx, kinds, num_kinds, state: LMState, batch):
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return LMState(state.step + 1, params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+    packing = jnp.mean((batch["segment_ids"] > 0).astype(jnp.float32))      # fraction of ids that are not padding
+    return LMState(state.step + 1, params, opt_state), {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                                                        "packing_efficiency": packing}
 
 
 def _eval_sums(model, kinds, num_kinds, params, batch):
@@ -226,37 +231,73 @@ def _eval_sums(model, kinds, num_kinds, params, batch):
     return {"nll": jnp.sum(nll[..., None] * per_kind, axis=(0, 1)), "count": jnp.sum(per_kind, axis=(0, 1))}
 
 
+@dataclasses.dataclass(frozen=True)
+class _Digits:
+    """Digit images ``[N, H, W, C]`` and labels ``[N]`` as examples ``{'image', 'label', 'key'}`` (the source
+    the recipe tokenizes)."""
+    images: np.ndarray
+    labels: np.ndarray
+    keys: list
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self.labels):
+            raise IndexError(f"digit {i} out of range for {len(self.labels)}")
+        return {"image": self.images[i], "label": int(self.labels[i]), "key": self.keys[i]}
+
+
+def _digit_shards(config, workdir, data_dir, part, source, split, limit, copies) -> str:
+    """``workdir/shards/<part>``: the split's digits (``limit`` evenly spaced) and ``copies`` jittered copies of
+    each, tokenized by the image tokenizer (:func:`vqjax.lm.shards.tokenize_here`; finished shards are kept)."""
+    images, labels = _digits(source, limit)
+    index = np.linspace(0, len(source) - 1, len(labels)).round().astype(int)
+    keys = [f"{split}/{int(i)}" for i in index]
+    if copies:
+        images = np.concatenate([images, affine_jitter(images, copies, seed=config.seed)])
+        labels = np.tile(labels, 1 + copies)
+        keys = keys + [f"{k}#jitter{c}" for c in range(1, copies + 1) for k in keys]
+    out = os.path.join(workdir, "shards", part)
+    what = f"{split}: {len(index)} digits evenly spaced" + (f", {copies} jittered copies each (seed {config.seed})"
+                                                            if copies else "")
+    job = TokenizeJob(tokenizer=os.path.abspath(config.image_tokenizer), dataset=config.dataset, split=what,
+                      out=out, data_dir=data_dir)
+    tokenize_here(job, source=_Digits(images, labels, keys))
+    return out
+
+
 def _mnist_corpus(config, workdir, stop) -> Corpus:
+    """The digit captions as a recipe on top of token shards: the digits are tokenized into ``workdir/shards``
+    and streamed as one shard set whose captions are drawn per label."""
     data_dir = config.data_dir or default_data_dir()
     train_source, eval_source = pipeline.get_splits(config.dataset, (config.train_split, config.eval_split), data_dir)
     tok = _open_tokenizer(config.image_tokenizer)
-    train_images, train_labels = _digits(train_source, config.max_train_images)
-    eval_images, eval_labels = _digits(eval_source, config.max_eval_images)
-    if config.augment_copies:
-        jittered = affine_jitter(train_images, config.augment_copies, seed=config.seed)
-        train_images = np.concatenate([train_images, jittered])
-        train_labels = np.tile(train_labels, 1 + config.augment_copies)
     if stop is not None:
-        stop.check("encoding the digits")
-    train_codes, eval_codes = _encode_all(tok, train_images), _encode_all(tok, eval_images)
-
-    def documents(vocab):
-        return (caption_documents(vocab, train_codes, train_labels, seed=config.seed,
-                                  uncond_fraction=config.uncond_fraction),
-                caption_documents(vocab, eval_codes, eval_labels, seed=config.seed + 1))
+        stop.check("tokenizing the digits")
+    train = _digit_shards(config, workdir, data_dir, "train", train_source, config.train_split,
+                          config.max_train_images, config.augment_copies)
+    held_out = _digit_shards(config, workdir, data_dir, "eval", eval_source, config.eval_split,
+                             config.max_eval_images, 0)
+    label_captions = tuple(tuple(caption(d, t) for t in range(len(CAPTION_TEMPLATES))) for d in range(10))
+    sets = [ShardSet("image", train, "both", 1.0, held_out, label_captions, float(config.uncond_fraction))]
+    records = [TokenShards(held_out)[i] for i in range(len(TokenShards(held_out)))]
+    eval_codes = np.stack([np.asarray(r["codes"]) for r in records])
+    eval_labels = np.asarray([int(r["label"]) for r in records])
 
     def final(model, params, vocab):
         return _generation_report(config, workdir, model, params, vocab, tok, train_source, eval_source, eval_codes,
                                   eval_labels, stop)
 
-    captions = [caption(d, t) for d in range(10) for t in range(5)]
-    return Corpus({"image": tok}, captions * 20, documents, final,
-                  {"image_tokenizer": os.path.abspath(config.image_tokenizer)})
+    captions = [c for options in label_captions for c in options]
+    return corpus_from_sets(config, workdir, stop, sets, [], final=final, text_corpus=captions * 20,
+                            info={"image_tokenizer": os.path.abspath(config.image_tokenizer),
+                                  "shards": {"train": train, "eval": held_out}})
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop=None) -> Run:
-    """Reads the documents' data and tokenizers, builds (or reloads) the vocabulary, packs the documents, and
-    builds the model on the ``('data', 'model')`` mesh."""
+    """Opens the corpus (writing a recipe's shards), builds (or reloads) the vocabulary, packs the held-out
+    documents, opens the training stream, and builds the model on the ``('data', 'model')`` mesh."""
 
     corpus = {"mnist_captions": _mnist_corpus, "kg_text": kg_corpus, "shards": shards_corpus}[config.documents](
         config, workdir, stop)
@@ -268,28 +309,18 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                                       text_corpus=corpus.text_corpus, max_lengths=corpus.max_lengths)
         if jax.process_index() == 0:
             vocab.save(vocab_path)
-    train_docs, eval_docs = corpus.documents(vocab)
-    weights = {k: float(v) for k, v in config.weights.items()}
-    eval_rows, _ = pack_documents(eval_docs, config.seq_len, vocab)
-    data_iterator, pack = None, None
-    if corpus.train_stream is None:
-        train_rows, pack = pack_documents(train_docs, config.seq_len, vocab, weights=weights)
-        if pack.rows < config.batch_size:
-            raise ValueError(f"config.batch_size ({config.batch_size}) is larger than the {pack.rows} packed "
-                             f"training rows")
-
+    eval_rows, _ = pack_documents(corpus.eval_documents(vocab), config.seq_len, vocab)
     mesh = lm_mesh(devices, config.model_parallel)
     data_size = mesh.shape["data"]
     for name in ("batch_size", "eval_batch_size"):
         if config[name] % data_size:
             raise ValueError(f"config.{name} ({config[name]}) must be divisible by the {data_size} devices of the "
                              f"data axis")
-    if corpus.train_stream is not None:
-        if config.batch_size % jax.process_count():
-            raise ValueError(f"config.batch_size ({config.batch_size}) must be divisible by the "
-                             f"{jax.process_count()} processes")
-        data_iterator = iter(corpus.train_stream(vocab, config.batch_size // jax.process_count(),
-                                                 jax.process_index(), jax.process_count()))
+    if config.batch_size % jax.process_count():
+        raise ValueError(f"config.batch_size ({config.batch_size}) must be divisible by the {jax.process_count()} "
+                         f"processes")
+    data_iterator = iter(corpus.train_stream(vocab, config.batch_size // jax.process_count(), jax.process_index(),
+                                             jax.process_count()))
     replicated = NamedSharding(mesh, P())
     batch_sharding = NamedSharding(mesh, P("data"))
     model = DecoderLM(vocab_size=vocab.size, dim=config.model.dim, num_layers=config.model.num_layers,
@@ -332,11 +363,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     train_step = in_mesh(jit_train)
 
     def make_step(start):
-        if data_iterator is not None:          # positioned at ``start`` by the checkpoint the core restored
-            return lambda state: train_step(state, global_batch(next(data_iterator)))
-        batches = packed_batches(train_rows, batch_size=config.batch_size, seed=config.seed, start_step=start,
-                                 process_index=jax.process_index(), process_count=jax.process_count())
-        return lambda state: train_step(state, global_batch(next(batches)))
+        # The stream is positioned at ``start`` by the checkpoint the core restored with the state.
+        return lambda state: train_step(state, global_batch(next(data_iterator)))
 
     names = ("text",) + vocab.modalities
 
@@ -363,10 +391,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         result.update(corpus.final(model, {"params": to_host_tree(state.params)}, vocab))
         return result
 
-    packing = {"train_documents": pack.documents, "train_rows": pack.rows, "packing_efficiency": pack.efficiency} \
-        if pack is not None else {"train_stream": "grain mixture of token shards and text"}
     info = {"documents": config.documents, **corpus.info, "vocab_size": vocab.size,
-            "ranges": {n: list(vocab.range(n)) for n in names}, **packing,
+            "ranges": {n: list(vocab.range(n)) for n in names},
             "eval_rows": int(eval_rows["tokens"].shape[0]), "num_params": num_params,
             "mesh": {"data": int(mesh.shape["data"]), "model": int(mesh.shape["model"])}}
     return Run(init_state=init_state, make_step=make_step, evaluate=evaluate, replicated=replicated, info=info,

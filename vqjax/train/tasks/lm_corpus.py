@@ -1,6 +1,7 @@
-"""The document sources of the ``lm`` task share one shape, :class:`Corpus` (the digit captions of
-:mod:`vqjax.train.tasks.lm`, the knowledge-graph text of :mod:`vqjax.train.tasks.lm_graph`, any mixture of token
-shards and text in :mod:`vqjax.train.tasks.lm_shards`)."""
+"""The document sources of the ``lm`` task share one shape, :class:`Corpus`, made by
+:func:`vqjax.train.tasks.lm_shards.corpus_from_sets` for any mixture of token shards, links and text (and for the
+recipes on top of it: the digit captions of :mod:`vqjax.train.tasks.lm`, the knowledge-graph text of
+:mod:`vqjax.train.tasks.lm_graph`)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,15 @@ __all__ = ["Corpus"]
 
 
 class Corpus(NamedTuple):
-    """What a document source gives the LM task: its modality tokenizers, extra text for the BPE, the train and
-    held-out documents for a vocabulary, the final generation-based evaluation, and run information.
-
-    A streamed source (token shards) gives ``train_stream(vocab, batch_size, process_index, process_count)``, a
-    grain ``IterDataset`` of packed training batches, instead of training documents (``documents`` then returns
-    no training documents), and ``max_lengths`` for its variable-length modalities."""
+    """What a document source gives the LM task: its modality tokenizers, text for the BPE, the held-out
+    documents for a vocabulary, the final generation-based evaluation, run information, the training stream
+    ``train_stream(vocab, batch_size, process_index, process_count)`` (a grain ``IterDataset`` of packed training
+    batches, whose state the checkpoints keep) and ``max_lengths`` of its variable-length modalities."""
 
     modalities: dict
     text_corpus: list
-    documents: Callable[[MultimodalVocab], tuple[list, list]]
+    eval_documents: Callable[[MultimodalVocab], list]
     final: Callable[..., dict]
     info: dict
-    train_stream: Callable | None = None
-    max_lengths: dict | None = None
+    train_stream: Callable
+    max_lengths: dict

@@ -1,9 +1,12 @@
 """Graph + text documents for the ``'lm'`` task (``config.documents = 'kg_text'``).
 
-Entities are NodePiece token spans (a :class:`vqjax.tokenizers.GraphTokenizer` built on the training graph and exported
-to ``workdir/graph_tokenizer``) and relations are text: a training triple ``(h, r, t)`` is the document
-``[h's span] " <relation words>" [t's span]``, and its reciprocal ``[t] " inverse <relation words>" [h]``. The
-held-out documents are the valid triples.
+A recipe on top of token shards. Entities are NodePiece token spans (a :class:`vqjax.tokenizers.GraphTokenizer`
+built on the training graph and exported to ``workdir/graph_tokenizer``), tokenized into ``workdir/shards/entities``
+(one record per entity, keyed by its id; :func:`vqjax.lm.shards.tokenize_here`); relations are text: the triples
+are written as links (``workdir/links/train.tsv``, ``valid.tsv``), so a training triple ``(h, r, t)`` is the
+document ``[h's span] " <relation words>" [t's span]``, and its reciprocal ``[t] " inverse <relation words>" [h]``
+(:class:`vqjax.lm.corpus.LinkSet`, streamed by :func:`vqjax.lm.corpus.mixture_stream`). The held-out documents
+are the valid triples (up to ``config.max_eval_documents``).
 
 Tail prediction is generation: the prompt is ``h``'s span, the relation's words and ``begin_graph``. Two figures:
 
@@ -28,15 +31,33 @@ from vqjax.data.graphs import load_kg
 from vqjax.evals import ranking
 from vqjax.graph import NodePieceVocab
 from vqjax.lm import Codes, generate, span_validity
+from vqjax.lm.corpus import LinkSet
+from vqjax.lm.shards import IDS, TokenizeJob, tokenize_here
 from vqjax.tokenizers.graph import GraphTokenizer
-from vqjax.train.tasks.lm_corpus import Corpus
+from vqjax.train.tasks.lm_shards import corpus_from_sets
 
-__all__ = ["kg_corpus", "relation_text", "score_tails"]
+__all__ = ["kg_corpus", "relation_text", "score_tails", "write_links"]
 
 
 def relation_text(name: str) -> str:
     """A relation label as words: ``'interacts_with'`` -> ``' interacts with'``."""
     return " " + name.replace("_", " ").replace(".", " ").strip()
+
+
+def write_links(path: str, triples: np.ndarray, rel_words: list[str]) -> str:
+    """Triples ``[T, 3]`` as a links file (:class:`vqjax.lm.corpus.LinkSet`): ``h <tab> relation words <tab> t``
+    and its reciprocal ``t <tab> inverse relation words <tab> h`` per triple, keys being entity ids. Written to a
+    temporary name and renamed (every process may write it; the content is the same)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lines = []
+    for h, r, t in np.asarray(triples):
+        lines.append(f"{int(h)}\t{rel_words[r]}\t{int(t)}\n")
+        lines.append(f"{int(t)}\t inverse{rel_words[r]}\t{int(h)}\n")
+    tmp = f"{path}.{os.getpid()}.partial"
+    with open(tmp, "w") as fh:
+        fh.writelines(lines)
+    os.replace(tmp, path)
+    return path
 
 
 def kg_corpus(config, workdir, stop):
@@ -58,18 +79,14 @@ def kg_corpus(config, workdir, stop):
         tok = GraphTokenizer.load(path)
     rel_words = [relation_text(r) for r in splits.relations]
     rows = tok.encode(np.arange(splits.num_entities))
-
-    def docs(vocab, triples):
-        out = []
-        for h, r, t in triples:
-            out.append(vocab.encode([Codes("graph", rows[h]), rel_words[r], Codes("graph", rows[t])]))
-            out.append(vocab.encode([Codes("graph", rows[t]), " inverse" + rel_words[r], Codes("graph", rows[h])]))
-        return out
-
-    def documents(vocab):
-        if stop is not None:
-            stop.check("building the documents")
-        return docs(vocab, splits.train), docs(vocab, splits.valid)
+    if stop is not None:
+        stop.check("tokenizing the entities")
+    entities = os.path.join(workdir, "shards", "entities")
+    tokenize_here(TokenizeJob(tokenizer=os.path.abspath(path), dataset=IDS, split="all", out=entities,
+                              data_dir=workdir))
+    links = {name: write_links(os.path.join(workdir, "links", f"{name}.tsv"), splits.split(name), rel_words)
+             for name in ("train", "valid")}
+    sets = [LinkSet("graph", entities, links["train"], 1.0, links["valid"])]
 
     def final(model, params, vocab):
         test = splits.test if config.max_test_queries is None else splits.test[:config.max_test_queries]
@@ -100,9 +117,11 @@ def kg_corpus(config, workdir, stop):
                 "test_queries": len(test)}
 
     distinct = len(np.unique(rows, axis=0))
-    return Corpus({"graph": tok}, [w.strip() for w in rel_words] * 20, documents, final,
-                  {"kg_dataset": config.kg_dataset, "entities": splits.num_entities,
-                   "distinct_entity_spans": int(distinct), "graph_tokenizer": path})
+    return corpus_from_sets(config, workdir, stop, sets, [], final=final,
+                            text_corpus=[w.strip() for w in rel_words] * 20,
+                            info={"kg_dataset": config.kg_dataset, "entities": splits.num_entities,
+                                  "distinct_entity_spans": int(distinct), "graph_tokenizer": path,
+                                  "shards": entities, "links": links})
 
 
 _SCORERS: dict = {}

@@ -1,11 +1,17 @@
 """The ``lm`` task on any mixture of token shards and text (``config.documents = 'shards'``).
 
 ``config.corpus`` names the parts of the mixture; each is a token-shard set (``shards``, optional
-``eval_shards``, ``template`` and ``weight``; its name is the modality's name in the vocabulary) or a text set
+``eval_shards``, ``template``, ``weight``, ``label_captions`` and ``uncond_fraction``; its name is the modality's
+name in the vocabulary), a link set (``shards``, ``links``, optional ``eval_links`` and ``weight``: documents
+``[head's span] text [tail's span]`` from a file of ``head key <tab> text <tab> tail key`` lines) or a text set
 (``text``: a file of one document per line, or ``''`` for the bundled text; ``weight``; ``eval_fraction``)::
 
     c.corpus = {"speech": dict(shards="tokens/words_train", eval_shards="tokens/words_test", template="both"),
                 "prose": dict(text="", weight=0.2)}
+
+The two built-in corpora are recipes on top of this: ``documents='mnist_captions'`` tokenizes the digits into
+shards and trains on them with captions drawn per label (:mod:`vqjax.train.tasks.lm`), ``'kg_text'``
+tokenizes a knowledge graph's entities and trains on its triples as links (:mod:`vqjax.train.tasks.lm_graph`).
 
 The vocabulary is built from the manifests' tokenizers (checked by fingerprint; variable-length modalities bounded
 by their longest record); training rows stream from :func:`vqjax.lm.corpus.mixture_stream`, whose position the
@@ -25,33 +31,46 @@ from vqjax.data.tokens import TokenShards
 from vqjax.evals.figures import pyplot
 from vqjax.lm import Codes, Media, generate, span_validity
 from vqjax.lm.corpus import (
+    LinkLines,
+    LinkSet,
     ShardSet,
     TextSet,
     captions_and_lengths,
     eval_documents,
     mixture_stream,
     open_shards,
+    record_caption,
 )
 from vqjax.train.tasks.lm_corpus import Corpus
 
-__all__ = ["check_corpus", "corpus_sets", "shards_corpus"]
+__all__ = ["check_corpus", "corpus_from_sets", "corpus_sets", "shards_corpus"]
 
-SHARD_FIELDS = {"shards", "eval_shards", "template", "weight"}
+SHARD_FIELDS = {"shards", "eval_shards", "template", "weight", "label_captions", "uncond_fraction"}
+LINK_FIELDS = {"shards", "links", "eval_links", "weight"}
 TEXT_FIELDS = {"text", "weight", "eval_fraction"}
 
 
-def corpus_sets(corpus) -> tuple[list[ShardSet], list[TextSet]]:
-    """The :class:`ShardSet` and :class:`TextSet` entries of ``config.corpus`` (refusing unknown fields)."""
+def corpus_sets(corpus) -> tuple[list[ShardSet | LinkSet], list[TextSet]]:
+    """The :class:`ShardSet`, :class:`LinkSet` and :class:`TextSet` entries of ``config.corpus`` (refusing
+    unknown fields)."""
     sets, texts = [], []
     for name, entry in dict(corpus).items():
         entry = dict(entry)
-        if "shards" in entry:
+        if "links" in entry:
+            unknown = sorted(set(entry) - LINK_FIELDS)
+            if unknown:
+                raise ValueError(f"config.corpus.{name}: unknown fields {unknown} for a link set; known: "
+                                 f"{sorted(LINK_FIELDS)}")
+            sets.append(LinkSet(name, entry.get("shards", ""), entry["links"], float(entry.get("weight", 1.0)),
+                                entry.get("eval_links") or None))
+        elif "shards" in entry:
             unknown = sorted(set(entry) - SHARD_FIELDS)
             if unknown:
                 raise ValueError(f"config.corpus.{name}: unknown fields {unknown} for a shard set; known: "
                                  f"{sorted(SHARD_FIELDS)}")
             sets.append(ShardSet(name, entry["shards"], entry.get("template", "both"), float(entry.get("weight", 1.0)),
-                                 entry.get("eval_shards") or None))
+                                 entry.get("eval_shards") or None, tuple(entry.get("label_captions") or ()),
+                                 float(entry.get("uncond_fraction", 0.0))))
         elif "text" in entry:
             unknown = sorted(set(entry) - TEXT_FIELDS)
             if unknown:
@@ -75,31 +94,40 @@ def check_corpus(config) -> list[str]:
 
 def shards_corpus(config, workdir, stop) -> Corpus:
     sets, texts = corpus_sets(config.corpus)
+    return corpus_from_sets(config, workdir, stop, sets, texts)
+
+
+def corpus_from_sets(config, workdir, stop, sets, texts, *, final=None, info=None, text_corpus=()) -> Corpus:
+    """The :class:`Corpus` of shard, link and text sets: the vocabulary's tokenizers from the manifests, the
+    held-out documents, the training stream; ``final(model, params, vocab)`` (default: the generation report of
+    the module docstring), ``info`` (default: the sets) and ``text_corpus`` (more text for the BPE) as given."""
     opened = open_shards(sets)
     captions, lengths = captions_and_lengths(sets)
+    captions = list(text_corpus) + captions
     if stop is not None:
         stop.check("reading the shards")
 
     def documents(vocab):
         docs = eval_documents(vocab, sets, texts, max_documents=config.max_eval_documents, seed=config.seed + 1)
         if not docs:
-            raise ValueError("config.corpus has no held-out documents: give a shard set eval_shards or a text set "
-                             "an eval_fraction > 0")
-        return [], docs
+            raise ValueError("config.corpus has no held-out documents: give a shard set eval_shards, a link set "
+                             "eval_links or a text set an eval_fraction > 0")
+        return docs
 
     def train_stream(vocab, batch_size, process_index, process_count):
         return mixture_stream(vocab, sets, texts, seq_len=config.seq_len, batch_size=batch_size, seed=config.seed,
                               weights={k: float(v) for k, v in config.weights.items()}, process_index=process_index,
                               process_count=process_count)
 
-    def final(model, params, vocab):
+    def report(model, params, vocab):
         return _generation_report(config, workdir, model, params, vocab, sets)
 
-    info = {"corpus": {s.modality: {"shards": os.path.abspath(s.shards), "records": len(opened[s.modality][0]),
-                                    "template": s.template, "weight": s.weight} for s in sets} |
-            {f"text_{i}": {"text": t.path or "bundled", "weight": t.weight} for i, t in enumerate(texts)}}
-    return Corpus({m: tok for m, (_, tok) in opened.items()}, captions, documents, final, info, train_stream,
-                  lengths)
+    if info is None:
+        info = {"corpus": {s.modality: {"shards": os.path.abspath(s.shards), "records": len(opened[s.modality][0]),
+                                        "template": s.template, "weight": s.weight} for s in sets} |
+                {f"text_{i}": {"text": t.path or "bundled", "weight": t.weight} for i, t in enumerate(texts)}}
+    return Corpus({m: tok for m, (_, tok) in opened.items()}, captions, documents, final or report, info,
+                  train_stream, lengths)
 
 
 def _generation_report(config, workdir, model, params, vocab, sets) -> dict:
@@ -110,12 +138,20 @@ def _generation_report(config, workdir, model, params, vocab, sets) -> dict:
     key = jax.random.key(config.seed + 7)
     out, all_outs, all_prompts = {}, [], []
     for k, s in enumerate(sets):
+        if isinstance(s, LinkSet):
+            if s.eval_links is not None:
+                outs, prompts = _link_report(out, model, params, vocab, s, int(g.num_examples),
+                                             jax.random.fold_in(key, 9000 + k), sampling)
+                all_outs += outs
+                all_prompts += prompts
+            continue
         if s.eval_shards is None or s.template == "codes":
             continue
         shards = TokenShards(s.eval_shards)
         pick = np.linspace(0, len(shards) - 1, min(len(shards), int(g.num_examples))).round().astype(int)
-        records = [shards[int(i)] for i in pick]
-        records = [r for r in records if r.get("caption")]
+        rng = np.random.default_rng(config.seed)
+        records = [{**r, "caption": record_caption(s, r, rng)} for r in (shards[int(i)] for i in pick)]
+        records = [r for r in records if r["caption"]]
         if not records:
             continue
         prompts = [np.append(vocab.encode([r["caption"]], eos=False), vocab.begin_id(s.modality)) for r in records]
@@ -143,6 +179,29 @@ def _generation_report(config, workdir, model, params, vocab, sets) -> dict:
         all_prompts += prompts
     validity = span_validity(vocab, all_outs, all_prompts)
     return {**out, "span_validity": validity["fraction"], "generated_spans": validity["spans"]}
+
+
+def _link_report(out, model, params, vocab, s: LinkSet, num_examples: int, key, sampling) -> tuple[list, list]:
+    """The tail span written after each of up to ``num_examples`` held-out links' head and text: its validity
+    and ``tail_exact`` (equal to the true tail's codes) into ``out``; returns the outputs and prompts."""
+    shards = TokenShards(s.shards)
+    links = LinkLines(s.eval_links, shards)
+    pick = np.linspace(0, len(links) - 1, min(len(links), num_examples)).round().astype(int)
+    chosen = [links[int(i)] for i in pick]
+    prompts = [np.append(vocab.encode([Codes(s.modality, np.asarray(shards[h]["codes"])), text], eos=False),
+                         vocab.begin_id(s.modality)) for h, text, _ in chosen]
+    outs = []
+    for b in range(0, len(prompts), 50):
+        outs += generate(model, params, vocab, prompts[b:b + 50],
+                         max_new_tokens=vocab.span_length(s.modality) + 2, key=jax.random.fold_in(key, b), **sampling)
+    start, span = vocab.range(s.modality)[0], vocab.span_length(s.modality)
+    exact = [np.array_equal(o[len(p):len(p) + span] - start, np.asarray(shards[t]["codes"]).reshape(-1))
+             for o, p, (_, _, t) in zip(outs, prompts, chosen)]
+    validity = span_validity(vocab, outs, prompts)
+    out[f"{s.modality}/span_validity"] = validity["fraction"]
+    out[f"{s.modality}/generated_spans"] = validity["spans"]
+    out[f"{s.modality}/tail_exact"] = float(np.mean(exact)) if exact else 0.0
+    return outs, prompts
 
 
 def _save_examples(workdir, modality, tok, records, media, texts) -> None:

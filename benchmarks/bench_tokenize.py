@@ -14,7 +14,9 @@ the spoken-word codec of ``make spoken-words``, ``runs/spoken_words/codec``, on 
 
 The stages run in a child process with the CLI's defaults (4 grain reader threads); on a CPU the reader threads
 and the encoder share the cores and the interpreter lock, so the serial sum is the other bound to read the
-pipeline against.
+pipeline against. A second run (``split``) gives the encoder one core of its own (XLA's CPU client on one
+thread) and the input the other cores (``cores - 1`` reader threads), as an accelerator and its host would divide
+the work: there the pipeline should run at its slowest stage, and its ratio to it shows whether the stages overlap.
 
 Memory: the peak RSS of a child process tokenizing a folder of the case's examples as files (MNIST digits
 written as PNGs; the spoken words' WAVs) and a folder of ten hard-linked copies of each file, 10x the records in
@@ -61,7 +63,7 @@ def _job(case: dict, out: str, split: str):
 def stages(case: dict, work: str, read_threads: int) -> dict:
     """Each stage alone and the pipeline, records per second, on the same examples."""
     from vqjax.data import tokens
-    from vqjax.tokenize import _examples, preparer, run_local
+    from vqjax.lm.shards import _examples, preparer, run_local
 
     job = dataclasses.replace(_job(case, os.path.join(work, "pipeline"), case["split10"]), read_threads=read_threads)
     tok, source = job.open_tokenizer(), job.source()
@@ -141,8 +143,12 @@ def _file_folders(case_name: str, work: str) -> tuple[str, str]:
     return one, ten
 
 
-def _spawn(args: list[str]) -> dict:
-    return spawn(os.path.abspath(__file__), args, 3600)
+def _spawn(args: list[str], env: dict | None = None) -> dict:
+    return spawn(os.path.abspath(__file__), args, 3600, env)
+
+
+# XLA's CPU client on one thread: the encoder keeps to one core.
+ONE_CORE = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
 
 
 def memory(case_name: str, work: str) -> dict:
@@ -208,6 +214,9 @@ def main():
         work = tempfile.mkdtemp(prefix=f"bench_tokenize_{name}_")
         try:
             results[name] = _spawn(["stages", name, "4", os.path.join(work, "stages")])
+            split = _spawn(["stages", name, str(max(1, (os.cpu_count() or 2) - 1)), os.path.join(work, "split")],
+                           ONE_CORE)
+            results[f"{name}_split"] = split
             results[name].update(memory(name, work))
             if not args.no_ray and importlib.util.find_spec("ray") is not None:
                 results[name].update(ray_against_local(name, work))
@@ -218,7 +227,7 @@ def main():
     print("| tokenizer | records | read rec/s | encode rec/s | write rec/s | serial rec/s | pipeline rec/s "
           "| pipeline / slowest | pipeline / serial |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name in sorted(CASES):
+    for name in [n + tag for n in sorted(CASES) for tag in ("", "_split")]:
         r = results.get(name)
         if r and "error" not in r:
             print(f"| {name} | {int(r['records'])} | {r['read_rec_s']} | {r['encode_rec_s']} | {r['write_rec_s']} | "

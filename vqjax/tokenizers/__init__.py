@@ -5,6 +5,10 @@
 :class:`VideoTokenizer` (``video``), :class:`TimeSeriesTokenizer` (``timeseries``), :class:`SemanticIdTokenizer`
 (``item``) and :class:`GraphTokenizer` (``graph``). Each modality's module is imported on first use.
 
+Sharing: ``tok.save_pretrained(dir)`` / ``Tokenizer.from_pretrained(name_or_dir)`` / ``tok.push_to_hub(repo)``
+(:mod:`~vqjax.tokenizers.hub`), ``tok.export_compiled(dir)`` / :func:`load_compiled` (:mod:`~vqjax.tokenizers.compiled`,
+jax alone), and loading that is safe for folders from strangers (:mod:`~vqjax.tokenizers.safe`).
+
 Adding a modality: a module with a :class:`Tokenizer` subclass decorated with ``@register_tokenizer("name")``,
 listed in :data:`~vqjax.tokenizers.base.MODALITIES` (or imported before loading).
 """
@@ -27,6 +31,8 @@ from vqjax.tokenizers.base import (
     tokenizer_class,
     write_spec,
 )
+from vqjax.tokenizers.compiled import CompiledTokenizer, load_compiled
+from vqjax.tokenizers.safe import ArtifactError, Limits
 
 _CLASSES = {"ImageTokenizer": "image", "AudioTokenizer": "audio", "VideoTokenizer": "video",
             "TimeSeriesTokenizer": "timeseries", "SemanticIdTokenizer": "item", "GraphTokenizer": "graph"}
@@ -34,7 +40,7 @@ _MODULE_NAMES = {"graph_spec": "graph", "write_item_ids": "item", "ITEM_IDS_FILE
 
 __all__ = ["Tokenizer", "register_tokenizer", "tokenizer_class", "MODALITIES", "read_spec", "write_spec",
            "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE", "check_codes", "row_table", "decode_rows", "plain_tree",
-           "fingerprint",
+           "fingerprint", "ArtifactError", "Limits", "CompiledTokenizer", "load_compiled",
            *_CLASSES, *_MODULE_NAMES]
 
 

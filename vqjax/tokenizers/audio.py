@@ -57,6 +57,9 @@ class AudioTokenizer(Tokenizer):
         """Samples per frame."""
         return int(self.model.hop_length)
 
+    def _example_input(self) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((1, 4 * self.hop_length, 1), jnp.float32)
+
     @property
     def kbps(self) -> float:
         """Bitrate of the full codes: ``frame_rate * levels * log2(vocab_size) / 1000``."""

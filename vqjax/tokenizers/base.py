@@ -4,19 +4,25 @@
     codes = tok.encode(batch)                     # checked input -> int32 [B, *tok.codes_shape]
     batch = tok.decode(codes)                     # codes in [0, tok.vocab_size) -> [B, *input shape]
     tok.modality, tok.vocab_size, tok.codes_shape, tok.tokens_per_second
-    tok.export("artifacts/mnist_vq")              # spec.json + weights.msgpack, loadable without vqjax.train
+    tok.export("artifacts/mnist_vq")              # spec.json + model.safetensors, loadable without vqjax.train
 
 A tokenizer folder holds ``spec.json``, a small self-describing spec::
 
-    {"format_version": 1, "modality": "image", "model": {"name": "image_tokenizer", "kwargs": {...}},
+    {"format_version": 2, "modality": "image", "model": {"name": "image_tokenizer", "kwargs": {...}},
      "input": {"shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0]},
      "codes_shape": [7, 7], "vocab_size": 1024, "tokens_per_second": null, "sample_rate": null,
-     "frame_rate": null, "weights": {"params": "params", "vq_stats": "vq_stats"}, "step": 2000}
+     "frame_rate": null, "step": 2000, "files": {"weights": "model.safetensors"}, "fingerprint": "9a3d..."}
 
-and the weights: ``weights.msgpack`` (flax msgpack of ``{'params', 'vq_stats', ...}``) in an exported folder, or
-the latest orbax checkpoint of a training workdir, whose state entries ``spec['weights']`` names (the EMA
-parameters when the run kept them). The model is rebuilt by :func:`vqjax.models.model_from_spec` from the spec
-alone; nothing of :mod:`vqjax.train` is imported.
+and the weights: ``model.safetensors`` (the flattened ``{'params', 'vq_stats'}`` trees, ``params/encoder/...``,
+the codebook statistics included) in an exported folder, or the latest orbax checkpoint of a training workdir,
+whose state entries ``spec['weights']`` names (the EMA parameters when the run kept them). Folders of format
+version 1 (``weights.msgpack``, flax msgpack) still load. The model is rebuilt by
+:func:`vqjax.models.model_from_spec` from the spec alone; nothing of :mod:`vqjax.train` is imported.
+
+Loading is safe for folders from strangers (:mod:`vqjax.tokenizers.safe`): no code runs from the files, the spec
+and the weights' header are checked field by field before anything is allocated, the weights must have the
+model's names, shapes and dtypes, and the spec's ``fingerprint`` must match what was loaded; every refusal is an
+:class:`~vqjax.tokenizers.safe.ArtifactError` naming the file and the field.
 
 Each modality has one class in its own module (``image``, ``audio``, ``video``, ``timeseries``, ``items``,
 ``graph``), registered under the spec's ``modality`` with :func:`register_tokenizer` and imported on first use
@@ -37,6 +43,7 @@ import hashlib
 import importlib
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -46,10 +53,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqjax.checks import DTypeError
-from vqjax.models import model_from_spec
+from vqjax.tokenizers.hub import CARD_FILE, card_info, model_card, push_folder, resolve
+from vqjax.tokenizers.safe import (
+    FORMAT_VERSION,
+    ArtifactError,
+    Limits,
+    check_spec,
+    check_weights,
+    flatten,
+    folder_file,
+    read_json,
+    read_safetensors,
+    unflatten,
+    write_safetensors,
+)
 
 __all__ = [
     "FORMAT_VERSION",
+    "LEGACY_WEIGHTS_FILE",
     "MODALITIES",
     "SPEC_FILE",
     "WEIGHTS_FILE",
@@ -65,9 +86,9 @@ __all__ = [
     "write_spec",
 ]
 
-FORMAT_VERSION = 1
 SPEC_FILE = "spec.json"
-WEIGHTS_FILE = "weights.msgpack"
+WEIGHTS_FILE = "model.safetensors"
+LEGACY_WEIGHTS_FILE = "weights.msgpack"           # format version 1
 _REQUIRED = ("modality", "model", "input", "codes_shape", "vocab_size")
 
 # The built-in modalities and the module that registers each one's class (imported on first use).
@@ -105,12 +126,11 @@ def tokenizer_class(modality: str) -> type:
 
 
 def write_spec(path: str, spec: dict) -> str:
-    """Writes ``path/spec.json`` (atomically) with ``format_version`` added; returns the file's path."""
+    """Writes ``path/spec.json`` (atomically) with the current ``format_version``; returns the file's path."""
     missing = [k for k in _REQUIRED if k not in spec]
     if missing:
         raise ValueError(f"write_spec: spec needs the fields {missing}; got {sorted(spec)}")
-    full = {"format_version": FORMAT_VERSION, "tokens_per_second": None, "sample_rate": None, "frame_rate": None,
-            **spec}
+    full = full_spec(spec)
     os.makedirs(path, exist_ok=True)
     out = os.path.join(path, SPEC_FILE)
     with open(out + ".tmp", "w") as fh:
@@ -119,22 +139,24 @@ def write_spec(path: str, spec: dict) -> str:
     return out
 
 
-def read_spec(path: str) -> dict:
-    """``path/spec.json``, checked: a known format version and every required field."""
+def full_spec(spec: dict) -> dict:
+    """``spec`` as :func:`write_spec` writes it: the rates None where absent, the current format version."""
+    return {"tokens_per_second": None, "sample_rate": None, "frame_rate": None, **spec,
+            "format_version": FORMAT_VERSION}
+
+
+def read_spec(path: str, limits: Limits = Limits()) -> dict:
+    """``path/spec.json``, checked field by field and migrated to the current format version
+    (:func:`vqjax.tokenizers.safe.check_spec`).
+
+    Raises:
+      FileNotFoundError: no spec; :class:`~vqjax.tokenizers.safe.ArtifactError`: a spec refused.
+    """
     file = os.path.join(path, SPEC_FILE)
     if not os.path.exists(file):
         raise FileNotFoundError(f"Tokenizer.load: {path!r} holds no {SPEC_FILE}: not a tokenizer folder or a "
                                 f"training workdir of a tokenizer task")
-    with open(file) as fh:
-        spec = json.load(fh)
-    version = spec.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"Tokenizer.load: {file} has format_version {version!r}; this vqjax reads "
-                         f"{FORMAT_VERSION}")
-    missing = [k for k in _REQUIRED if k not in spec]
-    if missing:
-        raise ValueError(f"Tokenizer.load: {file} lacks the fields {missing}")
-    return spec
+    return check_spec(read_json(file, limits), file, limits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,54 +231,142 @@ class Tokenizer:
 
     # -- loading and exporting ---------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str, step: int | None = None) -> Tokenizer:
-        """The tokenizer in ``path``: a folder written by :meth:`export`, or a training workdir (its latest
-        checkpoint, or ``step``), as the class its spec's modality registers.
+    def load(cls, path: str, step: int | None = None, *, limits: Limits = Limits()) -> Tokenizer:
+        """The tokenizer in ``path``: a folder written by :meth:`export` (or :meth:`save_pretrained`), or a
+        training workdir (its latest checkpoint, or ``step``), as the class its spec's modality registers.
+
+        Args:
+          limits: what the folder may ask for (:class:`~vqjax.tokenizers.safe.Limits`: parameters, sizes).
 
         Raises:
-          FileNotFoundError: no spec, no weights or no checkpoint; ValueError: an unknown format version, model or
-            modality, or (called on a modality's class) an artifact of another modality.
+          FileNotFoundError: no spec, no weights or no checkpoint; :class:`~vqjax.tokenizers.safe.ArtifactError`
+            (a ValueError): a spec, weights or table refused, naming the file and the field; ValueError: (called on
+            a modality's class) an artifact of another modality.
         """
         path = os.path.abspath(os.path.expanduser(path))
-        spec = read_spec(path)
+        spec = read_spec(path, limits)
         target = tokenizer_class(spec["modality"])
         if not issubclass(target, cls):
             raise ValueError(f"{cls.__name__}.load: {os.path.join(path, SPEC_FILE)} holds a {spec['modality']!r} "
                              f"tokenizer ({target.__name__}); {cls.__name__} loads {cls.MODALITY!r} tokenizers "
                              f"(vqjax.Tokenizer.load loads any)")
-        return target._load_folder(path, spec, step)
+        tok = target._load_folder(path, spec, step, limits)
+        check_fingerprint(tok, os.path.join(path, SPEC_FILE))
+        return tok
 
     @classmethod
-    def _load_folder(cls, path: str, spec: dict, step: int | None) -> Tokenizer:
-        """The model rebuilt from the spec and its weights (exported msgpack, or the workdir's checkpoint)."""
-        model = model_from_spec(spec["model"])
-        weights_file = os.path.join(path, WEIGHTS_FILE)
-        if os.path.exists(weights_file) and step is None:
-            with open(weights_file, "rb") as fh:
-                variables = flax.serialization.msgpack_restore(fh.read())
+    def _load_folder(cls, path: str, spec: dict, step: int | None, limits: Limits) -> Tokenizer:
+        """The model rebuilt from the spec and its weights (exported safetensors or msgpack, or the workdir's
+        checkpoint), the weights checked against the model's names, shapes and dtypes."""
+        # heavy import: the model code (a compiled export runs without it)
+        from vqjax.models import model_from_spec
+
+        spec_file = os.path.join(path, SPEC_FILE)
+        try:
+            model = model_from_spec(spec["model"])
+        except (TypeError, ValueError) as err:
+            raise ArtifactError(spec_file, "model", f"cannot be built: {err}") from None
+        shell = cls(spec, model, None, None, path)
+        name = spec.get("files", {}).get("weights")
+        if name is None:
+            name = WEIGHTS_FILE if os.path.exists(os.path.join(path, WEIGHTS_FILE)) else LEGACY_WEIGHTS_FILE
+        weights_file = folder_file(path, name, spec_file, "files.weights")
+        if step is None and os.path.exists(weights_file):
+            expected = shell._expected_weights(limits, spec_file)
+            if name.endswith(".msgpack"):
+                variables = _read_msgpack(weights_file, expected)
+            else:
+                variables = unflatten(read_safetensors(weights_file, limits, expected))
             return cls(spec, model, variables, spec.get("step"), path)._with_files(path)
+        if "files" in spec and "weights" in spec["files"]:
+            raise FileNotFoundError(f"Tokenizer.load: {path!r} has no {name} (the spec's files.weights)")
         variables, step = _restore_checkpoint(path, spec, step)
         return cls({**spec, "step": step}, model, variables, step, path)._with_files(path)
+
+    def _example_input(self) -> jax.ShapeDtypeStruct:
+        """A batch of one example of the input's shape (the weights' structure is computed from it); subclasses
+        whose input has free axes override it."""
+        return jax.ShapeDtypeStruct((1, *self.input_shape), jnp.float32)
+
+    def _expected_weights(self, limits: Limits, file: str) -> dict[str, tuple]:
+        """``{flat name: (dtype, shape)}`` of the model's variables (``jax.eval_shape``: nothing allocated),
+        refused beyond ``limits.max_params``."""
+        keys = {"params": jax.random.key(0), "vq": jax.random.key(1), "dropout": jax.random.key(2)}
+        try:
+            shapes = jax.eval_shape(lambda x: self.model.init(keys, x, train=False), self._example_input())
+        except Exception as err:  # a model the spec's arguments cannot build: refused, whatever flax raised
+            raise ArtifactError(file, "model", f"cannot be built from its arguments: {type(err).__name__}: "
+                                               f"{str(err)[:300]}") from None
+        flat = {k: (np.dtype(v.dtype), tuple(v.shape)) for k, v in flatten(
+            {c: shapes[c] for c in shapes if c in ("params", "vq_stats")}).items()}
+        count = sum(int(np.prod(s, dtype=object)) for _, s in flat.values())
+        if count > limits.max_params:
+            raise ArtifactError(file, "model", f"asks for {count:,} parameters, more than the limit of "
+                                               f"{limits.max_params:,}")
+        return flat
 
     def _with_files(self, path: str) -> Tokenizer:
         """The tokenizer with whatever else its folder holds besides spec and weights (a hook for subclasses)."""
         return self
 
     def export(self, path: str) -> str:
-        """Writes ``path/spec.json`` and ``path/weights.msgpack``: everything :meth:`load` needs, and nothing of
-        the training run. Returns ``path``."""
+        """Writes ``path/spec.json`` (with the tokenizer's fingerprint) and ``path/model.safetensors``:
+        everything :meth:`load` needs, and nothing of the training run. Returns ``path``."""
         path = os.path.abspath(os.path.expanduser(path))
-        spec = {k: v for k, v in self.spec.items() if k != "weights"}
-        write_spec(path, {**spec, "step": self.step})
-        out = os.path.join(path, WEIGHTS_FILE)
-        with open(out + ".tmp", "wb") as fh:
-            fh.write(flax.serialization.msgpack_serialize(plain_tree(self.variables)))
-        os.replace(out + ".tmp", out)
-        self._export_files(path)
+        os.makedirs(path, exist_ok=True)
+        write_safetensors(os.path.join(path, WEIGHTS_FILE), plain_tree(self.variables))
+        self._write_spec(path, {"weights": WEIGHTS_FILE, **(self._export_files(path) or {})})
         return path
 
-    def _export_files(self, path: str) -> None:
-        """Writes whatever else :meth:`_with_files` reads (a hook for subclasses)."""
+    def export_compiled(self, path: str, *, batch_size: int | None = None, length: int | None = None) -> str:
+        """Writes :meth:`export`'s folder plus encode and decode as serialized ``jax.export`` functions, which
+        :func:`vqjax.tokenizers.load_compiled` runs with jax alone (:mod:`vqjax.tokenizers.compiled`; ``length``:
+        the exported length of audio chunks and time series). Returns ``path``."""
+        # heavy import: jax.export's lowering and serialization, needed only to export
+        from vqjax.tokenizers.compiled import export_compiled
+
+        return export_compiled(self, path, batch_size=batch_size, length=length)
+
+    # -- sharing: hub layout ----------------------------------------------------------------------------------
+    def save_pretrained(self, path: str, *, name: str | None = None) -> str:
+        """Writes what :meth:`export` writes plus a model card, ``README.md`` (modality, rates, vocabulary,
+        training data and the run's final metrics; :mod:`vqjax.tokenizers.hub`), the layout a model hub expects.
+        ``name`` titles the card (e.g. the repository id). Returns ``path``."""
+        card = card_info(self.spec, self.path, self.step)
+        tok = dataclasses.replace(self, spec={**self.spec, "card": card}) if card else self
+        path = tok.export(path)
+        with open(os.path.join(path, CARD_FILE), "w") as fh:
+            fh.write(model_card(read_spec(path), name=name))
+        return path
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, *, revision: str | None = None,
+                        local_files_only: bool | None = None, cache_dir: str | None = None,
+                        limits: Limits = Limits()) -> Tokenizer:
+        """The tokenizer in a folder, or in a hub repository (``'org/name'``, at ``revision``) through
+        ``huggingface_hub``'s cache; downloads only with ``local_files_only=False`` or ``VQJAX_HUB_DOWNLOAD=1``
+        (:func:`vqjax.tokenizers.hub.resolve`). Loaded as :meth:`load` does, every file checked."""
+        folder = resolve(name_or_dir, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+        return cls.load(folder, limits=limits)
+
+    def push_to_hub(self, repo_id: str, *, revision: str | None = None, private: bool | None = None,
+                    token: str | None = None, commit_message: str = "Upload vqjax tokenizer") -> str:
+        """Uploads :meth:`save_pretrained`'s folder to the hub repository ``repo_id`` (created when missing);
+        returns the commit's URL."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, name=repo_id)
+            return push_folder(folder, repo_id, revision=revision, private=private, token=token,
+                               commit_message=commit_message)
+
+    def _write_spec(self, path: str, files: dict) -> None:
+        """Writes the spec of an exported folder: its files and the fingerprint of what it holds."""
+        spec = full_spec({**{k: v for k, v in self.spec.items() if k not in ("weights", "files", "fingerprint")},
+                          "step": self.step, "files": files})
+        write_spec(path, {**spec, "fingerprint": fingerprint(dataclasses.replace(self, spec=spec))})
+
+    def _export_files(self, path: str) -> dict | None:
+        """Writes whatever else :meth:`_with_files` reads and returns the spec's ``files`` entries of it (a hook
+        for subclasses)."""
 
     def _row_table(self, rows: np.ndarray) -> dict[bytes, int]:
         """:func:`row_table` of ``rows`` (the item or node table), built on first use and kept."""
@@ -364,11 +474,25 @@ def decode_rows(table: dict[bytes, int], codes, *, width: int, vocab_size: int, 
     return out.reshape(c.shape[:-1])
 
 
+def check_fingerprint(tok, file: str) -> None:
+    """Refuses a tokenizer whose spec's ``fingerprint`` differs from what was loaded (weights or tables changed
+    after the spec was written)."""
+    want = tok.spec.get("fingerprint")
+    if want is not None and fingerprint(tok) != want:
+        raise ArtifactError(file, "fingerprint", f"{want[:16]}... does not match the loaded weights and tables "
+                                                 f"({fingerprint(tok)[:16]}...): a file was changed or replaced")
+
+
+# Spec fields that describe the files, not what the tokenizer computes.
+_NOT_FINGERPRINTED = ("step", "weights", "format_version", "files", "fingerprint", "card")
+
+
 def fingerprint(tokenizer) -> str:
-    """sha256 of what a modality tokenizer computes: its spec (without the training step) and its weights, token
-    tables or item IDs. Equal for a training workdir and the folder it was exported to."""
+    """sha256 of what a modality tokenizer computes: its spec (without the training step, file names and model
+    card) and its weights, token tables or item IDs. Equal for a training workdir and the folder it was exported
+    to."""
     h = hashlib.sha256()
-    spec = {k: v for k, v in getattr(tokenizer, "spec", {}).items() if k not in ("step", "weights", "format_version")}
+    spec = {k: v for k, v in getattr(tokenizer, "spec", {}).items() if k not in _NOT_FINGERPRINTED}
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     arrays = []
     if hasattr(tokenizer, "variables"):
@@ -407,6 +531,21 @@ def plain_tree(tree):
     if isinstance(tree, (list, tuple)):
         return {str(i): plain_tree(v) for i, v in enumerate(tree)}
     return np.asarray(tree)
+
+
+def _read_msgpack(path: str, expected: dict[str, tuple]) -> dict:
+    """The variables of a format-1 ``weights.msgpack`` (flax msgpack: arrays and dicts, no code), checked against
+    the model's names, shapes and dtypes."""
+    with open(path, "rb") as fh:
+        try:
+            variables = flax.serialization.msgpack_restore(fh.read())
+        except Exception as err:  # msgpack raises many types for damaged bytes: all refused alike
+            raise ArtifactError(path, "weights", f"not a flax msgpack file ({type(err).__name__}: {err})") from None
+    if not isinstance(variables, dict):
+        raise ArtifactError(path, "weights", "must hold a mapping of collections")
+    flat = flatten(variables)
+    check_weights({k: (np.asarray(v).dtype, np.asarray(v).shape) for k, v in flat.items()}, expected, path)
+    return variables
 
 
 def _restore_checkpoint(path: str, spec: dict, step: int | None):

@@ -5,7 +5,7 @@ protocol.
     tokens = tok.encode(node_ids)                         # int32 [B, k + m]: anchors (or NOTHING), relations (or PAD)
     tok.decode(tokens)                                    # node ids (the lowest id among nodes with equal tokens)
     tok.vocab_size, tok.codes_shape, tok.modality         # NodePieceVocab.size, (k + m,), 'graph'
-    tok.export("artifacts/umls")                          # spec.json + vocab.json + node_tokens.npz
+    tok.export("artifacts/umls")                          # spec.json + vocab.json + table.safetensors
 
 NodePiece needs no weights: the artifact is the vocabulary (anchors, settings) and the tokens of the graph's nodes.
 Unseen nodes get tokens from their edges with :meth:`vqjax.graph.NodePieceVocab.tokenize_new` on ``tok.vocab``.
@@ -19,12 +19,21 @@ import os
 import numpy as np
 
 from vqjax.graph.nodepiece import NodePieceVocab, NodeTokens
-from vqjax.tokenizers.base import Tokenizer, decode_rows, register_tokenizer, write_spec
+from vqjax.tokenizers.base import SPEC_FILE, Tokenizer, decode_rows, register_tokenizer
+from vqjax.tokenizers.safe import (
+    ArtifactError,
+    Limits,
+    folder_file,
+    read_json,
+    read_safetensors,
+    write_safetensors,
+)
 
 __all__ = ["GraphTokenizer", "graph_spec"]
 
 VOCAB_FILE = "vocab.json"
-TOKENS_FILE = "node_tokens.npz"
+TOKENS_FILE = "node_tokens.npz"                 # a link-prediction workdir's (and format version 1's) table
+TABLE_FILE = "table.safetensors"                # an exported folder's: {'tokens', 'distances'} int32
 
 
 def graph_spec(vocab: NodePieceVocab, num_nodes: int) -> dict:
@@ -87,22 +96,52 @@ class GraphTokenizer(Tokenizer):
         return np.unique(self.node_tokens.tokens.astype(np.int32), axis=0)
 
     def export(self, path: str) -> str:
-        """Writes ``spec.json``, ``vocab.json`` and ``node_tokens.npz`` to ``path``; returns ``path``."""
+        """Writes ``spec.json``, ``vocab.json`` and ``table.safetensors`` (the nodes' tokens and anchor
+        distances) to ``path``; returns ``path``."""
         path = os.path.abspath(os.path.expanduser(path))
         os.makedirs(path, exist_ok=True)
         self.vocab.save(os.path.join(path, VOCAB_FILE))
-        np.savez(os.path.join(path, TOKENS_FILE), tokens=self.node_tokens.tokens,
-                 distances=self.node_tokens.distances)
-        write_spec(path, self.spec)
+        write_safetensors(os.path.join(path, TABLE_FILE), {"tokens": np.asarray(self.node_tokens.tokens, np.int32),
+                                                           "distances": np.asarray(self.node_tokens.distances,
+                                                                                   np.int32)})
+        self._write_spec(path, {"table": TABLE_FILE})
         return path
 
     @classmethod
-    def _load_folder(cls, path: str, spec: dict, step: int | None) -> GraphTokenizer:
-        """The vocabulary and node tokens of an exported folder or a link-prediction workdir."""
-        for name in (VOCAB_FILE, TOKENS_FILE):
-            if not os.path.exists(os.path.join(path, name)):
-                raise FileNotFoundError(f"GraphTokenizer.load: {path!r} has no {name}")
-        vocab = NodePieceVocab.load(os.path.join(path, VOCAB_FILE))
-        with np.load(os.path.join(path, TOKENS_FILE)) as data:
-            node_tokens = NodeTokens(data["tokens"].astype(np.int32), data["distances"].astype(np.int32))
+    def _load_folder(cls, path: str, spec: dict, step: int | None, limits: Limits = Limits()) -> GraphTokenizer:
+        """The vocabulary and node tokens of an exported folder or a link-prediction workdir, checked against the
+        spec (node count, token width, vocabulary size)."""
+        spec_file = os.path.join(path, SPEC_FILE)
+        vocab_file = os.path.join(path, VOCAB_FILE)
+        if not os.path.exists(vocab_file):
+            raise FileNotFoundError(f"GraphTokenizer.load: {path!r} has no {VOCAB_FILE}")
+        read_json(vocab_file, dataclasses.replace(limits, max_spec_bytes=64 * limits.max_spec_bytes), what="vocab")
+        try:
+            vocab = NodePieceVocab.load(vocab_file)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(vocab_file, "vocab", f"not a NodePiece vocabulary ({type(err).__name__}: {err})") \
+                from None
+        table = spec.get("files", {}).get("table")
+        if table is not None:
+            file = folder_file(path, table, spec_file, "files.table")
+            arrays = read_safetensors(file, limits)
+            if set(arrays) != {"tokens", "distances"}:
+                raise ArtifactError(file, "tokens", f"the table holds {sorted(arrays)}; it must hold 'tokens' and "
+                                                    f"'distances'")
+        else:
+            file = os.path.join(path, TOKENS_FILE)
+            if not os.path.exists(file):
+                raise FileNotFoundError(f"GraphTokenizer.load: {path!r} has no {TOKENS_FILE}")
+            with np.load(file) as data:                # npz without pickle: arrays only
+                arrays = {"tokens": data["tokens"], "distances": data["distances"]}
+        tokens, distances = arrays["tokens"], arrays["distances"]
+        width, nodes = int(spec["codes_shape"][0]), int(spec.get("num_nodes", tokens.shape[0]))
+        if tokens.dtype.kind not in "iu" or tokens.shape != (nodes, width) or distances.shape[0] != nodes:
+            raise ArtifactError(file, "tokens", f"{tokens.dtype} {tokens.shape}; the spec has {nodes} nodes of "
+                                                f"{width} tokens")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= int(spec["vocab_size"])):
+            raise ArtifactError(file, "tokens", f"tokens outside [0, {spec['vocab_size']})")
+        if int(vocab.size) != int(spec["vocab_size"]):
+            raise ArtifactError(vocab_file, "vocab", f"{vocab.size} tokens; the spec has {spec['vocab_size']}")
+        node_tokens = NodeTokens(tokens.astype(np.int32), distances.astype(np.int32))
         return cls(spec, path=os.path.abspath(path), vocab=vocab, node_tokens=node_tokens)

@@ -13,11 +13,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqjax.models.semantic_ids import ItemFeaturizer, assign_new, item_terms
-from vqjax.tokenizers.base import Tokenizer, decode_rows, register_tokenizer
+from vqjax.tokenizers.base import SPEC_FILE, Tokenizer, decode_rows, register_tokenizer
+from vqjax.tokenizers.safe import ArtifactError, folder_file, read_safetensors, write_safetensors
 
-__all__ = ["ITEM_IDS_FILE", "SemanticIdTokenizer", "write_item_ids"]
+__all__ = ["ITEM_IDS_FILE", "TABLE_FILE", "SemanticIdTokenizer", "write_item_ids"]
 
-ITEM_IDS_FILE = "item_ids.npz"
+ITEM_IDS_FILE = "item_ids.npz"                 # a training workdir's (and format version 1's) item table
+TABLE_FILE = "table.safetensors"               # an exported folder's item table: {'codes': int32 [N, L']}
 
 
 @register_tokenizer("item")
@@ -32,8 +34,10 @@ class SemanticIdTokenizer(Tokenizer):
     IDs from their content (and the collaborative vectors the content predicts) through the trained RQ-VAE, without
     retraining and without changing any existing ID; it returns a new tokenizer.
 
-    Besides the spec and weights the folder holds ``item_ids.npz`` (the codes of every item, and the step they were
-    computed at) and ``featurizer.{json,npz}`` (:class:`vqjax.models.semantic_ids.ItemFeaturizer`).
+    Besides the spec and weights the folder holds the item table, ``table.safetensors`` (``codes``: every item's
+    tuple; a training workdir's ``item_ids.npz`` also keeps the step they were computed at), checked against the
+    spec (items, width, each level's size), and ``featurizer.{json,npz}``
+    (:class:`vqjax.models.semantic_ids.ItemFeaturizer`).
 
     Attributes:
       item_codes: int32 ``[N, L']``.
@@ -52,18 +56,32 @@ class SemanticIdTokenizer(Tokenizer):
         """Codes per level (the disambiguation level last, when there is one)."""
         return tuple(int(k) for k in self.spec["level_sizes"])
 
-    def _with_files(self, path: str) -> SemanticIdTokenizer:
-        file = os.path.join(path, ITEM_IDS_FILE)
-        if not os.path.exists(file):
-            raise FileNotFoundError(f"SemanticIdTokenizer.load: {path!r} has no {ITEM_IDS_FILE} (the semantic_ids "
-                                    f"run writes it when training ends)")
-        with np.load(file) as data:
-            codes = data["codes"].astype(np.int32)
-        return dataclasses.replace(self, item_codes=codes, featurizer=ItemFeaturizer.load(path))
+    def _example_input(self) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct((1, int(self.spec["model"]["kwargs"]["input_dim"])), jnp.float32)
 
-    def _export_files(self, path: str) -> None:
-        write_item_ids(path, self.item_codes, self.step)
+    def _with_files(self, path: str) -> SemanticIdTokenizer:
+        spec_file = os.path.join(path, SPEC_FILE)
+        table = self.spec.get("files", {}).get("table")
+        if table is not None:
+            file = folder_file(path, table, spec_file, "files.table")
+            arrays = read_safetensors(file)
+            if set(arrays) != {"codes"}:
+                raise ArtifactError(file, "codes", f"the item table holds {sorted(arrays)}; it must hold 'codes'")
+            codes = arrays["codes"]
+        else:
+            file = os.path.join(path, ITEM_IDS_FILE)
+            if not os.path.exists(file):
+                raise FileNotFoundError(f"SemanticIdTokenizer.load: {path!r} has no {ITEM_IDS_FILE} (the "
+                                        f"semantic_ids run writes it when training ends)")
+            with np.load(file) as data:                # npz without pickle: arrays only
+                codes = data["codes"]
+        _check_table(codes, self.spec, file)
+        return dataclasses.replace(self, item_codes=codes.astype(np.int32), featurizer=ItemFeaturizer.load(path))
+
+    def _export_files(self, path: str) -> dict:
+        write_safetensors(os.path.join(path, TABLE_FILE), {"codes": np.asarray(self.item_codes, np.int32)})
         self.featurizer.save(path)
+        return {"table": TABLE_FILE}
 
     def encode(self, item_ids) -> np.ndarray:
         """int32 codes ``item_ids.shape + (L',)`` of items ``item_ids`` (ints in ``[0, num_items)``).
@@ -117,6 +135,16 @@ class SemanticIdTokenizer(Tokenizer):
         spec = {**self.spec, "input": {**self.spec["input"], "range": [0, int(codes.shape[0]) - 1]},
                 "num_items": int(codes.shape[0])}
         return dataclasses.replace(self, spec=spec, item_codes=codes, path=None)
+
+
+def _check_table(codes: np.ndarray, spec: dict, file: str) -> None:
+    """Refuses an item table that disagrees with the spec: its dtype, item count, width or a level's size."""
+    sizes = [int(k) for k in spec["level_sizes"]]
+    if codes.dtype.kind not in "iu" or codes.ndim != 2 or codes.shape != (int(spec["num_items"]), len(sizes)):
+        raise ArtifactError(file, "codes", f"{codes.dtype} {codes.shape}; the spec has {spec['num_items']} items "
+                                           f"of {len(sizes)} levels")
+    if codes.size and (codes.min() < 0 or (codes >= np.asarray(sizes)[None]).any()):
+        raise ArtifactError(file, "codes", f"codes outside the spec's level sizes {sizes}")
 
 
 @jax.jit(static_argnums=(0, 3))

@@ -40,13 +40,11 @@ def cap_memory(mem_gb: float) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def spawn(script: str, args: list[str], timeout: int, env: dict | None = None) -> dict:
-    """Runs ``python script --child *args`` (with ``env`` added to the environment) and returns the JSON it prints
-    last, or ``{'error': why}``."""
+def spawn(script: str, args: list[str], timeout: int) -> dict:
+    """Runs ``python script --child *args`` and returns the JSON it prints last, or ``{'error': why}``."""
     cmd = [sys.executable, script, "--child", *args]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                             env=None if env is None else {**os.environ, **env})
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout} s"}
     if out.returncode != 0:

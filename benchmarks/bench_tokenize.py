@@ -14,9 +14,9 @@ the spoken-word codec of ``make spoken-words``, ``runs/spoken_words/codec``, on 
 
 The stages run in a child process with the CLI's defaults (4 grain reader threads); on a CPU the reader threads
 and the encoder share the cores and the interpreter lock, so the serial sum is the other bound to read the
-pipeline against. A second run (``split``) gives the encoder one core of its own (XLA's CPU client on one
-thread) and the input the other cores (``cores - 1`` reader threads), as an accelerator and its host would divide
-the work: there the pipeline should run at its slowest stage, and its ratio to it shows whether the stages overlap.
+pipeline against. ``concurrent`` measures that contention directly: the reader threads and the encoder (on a
+ready batch, in a loop) run at the same time for the same examples, each stage's rate while the other runs, and
+``cores_used`` = the sum of each rate over its rate alone (2.0 on two cores would be full overlap; 1.0 none).
 
 Memory: the peak RSS of a child process tokenizing a folder of the case's examples as files (MNIST digits
 written as PNGs; the spoken words' WAVs) and a folder of ten hard-linked copies of each file, 10x the records in
@@ -90,6 +90,8 @@ def stages(case: dict, work: str, read_threads: int) -> dict:
         tokens.write_shard(os.path.join(work, "write", tokens.shard_name(s, job.num_shards)), records)
     write = time.perf_counter() - t
 
+    concurrent = _concurrent(source, n, job, prep, tok, batches[0])
+
     run_local(dataclasses.replace(job, out=os.path.join(work, "warm")), progress=False)     # compiles, untimed
     summary = run_local(job, progress=False)
     pipe = summary["seconds"] - summary["setup_seconds"]
@@ -100,7 +102,34 @@ def stages(case: dict, work: str, read_threads: int) -> dict:
     return {"records": n, "tokens": toks, **{f"{k}_rec_s": round(v, 1) for k, v in rate.items()},
             "pipeline_tok_s": round(toks / pipe, 1), "setup_s": summary["setup_seconds"],
             "serial_rec_s": round(serial, 1), "pipeline_over_slowest": round(rate["pipeline"] / slowest, 3),
-            "pipeline_over_serial": round(rate["pipeline"] / serial, 3)}
+            "pipeline_over_serial": round(rate["pipeline"] / serial, 3),
+            "concurrent_read_rec_s": round(concurrent["read"], 1), "concurrent_encode_rec_s":
+                round(concurrent["encode"], 1),
+            "cores_used": round(concurrent["read"] / rate["read"] + concurrent["encode"] / rate["encode"], 3)}
+
+
+def _concurrent(source, n: int, job, prep, tok, batch) -> dict:
+    """Records per second of reading (the pipeline's reader threads) and of encoding (``batch`` again and again,
+    in another thread) while both run."""
+    import threading
+
+    from vqjax.lm.shards import _examples
+
+    stop, counts = threading.Event(), {"encode": 0}
+
+    def encode():
+        while not stop.is_set():
+            prep.encode(tok, batch)
+            counts["encode"] += len(batch)
+
+    worker = threading.Thread(target=encode)
+    t = time.perf_counter()
+    worker.start()
+    read = sum(1 for _ in _examples(source, 0, n, job.read_threads, prep.prepare))
+    seconds = time.perf_counter() - t
+    stop.set()
+    worker.join()
+    return {"read": read / seconds, "encode": counts["encode"] / (time.perf_counter() - t)}
 
 
 def child(what: str, case_name: str, arg: str, work: str) -> None:
@@ -143,12 +172,8 @@ def _file_folders(case_name: str, work: str) -> tuple[str, str]:
     return one, ten
 
 
-def _spawn(args: list[str], env: dict | None = None) -> dict:
-    return spawn(os.path.abspath(__file__), args, 3600, env)
-
-
-# XLA's CPU client on one thread: the encoder keeps to one core.
-ONE_CORE = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+def _spawn(args: list[str]) -> dict:
+    return spawn(os.path.abspath(__file__), args, 3600)
 
 
 def memory(case_name: str, work: str) -> dict:
@@ -214,9 +239,6 @@ def main():
         work = tempfile.mkdtemp(prefix=f"bench_tokenize_{name}_")
         try:
             results[name] = _spawn(["stages", name, "4", os.path.join(work, "stages")])
-            split = _spawn(["stages", name, str(max(1, (os.cpu_count() or 2) - 1)), os.path.join(work, "split")],
-                           ONE_CORE)
-            results[f"{name}_split"] = split
             results[name].update(memory(name, work))
             if not args.no_ray and importlib.util.find_spec("ray") is not None:
                 results[name].update(ray_against_local(name, work))
@@ -225,14 +247,15 @@ def main():
         print(json.dumps({name: results[name]}), flush=True)
     print(f"\nGEMM {results['gemm_gflops']} GFLOP/s on {results['cpus']} CPUs")
     print("| tokenizer | records | read rec/s | encode rec/s | write rec/s | serial rec/s | pipeline rec/s "
-          "| pipeline / slowest | pipeline / serial |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in [n + tag for n in sorted(CASES) for tag in ("", "_split")]:
+          "| pipeline / slowest | pipeline / serial | read / encode rec/s at the same time | cores used |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in sorted(CASES):
         r = results.get(name)
         if r and "error" not in r:
             print(f"| {name} | {int(r['records'])} | {r['read_rec_s']} | {r['encode_rec_s']} | {r['write_rec_s']} | "
                   f"{r['serial_rec_s']} | {r['pipeline_rec_s']} | {r['pipeline_over_slowest']} | "
-                  f"{r['pipeline_over_serial']} |")
+                  f"{r['pipeline_over_serial']} | {r['concurrent_read_rec_s']} / {r['concurrent_encode_rec_s']} | "
+                  f"{r['cores_used']} |")
         elif r:
             print(f"| {name} | {r['error']} |")
     print("\n| tokenizer | peak RSS MB 1x / 10x records | Ray 2 workers / local time | identical shards |")

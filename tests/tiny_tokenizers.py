@@ -65,3 +65,24 @@ def timeseries_tokenizer() -> vqjax.Tokenizer:
             "codes_shape": [8], "vocab_size": 16, "sample_rate": 64.0,
             "normalization": {"mean": [0.0, 0.0], "scale": [1.0, 1.0]}}
     return vqjax.Tokenizer(spec, model, dict(variables))
+
+
+def item_tokenizer() -> vqjax.Tokenizer:
+    """Semantic IDs of a 6-item catalogue: an RQ-VAE of 2 levels of 4 codes on content features, each item a
+    distinct tuple."""
+    import numpy as np
+
+    from vqjax.models.semantic_ids import ItemFeaturizer
+
+    docs = [["red", "fruit"], ["green", "fruit"], ["red", "car"], ["blue", "car"], ["green", "tree"], ["tree"]]
+    feat = ItemFeaturizer.fit("content", docs, content_dim=4)
+    spec_model = {"name": "rqvae", "kwargs": {"input_dim": feat.dim, "hidden": [8], "latent_dim": 4,
+                                              "quantizer": "rvq",
+                                              "quantizer_kwargs": {"num_levels": 2, "codebook_size": 4}}}
+    model = model_from_spec(spec_model)
+    variables = jax.jit(lambda k: model.init({"params": k, "vq": k}, jnp.zeros((1, feat.dim)), train=False))(
+        jax.random.key(0))
+    spec = {"modality": "item", "model": spec_model, "input": {"shape": [], "dtype": "int64", "range": [0, 5]},
+            "codes_shape": [2], "vocab_size": 4, "level_sizes": [4, 4], "collisions": "extra_level", "num_items": 6}
+    codes = np.array([[0, 0], [0, 1], [1, 0], [1, 1], [2, 0], [3, 3]], np.int32)
+    return vqjax.Tokenizer(spec, model, dict(variables), item_codes=codes, featurizer=feat)

@@ -27,7 +27,9 @@ Segments: a ``str`` or :class:`Text` is text; ``(name, payload)`` or :class:`Med
 
 ``save`` writes one JSON file with the text tokenizer, the layout and each modality tokenizer's fingerprint and
 path; ``load`` re-opens the tokenizers (from their paths, or as given) and refuses one whose fingerprint, vocab
-size or codes shape changed.
+size or codes shape changed. ``save_pretrained(dir)`` writes a shareable folder (``vocab.json``, each tokenizer in
+``tokenizers/<name>/`` or named by its hub repository, a ``README.md``), and ``from_pretrained(name_or_dir)``
+opens one from a folder or a model hub, resolving each tokenizer the same way (:mod:`vqjax.tokenizers.hub`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from tokenizers import Tokenizer as TextTokenizer
 from vqjax.lm.text import default_corpus, load_text_tokenizer, text_tokenizer_json, train_bpe
 from vqjax.tokenizers import Tokenizer
 from vqjax.tokenizers.base import fingerprint
+from vqjax.tokenizers.hub import CARD_FILE, resolve
+from vqjax.tokenizers.safe import ArtifactError, Limits, read_json
 
 __all__ = ["VOCAB_FORMAT", "Codes", "Invalid", "Media", "MultimodalVocab", "Text", "fingerprint"]
 
@@ -414,6 +418,69 @@ class MultimodalVocab:
             json.dump(self.to_json(), fh)
         os.replace(path + ".tmp", path)
         return path
+
+    def save_pretrained(self, path: str, *, tokenizer_names: Mapping[str, str] | None = None) -> str:
+        """A shareable folder: ``vocab.json``, each modality's tokenizer in ``tokenizers/<name>/``
+        (:meth:`vqjax.Tokenizer.save_pretrained`) unless ``tokenizer_names`` gives its hub repository id (or a
+        folder) to record instead, and a ``README.md``. Returns ``path``."""
+        names = dict(tokenizer_names or {})
+        unknown = sorted(set(names) - set(self.modalities))
+        if unknown:
+            raise ValueError(f"MultimodalVocab.save_pretrained: tokenizer_names has unknown modalities {unknown}; "
+                             f"the vocabulary has {list(self.modalities)}")
+        path = os.path.abspath(os.path.expanduser(path))
+        os.makedirs(path, exist_ok=True)
+        data = self.to_json()
+        for m in data["modalities"]:
+            if m["name"] in names:
+                m["source"] = names[m["name"]]
+            else:
+                m["source"] = f"tokenizers/{m['name']}"
+                self.tokenizer(m["name"]).save_pretrained(os.path.join(path, m["source"]))
+            m["path"] = None
+        with open(os.path.join(path, "vocab.json.tmp"), "w") as fh:
+            json.dump(data, fh)
+        os.replace(os.path.join(path, "vocab.json.tmp"), os.path.join(path, "vocab.json"))
+        rows = "\n".join(f"| {m['name']} | {m['kind']} | [{m['start']}, {m['start'] + m['vocab_size']}) | "
+                         f"{m['codes_shape']} | `{m['source']}` |" for m in data["modalities"])
+        with open(os.path.join(path, CARD_FILE), "w") as fh:
+            fh.write(f"---\nlibrary_name: vqjax\ntags:\n- vqjax\n- multimodal\n---\n\n# vqjax multimodal "
+                     f"vocabulary\n\nOne id space of {self.size} ids: byte-level BPE text ({self.text_size} ids) "
+                     f"and each modality's codes.\n\n| modality | kind | ids | codes shape | tokenizer |\n"
+                     f"| --- | --- | --- | --- | --- |\n{rows}\n\n```python\nfrom vqjax.lm import MultimodalVocab\n"
+                     f"vocab = MultimodalVocab.from_pretrained(PATH_OR_REPO_ID)\n```\n")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str, *, revision: str | None = None,
+                        local_files_only: bool | None = None, cache_dir: str | None = None) -> MultimodalVocab:
+        """The vocabulary of :meth:`save_pretrained`'s folder, or of a hub repository (as
+        :meth:`vqjax.Tokenizer.from_pretrained` resolves it); each tokenizer from its folder inside, or by its
+        recorded hub name, checked by fingerprint.
+
+        Raises:
+          :class:`~vqjax.tokenizers.safe.ArtifactError`: a malformed ``vocab.json`` or a tokenizer source that
+          leaves the folder; ValueError: a tokenizer that changed since the vocabulary was saved.
+        """
+        hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
+        folder = resolve(name_or_dir, **hub)
+        file = os.path.join(folder, "vocab.json")
+        saved = read_json(file, Limits(max_spec_bytes=256 << 20), what="vocab")
+        toks = {}
+        for m in saved.get("modalities", []):
+            source = m.get("source")
+            if not isinstance(source, str) or not source:
+                raise ArtifactError(file, f"modalities.{m.get('name')}.source", f"must name the tokenizer's folder "
+                                                                                  f"or hub repository; got {source!r}")
+            inside = os.path.realpath(os.path.join(folder, source))
+            if source.startswith("tokenizers/"):
+                if os.path.commonpath([inside, os.path.realpath(folder)]) != os.path.realpath(folder):
+                    raise ArtifactError(file, f"modalities.{m['name']}.source", f"{source!r} leaves the folder")
+                toks[m["name"]] = Tokenizer.load(inside)
+            else:
+                toks[m["name"]] = Tokenizer.from_pretrained(source, revision=None, local_files_only=local_files_only,
+                                                            cache_dir=cache_dir)
+        return cls.load(file, modalities=toks)
 
     @classmethod
     def load(cls, path: str, modalities: Mapping[str, Any] | None = None) -> MultimodalVocab:

@@ -264,8 +264,8 @@ class Tokenizer:
         spec_file = os.path.join(path, SPEC_FILE)
         try:
             model = model_from_spec(spec["model"])
-        except (TypeError, ValueError) as err:
-            raise ArtifactError(spec_file, "model", f"cannot be built: {err}") from None
+        except Exception as err:  # a builder refusing its (type-checked) arguments: refused, whatever it raised
+            raise ArtifactError(spec_file, "model", f"cannot be built: {type(err).__name__}: {err}") from None
         shell = cls(spec, model, None, None, path)
         name = spec.get("files", {}).get("weights")
         if name is None:
@@ -293,7 +293,8 @@ class Tokenizer:
         refused beyond ``limits.max_params``."""
         keys = {"params": jax.random.key(0), "vq": jax.random.key(1), "dropout": jax.random.key(2)}
         try:
-            shapes = jax.eval_shape(lambda x: self.model.init(keys, x, train=False), self._example_input())
+            example = self._example_input()
+            shapes = jax.eval_shape(lambda x: self.model.init(keys, x, train=False), example)
         except Exception as err:  # a model the spec's arguments cannot build: refused, whatever flax raised
             raise ArtifactError(file, "model", f"cannot be built from its arguments: {type(err).__name__}: "
                                                f"{str(err)[:300]}") from None

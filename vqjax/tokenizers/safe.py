@@ -106,7 +106,7 @@ FIELDS: dict[str, tuple[tuple[str, ...] | None, Any]] = {
     "num_nodes": (("graph",), int),
 }
 REQUIRED = ("modality", "model", "input", "codes_shape", "vocab_size")
-FILE_FIELDS = ("weights", "table", "compiled")
+FILE_FIELDS = ("weights", "table")
 MODALITIES = ("image", "audio", "video", "timeseries", "item", "graph")
 
 
@@ -137,9 +137,8 @@ def migrate(spec: dict, file: str) -> dict:
                                                     f"upgrade vqjax")
     if version < 1:
         raise ArtifactError(file, "format_version", f"must be >= 1; got {version}")
-    if version == 1:
+    if version == 1:          # weights.msgpack in an exported folder (found by the loader), no fingerprint
         spec = {**spec, "format_version": 2}
-        spec.setdefault("files", {"weights": "weights.msgpack"})
     return spec
 
 

@@ -292,7 +292,8 @@ def nearest_code(z: jax.Array, codebook: jax.Array, *, metric: str = "l2", top_k
     n = queries.shape[0]
     mesh_active = not jax.sharding.get_abstract_mesh().empty
     rows = block_rows or max(256, _TILE_ELEMENTS // chunk_size)
-    if mesh_active or n <= rows:
+    # a symbolic row count (an export whose batch axis is free) takes the blocked path, right for any count
+    if mesh_active or (isinstance(n, int) and n <= rows):
         codes, dist = search(queries)
     else:
         num_blocks = -(-n // rows)

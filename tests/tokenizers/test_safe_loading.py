@@ -5,6 +5,7 @@ allocation blow-up)."""
 
 import json
 import os
+import re
 import shutil
 import struct
 import time
@@ -60,7 +61,7 @@ def test_a_spec_refusal_names_the_file_and_the_field(folder, tmp_path, change, f
     change(spec)
     _write_spec(path, spec)
     start = time.perf_counter()
-    with pytest.raises(ArtifactError, match=message) as err:
+    with pytest.raises(ArtifactError, match=re.escape(message)) as err:
         vqjax.Tokenizer.load(str(path))
     assert err.value.field == field and err.value.file.endswith("spec.json") and str(path) in str(err.value)
     assert time.perf_counter() - start < 30                          # refused before building anything large
@@ -170,7 +171,7 @@ def bytes_mutation(draw, data: bytes):
 
 def _load_or_refuse(path):
     """Loads the folder or returns the refusal; any other exception fails the test. A loaded tokenizer must
-    be what its spec's fingerprint says."""
+    be what its spec's fingerprint says (when the mutated spec still has one)."""
     start = time.perf_counter()
     try:
         tok = vqjax.Tokenizer.load(str(path), limits=Limits(max_params=50_000_000))
@@ -179,7 +180,7 @@ def _load_or_refuse(path):
         return err
     finally:
         assert time.perf_counter() - start < 20, "loading took too long"
-    assert fingerprint(tok) == tok.spec["fingerprint"]
+    assert tok.spec.get("fingerprint") in (None, fingerprint(tok))      # a spec without one: format 1's way
     return tok
 
 

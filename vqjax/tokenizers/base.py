@@ -493,12 +493,14 @@ def fingerprint(tokenizer) -> str:
     card) and its weights, token tables or item IDs. Equal for a training workdir and the folder it was exported
     to."""
     h = hashlib.sha256()
-    spec = {k: v for k, v in getattr(tokenizer, "spec", {}).items() if k not in _NOT_FINGERPRINTED}
+    # the rates :func:`write_spec` adds as None, so that a tokenizer built in memory and its export agree
+    spec = {"tokens_per_second": None, "sample_rate": None, "frame_rate": None, **getattr(tokenizer, "spec", {})}
+    spec = {k: v for k, v in spec.items() if k not in _NOT_FINGERPRINTED}
     h.update(json.dumps(spec, sort_keys=True, default=str).encode())
     arrays = []
-    if hasattr(tokenizer, "variables"):
+    if getattr(tokenizer, "variables", None) is not None:
         arrays = _flat_arrays(plain_tree(tokenizer.variables))
-    elif hasattr(tokenizer, "node_tokens"):
+    elif getattr(tokenizer, "node_tokens", None) is not None:      # a graph: no weights, its tokens
         h.update(json.dumps(dataclasses.asdict(tokenizer.vocab), sort_keys=True, default=_jsonable).encode())
         arrays = [("tokens", tokenizer.node_tokens.tokens), ("distances", tokenizer.node_tokens.distances)]
     if getattr(tokenizer, "item_codes", None) is not None:            # semantic IDs: the catalogue's tuples

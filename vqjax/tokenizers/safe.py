@@ -331,13 +331,18 @@ def _describe(hint) -> str:
 
 def folder_file(folder: str, name: str, file: str, field: str) -> str:
     """``folder/name`` for a file name the spec gives, refused when it leaves the folder (an absolute path,
-    ``..``, a separator, or a link that resolves outside)."""
+    ``..``, a separator, or a link that resolves outside; in a hub cache snapshot, links into the repository's
+    own ``blobs`` are its layout)."""
     if not isinstance(name, str) or not name or name in (".", "..") or os.path.isabs(name) or "/" in name or \
             "\\" in name or "\x00" in name:
         raise ArtifactError(file, field, f"must be a plain file name inside the folder; got {name!r}")
     path = os.path.join(folder, name)
     real, root = os.path.realpath(path), os.path.realpath(folder)
-    if os.path.commonpath([real, root]) != root:
+    allowed = [root]
+    storage = os.path.dirname(os.path.dirname(root))
+    if os.path.basename(os.path.dirname(root)) == "snapshots" and os.path.isdir(os.path.join(storage, "blobs")):
+        allowed.append(os.path.join(storage, "blobs"))      # a hub cache snapshot links to its repository's blobs
+    if not any(os.path.commonpath([real, a]) == a for a in allowed):
         raise ArtifactError(file, field, f"{name!r} resolves outside the folder (to {real!r})")
     return path
 

@@ -246,9 +246,9 @@ def test_an_exported_tokenizer_loads_in_a_fresh_process_and_encodes_the_test_spl
     tok = vqjax.Tokenizer.load(str(run_dir))
     assert (tok.modality, tok.vocab_size, tok.codes_shape, tok.tokens_per_second) == ("image", 64, (7, 7), None)
     exported = tok.export(str(tmp_path / "artifact"))
-    assert sorted(os.listdir(exported)) == ["spec.json", "weights.msgpack"]
+    assert sorted(os.listdir(exported)) == ["model.safetensors", "spec.json"]
     spec = json.loads((tmp_path / "artifact" / "spec.json").read_text())
-    assert spec["format_version"] == 1 and spec["model"]["name"] == "image_tokenizer" and spec["step"] == 20
+    assert spec["format_version"] == 2 and spec["model"]["name"] == "image_tokenizer" and spec["step"] == 20
     assert spec["input"] == {"shape": [28, 28, 1], "dtype": "float32", "range": [0.0, 1.0]}
     images = _test_images(tiny_config.data_dir)
     np.save(tmp_path / "images.npy", images)

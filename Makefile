@@ -48,6 +48,7 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_graph.py
 	$(PY) benchmarks/bench_lm.py
 	$(PY) benchmarks/bench_tokenize.py
+	$(PY) benchmarks/bench_compiled.py
 
 # Debian's recorded speech and classical codecs for the speech-codec runs (as root; apt-get update once).
 speech-deps:

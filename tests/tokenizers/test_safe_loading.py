@@ -202,3 +202,24 @@ def test_every_weights_mutation_is_refused_clearly(folder, tmp_path_factory, dat
     mutated = data.draw(bytes_mutation(raw))
     (path / "model.safetensors").write_bytes(mutated)
     _load_or_refuse(path)              # loaded only when the arrays are those the fingerprint names
+
+
+def test_a_registered_modality_loads_with_its_own_spec_fields(tmp_path):
+    import dataclasses
+
+    from vqjax.tokenizers import base
+    from vqjax.tokenizers.image import ImageTokenizer
+
+    if "sketch" not in base._CLASSES:
+        @base.register_tokenizer("sketch")
+        @dataclasses.dataclass(frozen=True)
+        class SketchTokenizer(ImageTokenizer):
+            SPEC_FIELDS = {"pen": str}
+    tok = image_tokenizer()
+    sketch = vqjax.Tokenizer({**tok.spec, "modality": "sketch", "pen": "ink"}, tok.model, tok.variables)
+    loaded = vqjax.Tokenizer.load(sketch.export(str(tmp_path / "sketch")))
+    assert loaded.modality == "sketch" and loaded.spec["pen"] == "ink"
+    spec = _spec(tmp_path / "sketch")
+    _write_spec(tmp_path / "sketch", {**spec, "pen": 3})
+    with pytest.raises(ArtifactError, match="pen: must be of type str"):
+        vqjax.Tokenizer.load(str(tmp_path / "sketch"))

@@ -147,6 +147,14 @@ def test_from_pretrained_reads_the_hub_cache_and_never_downloads_by_default(tmp_
     with pytest.raises(FileNotFoundError, match=r"neither a folder nor a repository in the hub cache.*"
                                                 r"local_files_only=False"):
         vqjax.Tokenizer.from_pretrained("someone/elsewhere", cache_dir=cache)
+    # A vocabulary that names its tokenizer by the hub repository resolves it through the same cache.
+    from vqjax.lm import MultimodalVocab, default_corpus, train_bpe
+
+    vocab = MultimodalVocab.build(text=train_bpe(default_corpus()[:50], 280), modalities={"image": main})
+    vocab.save_pretrained(str(tmp_path / "vocab"), tokenizer_names={"image": "someone/tiny-image"})
+    assert not (tmp_path / "vocab" / "tokenizers").exists()
+    again = MultimodalVocab.from_pretrained(str(tmp_path / "vocab"), cache_dir=cache)
+    assert again.size == vocab.size and fingerprint(again.tokenizer("image")) == fingerprint(main)
 
 
 def test_the_model_card_holds_the_runs_final_metrics_and_push_to_hub_uploads_the_folder(tmp_path, monkeypatch):

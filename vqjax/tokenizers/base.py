@@ -156,7 +156,8 @@ def read_spec(path: str, limits: Limits = Limits()) -> dict:
     if not os.path.exists(file):
         raise FileNotFoundError(f"Tokenizer.load: {path!r} holds no {SPEC_FILE}: not a tokenizer folder or a "
                                 f"training workdir of a tokenizer task")
-    return check_spec(read_json(file, limits), file, limits)
+    registered = {m: dict(getattr(c, "SPEC_FIELDS", {})) for m, c in _CLASSES.items() if m not in MODALITIES}
+    return check_spec(read_json(file, limits), file, limits, modalities=registered)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +184,8 @@ class Tokenizer:
     path: str | None = None
 
     MODALITY: ClassVar[str | None] = None
+    # A registered modality's own spec fields beyond the shared ones: ``{field: JSON type(s)}`` (checked on load).
+    SPEC_FIELDS: ClassVar[dict] = {}
 
     def __new__(cls, spec=None, *args, **kwargs):
         # vqjax.Tokenizer(spec, ...) built in memory becomes the spec's modality class, as Tokenizer.load does.

@@ -185,22 +185,27 @@ def _shape(value, file: str, field: str, *, allow_none: bool) -> None:
                                          f"got {value!r}")
 
 
-def check_spec(spec: dict, file: str, limits: Limits = Limits(), *, check_model: bool = True) -> dict:
+def check_spec(spec: dict, file: str, limits: Limits = Limits(), *, check_model: bool = True,
+               modalities: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
     """The spec migrated to the current format and checked field by field (the model's arguments included, by
     :func:`check_kwargs`, unless ``check_model`` is False: a compiled export runs without the model code);
-    returns it."""
+    returns it. ``modalities`` adds registered modalities beyond the built-in ones, each with its own spec fields
+    (``{name: {field: JSON type}}``)."""
     spec = migrate(spec, file)
     _check_json(spec, file, "spec", limits)
     missing = [k for k in REQUIRED if k not in spec]
     if missing:
         raise ArtifactError(file, missing[0], f"missing (the spec needs {list(REQUIRED)})")
     modality = spec["modality"]
-    if modality not in MODALITIES:
-        raise ArtifactError(file, "modality", f"must be one of {list(MODALITIES)}; got {modality!r}")
+    extra = dict(modalities or {})
+    known = list(MODALITIES) + sorted(set(extra) - set(MODALITIES))
+    if modality not in known:
+        raise ArtifactError(file, "modality", f"must be one of {known}; got {modality!r}")
+    fields = {**FIELDS, **{k: ((modality,), t) for k, t in extra.get(modality, {}).items()}}
     for key, value in spec.items():
-        if key not in FIELDS:
-            raise ArtifactError(file, key, f"unknown field (known: {sorted(FIELDS)})")
-        where, types = FIELDS[key]
+        if key not in fields:
+            raise ArtifactError(file, key, f"unknown field (known: {sorted(fields)})")
+        where, types = fields[key]
         if where is not None and modality not in where:
             raise ArtifactError(file, key, f"is a field of {list(where)} tokenizers, not of {modality!r} ones")
         if not _is(value, types):

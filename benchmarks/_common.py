@@ -73,3 +73,14 @@ def gemm_floor_ms(n: int, d: int, k: int, steps: int, levels: int = 1, chunk: in
 
     floor()
     return timed(floor, steps) * 1e3
+
+
+def gemm_gflops(n: int = 1024) -> float:
+    """The machine's float32 GEMM rate (numpy ``n x n`` matmul, median of 10), GFLOP/s: the scale to read a
+    benchmark's times against."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(n, n)).astype(np.float32), rng.normal(size=(n, n)).astype(np.float32)
+    a @ b
+    return round(2 * n ** 3 / timed(lambda: a @ b, 10) / 1e9, 1)

@@ -21,16 +21,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import timed  # noqa: E402
+from _common import gemm_gflops, timed  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def gemm_gflops() -> float:
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(1024, 1024)).astype(np.float32), rng.normal(size=(1024, 1024)).astype(np.float32)
-    a @ b
-    return round(2 * 1024 ** 3 / timed(lambda: a @ b, 10) / 1e9, 1)
 
 
 def main():

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import peak_mb, spawn, timed  # noqa: E402
+from _common import gemm_gflops, peak_mb, spawn  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = {
@@ -211,13 +211,6 @@ def ray_against_local(case_name: str, work: str) -> dict:
                for f in names)
     return {"local_s": round(local, 2), "ray_2_workers_s": round(remote, 2), "ray_over_local": round(remote / local, 2),
             "identical_shards": same}
-
-
-def gemm_gflops() -> float:
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(1024, 1024)).astype(np.float32), rng.normal(size=(1024, 1024)).astype(np.float32)
-    a @ b
-    return round(2 * 1024 ** 3 / timed(lambda: a @ b, 10) / 1e9, 1)
 
 
 def main():

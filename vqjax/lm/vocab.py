@@ -462,8 +462,7 @@ class MultimodalVocab:
           :class:`~vqjax.tokenizers.safe.ArtifactError`: a malformed ``vocab.json`` or a tokenizer source that
           leaves the folder; ValueError: a tokenizer that changed since the vocabulary was saved.
         """
-        hub = dict(revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
-        folder = resolve(name_or_dir, **hub)
+        folder = resolve(name_or_dir, revision=revision, local_files_only=local_files_only, cache_dir=cache_dir)
         file = os.path.join(folder, "vocab.json")
         saved = read_json(file, Limits(max_spec_bytes=256 << 20), what="vocab")
         toks = {}
@@ -478,7 +477,7 @@ class MultimodalVocab:
                     raise ArtifactError(file, f"modalities.{m['name']}.source", f"{source!r} leaves the folder")
                 toks[m["name"]] = Tokenizer.load(inside)
             else:
-                toks[m["name"]] = Tokenizer.from_pretrained(source, revision=None, local_files_only=local_files_only,
+                toks[m["name"]] = Tokenizer.from_pretrained(source, local_files_only=local_files_only,
                                                             cache_dir=cache_dir)
         return cls.load(file, modalities=toks)
 

@@ -172,7 +172,7 @@ def test_id_tokenizers_write_every_id_by_default(tmp_path):
     GraphTokenizer.from_tokens(vocab, vocab.tokenize(graph)).export(str(tmp_path / "gtok"))
     tok = GraphTokenizer.load(str(tmp_path / "gtok"))
     job = job_from_workdir(str(tmp_path / "gtok"), str(tmp_path / "out"), data_dir=str(tmp_path), num_shards=3)
-    assert job.dataset == "ids"
+    assert (job.dataset, job.split) == ("ids", "all")
     assert run_local(job, progress=False)["records"] == 40
     _, recs = _records(job.out)
     assert [r["key"] for r in recs] == [str(i) for i in range(40)]

@@ -98,6 +98,8 @@ def job_from_workdir(tokenizer: str, out: str, *, dataset: str | None = None, sp
             config = json.load(fh)
     if dataset is None and read_spec(tokenizer)["modality"] in ID_MODALITIES:
         dataset = IDS
+    if dataset == IDS:
+        split = "all"                          # every id: there are no splits
     if dataset is None:
         dataset = config.get("dataset") or Tokenizer.load(tokenizer).spec.get("dataset")
         if not dataset:

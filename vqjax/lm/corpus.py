@@ -190,10 +190,27 @@ class LinkLines(Sequence):
 
     def __init__(self, path: str, shards: TokenShards):
         self.path = path
-        self._offsets = _line_offsets(path)
         self._index = {str(shards[i]["key"]): i for i in range(len(shards))}
-        for n in range(len(self)):
-            self[n]
+        starts, pos, n = [], 0, 0
+        with open(path, "rb") as fh:                   # one pass: offsets, and every line checked
+            for line in fh:
+                if line.strip():
+                    self._parse(line, n)
+                    starts.append(pos)
+                    n += 1
+                pos += len(line)
+        self._offsets = np.asarray(starts, np.int64)
+
+    def _parse(self, raw: bytes, i: int) -> tuple[int, str, int]:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        fields = line.split("\t")
+        if len(fields) != 3:
+            raise ValueError(f"{self.path}: link {i} must be 'head key<TAB>text<TAB>tail key'; got {line!r}")
+        head, text, tail = fields
+        for key in (head, tail):
+            if key not in self._index:
+                raise ValueError(f"{self.path}: link {i} names key {key!r}, which no record of the shards has")
+        return self._index[head], text, self._index[tail]
 
     def __len__(self) -> int:
         return len(self._offsets)
@@ -203,15 +220,7 @@ class LinkLines(Sequence):
             raise IndexError(f"LinkLines: index {i} out of range for {len(self)} links")
         with open(self.path, "rb") as fh:
             fh.seek(int(self._offsets[int(i)]))
-            line = fh.readline().decode("utf-8").rstrip("\r\n")
-        fields = line.split("\t")
-        if len(fields) != 3:
-            raise ValueError(f"{self.path}: link {i} must be 'head key<TAB>text<TAB>tail key'; got {line!r}")
-        head, text, tail = fields
-        for key in (head, tail):
-            if key not in self._index:
-                raise ValueError(f"{self.path}: link {i} names key {key!r}, which no record of the shards has")
-        return self._index[head], text, self._index[tail]
+            return self._parse(fh.readline(), int(i) % len(self))
 
 
 def _fraction(text: str) -> float:

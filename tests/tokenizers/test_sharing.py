@@ -13,7 +13,13 @@ import sys
 import numpy as np
 import pytest
 from experiments_loader import subprocess_env
-from tiny_tokenizers import audio_tokenizer, image_tokenizer, item_tokenizer, timeseries_tokenizer, video_tokenizer
+from tiny_tokenizers import (
+    audio_tokenizer,
+    image_tokenizer,
+    item_tokenizer,
+    timeseries_tokenizer,
+    video_tokenizer,
+)
 
 import vqjax
 from vqjax.tokenizers import ArtifactError, fingerprint

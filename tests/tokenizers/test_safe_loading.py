@@ -223,3 +223,21 @@ def test_a_registered_modality_loads_with_its_own_spec_fields(tmp_path):
     _write_spec(tmp_path / "sketch", {**spec, "pen": 3})
     with pytest.raises(ArtifactError, match="pen: must be of type str"):
         vqjax.Tokenizer.load(str(tmp_path / "sketch"))
+
+
+def test_pickled_arrays_and_deeply_nested_json_are_refused(folder, tmp_path):
+    """An npz table holding a pickled object array is never unpickled; JSON nested past the parser's limit is
+    refused like any malformed spec."""
+    items = tmp_path / "items"
+    item_tokenizer().export(str(items))
+    spec = _spec(items)
+    spec["files"].pop("table")                          # the format-1 way: item_ids.npz
+    _write_spec(items, spec)
+    os.remove(items / "table.safetensors")
+    np.savez(items / "item_ids.npz", codes=np.array([{"evil": 1}] * 6, dtype=object), allow_pickle=True)
+    with pytest.raises(ArtifactError, match=r"item_ids.npz: arrays: not readable as plain arrays"):
+        vqjax.Tokenizer.load(str(items))
+    path = _copy(folder, tmp_path, "nested")
+    (path / "spec.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ArtifactError, match=r"spec.json: spec: not valid JSON"):
+        vqjax.Tokenizer.load(str(path))

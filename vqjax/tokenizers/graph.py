@@ -25,6 +25,7 @@ from vqjax.tokenizers.safe import (
     Limits,
     folder_file,
     read_json,
+    read_npz,
     read_safetensors,
     write_safetensors,
 )
@@ -132,8 +133,7 @@ class GraphTokenizer(Tokenizer):
             file = os.path.join(path, TOKENS_FILE)
             if not os.path.exists(file):
                 raise FileNotFoundError(f"GraphTokenizer.load: {path!r} has no {TOKENS_FILE}")
-            with np.load(file) as data:                # npz without pickle: arrays only
-                arrays = {"tokens": data["tokens"], "distances": data["distances"]}
+            arrays = read_npz(file, ["tokens", "distances"])
         tokens, distances = arrays["tokens"], arrays["distances"]
         width, nodes = int(spec["codes_shape"][0]), int(spec.get("num_nodes", tokens.shape[0]))
         if tokens.dtype.kind not in "iu" or tokens.shape != (nodes, width) or distances.shape[0] != nodes:

@@ -14,7 +14,7 @@ import numpy as np
 
 from vqjax.models.semantic_ids import ItemFeaturizer, assign_new, item_terms
 from vqjax.tokenizers.base import SPEC_FILE, Tokenizer, decode_rows, register_tokenizer
-from vqjax.tokenizers.safe import ArtifactError, folder_file, read_safetensors, write_safetensors
+from vqjax.tokenizers.safe import ArtifactError, folder_file, read_npz, read_safetensors, write_safetensors
 
 __all__ = ["ITEM_IDS_FILE", "TABLE_FILE", "SemanticIdTokenizer", "write_item_ids"]
 
@@ -73,10 +73,14 @@ class SemanticIdTokenizer(Tokenizer):
             if not os.path.exists(file):
                 raise FileNotFoundError(f"SemanticIdTokenizer.load: {path!r} has no {ITEM_IDS_FILE} (the "
                                         f"semantic_ids run writes it when training ends)")
-            with np.load(file) as data:                # npz without pickle: arrays only
-                codes = data["codes"]
+            codes = read_npz(file, ["codes"])["codes"]
         _check_table(codes, self.spec, file)
-        return dataclasses.replace(self, item_codes=codes.astype(np.int32), featurizer=ItemFeaturizer.load(path))
+        try:
+            featurizer = ItemFeaturizer.load(path)     # JSON and an npz read without pickle
+        except (KeyError, TypeError, ValueError) as err:
+            raise ArtifactError(os.path.join(path, "featurizer.json"), "featurizer",
+                                f"not an item featurizer ({type(err).__name__}: {err})") from None
+        return dataclasses.replace(self, item_codes=codes.astype(np.int32), featurizer=featurizer)
 
     def _export_files(self, path: str) -> dict:
         write_safetensors(os.path.join(path, TABLE_FILE), {"codes": np.asarray(self.item_codes, np.int32)})

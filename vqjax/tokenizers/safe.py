@@ -43,6 +43,7 @@ __all__ = [
     "folder_file",
     "migrate",
     "read_json",
+    "read_npz",
     "read_safetensors",
     "safetensors_header",
     "unflatten",
@@ -119,8 +120,8 @@ def read_json(path: str, limits: Limits, *, what: str = "spec") -> dict:
     try:
         with open(path, encoding="utf-8") as fh:
             value = json.load(fh)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ArtifactError(path, what, f"not valid JSON ({err})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise ArtifactError(path, what, f"not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
     if not isinstance(value, dict):
         raise ArtifactError(path, what, f"must be a JSON object; got {type(value).__name__}")
     return value
@@ -334,6 +335,22 @@ def _describe(hint) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def read_npz(path: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of an ``.npz`` file, read without pickle; a damaged file, an object array or a
+    missing name is refused naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [n for n in names if n not in data]
+            if missing:
+                raise ArtifactError(path, missing[0], f"missing (the file holds {sorted(data.files)})")
+            return {n: np.asarray(data[n]) for n in names}
+    except ArtifactError:
+        raise
+    except Exception as err:  # zip, header and pickle refusals of numpy come as many types: all refused alike
+        raise ArtifactError(path, "arrays", f"not readable as plain arrays ({type(err).__name__}: "
+                                            f"{str(err)[:200]})") from None
+
+
 def folder_file(folder: str, name: str, file: str, field: str) -> str:
     """``folder/name`` for a file name the spec gives, refused when it leaves the folder (an absolute path,
     ``..``, a separator, or a link that resolves outside; in a hub cache snapshot, links into the repository's
@@ -406,7 +423,7 @@ def safetensors_header(path: str, limits: Limits = Limits()) -> dict[str, tuple[
         raw = fh.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise ArtifactError(path, "header", f"not valid JSON ({err})") from None
     if not isinstance(header, dict):
         raise ArtifactError(path, "header", "must be a JSON object")

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vqjax.tokenizers.base import SPEC_FILE, fingerprint
+from vqjax.tokenizers.base import SPEC_FILE, fingerprint, plain_tree
 from vqjax.tokenizers.safe import (
     ArtifactError,
     Limits,
@@ -136,7 +136,7 @@ def export_compiled(tok, path: str, *, batch_size: int | None = None, length: in
         raise ValueError(f"export_compiled: a {tok.modality!r} tokenizer has no model to compile")
     fns = functions(tok, length)
     path = tok.export(path)
-    variables = unflatten(flatten(_plain(tok.variables)))
+    variables = plain_tree(tok.variables)
     avals = jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), variables)
     out = {"format": "vqjax-compiled/1", "encode": ENCODE_FILE, "decode": DECODE_FILE,
            "input_shape": list(fns.input_shape), "codes_shape": list(fns.codes_shape), "modality": tok.modality}
@@ -160,14 +160,6 @@ def export_compiled(tok, path: str, *, batch_size: int | None = None, length: in
     with open(os.path.join(path, COMPILED_FILE), "w") as fh:
         json.dump(out, fh, indent=1)
     return path
-
-
-def _plain(tree):
-    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
-        return {k: _plain(v) for k, v in zip(tree._fields, tree)}
-    if isinstance(tree, dict):
-        return {k: _plain(v) for k, v in tree.items()}
-    return np.asarray(tree)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -192,13 +192,13 @@ def _open_tokenizer(path: str):
 
 
 def _digits(source, limit):
-    """All examples, or ``limit`` of them evenly spaced (the splits are stored sorted by label: a prefix would
-    hold only the first digits)."""
+    """Images, labels and source indices of all examples, or of ``limit`` of them evenly spaced (the splits are
+    stored sorted by label: a prefix would hold only the first digits)."""
     n = len(source) if limit is None else min(limit, len(source))
     index = np.linspace(0, len(source) - 1, n).round().astype(int)
-    images = np.stack([np.asarray(source[int(i)]["image"]) for i in index])
-    labels = np.asarray([int(source[int(i)]["label"]) for i in index])
-    return images, labels
+    examples = [source[int(i)] for i in index]
+    return (np.stack([np.asarray(e["image"]) for e in examples]),
+            np.asarray([int(e["label"]) for e in examples]), index)
 
 
 def _weighted_nll(model, params, batch, kinds, num_kinds):
@@ -251,8 +251,7 @@ class _Digits:
 def _digit_shards(config, workdir, data_dir, part, source, split, limit, copies) -> str:
     """``workdir/shards/<part>``: the split's digits (``limit`` evenly spaced) and ``copies`` jittered copies of
     each, tokenized by the image tokenizer (:func:`vqjax.lm.shards.tokenize_here`; finished shards are kept)."""
-    images, labels = _digits(source, limit)
-    index = np.linspace(0, len(source) - 1, len(labels)).round().astype(int)
+    images, labels, index = _digits(source, limit)
     keys = [f"{split}/{int(i)}" for i in index]
     if copies:
         images = np.concatenate([images, affine_jitter(images, copies, seed=config.seed)])
@@ -281,7 +280,8 @@ def _mnist_corpus(config, workdir, stop) -> Corpus:
                              config.max_eval_images, 0)
     label_captions = tuple(tuple(caption(d, t) for t in range(len(CAPTION_TEMPLATES))) for d in range(10))
     sets = [ShardSet("image", train, "both", 1.0, held_out, label_captions, float(config.uncond_fraction))]
-    records = [TokenShards(held_out)[i] for i in range(len(TokenShards(held_out)))]
+    eval_shards = TokenShards(held_out)
+    records = [eval_shards[i] for i in range(len(eval_shards))]
     eval_codes = np.stack([np.asarray(r["codes"]) for r in records])
     eval_labels = np.asarray([int(r["label"]) for r in records])
 

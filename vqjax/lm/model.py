@@ -46,36 +46,40 @@ def rope(x: jax.Array, positions: jax.Array, base: float) -> jax.Array:
 
 class RMSNorm(nn.Module):
     eps: float = 1e-6
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],))
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],),
+                           self.param_dtype)
         xf = x.astype(jnp.float32)
         y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
-        return (y * scale).astype(x.dtype)
+        return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
 class Proj(nn.Module):
     """``x`` contracted over its last ``len(in_shape)`` axes with a kernel ``in_shape + out_shape`` whose axes carry
-    the logical names ``axes`` (float32 parameters, ``dtype`` arithmetic)."""
+    the logical names ``axes`` (``param_dtype`` parameters, ``dtype`` arithmetic)."""
 
     out_shape: tuple[int, ...]
     axes: tuple[str, ...]
     contract: int = 1
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         in_shape = x.shape[x.ndim - self.contract:]
         fan_in = int(np.prod(in_shape))
         init = nn.initializers.normal(1.0 / np.sqrt(fan_in))
-        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), in_shape + self.out_shape)
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), in_shape + self.out_shape,
+                            self.param_dtype)
         return jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.contract)
 
 
-def _dense(features, axes, name, dtype, in_axes=None):
+def _dense(features, axes, name, dtype, param_dtype, in_axes=None):
     out = features if isinstance(features, tuple) else (features,)
-    return Proj(out, axes, 1 if in_axes is None else len(in_axes), dtype, name=name)
+    return Proj(out, axes, 1 if in_axes is None else len(in_axes), dtype, param_dtype, name=name)
 
 
 class Attention(nn.Module):
@@ -84,12 +88,13 @@ class Attention(nn.Module):
     head_dim: int
     rope_base: float
     dtype: Any
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, positions, mask_fn, layer_cache):
-        q = _dense((self.num_heads, self.head_dim), ("embed", "heads", "head_dim"), "query", self.dtype)(x)
-        k = _dense((self.num_kv_heads, self.head_dim), ("embed", "kv_heads", "head_dim"), "key", self.dtype)(x)
-        v = _dense((self.num_kv_heads, self.head_dim), ("embed", "kv_heads", "head_dim"), "value", self.dtype)(x)
+        q = _dense((self.num_heads, self.head_dim), ("embed", "heads", "head_dim"), "query", self.dtype, self.param_dtype)(x)
+        k = _dense((self.num_kv_heads, self.head_dim), ("embed", "kv_heads", "head_dim"), "key", self.dtype, self.param_dtype)(x)
+        v = _dense((self.num_kv_heads, self.head_dim), ("embed", "kv_heads", "head_dim"), "value", self.dtype, self.param_dtype)(x)
         q, k = rope(q, positions, self.rope_base), rope(k, positions, self.rope_base)
         new_cache = None
         if layer_cache is not None:
@@ -107,20 +112,21 @@ class Attention(nn.Module):
         probs = jnp.where(mask[:, None, None], probs, 0.0)                            # rows with no key: zeros
         out = jnp.einsum("bkgts,bskd->btkgd", probs.astype(v.dtype), v).reshape(b, t, self.num_heads, d)
         out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "head_dim"))
-        y = _dense(x.shape[-1], ("heads", "head_dim", "embed"), "out", self.dtype, in_axes=(-2, -1))(out)
+        y = _dense(x.shape[-1], ("heads", "head_dim", "embed"), "out", self.dtype, self.param_dtype, in_axes=(-2, -1))(out)
         return y, new_cache
 
 
 class MLP(nn.Module):
     hidden: int
     dtype: Any
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        gate = _dense(self.hidden, ("embed", "mlp"), "gate", self.dtype)(x)
-        up = _dense(self.hidden, ("embed", "mlp"), "up", self.dtype)(x)
+        gate = _dense(self.hidden, ("embed", "mlp"), "gate", self.dtype, self.param_dtype)(x)
+        up = _dense(self.hidden, ("embed", "mlp"), "up", self.dtype, self.param_dtype)(x)
         h = nn.with_logical_constraint(nn.silu(gate) * up, ("batch", "length", "act_mlp"))
-        return _dense(x.shape[-1], ("mlp", "embed"), "down", self.dtype)(h)
+        return _dense(x.shape[-1], ("mlp", "embed"), "down", self.dtype, self.param_dtype)(h)
 
 
 class Block(nn.Module):
@@ -130,13 +136,16 @@ class Block(nn.Module):
     mlp_dim: int
     rope_base: float
     dtype: Any
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, positions, mask_fn, layer_cache):
-        h, new_cache = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_base, self.dtype,
-                                 name="attention")(RMSNorm(name="attention_norm")(x), positions, mask_fn, layer_cache)
+        pd = self.param_dtype
+        h, new_cache = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.rope_base, self.dtype, pd,
+                                 name="attention")(RMSNorm(param_dtype=pd, name="attention_norm")(x), positions,
+                                                   mask_fn, layer_cache)
         x = x + h
-        x = x + MLP(self.mlp_dim, self.dtype, name="mlp")(RMSNorm(name="mlp_norm")(x))
+        x = x + MLP(self.mlp_dim, self.dtype, pd, name="mlp")(RMSNorm(param_dtype=pd, name="mlp_norm")(x))
         return nn.with_logical_constraint(x, ("batch", "length", "embed")), new_cache
 
 
@@ -151,7 +160,9 @@ class DecoderLM(nn.Module):
       mlp_dim: SwiGLU hidden width.
       rope_base: RoPE frequency base.
       tie_embeddings: output head = input embedding transposed.
-      dtype: activation dtype ('float32' or 'bfloat16'); parameters stay float32.
+      dtype: activation dtype ('float32' or 'bfloat16'); attention scores, softmax and logits stay float32.
+      param_dtype: parameter storage dtype ('float32' or 'bfloat16').
+      remat: recompute each layer's activations in the backward pass (less memory, one more forward pass).
       vocab_multiple: the embedding and head tables are padded to a multiple of this many rows, so the vocabulary
         axis divides across a model axis (the padded rows are never read, and their logits are cut off).
     """
@@ -166,6 +177,8 @@ class DecoderLM(nn.Module):
     tie_embeddings: bool = False
     dtype: str = "float32"
     vocab_multiple: int = 128
+    param_dtype: str = "float32"
+    remat: bool = False
 
     @property
     def padded_vocab(self) -> int:
@@ -182,8 +195,9 @@ class DecoderLM(nn.Module):
                              f"an even head size")
         if self.num_heads % kv:
             raise ValueError(f"DecoderLM: num_heads ({self.num_heads}) must be divisible by num_kv_heads ({kv})")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"DecoderLM: dtype must be 'float32' or 'bfloat16'; got {self.dtype!r}")
+        for name in ("dtype", "param_dtype"):
+            if getattr(self, name) not in ("float32", "bfloat16"):
+                raise ValueError(f"DecoderLM: {name} must be 'float32' or 'bfloat16'; got {getattr(self, name)!r}")
 
     @nn.compact
     def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array | None = None, *,
@@ -204,8 +218,9 @@ class DecoderLM(nn.Module):
         dtype = jnp.dtype(self.dtype)
         b, t = tokens.shape
         kv = self.num_kv_heads or self.num_heads
+        pd = jnp.dtype(self.param_dtype)
         embed = self.param("embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
-                           (self.padded_vocab, self.dim))
+                           (self.padded_vocab, self.dim), pd)
         x = jnp.take(embed, tokens, axis=0).astype(dtype)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         new_cache = None
@@ -226,15 +241,16 @@ class DecoderLM(nn.Module):
                 return (jnp.arange(s)[None, None, :] <= slot[None, :, None]) & valid[:, None, :]
         for i in range(self.num_layers):
             layer_cache = None if cache is None else {**cache[f"layer_{i}"], "index": cache["index"]}
-            x, lc = Block(self.num_heads, kv, self.dim // self.num_heads, self.mlp_dim, self.rope_base, dtype,
+            block = nn.remat(Block, static_argnums=(3,)) if self.remat else Block    # mask_fn: a Python function
+            x, lc = block(self.num_heads, kv, self.dim // self.num_heads, self.mlp_dim, self.rope_base, dtype, pd,
                           name=f"block_{i}")(x, positions, mask_fn, layer_cache)
             if cache is not None:
                 new_cache[f"layer_{i}"] = lc
-        x = RMSNorm(name="final_norm")(x)
+        x = RMSNorm(param_dtype=pd, name="final_norm")(x)
         if self.tie_embeddings:
             logits = jnp.einsum("btd,vd->btv", x, embed.astype(dtype), preferred_element_type=jnp.float32)
         else:
-            head = _dense(self.padded_vocab, ("embed", "vocab"), "head", dtype)
+            head = _dense(self.padded_vocab, ("embed", "vocab"), "head", dtype, pd)
             logits = head(x).astype(jnp.float32)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
         return logits[..., :self.vocab_size], new_cache

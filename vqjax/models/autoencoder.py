@@ -8,11 +8,13 @@ the decoder mirrors the encoder (nearest-neighbour upsampling then a convolution
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from vqjax.models import remat as remat_lib
 
 __all__ = ["ResBlock", "Encoder", "Decoder", "ImageTokenizer", "group_count"]
 
@@ -27,15 +29,16 @@ class ResBlock(nn.Module):
 
     channels: int
     dtype: jnp.dtype = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.swish(nn.GroupNorm(group_count(x.shape[-1]), dtype=self.dtype)(x))
-        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(h)
-        h = nn.swish(nn.GroupNorm(group_count(self.channels), dtype=self.dtype)(h))
-        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(h)
+        h = nn.swish(nn.GroupNorm(group_count(x.shape[-1]), dtype=self.dtype, param_dtype=self.param_dtype)(x))
+        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        h = nn.swish(nn.GroupNorm(group_count(self.channels), dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(h)
         if x.shape[-1] != self.channels:
-            x = nn.Conv(self.channels, (1, 1), dtype=self.dtype)(x)
+            x = nn.Conv(self.channels, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x + h
 
 
@@ -47,6 +50,9 @@ class Encoder(nn.Module):
       channel_mult: width multipliers per resolution level.
       num_res_blocks: residual blocks per level.
       latent_dim: output channels (the quantizer's ``dim``).
+      dtype: compute dtype of the layers (the last projection computes in float32).
+      param_dtype: storage dtype of the parameters.
+      remat: recompute each residual block's activations in the backward pass.
     """
 
     channels: int
@@ -54,17 +60,22 @@ class Encoder(nn.Module):
     num_res_blocks: int
     latent_dim: int
     dtype: jnp.dtype = jnp.float32
+    param_dtype: Any = jnp.float32
+    remat: bool = False
+
+    def _block(self, channels: int) -> nn.Module:
+        return remat_lib.block(ResBlock, self.remat)(channels, dtype=self.dtype, param_dtype=self.param_dtype)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype)(x.astype(self.dtype) * 2.0 - 1.0)
+        h = nn.Conv(self.channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(x.astype(self.dtype) * 2.0 - 1.0)
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_res_blocks):
-                h = ResBlock(self.channels * mult, self.dtype)(h)
+                h = self._block(self.channels * mult)(h)
             if level < len(self.channel_mult) - 1:
-                h = nn.Conv(self.channels * mult, (4, 4), strides=(2, 2), dtype=self.dtype)(h)
-        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype)(h))
-        return nn.Conv(self.latent_dim, (1, 1), dtype=jnp.float32)(h)
+                h = nn.Conv(self.channels * mult, (4, 4), strides=(2, 2), dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        return nn.Conv(self.latent_dim, (1, 1), dtype=jnp.float32, param_dtype=self.param_dtype)(h)
 
 
 class Decoder(nn.Module):
@@ -81,12 +92,17 @@ class Decoder(nn.Module):
     num_res_blocks: int
     out_channels: int
     dtype: jnp.dtype = jnp.float32
+    param_dtype: Any = jnp.float32
+    remat: bool = False
+
+    def _block(self, channels: int) -> nn.Module:
+        return remat_lib.block(ResBlock, self.remat)(channels, dtype=self.dtype, param_dtype=self.param_dtype)
 
     LAST_LAYER = "conv_out"
 
     def last_layer(self, **kwargs) -> nn.Conv:
         """The final 3x3 convolution (features -> ``out_channels``), in float32."""
-        return nn.Conv(self.out_channels, (3, 3), dtype=jnp.float32, **kwargs)
+        return nn.Conv(self.out_channels, (3, 3), dtype=jnp.float32, param_dtype=self.param_dtype, **kwargs)
 
     @staticmethod
     def to_images(out: jax.Array) -> jax.Array:
@@ -100,15 +116,15 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, z: jax.Array, *, return_features: bool = False):
         mults = tuple(self.channel_mult)[::-1]
-        h = nn.Conv(self.channels * mults[0], (3, 3), dtype=self.dtype)(z.astype(self.dtype))
+        h = nn.Conv(self.channels * mults[0], (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(z.astype(self.dtype))
         for level, mult in enumerate(mults):
             for _ in range(self.num_res_blocks):
-                h = ResBlock(self.channels * mult, self.dtype)(h)
+                h = self._block(self.channels * mult)(h)
             if level < len(mults) - 1:
                 b, hh, ww, c = h.shape
                 h = jax.image.resize(h, (b, hh * 2, ww * 2, c), "nearest")
-                h = nn.Conv(self.channels * mults[level + 1], (3, 3), dtype=self.dtype)(h)
-        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype)(h))
+                h = nn.Conv(self.channels * mults[level + 1], (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype, param_dtype=self.param_dtype)(h))
         images = self.to_images(self.last_layer(name=self.LAST_LAYER)(h))
         return (images, h) if return_features else images
 

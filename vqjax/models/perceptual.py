@@ -9,7 +9,7 @@ plugs in through the same ``features`` callable.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -29,14 +29,17 @@ class FeatureNet(nn.Module):
 
     num_classes: int
     widths: Sequence[int] = (16, 32, 64)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     def setup(self):
-        self.convs = [nn.Conv(w, (3, 3), strides=(1, 1) if i == 0 else (2, 2)) for i, w in enumerate(self.widths)]
-        self.norms = [nn.GroupNorm(group_count(w)) for w in self.widths]
-        self.head = nn.Dense(self.num_classes)
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.convs = [nn.Conv(w, (3, 3), strides=(1, 1) if i == 0 else (2, 2), **dt) for i, w in enumerate(self.widths)]
+        self.norms = [nn.GroupNorm(group_count(w), **dt) for w in self.widths]
+        self.head = nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=self.param_dtype)
 
     def features(self, x: jax.Array) -> list[jax.Array]:
-        h, out = x * 2.0 - 1.0, []
+        h, out = x.astype(self.dtype) * 2.0 - 1.0, []
         for conv, norm in zip(self.convs, self.norms):
             h = nn.swish(norm(conv(h)))
             out.append(h)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
+import jax.numpy as jnp
 import numpy as np
 
 from vqjax.models.audio import (
@@ -26,7 +27,7 @@ from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
 from vqjax.models.video import VideoAutoencoder, VideoDecoder, VideoEncoder
 
-__all__ = ["MODELS", "register_model", "model_from_spec", "image_tokenizer", "audio_codec", "check_audio_layout", "video_tokenizer",
+__all__ = ["MODELS", "register_model", "model_from_spec", "precision", "image_tokenizer", "audio_codec", "check_audio_layout", "video_tokenizer",
            "sequence_tokenizer", "rqvae"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -47,14 +48,39 @@ def model_from_spec(spec: Mapping[str, Any]) -> nn.Module:
     return MODELS[name](**dict(spec.get("kwargs", {})))
 
 
+def precision(dtype: str = "float32", param_dtype: str = "float32", where: str = "model") -> dict:
+    """``{'dtype', 'param_dtype'}`` as jnp dtypes: the compute and storage dtypes every builder takes (a floating
+    dtype name each; ``ValueError`` naming ``where`` and the argument otherwise)."""
+    out = {}
+    for name, value in (("dtype", dtype), ("param_dtype", param_dtype)):
+        try:
+            dt = jnp.dtype(value)
+        except TypeError:
+            dt = None
+        if dt is None or not jnp.issubdtype(dt, jnp.floating):
+            raise ValueError(f"{where}: {name} must be a floating dtype name ('float32', 'bfloat16'); got {value!r}")
+        out[name] = dt
+    return out
+
+
+def _quantizer(name: str, dim: int, kwargs: Mapping[str, Any], dtypes: dict) -> nn.Module:
+    """The quantizer with the model's precision: projections compute in ``dtype`` and store in ``param_dtype``
+    (its own arithmetic stays float32); the quantizer's fields win where the spec sets them."""
+    return make_quantizer(name, dim, {**dtypes, **dict(kwargs)})
+
+
 def image_tokenizer(*, channels: int, channel_mult: Sequence[int], num_res_blocks: int, latent_dim: int,
-                    image_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any]) -> ImageTokenizer:
+                    image_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any], dtype: str = "float32",
+                    param_dtype: str = "float32", remat: bool = False) -> ImageTokenizer:
     """A convolutional :class:`ImageTokenizer`: encoder and decoder of the given widths around the quantizer
-    registered as ``quantizer`` (:func:`vqjax.models.make_quantizer`) on ``latent_dim`` channels."""
+    registered as ``quantizer`` (:func:`vqjax.models.make_quantizer`) on ``latent_dim`` channels; ``dtype`` and
+    ``param_dtype`` the compute and storage dtypes (:func:`precision`), ``remat`` recomputes each residual
+    block in the backward pass."""
     mult = tuple(int(m) for m in channel_mult)
-    return ImageTokenizer(encoder=Encoder(channels, mult, num_res_blocks, latent_dim),
-                          quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
-                          decoder=Decoder(channels, mult, num_res_blocks, image_channels))
+    dt = precision(dtype, param_dtype, "image_tokenizer")
+    return ImageTokenizer(encoder=Encoder(channels, mult, num_res_blocks, latent_dim, **dt, remat=bool(remat)),
+                          quantizer=_quantizer(quantizer, latent_dim, quantizer_kwargs, dt),
+                          decoder=Decoder(channels, mult, num_res_blocks, image_channels, **dt, remat=bool(remat)))
 
 
 register_model("image_tokenizer", image_tokenizer)
@@ -102,7 +128,8 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
                 num_residual: int = 1, causal: bool = True, quantizer: str, quantizer_kwargs: Mapping[str, Any],
                 architecture: str = "seanet", harmonic: bool = False, pitch_codes: bool = False,
                 envelope_levels: int = 0, envelope_bands: int = 20, envelope_per_frame: int = 1,
-                sample_rate: int = 16000) -> AudioCodec:
+                sample_rate: int = 16000, dtype: str = "float32", param_dtype: str = "float32",
+                remat: bool = False) -> AudioCodec:
     """An :class:`~vqjax.models.audio.AudioCodec` around the quantizer registered as ``quantizer`` on
     ``latent_dim`` channels. ``architecture='seanet'``: SEANet encoder and mirrored decoder of base width
     ``channels`` and downsampling ``strides`` on the waveform; ``'stft'``: STFT encoder and inverse-STFT (Vocos)
@@ -113,14 +140,18 @@ def audio_codec(*, channels: int, strides: Sequence[int], latent_dim: int, audio
     spectral envelope next (an :class:`~vqjax.models.audio.EnvelopeCoder` of ``envelope_bands`` mel bands at
     ``sample_rate`` on the pitch's windows, ``envelope_levels`` residual levels of the quantizer's codebook size),
     which the inverse-STFT decoder builds its magnitudes on; ``envelope_per_frame`` envelopes per codec frame,
-    quantized together (2 with strides ``(h, 2)``: one per STFT frame of the decoder, on its window)."""
+    quantized together (2 with strides ``(h, 2)``: one per STFT frame of the decoder, on its window). ``dtype``,
+    ``param_dtype``: compute and storage dtypes (:func:`precision`); ``remat`` recomputes each residual unit or
+    ConvNeXt block in the backward pass."""
     check_audio_layout(architecture=architecture, strides=strides, harmonic=harmonic, pitch_codes=pitch_codes,
                        envelope_levels=envelope_levels)
     encoder, decoder = AUDIO_ARCHITECTURES[architecture]
     strides = tuple(int(s) for s in strides)
-    shared = dict(channels=channels, strides=strides, num_residual=num_residual, causal=causal)
+    dt = precision(dtype, param_dtype, "audio_codec")
+    shared = dict(channels=channels, strides=strides, num_residual=num_residual, causal=causal, remat=bool(remat),
+                  **dt)
     extra = {"harmonic": True} if harmonic else {}
-    q = make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+    q = _quantizer(quantizer, latent_dim, quantizer_kwargs, dt)
     pitch = None
     if pitch_codes:
         if getattr(q, "num_levels", None) is None:
@@ -153,15 +184,19 @@ register_model("audio_codec", audio_codec)
 
 def video_tokenizer(*, channels: int, channel_mult: Sequence[int], temporal_down: Sequence[bool], num_res_blocks: int,
                     latent_dim: int, video_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any],
-                    patch_size: int = 1) -> VideoAutoencoder:
+                    patch_size: int = 1, dtype: str = "float32", param_dtype: str = "float32",
+                    remat: bool = False) -> VideoAutoencoder:
     """A causal 3D :class:`~vqjax.models.video.VideoAutoencoder`: encoder and mirrored decoder of base width
     ``channels`` (a ``patch_size`` space-to-depth stem, ``len(channel_mult) - 1`` spatial halvings, time halved
-    where ``temporal_down``) around the quantizer registered as ``quantizer`` on ``latent_dim`` channels."""
+    where ``temporal_down``) around the quantizer registered as ``quantizer`` on ``latent_dim`` channels;
+    ``dtype``, ``param_dtype`` the compute and storage dtypes (:func:`precision`), ``remat`` recomputes each
+    residual block in the backward pass."""
+    dt = precision(dtype, param_dtype, "video_tokenizer")
     shared = dict(channels=channels, channel_mult=tuple(int(m) for m in channel_mult),
                   temporal_down=tuple(bool(d) for d in temporal_down), num_res_blocks=num_res_blocks,
-                  patch_size=int(patch_size))
+                  patch_size=int(patch_size), remat=bool(remat), **dt)
     return VideoAutoencoder(encoder=VideoEncoder(latent_dim=latent_dim, **shared),
-                          quantizer=make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs)),
+                          quantizer=_quantizer(quantizer, latent_dim, quantizer_kwargs, dt),
                           decoder=VideoDecoder(out_channels=video_channels, **shared))
 
 
@@ -171,24 +206,27 @@ register_model("video_tokenizer", video_tokenizer)
 def sequence_tokenizer(*, channels: int, strides: Sequence[int], latent_dim: int, signal_channels: int,
                        mean: Sequence[float], scale: Sequence[float], quantizer: str,
                        quantizer_kwargs: Mapping[str, Any], num_residual: int = 1, causal: bool = False,
-                       transformer_layers: int = 0, scales: Sequence[int] = (1,)) -> SequenceTokenizer:
+                       transformer_layers: int = 0, scales: Sequence[int] = (1,), dtype: str = "float32",
+                       param_dtype: str = "float32", remat: bool = False) -> SequenceTokenizer:
     """A :class:`~vqjax.models.sequence.SequenceTokenizer` for ``signal_channels`` channels normalised by ``mean``
     and ``scale``: SEANet encoder and decoder of base width ``channels`` and downsampling ``strides``,
     ``transformer_layers`` blocks at the latent rate, and the quantizer registered as ``quantizer`` on
     ``latent_dim`` channels; ``scales`` other than ``(1,)`` give each temporal scale its own such quantizer
-    (:class:`~vqjax.models.sequence.MultiScaleResidual`)."""
+    (:class:`~vqjax.models.sequence.MultiScaleResidual`). ``dtype``, ``param_dtype``: compute and storage dtypes
+    (:func:`precision`); ``remat`` recomputes each residual unit in the backward pass."""
     if len(mean) != signal_channels or len(scale) != signal_channels:
         raise ValueError(f"sequence_tokenizer: mean and scale need one value per channel ({signal_channels}); got "
                          f"{len(mean)} and {len(scale)}")
     scales = tuple(int(s) for s in scales)
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"sequence_tokenizer: scales must be positive ints; got {scales}")
+    dt = precision(dtype, param_dtype, "sequence_tokenizer")
     shared = dict(channels=channels, strides=tuple(int(s) for s in strides), num_residual=num_residual,
-                  causal=causal)
+                  causal=causal, remat=bool(remat), **dt)
     if scales == (1,):
-        quant = make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+        quant = _quantizer(quantizer, latent_dim, quantizer_kwargs, dt)
     else:
-        quant = MultiScaleResidual(tuple(make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+        quant = MultiScaleResidual(tuple(_quantizer(quantizer, latent_dim, quantizer_kwargs, dt)
                                          for _ in scales), scales)
     return SequenceTokenizer(encoder=SEANetEncoder(latent_dim=latent_dim, **shared), quantizer=quant,
                              decoder=SEANetDecoder(audio_channels=signal_channels, **shared),
@@ -200,14 +238,16 @@ register_model("sequence_tokenizer", sequence_tokenizer)
 
 
 def rqvae(*, input_dim: int, hidden: Sequence[int], latent_dim: int, quantizer: str,
-          quantizer_kwargs: Mapping[str, Any]) -> RQVAE:
+          quantizer_kwargs: Mapping[str, Any], dtype: str = "float32", param_dtype: str = "float32") -> RQVAE:
     """An item :class:`~vqjax.models.semantic_ids.RQVAE`: MLP encoder of widths ``hidden`` to ``latent_dim``, the
-    quantizer registered as ``quantizer`` (a multi-level one, normally ``'rvq'``) and the mirrored decoder."""
-    quant = make_quantizer(quantizer, latent_dim, dict(quantizer_kwargs))
+    quantizer registered as ``quantizer`` (a multi-level one, normally ``'rvq'``) and the mirrored decoder;
+    ``dtype``, ``param_dtype`` the compute and storage dtypes (:func:`precision`)."""
+    dt = precision(dtype, param_dtype, "rqvae")
+    quant = _quantizer(quantizer, latent_dim, quantizer_kwargs, dt)
     if not hasattr(quant, "num_levels") and not hasattr(quant, "num_codebooks"):
         raise ValueError(f"rqvae: quantizer must give a code tuple per item ('rvq', 'pq' or 'aq'); got {quantizer!r}")
     return RQVAE(input_dim=int(input_dim), hidden=tuple(int(h) for h in hidden), latent_dim=int(latent_dim),
-                 quantizer=quant)
+                 quantizer=quant, **dt)
 
 
 register_model("rqvae", rqvae)

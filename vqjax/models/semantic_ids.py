@@ -26,7 +26,7 @@ import json
 import math
 import os
 import re
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -231,11 +231,13 @@ def fit_bpr(sequences: Sequence[np.ndarray], num_items: int, *, dim: int = 64, s
 
 class _MLP(nn.Module):
     widths: Sequence[int]
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         for i, w in enumerate(self.widths):
-            x = nn.Dense(w, name=f"dense_{i}")(x)
+            x = nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype, name=f"dense_{i}")(x)
             if i < len(self.widths) - 1:
                 x = nn.silu(x)
         return x
@@ -253,16 +255,20 @@ class RQVAE(nn.Module):
       hidden: encoder widths (the decoder mirrors them).
       latent_dim: width of the quantised latent.
       quantizer: a residual quantizer on ``latent_dim`` (codes ``[..., levels]``).
+      dtype, param_dtype: the MLPs' compute and storage dtypes (reconstructions come back in float32).
     """
 
     input_dim: int
     hidden: Sequence[int]
     latent_dim: int
     quantizer: nn.Module
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     def setup(self):
-        self.encoder = _MLP(tuple(self.hidden) + (self.latent_dim,))
-        self.decoder = _MLP(tuple(reversed(tuple(self.hidden))) + (self.input_dim,))
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.encoder = _MLP(tuple(self.hidden) + (self.latent_dim,), **dt)
+        self.decoder = _MLP(tuple(reversed(tuple(self.hidden))) + (self.input_dim,), **dt)
 
     @property
     def num_levels(self) -> int:
@@ -271,17 +277,17 @@ class RQVAE(nn.Module):
     def _latent(self, x):
         if x.shape[-1] != self.input_dim:
             raise ValueError(f"RQVAE: features must have width {self.input_dim}; got shape {x.shape}")
-        return self.encoder(x.astype(jnp.float32))
+        return self.encoder(x.astype(jnp.float32)).astype(jnp.float32)
 
     def __call__(self, x: jax.Array, *, train: bool = False):
         q = self.quantizer(self._latent(x), train=train)
-        return self.decoder(q.values), q
+        return self.decoder(q.values).astype(jnp.float32), q
 
     def encode(self, x: jax.Array) -> jax.Array:
         return self.quantizer.encode(self._latent(x)).astype(jnp.int32)
 
     def decode(self, codes: jax.Array) -> jax.Array:
-        return self.decoder(self.quantizer.decode(codes))
+        return self.decoder(self.quantizer.decode(codes)).astype(jnp.float32)
 
     def last_level_costs(self, x: jax.Array) -> jax.Array:
         z = self._latent(x)

@@ -56,6 +56,7 @@ class LatentTransformer(nn.Module):
     width: int = 64
     num_heads: int = 4
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -64,13 +65,13 @@ class LatentTransformer(nn.Module):
         if self.width % self.num_heads:
             raise ValueError(f"LatentTransformer: width ({self.width}) must be a multiple of num_heads "
                              f"({self.num_heads})")
-        h = nn.Dense(self.width, dtype=self.dtype)(x) + _sinusoid(x.shape[1], self.width).astype(self.dtype)
+        h = nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype)(x) + _sinusoid(x.shape[1], self.width).astype(self.dtype)
         for _ in range(self.num_layers):
-            a = nn.LayerNorm(dtype=self.dtype)(h)
-            h = h + nn.MultiHeadDotProductAttention(self.num_heads, dtype=self.dtype)(a, a)
-            m = nn.LayerNorm(dtype=self.dtype)(h)
-            h = h + nn.Dense(self.width, dtype=self.dtype)(nn.gelu(nn.Dense(4 * self.width, dtype=self.dtype)(m)))
-        return x + nn.Dense(x.shape[-1], dtype=self.dtype)(nn.LayerNorm(dtype=self.dtype)(h))
+            a = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h)
+            h = h + nn.MultiHeadDotProductAttention(self.num_heads, dtype=self.dtype, param_dtype=self.param_dtype)(a, a)
+            m = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h)
+            h = h + nn.Dense(self.width, dtype=self.dtype, param_dtype=self.param_dtype)(nn.gelu(nn.Dense(4 * self.width, dtype=self.dtype, param_dtype=self.param_dtype)(m)))
+        return x + nn.Dense(x.shape[-1], dtype=self.dtype, param_dtype=self.param_dtype)(nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h))
 
 
 class MultiScaleResidual(nn.Module):
@@ -176,8 +177,9 @@ class SequenceTokenizer(nn.Module):
         return y.astype(jnp.float32) * scale + mean
 
     def setup(self):
-        self.pre = LatentTransformer(self.transformer_layers, dtype=self.encoder.dtype)
-        self.post = LatentTransformer(self.transformer_layers, dtype=self.encoder.dtype)
+        dt = dict(dtype=self.encoder.dtype, param_dtype=self.encoder.param_dtype)
+        self.pre = LatentTransformer(self.transformer_layers, **dt)
+        self.post = LatentTransformer(self.transformer_layers, **dt)
 
     def _latent(self, xn):
         z, _ = self.encoder(xn)

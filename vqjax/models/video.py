@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vqjax.models import remat as remat_lib
 from vqjax.models.autoencoder import group_count
 from vqjax.models.streaming import StateChain
 
@@ -55,6 +56,7 @@ class CausalConv3d(nn.Module):
     kernel_size: Sequence[int] = (3, 3, 3)
     strides: Sequence[int] = (1, 1, 1)
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, state: jax.Array | None = None):
@@ -74,8 +76,8 @@ class CausalConv3d(nn.Module):
             full = jnp.concatenate([state.astype(x.dtype), x], axis=1)
         new_state = full[:, full.shape[1] - (kt - st):]
         kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
-                            (kt, kh, kw, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+                            (kt, kh, kw, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         return _conv_by_taps(full, kernel, (st, sh, sw), self.dtype) + bias.astype(self.dtype), new_state
 
 
@@ -112,24 +114,26 @@ class Conv3d(nn.Module):
     kernel_size: Sequence[int] = (3, 3, 3)
     strides: Sequence[int] = (1, 1, 1)
     use_bias: bool = True
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         _check_video(x, "Conv3d")
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            tuple(int(k) for k in self.kernel_size) + (x.shape[-1], self.features))
+                            tuple(int(k) for k in self.kernel_size) + (x.shape[-1], self.features), self.param_dtype)
         st = int(self.strides[0])
         full = jnp.pad(x, ((0, 0), _same_pads(x.shape[1], kernel.shape[0], st), (0, 0), (0, 0), (0, 0)))
-        y = _conv_by_taps(full, kernel, tuple(int(s) for s in self.strides), jnp.float32)
+        y = _conv_by_taps(full, kernel, tuple(int(s) for s in self.strides), self.dtype)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype).astype(self.dtype)
         return y
 
 
-def _frame_norm(x: jax.Array, dtype) -> jax.Array:
+def _frame_norm(x: jax.Array, dtype, param_dtype=jnp.float32) -> jax.Array:
     """GroupNorm of each frame on its own (over height, width and channel groups): causal in time."""
     b, t = x.shape[:2]
-    h = nn.GroupNorm(group_count(x.shape[-1]), dtype=dtype)(x.reshape((b * t,) + x.shape[2:]))
+    h = nn.GroupNorm(group_count(x.shape[-1]), dtype=dtype, param_dtype=param_dtype)(x.reshape((b * t,) + x.shape[2:]))
     return h.reshape(x.shape)
 
 
@@ -139,16 +143,17 @@ class VideoResBlock(nn.Module):
 
     channels: int
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, state=None):
         state = (None, None) if state is None else state
-        h = nn.swish(_frame_norm(x, self.dtype))
-        h, s1 = CausalConv3d(self.channels, dtype=self.dtype)(h, state[0])
-        h = nn.swish(_frame_norm(h, self.dtype))
-        h, s2 = CausalConv3d(self.channels, dtype=self.dtype)(h, state[1])
+        h = nn.swish(_frame_norm(x, self.dtype, self.param_dtype))
+        h, s1 = CausalConv3d(self.channels, dtype=self.dtype, param_dtype=self.param_dtype)(h, state[0])
+        h = nn.swish(_frame_norm(h, self.dtype, self.param_dtype))
+        h, s2 = CausalConv3d(self.channels, dtype=self.dtype, param_dtype=self.param_dtype)(h, state[1])
         if x.shape[-1] != self.channels:
-            x = nn.Dense(self.channels, dtype=self.dtype)(x)
+            x = nn.Dense(self.channels, dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x + h, (s1, s2)
 
 
@@ -172,6 +177,11 @@ class _Video(nn.Module):
     num_res_blocks: int = 1
     patch_size: int = 1
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    remat: bool = False
+
+    def _block(self, channels: int) -> nn.Module:
+        return remat_lib.block(VideoResBlock, self.remat)(channels, dtype=self.dtype, param_dtype=self.param_dtype)
 
     def _check_fields(self, name: str) -> None:
         if isinstance(self.patch_size, bool) or not isinstance(self.patch_size, int) or self.patch_size < 1:
@@ -225,27 +235,30 @@ class VideoEncoder(_Video):
         _check_video(x, "VideoEncoder")
         self._check_fields("VideoEncoder")
         run = StateChain(state)
-        h = run(CausalConv3d(self.channels * self.channel_mult[0], dtype=self.dtype),
+        h = run(CausalConv3d(self.channels * self.channel_mult[0], dtype=self.dtype, param_dtype=self.param_dtype),
                 space_to_depth(x.astype(self.dtype) * 2.0 - 1.0, self.patch_size))
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_res_blocks):
-                h = run(VideoResBlock(self.channels * mult, dtype=self.dtype), h)
+                h = run(self._block(self.channels * mult), h)
             if level < len(self.channel_mult) - 1:
                 st = 2 if self.temporal_down[level] else 1
-                h = run(CausalConv3d(self.channels * mult, (3, 4, 4), (st, 2, 2), dtype=self.dtype), h)
-        h = run(VideoResBlock(h.shape[-1], dtype=self.dtype), h)
-        h = nn.swish(_frame_norm(h, self.dtype))
-        return nn.Dense(self.latent_dim, dtype=self.dtype)(h), tuple(run.states)
+                h = run(CausalConv3d(self.channels * mult, (3, 4, 4), (st, 2, 2), dtype=self.dtype, param_dtype=self.param_dtype), h)
+        h = run(self._block(h.shape[-1]), h)
+        h = nn.swish(_frame_norm(h, self.dtype, self.param_dtype))
+        return nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype)(h), tuple(run.states)
 
 
 class _TimeUpsample(nn.Module):
     """Doubles the frame rate causally: a dense layer to twice the width, each frame split into two; a clip's first
     frame keeps only its second half (``1 + n`` frames -> ``1 + 2 n``). The state marks a clip already started."""
 
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
     @nn.compact
     def __call__(self, x, state=None):
         b, t, hh, ww, c = x.shape
-        y = nn.Dense(2 * c)(x).reshape(b, t, hh, ww, 2, c)
+        y = nn.Dense(2 * c, dtype=self.dtype, param_dtype=self.param_dtype)(x).reshape(b, t, hh, ww, 2, c)
         y = jnp.moveaxis(y, 4, 2).reshape(b, 2 * t, hh, ww, c)
         if state is None:
             y = y[:, 1:]
@@ -270,7 +283,8 @@ class VideoDecoder(_Video):
 
     def last_layer(self, **kwargs) -> CausalConv3d:
         """The final causal 3x3x3 convolution (features -> ``out_channels * patch_size^2``), in float32."""
-        return CausalConv3d(self.out_channels * self.patch_size ** 2, dtype=jnp.float32, **kwargs)
+        return CausalConv3d(self.out_channels * self.patch_size ** 2, dtype=jnp.float32, param_dtype=self.param_dtype,
+                            **kwargs)
 
     def to_frames(self, out: jax.Array) -> jax.Array:
         """The last layer's output to frames: the patches put back, ``(out + 1) / 2``."""
@@ -287,18 +301,18 @@ class VideoDecoder(_Video):
         self._check_fields("VideoDecoder")
         run = StateChain(state)
         top = self.channels * self.channel_mult[-1]
-        h = run(CausalConv3d(top, dtype=self.dtype), z.astype(self.dtype))
-        h = run(VideoResBlock(top, dtype=self.dtype), h)
+        h = run(CausalConv3d(top, dtype=self.dtype, param_dtype=self.param_dtype), z.astype(self.dtype))
+        h = run(self._block(top), h)
         for level in reversed(range(len(self.channel_mult))):
             width = self.channels * self.channel_mult[level]
             for _ in range(self.num_res_blocks):
-                h = run(VideoResBlock(width, dtype=self.dtype), h)
+                h = run(self._block(width), h)
             if level > 0:
                 if self.temporal_down[level - 1]:
-                    h = run(_TimeUpsample(), h)
+                    h = run(_TimeUpsample(self.dtype, self.param_dtype), h)
                 h = jnp.repeat(jnp.repeat(h, 2, axis=2), 2, axis=3)
-                h = run(CausalConv3d(self.channels * self.channel_mult[level - 1], dtype=self.dtype), h)
-        h = nn.swish(_frame_norm(h, self.dtype))
+                h = run(CausalConv3d(self.channels * self.channel_mult[level - 1], dtype=self.dtype, param_dtype=self.param_dtype), h)
+        h = nn.swish(_frame_norm(h, self.dtype, self.param_dtype))
         frames = self.to_frames(run(self.last_layer(name=self.LAST_LAYER), h))
         if return_features:
             return frames, tuple(run.states), h
@@ -373,23 +387,26 @@ class VideoDiscriminator(nn.Module):
     channels: int = 32
     num_layers: int = 2
     temporal_layers: int = 2
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         _check_video(x, "VideoDiscriminator")
         b, t = x.shape[:2]
-        h = x.reshape((b * t,) + x.shape[2:]) * 2.0 - 1.0
-        h = nn.leaky_relu(nn.Conv(self.channels, (4, 4), strides=(2, 2))(h), 0.2)
+        h = x.reshape((b * t,) + x.shape[2:]).astype(self.dtype) * 2.0 - 1.0
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = nn.leaky_relu(nn.Conv(self.channels, (4, 4), strides=(2, 2), **kw)(h), 0.2)
         width = self.channels
         for i in range(1, self.num_layers):
             width = self.channels * min(2 ** i, 8)
-            h = nn.Conv(width, (4, 4), strides=(2, 2), use_bias=False)(h)
-            h = nn.leaky_relu(nn.GroupNorm(group_count(width))(h), 0.2)
+            h = nn.Conv(width, (4, 4), strides=(2, 2), use_bias=False, **kw)(h)
+            h = nn.leaky_relu(nn.GroupNorm(group_count(width), **kw)(h), 0.2)
         h = h.reshape((b, t) + h.shape[1:])
         for _ in range(self.temporal_layers):
-            h = Conv3d(width, (3, 3, 3), strides=(2, 1, 1), use_bias=False)(h)
-            h = nn.leaky_relu(_frame_norm(h, jnp.float32), 0.2)
-        return Conv3d(1, (3, 3, 3))(h)
+            h = Conv3d(width, (3, 3, 3), strides=(2, 1, 1), use_bias=False, **kw)(h)
+            h = nn.leaky_relu(_frame_norm(h, self.dtype, self.param_dtype), 0.2)
+        return Conv3d(1, (3, 3, 3), param_dtype=self.param_dtype)(h.astype(jnp.float32))
 
 
 def _numbered(tree: dict, prefix: str) -> list[str]:

@@ -28,21 +28,25 @@ class PatchDiscriminator(nn.Module):
     Attributes:
       channels: width of the first layer (doubled per layer, at most 8x).
       num_layers: stride-2 layers (the receptive field grows with each).
+      dtype, param_dtype: compute and storage dtypes (the logits come back in float32).
     """
 
     channels: int = 32
     num_layers: int = 2
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.leaky_relu(nn.Conv(self.channels, (4, 4), strides=(2, 2))(x * 2.0 - 1.0), 0.2)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = nn.leaky_relu(nn.Conv(self.channels, (4, 4), strides=(2, 2), **kw)(x.astype(self.dtype) * 2.0 - 1.0), 0.2)
         for i in range(1, self.num_layers):
             width = self.channels * min(2 ** i, 8)
-            h = nn.Conv(width, (4, 4), strides=(2, 2), use_bias=False)(h)
-            h = nn.leaky_relu(nn.GroupNorm(group_count(width))(h), 0.2)
+            h = nn.Conv(width, (4, 4), strides=(2, 2), use_bias=False, **kw)(h)
+            h = nn.leaky_relu(nn.GroupNorm(group_count(width), **kw)(h), 0.2)
         width = self.channels * min(2 ** self.num_layers, 8)
-        h = nn.leaky_relu(nn.GroupNorm(group_count(width))(nn.Conv(width, (3, 3), use_bias=False)(h)), 0.2)
-        return nn.Conv(1, (3, 3))(h)
+        h = nn.leaky_relu(nn.GroupNorm(group_count(width), **kw)(nn.Conv(width, (3, 3), use_bias=False, **kw)(h)), 0.2)
+        return nn.Conv(1, (3, 3), dtype=jnp.float32, param_dtype=self.param_dtype)(h)
 
 
 def discriminator_loss(real: jax.Array, fake: jax.Array, kind: str = "hinge") -> jax.Array:

@@ -4,13 +4,15 @@ They own no codebook, only optional linear projections between the model width `
 channels (as in vector-quantize-pytorch and MAGVIT-v2 when the widths differ), and the ``num_groups`` split of
 the grouped forms. Each is called as ``module.apply(variables, z, train=...) -> vqjax.Quantized`` and has
 ``encode`` / ``decode`` methods with ``decode(encode(z)) == module(z).values`` (``decode`` in float32 by
-default; pass ``dtype=z.dtype`` for bit equality with low-precision input).
+default; pass ``dtype=z.dtype`` for bit equality with low-precision input). ``dtype`` is the projections'
+compute dtype (None: from their input and parameters) and ``param_dtype`` their storage; the quantization itself
+runs in float32 and the values come back in the input's dtype.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +43,9 @@ class _Projected(nn.Module):
     def setup(self):
         self._validate()
         if self._needs_projection():
-            self.project_in = nn.Dense(self._width(), name="project_in")
-            self.project_out = nn.Dense(self.dim, name="project_out")
+            self.project_in = nn.Dense(self._width(), dtype=self.dtype, param_dtype=self.param_dtype,
+                                       name="project_in")
+            self.project_out = nn.Dense(self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name="project_out")
 
     def _in(self, z):
         name = type(self).__name__
@@ -81,6 +84,8 @@ class FSQ(_Projected):
     num_groups: int = 1
     eps: float = 1e-3
     check_finite: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     def _channels(self) -> int:
         return len(self.levels)
@@ -134,6 +139,8 @@ class LFQ(_Projected):
     commitment_weight: float = 0.25
     entropy_group_size: int | None = 8
     check_finite: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @property
     def vocab_size(self) -> int:
@@ -186,6 +193,8 @@ class BSQ(_Projected):
     commitment_weight: float = 0.25
     entropy_group_size: int | None = 9
     check_finite: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @property
     def vocab_size(self) -> int:

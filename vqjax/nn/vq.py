@@ -9,6 +9,7 @@ the remedies are the :class:`vqjax.codebook.CodebookTransform` chain of :func:`v
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -50,6 +51,8 @@ class CodebookOptions(nn.Module):
     gumbel_temperature: float = 1.0
     chunk_size: int | None = None
     check_finite: bool = False
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
 
     @property
     def vocab_size(self) -> int:
@@ -132,6 +135,10 @@ class VectorQuantizer(CodebookOptions):
       gumbel_temperature: Gumbel-softmax temperature.
       chunk_size: codes per search step.
       check_finite: refuse NaN/Inf inputs.
+      dtype: compute dtype of the ``code_dim`` projections (None: from their input and parameters); the search,
+        losses and codebook updates run in float32 whatever it is, and the values come back in ``z``'s dtype.
+      param_dtype: storage dtype of the learned codebook and projections (float32; the ``vq_stats`` statistics
+        are always float32).
     """
 
     codebook_size: int
@@ -146,13 +153,14 @@ class VectorQuantizer(CodebookOptions):
         self._validate()
         k, cd = self.codebook_size, self.search_dim
         if self.code_dim is not None:
-            self.project_in = nn.Dense(cd, name="project_in")
-            self.project_out = nn.Dense(self.dim, name="project_out")
+            self.project_in = nn.Dense(cd, dtype=self.dtype, param_dtype=self.param_dtype, name="project_in")
+            self.project_out = nn.Dense(self.dim, dtype=self.dtype, param_dtype=self.param_dtype, name="project_out")
         if self.codebook_learning == "gradient":
-            self.codebook = self.param("codebook", nn.initializers.normal(1.0), (k, cd), jnp.float32)
+            self.codebook = self.param("codebook", nn.initializers.normal(1.0), (k, cd), self.param_dtype)
         elif self.codebook_learning == "simvq":
             self.basis = self.variable(STATS, "basis", lambda: cbk.simvq_init(self.make_rng("params"), k, cd)[0])
-            self.projection = self.param("projection", lambda _: jnp.eye(cd, dtype=jnp.float32))
+            self.projection = self.param("projection", lambda _, shape, dtype: jnp.eye(shape[0], dtype=dtype), (cd, cd),
+                                         self.param_dtype)
         self.remedies = cbk.remedies(learning=self.codebook_learning, decay=self.decay, eps=self.eps,
                                      kmeans_iters=self.kmeans_iters if self.codebook_init == "kmeans" else None,
                                      dead_code_threshold=self.dead_code_threshold, chunk_size=self.chunk_size)
@@ -178,9 +186,9 @@ class VectorQuantizer(CodebookOptions):
     def _learned_codebook(self) -> jax.Array | None:
         """The learned part of the codebook (None for EMA codebooks)."""
         if self.codebook_learning == "gradient":
-            return self.codebook
+            return self.codebook.astype(jnp.float32)
         if self.codebook_learning == "simvq":
-            return cbk.simvq_codebook(self.basis.value, self.projection)
+            return cbk.simvq_codebook(self.basis.value, self.projection.astype(jnp.float32))
         return None
 
     def current_codebook(self) -> jax.Array:

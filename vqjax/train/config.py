@@ -21,11 +21,15 @@ import ml_collections
 from vqjax.data import files, pipeline
 
 __all__ = [
+    "PRECISIONS",
+    "SHARDINGS",
     "add_example_data",
+    "add_step_options",
     "check_core",
     "check_example_data",
     "check_fields",
     "check_positive",
+    "check_scale_fields",
     "core_config",
     "data_options",
     "default_data_dir",
@@ -62,6 +66,17 @@ def core_config(task: str) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 250
     c.max_to_keep = 3
     c.optimizer = optimizer_config()
+    c.precision = "float32"           # compute dtype of the models: 'float32' | 'bfloat16' (parameters stay float32)
+    c.sharding = "replicated"         # 'replicated' | 'fsdp' | 'fsdp+model' (vqjax.train.sharding)
+    return c
+
+
+def add_step_options(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Adds ``remat`` (recompute each encoder/decoder block or LM layer in the backward pass instead of storing its
+    activations) and ``grad_accum_steps`` (a step's batch as that many micro-batches whose gradients and codebook
+    statistics are summed before one update) to a task whose models have blocks and whose step accumulates."""
+    c.remat = False
+    c.grad_accum_steps = 1
     return c
 
 
@@ -187,8 +202,31 @@ def check_positive(config: ml_collections.ConfigDict, *names: str) -> None:
             raise ValueError(f"config.{name} must be a positive int; got {value!r}")
 
 
+PRECISIONS = ("float32", "bfloat16")
+SHARDINGS = ("replicated", "fsdp", "fsdp+model")
+
+
+def check_scale_fields(config: ml_collections.ConfigDict) -> None:
+    """``config.precision`` and ``config.sharding`` (every task), ``config.remat`` and ``config.grad_accum_steps``
+    where the task has them."""
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"config.precision must be one of {PRECISIONS}; got {config.precision!r}")
+    if config.sharding not in SHARDINGS:
+        raise ValueError(f"config.sharding must be one of {SHARDINGS}; got {config.sharding!r}")
+    if "remat" in config and not isinstance(config.remat, bool):
+        raise ValueError(f"config.remat must be True or False; got {config.remat!r}")
+    if "grad_accum_steps" in config:
+        n = config.grad_accum_steps
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+            raise ValueError(f"config.grad_accum_steps must be a positive int; got {n!r}")
+        if config.batch_size % n:
+            raise ValueError(f"config.batch_size ({config.batch_size}) must be divisible by config.grad_accum_steps "
+                             f"({n})")
+
+
 def check_core(config: ml_collections.ConfigDict) -> None:
-    """The fields the trainer core reads: step counts, checkpoint retention, the optimizer."""
+    """The fields the trainer core reads: step counts, checkpoint retention, the optimizer, precision and
+    sharding (and ``remat``/``grad_accum_steps`` where the task has them)."""
     check_positive(config, "num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps",
                    "max_to_keep")
     if isinstance(config.seed, bool) or not isinstance(config.seed, int):
@@ -199,6 +237,7 @@ def check_core(config: ml_collections.ConfigDict) -> None:
     if o.warmup_steps < 0 or o.grad_clip <= 0 or o.weight_decay < 0:
         raise ValueError(f"config.optimizer: warmup_steps and weight_decay must be >= 0 and grad_clip > 0; got "
                          f"{o.warmup_steps}, {o.weight_decay}, {o.grad_clip}")
+    check_scale_fields(config)
 
 
 def switch_quantizer(config: ml_collections.ConfigDict, name: str, kwargs: dict | None = None

@@ -14,7 +14,7 @@ averaged over the sub-discriminators, and feature matching compares every interm
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -42,6 +42,8 @@ class PeriodDiscriminator(nn.Module):
     channels: int = 16
     max_channels: int = 256
     num_layers: int = 4
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array):
@@ -49,16 +51,16 @@ class PeriodDiscriminator(nn.Module):
         pad = (-t) % self.period
         if pad:
             x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)), mode="reflect")
-        h = x.reshape(b, -1, self.period, 1)
+        h = x.reshape(b, -1, self.period, 1).astype(self.dtype)
         features = []
         width = self.channels
         for _ in range(self.num_layers):
-            h = _lrelu(nn.Conv(width, (5, 1), strides=(3, 1), padding=((2, 2), (0, 0)))(h))
+            h = _lrelu(nn.Conv(width, (5, 1), strides=(3, 1), padding=((2, 2), (0, 0)), dtype=self.dtype, param_dtype=self.param_dtype)(h))
             features.append(h)
             width = min(width * 4, self.max_channels)
-        h = _lrelu(nn.Conv(width, (5, 1), padding=((2, 2), (0, 0)))(h))
+        h = _lrelu(nn.Conv(width, (5, 1), padding=((2, 2), (0, 0)), dtype=self.dtype, param_dtype=self.param_dtype)(h))
         features.append(h)
-        return nn.Conv(1, (3, 1), padding=((1, 1), (0, 0)))(h), features
+        return nn.Conv(1, (3, 1), padding=((1, 1), (0, 0)), dtype=jnp.float32, param_dtype=self.param_dtype)(h), features
 
 
 class STFTDiscriminator(nn.Module):
@@ -69,20 +71,23 @@ class STFTDiscriminator(nn.Module):
     n_fft: int
     channels: int = 16
     dilations: Sequence[int] = (1, 2, 4)
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array):
         s = stft(x, self.n_fft)
-        h = jnp.stack([jnp.real(s), jnp.imag(s)], axis=-1)
+        h = jnp.stack([jnp.real(s), jnp.imag(s)], axis=-1).astype(self.dtype)
         features = []
-        h = _lrelu(nn.Conv(self.channels, (3, 9), padding="SAME")(h))
+        h = _lrelu(nn.Conv(self.channels, (3, 9), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype)(h))
         features.append(h)
         for d in self.dilations:
-            h = _lrelu(nn.Conv(self.channels, (3, 9), strides=(1, 2), kernel_dilation=(d, 1), padding="SAME")(h))
+            h = _lrelu(nn.Conv(self.channels, (3, 9), strides=(1, 2), kernel_dilation=(d, 1), padding="SAME",
+                               dtype=self.dtype, param_dtype=self.param_dtype)(h))
             features.append(h)
-        h = _lrelu(nn.Conv(self.channels, (3, 3), padding="SAME")(h))
+        h = _lrelu(nn.Conv(self.channels, (3, 3), padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype)(h))
         features.append(h)
-        return nn.Conv(1, (3, 3), padding="SAME")(h), features
+        return nn.Conv(1, (3, 3), padding="SAME", dtype=jnp.float32, param_dtype=self.param_dtype)(h), features
 
 
 class AudioDiscriminators(nn.Module):
@@ -92,11 +97,14 @@ class AudioDiscriminators(nn.Module):
       periods: the periods (HiFi-GAN uses 2, 3, 5, 7, 11; empty for none).
       fft_sizes: the STFT sizes (EnCodec uses 5 from 128 to 2048; empty for none).
       channels: base width of every sub-discriminator.
+      dtype, param_dtype: compute and storage dtypes (logits in float32; the STFT is taken in float32).
     """
 
     periods: Sequence[int] = (2, 3, 5, 7, 11)
     fft_sizes: Sequence[int] = (512, 1024, 2048)
     channels: int = 16
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> Outputs:
@@ -105,8 +113,9 @@ class AudioDiscriminators(nn.Module):
         if not self.periods and not self.fft_sizes:
             raise ValueError("AudioDiscriminators: periods and fft_sizes are both empty")
         x = x.astype(jnp.float32)
-        outs = [PeriodDiscriminator(int(p), self.channels)(x) for p in self.periods]
-        outs += [STFTDiscriminator(int(n), self.channels)(x) for n in self.fft_sizes]
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        outs = [PeriodDiscriminator(int(p), self.channels, **dt)(x) for p in self.periods]
+        outs += [STFTDiscriminator(int(n), self.channels, **dt)(x) for n in self.fft_sizes]
         return outs
 
 

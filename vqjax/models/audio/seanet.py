@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqjax.models import remat as remat_lib
 from vqjax.models.audio.streaming import (
     ResidualUnit,
     StateChain,
@@ -34,6 +35,8 @@ class _SEANet(nn.Module):
     residual_kernel_size: int = 3
     causal: bool = True
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    remat: bool = False
 
     @property
     def hop_length(self) -> int:
@@ -49,8 +52,9 @@ class _SEANet(nn.Module):
         return StateChain(state)
 
     def _residual(self, dilation_index: int) -> ResidualUnit:
-        return ResidualUnit(self.residual_kernel_size, self.dilation_base ** dilation_index, causal=self.causal,
-                            dtype=self.dtype)
+        return remat_lib.block(ResidualUnit, self.remat)(
+            self.residual_kernel_size, self.dilation_base ** dilation_index, causal=self.causal, dtype=self.dtype,
+            param_dtype=self.param_dtype)
 
 
 class SEANetEncoder(_SEANet):
@@ -68,14 +72,14 @@ class SEANetEncoder(_SEANet):
     def __call__(self, x: jax.Array, state=None):
         check_chunk(x, self.hop_length, "SEANetEncoder")
         run = self._chain(state)
-        h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype), x)
+        h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype), x)
         ch = self.channels
         for s in self.strides:
             for j in range(self.num_residual):
                 h = run(self._residual(j), h)
             ch *= 2
-            h = run(StreamingConv1d(ch, 2 * s, stride=s, causal=self.causal, dtype=self.dtype), nn.elu(h))
-        h = run(StreamingConv1d(self.latent_dim, self.kernel_size, causal=self.causal, dtype=self.dtype), nn.elu(h))
+            h = run(StreamingConv1d(ch, 2 * s, stride=s, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype), nn.elu(h))
+        h = run(StreamingConv1d(self.latent_dim, self.kernel_size, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype), nn.elu(h))
         return h, (tuple(run.states) if self.causal else None)
 
 
@@ -90,13 +94,13 @@ class SEANetDecoder(_SEANet):
         check_chunk(z, 1, "SEANetDecoder")
         run = self._chain(state)
         ch = self.channels * 2 ** len(self.strides)
-        h = run(StreamingConv1d(ch, self.kernel_size, causal=self.causal, dtype=self.dtype), z)
+        h = run(StreamingConv1d(ch, self.kernel_size, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype), z)
         for s in reversed(tuple(self.strides)):
             ch //= 2
-            h = run(StreamingConvTranspose1d(ch, 2 * s, s, causal=self.causal, dtype=self.dtype), nn.elu(h))
+            h = run(StreamingConvTranspose1d(ch, 2 * s, s, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype), nn.elu(h))
             for j in range(self.num_residual):
                 h = run(self._residual(j), h)
-        h = run(StreamingConv1d(self.audio_channels, self.kernel_size, causal=self.causal, dtype=self.dtype),
+        h = run(StreamingConv1d(self.audio_channels, self.kernel_size, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype),
                 nn.elu(h))
         return h, (tuple(run.states) if self.causal else None)
 

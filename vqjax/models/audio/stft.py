@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqjax.models import remat as remat_lib
 from vqjax.models.audio.dsp import hann_window
 from vqjax.models.audio.streaming import StateChain, StreamingConv1d, check_chunk
 
@@ -32,15 +33,16 @@ class ConvNeXtBlock(nn.Module):
     layer_scale_init: float = 0.1
     causal: bool = True
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, state=None):
         ch = x.shape[-1]
-        h, state = StreamingConv1d(ch, self.kernel_size, groups=ch, causal=self.causal, dtype=self.dtype)(x, state)
-        h = nn.LayerNorm(dtype=self.dtype)(h)
-        h = nn.Dense(self.expansion * ch, dtype=self.dtype)(h)
-        h = nn.Dense(ch, dtype=self.dtype)(nn.gelu(h))
-        scale = self.param("layer_scale", nn.initializers.constant(self.layer_scale_init), (ch,))
+        h, state = StreamingConv1d(ch, self.kernel_size, groups=ch, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype)(x, state)
+        h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        h = nn.Dense(self.expansion * ch, dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        h = nn.Dense(ch, dtype=self.dtype, param_dtype=self.param_dtype)(nn.gelu(h))
+        scale = self.param("layer_scale", nn.initializers.constant(self.layer_scale_init), (ch,), self.param_dtype)
         return x + scale.astype(self.dtype) * h, state
 
 
@@ -55,6 +57,8 @@ class _Fourier(nn.Module):
     kernel_size: int = 7
     causal: bool = True
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    remat: bool = False
 
     @property
     def hop_length(self) -> int:
@@ -77,7 +81,9 @@ class _Fourier(nn.Module):
     def _blocks(self, run: StateChain, h):
         scale = 1.0 / (len(self.strides) * self.num_residual)
         for _ in range(self.num_residual):
-            h = run(ConvNeXtBlock(self.kernel_size, layer_scale_init=scale, causal=self.causal, dtype=self.dtype), h)
+            block = remat_lib.block(ConvNeXtBlock, self.remat)
+            h = run(block(self.kernel_size, layer_scale_init=scale, causal=self.causal, dtype=self.dtype,
+                          param_dtype=self.param_dtype), h)
         return h
 
 
@@ -211,13 +217,13 @@ class STFTEncoder(_Fourier):
         unit = spec / jnp.maximum(mag, 1e-7)
         comp = mag ** 0.3
         feats = jnp.concatenate([jnp.log(mag + 1e-5), comp * jnp.real(unit), comp * jnp.imag(unit)], axis=-1)
-        h = nn.Dense(self.channels, dtype=self.dtype)(feats.astype(self.dtype))
+        h = nn.Dense(self.channels, dtype=self.dtype, param_dtype=self.param_dtype)(feats.astype(self.dtype))
         h = self._blocks(run, h)
         for s in self.strides[1:]:
-            h = run(StreamingConv1d(self.channels, 2 * s, stride=s, causal=self.causal, dtype=self.dtype), h)
+            h = run(StreamingConv1d(self.channels, 2 * s, stride=s, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype), h)
             h = self._blocks(run, h)
-        h = nn.LayerNorm(dtype=self.dtype)(h)
-        return nn.Dense(self.latent_dim, dtype=self.dtype)(h), (tuple(run.states) if self.causal else None)
+        h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        return nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype)(h), (tuple(run.states) if self.causal else None)
 
 
 class ISTFTDecoder(_Fourier):
@@ -261,14 +267,14 @@ class ISTFTDecoder(_Fourier):
                 base = per_bin.astype(jnp.float32)
             else:
                 base = run(lambda v, st: _line_per_frame(v, per_latent, self.causal, st), per_bin.astype(jnp.float32))
-        h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype), z)
+        h = run(StreamingConv1d(self.channels, self.kernel_size, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype), z)
         h = self._blocks(run, h)
         for s in reversed(tuple(self.strides[1:])):
-            h = nn.Dense(s * self.channels, dtype=self.dtype)(h)
+            h = nn.Dense(s * self.channels, dtype=self.dtype, param_dtype=self.param_dtype)(h)
             h = h.reshape(h.shape[0], h.shape[1] * s, self.channels)
             h = self._blocks(run, h)
-        h = nn.LayerNorm(dtype=self.dtype)(h)
-        out = nn.Dense(2 * bins, dtype=jnp.float32)(h.astype(jnp.float32))
+        h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        out = nn.Dense(2 * bins, dtype=jnp.float32, param_dtype=self.param_dtype)(h.astype(jnp.float32))
         mag = jnp.exp(jnp.minimum(out[..., :bins] + base, 8.0))
         spec = jax.lax.complex(mag * jnp.cos(out[..., bins:]), mag * jnp.sin(out[..., bins:]))
         hop = int(self.strides[0])
@@ -290,7 +296,8 @@ class ISTFTDecoder(_Fourier):
         frames); a predicted pitch has its gradient stopped, as spectral losses give it no useful one, and learns
         from its own loss on the input's pitch track (it and the voicing logit are sown as intermediates)."""
         bins = self.n_fft // 2 + 1
-        out = nn.Dense(bins + (1 if given is not None else 2), dtype=jnp.float32, name="harmonic_head")(h)
+        out = nn.Dense(bins + (1 if given is not None else 2), dtype=jnp.float32, param_dtype=self.param_dtype,
+                       name="harmonic_head")(h)
         envelope = jnp.exp(jnp.minimum(out[..., :bins] + base, 8.0))
         voicing = jax.nn.sigmoid(out[..., bins])
         if given is None:

@@ -38,6 +38,7 @@ class StreamingConv1d(nn.Module):
     causal: bool = True
     groups: int = 1
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @property
     def context(self) -> int:
@@ -54,8 +55,8 @@ class StreamingConv1d(nn.Module):
             raise ValueError(f"StreamingConv1d: groups ({self.groups}) must divide the input ({cin}) and output "
                              f"({self.features}) channels")
         kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
-                            (self.kernel_size, cin // self.groups, self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+                            (self.kernel_size, cin // self.groups, self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         if self.causal:
             if state is None:
                 state = jnp.zeros((x.shape[0], self.context, cin), x.dtype)
@@ -85,6 +86,7 @@ class StreamingConvTranspose1d(nn.Module):
     stride: int
     causal: bool = True
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, state: jax.Array | None = None):
@@ -94,8 +96,8 @@ class StreamingConvTranspose1d(nn.Module):
         check_chunk(x, 1, "StreamingConvTranspose1d")
         cin = x.shape[-1]
         kernel = self.param("kernel", nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
-                            (k, cin, self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+                            (k, cin, self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
         # y[t s + r] = sum_m x[t - m] w[m s + r]: the transposed convolution in polyphase form, one stride-1
         # convolution of M = ceil(k / s) taps producing the s phases as channels (a stride-dilated input is
         # much slower to differentiate on CPU). The full result has (T - 1) s + k samples.
@@ -128,14 +130,15 @@ class ResidualUnit(nn.Module):
     compress: int = 2
     causal: bool = True
     dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, state=None):
         state = (None, None) if state is None else state
         ch = x.shape[-1]
         h, s1 = StreamingConv1d(max(ch // self.compress, 1), self.kernel_size, dilation=self.dilation,
-                                causal=self.causal, dtype=self.dtype)(nn.elu(x), state[0])
-        h, s2 = StreamingConv1d(ch, 1, causal=self.causal, dtype=self.dtype)(nn.elu(h), state[1])
+                                causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype)(nn.elu(x), state[0])
+        h, s2 = StreamingConv1d(ch, 1, causal=self.causal, dtype=self.dtype, param_dtype=self.param_dtype)(nn.elu(h), state[1])
         return x + h, (s1, s2)
 
 

@@ -105,7 +105,7 @@ def _check_lm_experiment(c, arg):
 
     get_task("lm").check_config(c)
     model = DecoderLM(vocab_size=2000, dim=c.model.dim, num_layers=c.model.num_layers, num_heads=c.model.num_heads,
-                      num_kv_heads=c.model.num_kv_heads, mlp_dim=c.model.mlp_dim, dtype=c.model.dtype)
+                      num_kv_heads=c.model.num_kv_heads, mlp_dim=c.model.mlp_dim, dtype=c.precision)
     ids = jnp.zeros((2, c.seq_len), jnp.int32)
     params = jax.eval_shape(lambda k: model.init(k, ids, ids), jax.random.key(0))
     logits, _ = jax.eval_shape(lambda p: model.apply(p, ids, ids), params)

@@ -12,6 +12,8 @@ its phase (Sun et al. 2019).
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -77,6 +79,7 @@ class NodePieceEncoder(nn.Module):
       dim: output width; hidden: MLP width (default ``4 * dim``).
       kind: 'mlp' or 'transformer'; num_layers, num_heads: Transformer shape.
       max_distance: distances embedded separately up to this hop count.
+      dtype, param_dtype: compute and storage dtypes (the embedding comes back in float32).
     """
 
     vocab_size: int
@@ -86,19 +89,22 @@ class NodePieceEncoder(nn.Module):
     num_layers: int = 2
     num_heads: int = 4
     max_distance: int = 10
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, tokens: jax.Array, distances: jax.Array) -> jax.Array:
         k = distances.shape[-1]
-        embed = nn.Embed(self.vocab_size, self.dim, name="tokens")
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        embed = nn.Embed(self.vocab_size, self.dim, name="tokens", **dt)
         x = embed(tokens)
         d = jnp.where(distances < 0, self.max_distance + 1, jnp.minimum(distances, self.max_distance))
-        dist = nn.Embed(self.max_distance + 2, self.dim, name="distances")(d)
+        dist = nn.Embed(self.max_distance + 2, self.dim, name="distances", **dt)(d)
         x = x.at[..., :k, :].add(dist)
         hidden = self.hidden or 4 * self.dim
         if self.kind == "mlp":
             h = x.reshape(*x.shape[:-2], -1)
-            return nn.Dense(self.dim)(nn.gelu(nn.Dense(hidden)(h)))
+            return nn.Dense(self.dim, **dt)(nn.gelu(nn.Dense(hidden, **dt)(h))).astype(jnp.float32)
         if self.kind != "transformer":
             raise ValueError(f"kind must be 'mlp' or 'transformer'; got {self.kind!r}")
         cls = embed(jnp.full(tokens.shape[:-1] + (1,), CLS))
@@ -106,10 +112,10 @@ class NodePieceEncoder(nn.Module):
         keep = jnp.concatenate([jnp.ones(tokens.shape[:-1] + (1,), bool), tokens != PAD], axis=-1)
         mask = nn.make_attention_mask(keep, keep)
         for _ in range(self.num_layers):
-            x = x + nn.MultiHeadDotProductAttention(self.num_heads)(nn.LayerNorm()(x), mask=mask)
-            y = nn.LayerNorm()(x)
-            x = x + nn.Dense(self.dim)(nn.gelu(nn.Dense(hidden)(y)))
-        return nn.LayerNorm()(x[..., 0, :])
+            x = x + nn.MultiHeadDotProductAttention(self.num_heads, **dt)(nn.LayerNorm(**dt)(x), mask=mask)
+            y = nn.LayerNorm(**dt)(x)
+            x = x + nn.Dense(self.dim, **dt)(nn.gelu(nn.Dense(hidden, **dt)(y)))
+        return nn.LayerNorm(dtype=jnp.float32, param_dtype=self.param_dtype)(x[..., 0, :])
 
 
 class LinkPredictor(nn.Module):
@@ -128,6 +134,8 @@ class LinkPredictor(nn.Module):
       vocab_size: the NodePiece vocabulary size (token encoders).
       num_layers, num_heads, max_distance: token-encoder settings.
       gamma: RotatE margin.
+      dtype, param_dtype: the token encoder's compute dtype and every parameter's storage dtype (scores are
+        computed in float32).
     """
 
     num_entities: int
@@ -140,6 +148,8 @@ class LinkPredictor(nn.Module):
     num_heads: int = 4
     max_distance: int = 10
     gamma: float = 12.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     def setup(self):
         if self.encoder not in ENCODERS:
@@ -147,13 +157,16 @@ class LinkPredictor(nn.Module):
         if self.scorer == "rotate" and self.dim % 2:
             raise ValueError(f"dim must be even for RotatE (complex embeddings); got {self.dim}")
         if self.encoder == "embedding":
-            self.table = nn.Embed(self.num_entities, self.dim, embedding_init=nn.initializers.normal(0.1))
+            self.table = nn.Embed(self.num_entities, self.dim, embedding_init=nn.initializers.normal(0.1),
+                                  dtype=jnp.float32, param_dtype=self.param_dtype)
         else:
             self.nodes = NodePieceEncoder(self.vocab_size, self.dim, self.encoder, num_layers=self.num_layers,
-                                          num_heads=self.num_heads, max_distance=self.max_distance)
+                                          num_heads=self.num_heads, max_distance=self.max_distance, dtype=self.dtype,
+                                          param_dtype=self.param_dtype)
         init = (nn.initializers.uniform(2 * jnp.pi) if self.scorer == "rotate" else nn.initializers.normal(0.1))
         self.relations = self.param("relations", init, (2 * self.num_relations, relation_dim(self.scorer,
-                                                                                           self.dim)))
+                                                                                           self.dim)),
+                                    self.param_dtype)
 
     def entities(self, ids: jax.Array, tokens: jax.Array | None = None, distances: jax.Array | None = None):
         """Embeddings ``[..., dim]`` of entity ``ids`` (token encoders gather their rows of ``tokens``)."""
@@ -162,12 +175,12 @@ class LinkPredictor(nn.Module):
         return self.nodes(tokens[ids], distances[ids])
 
     def relation(self, rel: jax.Array, inverse: bool | jax.Array = False) -> jax.Array:
-        return self.relations[rel + jnp.where(inverse, self.num_relations, 0)]
+        return self.relations[rel + jnp.where(inverse, self.num_relations, 0)].astype(jnp.float32)
 
     def with_negatives(self, queries, rels, answers, negatives, tokens=None, distances=None):
         """Training scores: ``[B]`` of the true triples ``(queries, rels, answers)`` and ``[B, M]`` of the same
         queries against ``M`` shared negative entities."""
-        q, r = self.entities(queries, tokens, distances), self.relations[rels]
+        q, r = self.entities(queries, tokens, distances), self.relations[rels].astype(jnp.float32)
         a, n = self.entities(answers, tokens, distances), self.entities(negatives, tokens, distances)
         return (score(self.scorer, q, r, a, gamma=self.gamma),
                 score(self.scorer, q[:, None], r[:, None], n[None], gamma=self.gamma))
@@ -175,7 +188,7 @@ class LinkPredictor(nn.Module):
     def all_entities(self, tokens=None, distances=None, chunk: int = 4096):
         """Embeddings of every entity ``[N, dim]`` (token encoders run in chunks of ``chunk`` entities)."""
         if self.encoder == "embedding":
-            return self.table.embedding
+            return self.table.embedding.astype(jnp.float32)
         ids = jnp.arange(self.num_entities)
         size = min(chunk, self.num_entities)
         pad = (-self.num_entities) % size

@@ -144,10 +144,12 @@ class ImageTokenizer(nn.Module):
     quantizer: nn.Module
     decoder: Decoder
 
-    def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
+    def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False,
+                 apply_update: bool | jax.Array = True):
         """``(reconstruction, Quantized)``, or ``(reconstruction, Quantized, decoder features)`` with
-        ``return_features`` (the input of the decoder's last layer)."""
-        q = self.quantizer(self.encoder(x), train=train)
+        ``return_features`` (the input of the decoder's last layer). ``apply_update=False`` holds the codebook
+        statistics of this call pending (gradient accumulation: all micro-batches but the last)."""
+        q = self.quantizer(self.encoder(x), train=train, apply_update=apply_update)
         if return_features:
             recon, h = self.decoder(q.values, return_features=True)
             return recon, q, h

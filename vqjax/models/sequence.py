@@ -93,12 +93,12 @@ class MultiScaleResidual(nn.Module):
                 raise ValueError(f"MultiScaleResidual: every scale must divide the latent frames ({frames}); got "
                                  f"scales {tuple(self.scales)}")
 
-    def __call__(self, z: jax.Array, *, train: bool = False):
+    def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool | jax.Array = True):
         self._check(z.shape[1])
         residual, total, loss, metrics, codes = z, jnp.zeros_like(z), 0.0, {}, []
         for quantizer, s in zip(self.quantizers, self.scales):
             pooled = residual.reshape(z.shape[0], z.shape[1] // s, s, z.shape[2]).mean(axis=2)
-            q = quantizer(pooled, train=train)
+            q = quantizer(pooled, train=train, apply_update=apply_update)
             up = jnp.repeat(q.values, s, axis=1)
             total = total + up
             residual = residual - jax.lax.stop_gradient(up)
@@ -189,8 +189,8 @@ class SequenceTokenizer(nn.Module):
         y, _ = self.decoder(self.post(v))
         return y
 
-    def __call__(self, xn: jax.Array, *, train: bool = False):
-        q = self.quantizer(self._latent(xn), train=train)
+    def __call__(self, xn: jax.Array, *, train: bool = False, apply_update: bool | jax.Array = True):
+        q = self.quantizer(self._latent(xn), train=train, apply_update=apply_update)
         return self._signal(q.values), q
 
     def encode(self, x: jax.Array) -> jax.Array:
@@ -253,20 +253,23 @@ class SequenceClassifier(nn.Module):
     num_layers: int = 2
     vocab_size: int | None = None
     patch: int | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        dt = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         if jnp.issubdtype(x.dtype, jnp.integer):
             if self.vocab_size is None:
                 raise ValueError("SequenceClassifier: integer codes need vocab_size")
             codes = x if x.ndim == 3 else x[..., None]
-            h = sum(nn.Embed(self.vocab_size, self.width, name=f"embed_{level}")(codes[..., level])
+            h = sum(nn.Embed(self.vocab_size, self.width, name=f"embed_{level}", **dt)(codes[..., level])
                     for level in range(codes.shape[-1]))
         else:
             if self.patch is None or x.ndim != 3 or x.shape[1] % self.patch:
                 raise ValueError(f"SequenceClassifier: raw signals [B, T, C] need patch dividing T; got shape "
                                  f"{x.shape} and patch {self.patch}")
             b, t, c = x.shape
-            h = nn.Dense(self.width)(x.reshape(b, t // self.patch, self.patch * c))
-        h = LatentTransformer(self.num_layers, width=self.width)(h)
-        return nn.Dense(self.num_classes)(jnp.mean(h, axis=1))
+            h = nn.Dense(self.width, **dt)(x.reshape(b, t // self.patch, self.patch * c))
+        h = LatentTransformer(self.num_layers, width=self.width, **dt)(h)
+        return nn.Dense(self.num_classes, dtype=jnp.float32, param_dtype=self.param_dtype)(jnp.mean(h, axis=1))

@@ -340,11 +340,13 @@ class VideoAutoencoder(nn.Module):
     def spatial_stride(self) -> int:
         return self.encoder.spatial_stride
 
-    def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False):
+    def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False,
+                 apply_update: bool | jax.Array = True):
         """``(reconstruction, Quantized)``, or ``(reconstruction, Quantized, decoder features)`` with
-        ``return_features`` (the input of the decoder's last layer)."""
+        ``return_features`` (the input of the decoder's last layer). ``apply_update=False`` holds the codebook
+        statistics of this call pending (gradient accumulation: all micro-batches but the last)."""
         z, _ = self.encoder(x)
-        q = self.quantizer(z, train=train)
+        q = self.quantizer(z, train=train, apply_update=apply_update)
         if return_features:
             y, _, h = self.decoder(q.values, return_features=True)
             return y, q, h

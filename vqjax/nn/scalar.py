@@ -2,7 +2,8 @@
 
 They own no codebook, only optional linear projections between the model width ``dim`` and the quantizer's
 channels (as in vector-quantize-pytorch and MAGVIT-v2 when the widths differ), and the ``num_groups`` split of
-the grouped forms. Each is called as ``module.apply(variables, z, train=...) -> vqjax.Quantized`` and has
+the grouped forms. Each is called as ``module.apply(variables, z, train=...) -> vqjax.Quantized`` (``apply_update``
+is accepted as the learned-codebook modules take it, and ignored: these keep no statistics) and has
 ``encode`` / ``decode`` methods with ``decode(encode(z)) == module(z).values`` (``decode`` in float32 by
 default; pass ``dtype=z.dtype`` for bit equality with low-precision input). ``dtype`` is the projections'
 compute dtype (None: from their input and parameters) and ``param_dtype`` their storage; the quantization itself
@@ -105,7 +106,7 @@ class FSQ(_Projected):
         """Distinct values of one code: ``prod(levels)``."""
         return math.prod(self.levels)
 
-    def __call__(self, z: jax.Array, *, train: bool = False) -> Quantized:
+    def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool | jax.Array = True) -> Quantized:
         return self._finish(fsq(self._in(z), tuple(self.levels), eps=self.eps, check_finite=self.check_finite), z)
 
     def encode(self, z: jax.Array) -> jax.Array:
@@ -156,7 +157,7 @@ class LFQ(_Projected):
         if self.dim is not None:
             checks.check_positive_int("LFQ: dim", self.dim)
 
-    def __call__(self, z: jax.Array, *, train: bool = False) -> Quantized:
+    def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool | jax.Array = True) -> Quantized:
         q = lfq(self._in(z), scale=self.scale, entropy_weight=self.entropy_weight if train else 0.0,
                 diversity_weight=self.diversity_weight, temperature=self.temperature,
                 commitment_weight=self.commitment_weight, entropy_group_size=self.entropy_group_size,
@@ -210,7 +211,7 @@ class BSQ(_Projected):
         if self.dim is not None:
             checks.check_positive_int("BSQ: dim", self.dim)
 
-    def __call__(self, z: jax.Array, *, train: bool = False) -> Quantized:
+    def __call__(self, z: jax.Array, *, train: bool = False, apply_update: bool | jax.Array = True) -> Quantized:
         q = bsq(self._in(z), entropy_weight=self.entropy_weight if train else 0.0,
                 diversity_weight=self.diversity_weight, temperature=self.temperature,
                 commitment_weight=self.commitment_weight, entropy_group_size=self.entropy_group_size,

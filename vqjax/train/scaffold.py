@@ -27,13 +27,15 @@ import ml_collections
 import optax
 
 from vqjax.data import pipeline
-from vqjax.models import quantizer_vocab_size
+from vqjax.models import model_from_spec, quantizer_vocab_size
 from vqjax.models.perceptual import perceptual_distance
 from vqjax.models.vqgan import GAN_LOSSES, GANConfig, decoder_generator_term, discriminator_step, gan_init
+from vqjax.train import sharding
 from vqjax.train.config import check_positive
 from vqjax.train.core import data_mesh, make_optimizer
 
 __all__ = ["TokenizerState", "GANHalf", "Scaffold", "build", "step_key", "tokenizer_step", "PixelParts", "pixel_step",
+           "training_model",
            "pixel_gan", "vqgan_half",
            "reconstruction_loss", "tokenizer_loss", "LOSSES", "gan_fields", "check_gan", "gan_config",
            "check_channel_mult"]
@@ -88,6 +90,8 @@ class Scaffold:
       codes_shape: the codes of one example of the sample's shape.
       vocab_size: distinct values of one code (the quantizer's own).
       ema_decay: the EMA decay of the weights (0: no EMA).
+      state_sharding: the state's shardings (``config.sharding``, :func:`vqjax.train.sharding.state_shardings`).
+      fsdp: whether parameters are sharded (the step gathers them before it computes).
     """
 
     model: Any
@@ -99,11 +103,15 @@ class Scaffold:
     codes_shape: tuple
     vocab_size: int
     ema_decay: float = 0.0
+    state_sharding: Any = None
+    fsdp: bool = False
 
     def variables(self, state: TokenizerState) -> dict:
-        """``{'params', 'vq_stats'}`` the run evaluates and exports: the EMA weights when it keeps them."""
+        """``{'params', 'vq_stats'}`` the run evaluates and exports: the EMA weights when it keeps them (gathered
+        onto every device when the state is sharded)."""
         params = state.ema_params if self.ema_decay > 0 else state.params
-        return {"params": params, "vq_stats": state.vq_stats}
+        variables = {"params": params, "vq_stats": state.vq_stats}
+        return jax.device_put(variables, self.replicated) if self.fsdp else variables
 
     def weights_spec(self) -> dict:
         """The state entries an artifact's weights come from (``spec['weights']``)."""
@@ -114,11 +122,13 @@ class Scaffold:
         return jax.make_array_from_process_local_data(self.batch_sharding, local)
 
     def jit_train(self, step: Callable, *replicated_args: int) -> Callable:
-        """``step(state, batch, *extra) -> (state, metrics)`` jitted with the state replicated and donated, the batch
-        sharded and ``len(replicated_args)`` further replicated arguments."""
+        """``step(state, batch, *extra) -> (state, metrics)`` jitted with the state in its shardings and donated,
+        the batch sharded and ``len(replicated_args)`` further replicated arguments. Under FSDP the parameters are
+        gathered before ``step`` computes (one all-gather), so it computes what the replicated step does."""
         extra = tuple(self.replicated for _ in replicated_args)
-        return jax.jit(step, in_shardings=(self.replicated, self.batch_sharding, *extra),
-                       out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+        gathered = sharding.gathering_params(step, self.replicated.mesh, "fsdp" if self.fsdp else "replicated")
+        return jax.jit(gathered, in_shardings=(self.state_sharding, self.batch_sharding, *extra),
+                       out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
 
     def make_step(self, config: ml_collections.ConfigDict, source, jitted: Callable, key: str, *extra,
                   **pipeline_args) -> Callable[[int], Callable]:
@@ -183,10 +193,22 @@ def build(config: ml_collections.ConfigDict, *, model, sample: jax.Array, device
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
     codes = jax.eval_shape(functools.partial(model.apply, method=model.encode),
                            {"params": abstract.params, "vq_stats": abstract.vq_stats}, sample[:1])
+    state_sharding = sharding.state_shardings(abstract, replicated.mesh, config.sharding)
     return Scaffold(model=model, tx=tx, replicated=replicated, batch_sharding=batch_sharding, init_state=init_state,
                     abstract=abstract,
                     codes_shape=tuple(codes.shape[1:]), vocab_size=quantizer_vocab_size(model.quantizer),
-                    ema_decay=float(ema_decay))
+                    ema_decay=float(ema_decay), state_sharding=state_sharding,
+                    fsdp=config.sharding != "replicated")
+
+
+def training_model(spec_model: dict, config: ml_collections.ConfigDict):
+    """The model an artifact's ``spec_model`` describes, built to train under ``config``: computing in
+    ``config.precision`` and rematerialising its blocks with ``config.remat`` (the spec itself keeps neither: a
+    loaded tokenizer computes in float32)."""
+    kwargs = {**spec_model.get("kwargs", {}), "dtype": config.precision}
+    if config.get("remat", False):
+        kwargs["remat"] = True
+    return model_from_spec({**spec_model, "kwargs": kwargs})
 
 
 def step_key(state: TokenizerState) -> jax.Array:
@@ -194,23 +216,53 @@ def step_key(state: TokenizerState) -> jax.Array:
     return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
 
-def tokenizer_step(tx: optax.GradientTransformation, state: TokenizerState, loss_fn: Callable, real: jax.Array, *,
-                   gan: GANHalf | None = None, ema_decay: float = 0.0) -> tuple[TokenizerState, dict]:
+def tokenizer_step(tx: optax.GradientTransformation, state: TokenizerState, loss_of: Callable, batch, *,
+                   target_of: Callable | None = None, gan: GANHalf | None = None, ema_decay: float = 0.0,
+                   accum_steps: int = 1) -> tuple[TokenizerState, dict]:
     """One train step of an autoencoding tokenizer.
 
-    ``loss_fn(params) -> (loss, (vq_stats, reconstruction, Quantized, metrics))`` is differentiated and ``tx``
-    applied; then, with ``gan``, the discriminator updates on ``real`` and the gradient-free reconstruction; then
-    the EMA ``e <- d e + (1 - d) p`` of the new parameters (``ema_decay = d > 0``). Metrics: ``loss``,
-    ``grad_norm``, the loss's own, the quantizer's (``q_``-prefixed) and the discriminator's.
+    ``loss_of(params, vq_stats, batch, rng, apply_update) -> (loss, (vq_stats, reconstruction, Quantized,
+    metrics))`` is differentiated and ``tx`` applied; then, with ``gan``, the discriminator updates on
+    ``target_of(batch)`` (default: the batch) and the gradient-free reconstruction; then the EMA
+    ``e <- d e + (1 - d) p`` of the new parameters (``ema_decay = d > 0``). Metrics: ``loss``, ``grad_norm``, the
+    loss's own, the quantizer's (``q_``-prefixed) and the discriminator's.
+
+    With ``accum_steps = n > 1`` the batch is cut into ``n`` micro-batches (:func:`vqjax.train.sharding.micro_batches`)
+    scanned one after the other: their gradients are averaged, and the codebook statistics of all but the last are
+    held pending (``apply_update=False``) and folded in with the last, so the update is the large batch's (the
+    loss is a mean over equal micro-batches; an adaptive GAN weight is computed per micro-batch). Micro-batch ``i``
+    draws from ``fold_in(rng, i)``; the metrics are the micro-batches' mean.
     """
-    (loss, (vq_stats, recon, q, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    rng = step_key(state)
+    target_of = target_of or (lambda b: b)
+    grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+    if accum_steps == 1:
+        (loss, (vq_stats, recon, q, aux)), grads = grad_fn(state.params, state.vq_stats, batch, rng, True)
+        metrics = {"loss": loss, **aux, **{f"q_{k}": v for k, v in q.metrics.items()}}
+    else:
+        micro = sharding.micro_batches(batch, accum_steps)
+
+        def one(carry, inputs):
+            grad_sum, vq_stats = carry
+            i, mb = inputs
+            (loss, (vq_stats, recon, q, aux)), g = grad_fn(state.params, vq_stats, mb, jax.random.fold_in(rng, i),
+                                                           i == accum_steps - 1)
+            out = {"loss": loss, **aux, **{f"q_{k}": v for k, v in q.metrics.items()}}
+            return (jax.tree.map(jnp.add, grad_sum, g), vq_stats), (out, recon)
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (grad_sum, vq_stats), (per_micro, recons) = jax.lax.scan(
+            one, (zeros, state.vq_stats), (jnp.arange(accum_steps), micro))
+        grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
+        metrics = jax.tree.map(lambda v: jnp.mean(v, axis=0), per_micro)
+        # [n, B / n, ...] back to the batch's order (micro-batch i holds examples i, i + n, ...)
+        recon = jax.tree.map(lambda r: jnp.swapaxes(r, 0, 1).reshape((-1,) + r.shape[2:]), recons)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **aux,
-               **{f"q_{k}": v for k, v in q.metrics.items()}}
+    metrics["grad_norm"] = optax.tree.norm(grads)
     gan_state = state.gan
     if gan is not None:
-        gan_state, d_metrics = gan.step(state.gan, real, jax.lax.stop_gradient(recon), state.step)
+        gan_state, d_metrics = gan.step(state.gan, target_of(batch), jax.lax.stop_gradient(recon), state.step)
         metrics.update(d_metrics)
     ema_params = state.ema_params
     if ema_decay > 0:
@@ -228,12 +280,12 @@ def reconstruction_loss(kind: str, x, y):
 
 
 def tokenizer_loss(model, recon_kind: str, gan: GANConfig | None, disc, state: TokenizerState, x, rng, nll_of,
-                   params):
+                   params, vq_stats, apply_update=True):
     """A pixel tokenizer's loss on ``x`` (images or clips) and ``(vq_stats, reconstruction, Quantized, metrics)``:
     ``nll_of(recon)`` plus the quantizer's loss plus, with ``gan``, the adversarial term with its adaptive weight
     at the decoder's last layer (:func:`vqjax.models.vqgan.decoder_generator_term`)."""
-    (recon, q, h), upd = model.apply({"params": params, "vq_stats": state.vq_stats}, x, train=True,
-                                     return_features=True, mutable=["vq_stats"], rngs={"vq": rng})
+    (recon, q, h), upd = model.apply({"params": params, "vq_stats": vq_stats}, x, train=True, return_features=True,
+                                     apply_update=apply_update, mutable=["vq_stats"], rngs={"vq": rng})
     loss = nll_of(recon) + q.loss
     aux = {"recon_loss": reconstruction_loss(recon_kind, recon, x), "quantizer_loss": q.loss}
     if gan is not None:
@@ -247,7 +299,7 @@ def tokenizer_loss(model, recon_kind: str, gan: GANConfig | None, disc, state: T
 class PixelParts:
     """The static pieces of a pixel tokenizer's (image or video) train step: the model, its optimizer and pixel
     loss, an optional perceptual term on a feature network's features, the adversarial pieces (discriminator,
-    :class:`~vqjax.models.vqgan.GANConfig`, :class:`GANHalf`) and the EMA decay."""
+    :class:`~vqjax.models.vqgan.GANConfig`, :class:`GANHalf`), the EMA decay and the micro-batches per step."""
 
     model: Any
     tx: optax.GradientTransformation
@@ -258,6 +310,7 @@ class PixelParts:
     ema_decay: float = 0.0
     perceptual_weight: float = 0.0
     feature_net: Any = None
+    accum_steps: int = 1
 
 
 def pixel_step(parts: PixelParts, state: TokenizerState, x, feature_params=None):
@@ -267,13 +320,16 @@ def pixel_step(parts: PixelParts, state: TokenizerState, x, feature_params=None)
     net = parts.feature_net
     features = (lambda y: net.apply(feature_params, y, method="features")) if net is not None else None
 
-    def nll_of(recon):
-        nll = reconstruction_loss(parts.recon_loss, recon, x)
-        return nll + parts.perceptual_weight * perceptual_distance(features, recon, x) if features else nll
+    def loss_of(params, vq_stats, xb, rng, apply_update):
+        def nll_of(recon):
+            nll = reconstruction_loss(parts.recon_loss, recon, xb)
+            return nll + parts.perceptual_weight * perceptual_distance(features, recon, xb) if features else nll
 
-    loss_fn = functools.partial(tokenizer_loss, parts.model, parts.recon_loss, parts.gan, parts.disc, state, x,
-                                step_key(state), nll_of)
-    return tokenizer_step(parts.tx, state, loss_fn, x, gan=parts.gan_half, ema_decay=parts.ema_decay)
+        return tokenizer_loss(parts.model, parts.recon_loss, parts.gan, parts.disc, state, xb, rng, nll_of, params,
+                              vq_stats, apply_update)
+
+    return tokenizer_step(parts.tx, state, loss_of, x, gan=parts.gan_half, ema_decay=parts.ema_decay,
+                          accum_steps=parts.accum_steps)
 
 
 def pixel_gan(config: ml_collections.ConfigDict, disc_cls) -> tuple[GANConfig | None, Any, GANHalf | None]:
@@ -282,7 +338,7 @@ def pixel_gan(config: ml_collections.ConfigDict, disc_cls) -> tuple[GANConfig | 
     gan = gan_config(config)
     if gan is None:
         return None, None, None
-    disc = disc_cls(config.gan.channels, config.gan.num_layers)
+    disc = disc_cls(config.gan.channels, config.gan.num_layers, dtype=sharding.compute_dtype(config.precision))
     return gan, disc, vqgan_half(config, disc, make_optimizer(config.optimizer, config.num_train_steps))
 
 

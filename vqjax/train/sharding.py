@@ -19,7 +19,7 @@ Codebook statistics (the ``vq_stats`` collection) stay replicated: they are glob
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 from vqjax.train.config import PRECISIONS, SHARDINGS
 
 __all__ = ["PRECISIONS", "SHARDINGS", "FSDP_MIN_SIZE", "compute_dtype", "fsdp_spec",
-           "state_shardings", "gather", "stored_bytes", "micro_batches"]
+           "state_shardings", "gather", "gathering_params", "stored_bytes", "micro_batches"]
 
 FSDP_MIN_SIZE = 1024
 REPLICATED_COLLECTIONS = ("vq_stats",)
@@ -106,6 +106,18 @@ def gather(tree, mesh: Mesh):
     """``tree`` constrained to be replicated on ``mesh`` inside ``jit``: FSDP's all-gather of the parameters before
     the step computes with them (the gradients return to the sharded state through the step's output shardings)."""
     return jax.lax.with_sharding_constraint(tree, jax.tree.map(lambda _: NamedSharding(mesh, P()), tree))
+
+
+def gathering_params(step: Callable, mesh: Mesh, mode: str) -> Callable:
+    """``step(state, *args)`` that, under ``'fsdp'``/``'fsdp+model'``, first gathers ``state.params`` onto every
+    device (:func:`gather`) so it computes what the replicated step computes; ``step`` itself otherwise."""
+    if mode == "replicated":
+        return step
+
+    def gathered(state, *args, **kwargs):
+        return step(state._replace(params=gather(state.params, mesh)), *args, **kwargs)
+
+    return gathered
 
 
 def stored_bytes(tree) -> tuple[int, int]:

@@ -57,14 +57,16 @@ class AudioCodec(nn.Module):
     def hop_length(self) -> int:
         return self.encoder.hop_length
 
-    def __call__(self, x: jax.Array, *, train: bool = False):
+    def __call__(self, x: jax.Array, *, train: bool = False, apply_update: bool | jax.Array = True):
+        """``(waveform, Quantized)``; ``apply_update=False`` holds the codebook statistics of this call pending
+        (gradient accumulation: all micro-batches but the last)."""
         z, _ = self.encoder(x)
-        q = self.quantizer(z, train=train)
+        q = self.quantizer(z, train=train, apply_update=apply_update)
         extra = {}
         if self.pitch is not None:
             extra["pitch"] = self.pitch.decode(self.pitch.encode(x)[0])
         if self.envelope is not None:
-            qe = self.envelope(x, train=train)
+            qe = self.envelope(x, train=train, apply_update=apply_update)
             bands = qe.values
             rate = float(getattr(self.quantizer, "quantizer_dropout", 0.0))
             if train and rate > 0 and self.has_rng("vq"):

@@ -91,11 +91,11 @@ class EnvelopeCoder(nn.Module):
                                                                        self.num_bands)), 1e-10))
         return bands.reshape(bands.shape[0], -1, self.per_frame * self.num_bands), state
 
-    def __call__(self, x: jax.Array, *, train: bool = False):
+    def __call__(self, x: jax.Array, *, train: bool = False, apply_update: bool | jax.Array = True):
         """The quantized log band powers of ``x`` (a :class:`~vqjax.quantizers.base.Quantized`; no gradient), its
         metrics with ``'envelope_error_db'``, the quantization's RMS error in dB of power."""
         bands, _ = self.features(x)
-        q = self.quantizer(jax.lax.stop_gradient(bands), train=train)
+        q = self.quantizer(jax.lax.stop_gradient(bands), train=train, apply_update=apply_update)
         error_db = jnp.sqrt(jnp.mean((q.values - bands) ** 2)) * (10.0 / math.log(10.0))
         return q._replace(metrics={**q.metrics, "envelope_error_db": error_db})
 

@@ -61,6 +61,7 @@ from vqjax.models.vqgan import GAN_LOSSES
 from vqjax.train import reports, scaffold
 from vqjax.train.config import (
     add_example_data,
+    add_step_options,
     check_example_data,
     check_positive,
     core_config,
@@ -70,6 +71,7 @@ from vqjax.train.config import (
     read_example_splits,
 )
 from vqjax.train.core import make_optimizer, to_host
+from vqjax.train.sharding import compute_dtype
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["TASK", "DiscState", "check", "default_config", "model_spec", "report", "runlocal", "setup"]
@@ -103,7 +105,8 @@ def default_config() -> ml_collections.ConfigDict:
     :func:`vqjax.data.audio.highpass`) before its loudness is normalised: some bundled recordings carry a DC
     offset of up to 70% of their RMS and others mains hum, which skewed their loudness and taught the codec to
     spend bits on them (the codecs are judged against the same high-passed clips)."""
-    c = add_example_data(core_config("audio_codec"), "vqjax_speech", batch_size=16, eval_batch_size=8)
+    c = add_step_options(add_example_data(core_config("audio_codec"), "vqjax_speech", batch_size=16,
+                                          eval_batch_size=8))
     c.sample_rate = 16000
     c.crop_seconds = 1.0
     c.eval_seconds = 4.0
@@ -263,6 +266,7 @@ class StepParts:
     feature_weight: float = 0.0
     gan_loss: str = "hinge"
     gan_start: int = 0
+    accum_steps: int = 1
 
 
 DECODER_LOSSES = ("phase", "pitch")        # losses on what the inverse-STFT decoder predicts, not on its output
@@ -297,19 +301,20 @@ def train_step(parts: StepParts, state: scaffold.TokenizerState, wave):
     """Reconstruction + quantizer [+ adversarial + feature matching] loss through
     :func:`vqjax.train.scaffold.tokenizer_step`, the discriminators updating on the (delayed) input crops and
     their reconstructions."""
-    rng = scaffold.step_key(state)
     weights = dict(parts.losses)
     on = (state.step >= parts.gan_start).astype(jnp.float32)
     delay = parts.model.delay
-    _, target = align_output(wave, wave, delay)             # the input samples the (delayed) output reconstructs
 
-    # The discriminators' view of the real crops does not depend on the codec: computed once, outside the gradient.
-    real = parts.disc.apply(state.gan.params, target) if parts.disc is not None else None
+    def target_of(w):
+        return align_output(w, w, delay)[1]             # the input samples the (delayed) output reconstructs
 
-    def loss_fn(params):
+    def loss_fn(params, vq_stats, wave, rng, apply_update):
+        target = target_of(wave)
+        # The discriminators' view of the real crops does not depend on the codec: no gradient flows through it.
+        real = jax.lax.stop_gradient(parts.disc.apply(state.gan.params, target)) if parts.disc is not None else None
         mutable = ["vq_stats", "intermediates"] if _wants_intermediates(parts) else ["vq_stats"]
-        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, wave, train=True,
-                                            mutable=mutable, rngs={"vq": rng})
+        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": vq_stats}, wave, train=True,
+                                            apply_update=apply_update, mutable=mutable, rngs={"vq": rng})
         recon, _ = align_output(recon, wave, delay)
         terms = _recon_terms(parts, recon, target, wave, upd)
         loss = sum(weights[k] * v for k, v in terms.items()) + q.loss
@@ -322,7 +327,8 @@ def train_step(parts: StepParts, state: scaffold.TokenizerState, wave):
             aux.update(gen_loss=adv, feature_matching=fm)
         return loss, (upd.get("vq_stats", {}), recon, q, aux)
 
-    return scaffold.tokenizer_step(parts.tx, state, loss_fn, target, gan=parts.gan_half)
+    return scaffold.tokenizer_step(parts.tx, state, loss_fn, wave, target_of=target_of, gan=parts.gan_half,
+                                   accum_steps=parts.accum_steps)
 
 
 def discriminators_half(disc: AudioDiscriminators, tx: optax.GradientTransformation, loss: str, start_step: int
@@ -388,7 +394,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     window = int(round(config.eval_seconds * sr))
     g = config.gan
     disc = AudioDiscriminators(tuple(int(p) for p in g.periods), tuple(int(n) for n in g.fft_sizes),
-                               int(g.channels)) if g.weight > 0 else None
+                               int(g.channels), dtype=compute_dtype(config.precision)) if g.weight > 0 else None
     half = discriminators_half(disc, make_optimizer(config.optimizer, config.num_train_steps), g.loss,
                                int(g.start_step)) if disc is not None else None
     sample = jnp.zeros((config.batch_size, crop, 1), jnp.float32)
@@ -397,10 +403,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     vocab = sc.vocab_size
     codes_tail = [levels] if levels is not None else list(sc.codes_shape[1:])
     per_frame = int(np.prod(codes_tail)) if codes_tail else 1
-    parts = StepParts(model=model, tx=sc.tx, sample_rate=sr,
+    parts = StepParts(model=scaffold.training_model(spec_model, config), tx=sc.tx, sample_rate=sr,
                       losses=tuple((k, float(v)) for k, v in sorted(config.losses.items())), disc=disc,
                       gan_half=half, gan_weight=float(g.weight), feature_weight=float(g.feature_weight),
-                      gan_loss=g.loss, gan_start=int(g.start_step))
+                      gan_loss=g.loss, gan_start=int(g.start_step), accum_steps=int(config.grad_accum_steps))
     train = sc.jit_train(functools.partial(train_step, parts))
     eval_levels = tuple(int(n) for n in config.eval_levels) or (None,)
     jit_eval = jax.jit(functools.partial(eval_step, model, sr, eval_levels),

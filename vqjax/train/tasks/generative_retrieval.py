@@ -142,7 +142,7 @@ def parts(config, splits, workdir, devices=None) -> RecommenderParts:
     trie = build_trie(codes, sizes)
     m = config.model
     model = DecoderLM(vocab_size=1 + int(sum(sizes)), dim=m.dim, num_layers=m.num_layers, num_heads=m.num_heads,
-                      mlp_dim=m.mlp_dim)
+                      mlp_dim=m.mlp_dim, dtype=config.precision)
     length = (config.max_items + 1) * len(sizes)
 
     def init_params(key):

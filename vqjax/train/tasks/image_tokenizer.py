@@ -26,6 +26,7 @@ from vqjax.models.vqgan import PatchDiscriminator
 from vqjax.train import reports, scaffold
 from vqjax.train.config import (
     add_example_data,
+    add_step_options,
     check_example_data,
     check_positive,
     core_config,
@@ -44,7 +45,8 @@ __all__ = ["default_config", "check", "runlocal", "setup", "report", "build_mode
 def default_config() -> ml_collections.ConfigDict:
     """Every field of an image-tokenizer experiment, with defaults: a small VQ-VAE for the bundled 28x28 MNIST
     digits (16 base channels, two downsamplings to 7x7 tokens, 32-d latents), sized for a CPU demo."""
-    c = add_example_data(core_config("image_tokenizer"), "vqjax_mnist", batch_size=32, eval_batch_size=250)
+    c = add_step_options(add_example_data(core_config("image_tokenizer"), "vqjax_mnist", batch_size=32,
+                                          eval_batch_size=250))
     c.video_frames = False     # the dataset holds clips: train and score on their frames (pipeline.VideoFrames)
     c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, latent_dim=32))
     c.quantizer = "vq"
@@ -143,8 +145,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             seed=config.seed, stop=stop)
         extra_info["feature_net_accuracy"] = feature_net_accuracy(feature_net, feature_params, eval_source)
     feature_params = jax.device_put(feature_params, sc.replicated)
-    parts = scaffold.PixelParts(model, sc.tx, config.recon_loss, disc, gan, half, float(config.ema_decay),
-                                float(config.perceptual_weight), feature_net)
+    parts = scaffold.PixelParts(scaffold.training_model(spec_model, config), sc.tx, config.recon_loss, disc, gan, half,
+                                float(config.ema_decay), float(config.perceptual_weight), feature_net,
+                                accum_steps=int(config.grad_accum_steps))
     train = sc.jit_train(functools.partial(scaffold.pixel_step, parts), 1)
     jit_eval = jax.jit(functools.partial(eval_step, model),
                        in_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding),

@@ -36,6 +36,7 @@ from vqjax.tokenizers.graph import GraphTokenizer
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config
 from vqjax.train.core import data_mesh, make_optimizer, to_host
+from vqjax.train.sharding import compute_dtype, gathering_params, state_shardings
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["LinkState", "default_config", "check", "runlocal", "setup", "report", "build_link_model",
@@ -140,7 +141,8 @@ def build_link_model(config: ml_collections.ConfigDict, workdir: str | None = No
         if workdir is not None and jax.process_index() == 0:
             GraphTokenizer.from_tokens(vocab, node_tokens).export(workdir)
     model = LinkPredictor(splits.num_entities, splits.num_relations, config.dim, config.scorer, config.encoder,
-                          vocab_size, config.num_layers, config.num_heads, config.max_distance, float(config.gamma))
+                          vocab_size, config.num_layers, config.num_heads, config.max_distance, float(config.gamma),
+                          dtype=compute_dtype(config.get("precision", "float32")))
     return splits, model, tokens, distances
 
 
@@ -212,16 +214,18 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return LinkState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
+    state_sharding = state_shardings(abstract, replicated.mesh, config.sharding)
     num_params = count_params(abstract.params)
     cfg = (int(config.seed), int(config.batch_size), int(config.num_negatives),
            float(config.adversarial_temperature))
-    train_step = jax.jit(functools.partial(_train_step, model, tx, cfg, batch_sharding=batch_sharding),
-                         in_shardings=(replicated, replicated, replicated, replicated),
-                         out_shardings=(replicated, replicated), donate_argnums=0)
+    step = gathering_params(functools.partial(_train_step, model, tx, cfg, batch_sharding=batch_sharding),
+                            replicated.mesh, config.sharding)
+    train_step = jax.jit(step, in_shardings=(state_sharding, replicated, replicated, replicated),
+                         out_shardings=(state_sharding, replicated), donate_argnums=0)
     embed_all = jax.jit(functools.partial(_embed_all, model), out_shardings=replicated)
     rank_step = jax.jit(functools.partial(_rank_step, model),
-                        in_shardings=(replicated, replicated, batch_sharding, batch_sharding, batch_sharding,
-                                      batch_sharding),
+                        in_shardings=(state_sharding.params, replicated, batch_sharding, batch_sharding,
+                                      batch_sharding, batch_sharding),
                         out_shardings=batch_sharding)
     known = ranking_eval.KnownAnswers(np.concatenate([splits.train, splits.valid, splits.test]), splits.num_entities,
                                   splits.num_relations)
@@ -257,7 +261,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     info = {"dataset": config.dataset, "encoder": config.encoder, "scorer": config.scorer,
             "num_entities": splits.num_entities, "num_relations": splits.num_relations, "num_params": num_params}
     return Run(init_state=init_state, make_step=make_step, evaluate=ranking("valid"), replicated=replicated,
-               info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract)
+               info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract,
+               state_sharding=state_sharding)
 
 
 def report(result: dict, workdir: str) -> str:

@@ -63,9 +63,16 @@ from vqjax.lm.shards import TokenizeJob, tokenize_here
 from vqjax.lm.streams import packed_eval_batches
 from vqjax.tokenizers import Tokenizer
 from vqjax.train import reports
-from vqjax.train.config import check_positive, core_config, default_data_dir, optimizer_config
+from vqjax.train.config import (
+    add_step_options,
+    check_positive,
+    core_config,
+    default_data_dir,
+    optimizer_config,
+)
 from vqjax.train.core import make_optimizer, to_host
 from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
+from vqjax.train.sharding import micro_batches, state_shardings
 from vqjax.train.tasks import Run, Task, register_task
 from vqjax.train.tasks.lm_corpus import Corpus
 from vqjax.train.tasks.lm_graph import kg_corpus
@@ -86,7 +93,7 @@ class LMState(NamedTuple):
 
 def default_config() -> ml_collections.ConfigDict:
     """Every field of an LM experiment, with defaults: captions and MNIST image tokens."""
-    c = core_config("lm")
+    c = add_step_options(core_config("lm"))
     c.documents = "mnist_captions"
     c.dataset = "vqjax_mnist"
     c.data_dir = ml_collections.FieldReference(None, field_type=str)
@@ -107,9 +114,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.batch_size = 32
     c.eval_batch_size = 32
     c.weights = ml_collections.ConfigDict(dict(text=1.0, image=1.0))     # loss weight per kind
-    c.model = ml_collections.ConfigDict(dict(dim=256, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=768,
-                                             dtype="float32"))
-    c.model_parallel = 1                       # devices on the 'model' mesh axis
+    c.model = ml_collections.ConfigDict(dict(dim=256, num_layers=4, num_heads=4, num_kv_heads=2, mlp_dim=768))
+    c.model_parallel = 1                       # devices on the 'model' mesh axis (sharding 'fsdp+model' or 'replicated')
     c.generation = ml_collections.ConfigDict(dict(num_examples=200, temperature=0.0, top_k=0, top_p=1.0,
                                                   guidance=1.0, classifier_steps=1500))
     c.num_train_steps = 3000
@@ -169,7 +175,15 @@ def check(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.generation.guidance={g.guidance} contrasts with unconditional images, which the "
                          f"model only learns with config.uncond_fraction > 0 (e.g. 0.1); got 0")
     DecoderLM(vocab_size=300, dim=config.model.dim, num_layers=1, num_heads=config.model.num_heads,
-              num_kv_heads=config.model.num_kv_heads, mlp_dim=8, dtype=config.model.dtype)._check()
+              num_kv_heads=config.model.num_kv_heads, mlp_dim=8, dtype=config.precision)._check()
+    if config.sharding == "fsdp" and config.model_parallel > 1:
+        raise ValueError(f"config.model_parallel ({config.model_parallel}) puts the heads, MLP and vocabulary on the "
+                         f"model axis, which config.sharding='fsdp' leaves unused: use 'fsdp+model' (or "
+                         f"'replicated' for tensor parallelism alone)")
+
+
+# The parameters' layout under config.sharding='fsdp': nothing on the model axis.
+NO_MODEL_RULES = tuple((name, "data" if name == "batch" else None) for name, _ in LOGICAL_RULES)
 
 
 def lm_mesh(devices, model_parallel: int) -> Mesh:
@@ -213,12 +227,25 @@ def _weighted_nll(model, params, batch, kinds, num_kinds):
     return nll, w, per_kind
 
 
-def _train_step(model, tx, kinds, num_kinds, state: LMState, batch):
-    def loss_fn(params):
-        nll, w, _ = _weighted_nll(model, params, batch, kinds, num_kinds)
-        return jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1e-9)
+def _train_step(model, tx, kinds, num_kinds, accum_steps, state: LMState, batch):
+    """One AdamW step on the weighted next-id loss ``sum(nll w) / sum(w)``; with ``accum_steps > 1`` the batch's
+    micro-batches are scanned and their summed ``nll w`` gradients divided by the whole batch's ``sum(w)``: the
+    large batch's gradient exactly (up to summation order)."""
+    def weighted_sum(params, b):
+        nll, w, _ = _weighted_nll(model, params, b, kinds, num_kinds)
+        return jnp.sum(nll * w)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    total_w = jnp.maximum(jnp.sum(batch["weights"]), 1e-9)
+    if accum_steps == 1:
+        loss, grads = jax.value_and_grad(lambda p: weighted_sum(p, batch) / total_w)(state.params)
+    else:
+        def one(carry, mb):
+            s, g = jax.value_and_grad(weighted_sum)(state.params, mb)
+            return (carry[0] + s, jax.tree.map(jnp.add, carry[1], g)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (s, g), _ = jax.lax.scan(one, (jnp.float32(0.0), zeros), micro_batches(batch, accum_steps))
+        loss, grads = s / total_w, jax.tree.map(lambda x: x / total_w, g)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     packing = jnp.mean((batch["segment_ids"] > 0).astype(jnp.float32))      # fraction of ids that are not padding
@@ -325,27 +352,29 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     batch_sharding = NamedSharding(mesh, P("data"))
     model = DecoderLM(vocab_size=vocab.size, dim=config.model.dim, num_layers=config.model.num_layers,
                       num_heads=config.model.num_heads, num_kv_heads=config.model.num_kv_heads,
-                      mlp_dim=config.model.mlp_dim, dtype=config.model.dtype)
+                      mlp_dim=config.model.mlp_dim, dtype=config.precision, remat=bool(config.remat))
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     sample = jnp.zeros((1, 8), jnp.int32)
     boxed = jax.eval_shape(lambda k: model.init(k, sample, sample)["params"], jax.random.key(0))
-    param_sharding = param_shardings(boxed, mesh)
+    # The heads, MLP and vocabulary on the model axis ('replicated' and 'fsdp+model'); 'fsdp' adds only the data axis.
+    layout = param_shardings(boxed, mesh, NO_MODEL_RULES if config.sharding == "fsdp" else LOGICAL_RULES)
 
     def init_state(key):
         params = nn.meta.unbox(model.init(key, sample, sample)["params"])
-        params = jax.lax.with_sharding_constraint(params, param_sharding)
         return LMState(step=jnp.int32(0), params=params, opt_state=tx.init(params))
 
     with jax.set_mesh(mesh):
         abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    # The optimizer's per-parameter moments take their parameter's sharding; its counters are replicated.
-    state_sharding = LMState(step=replicated, params=param_sharding, opt_state=optax.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract.opt_state, param_sharding, transform_non_params=lambda _: replicated))
+    # The optimizer's per-parameter moments take their parameter's sharding; its counters are replicated. Under
+    # FSDP every large array also splits over the data axis.
+    base = LMState(step=replicated, params=layout, opt_state=optax.tree_map_params(
+        tx, lambda _, sharding: sharding, abstract.opt_state, layout, transform_non_params=lambda _: replicated))
+    state_sharding = state_shardings(abstract, mesh, config.sharding, base=base)
     num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params)))
     kinds = jnp.asarray(vocab.kind_table())
     num_kinds = 1 + len(vocab.modalities)
     batch_shardings = {k: batch_sharding for k in ("tokens", "segment_ids", "positions", "weights")}
-    jit_train = jax.jit(functools.partial(_train_step, model, tx, kinds, num_kinds),
+    jit_train = jax.jit(functools.partial(_train_step, model, tx, kinds, num_kinds, int(config.grad_accum_steps)),
                         in_shardings=(state_sharding, batch_shardings), out_shardings=(state_sharding, replicated),
                         donate_argnums=0)
     jit_eval = jax.jit(functools.partial(_eval_sums, model, kinds, num_kinds),
@@ -394,7 +423,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     info = {"documents": config.documents, **corpus.info, "vocab_size": vocab.size,
             "ranges": {n: list(vocab.range(n)) for n in names},
             "eval_rows": int(eval_rows["tokens"].shape[0]), "num_params": num_params,
-            "mesh": {"data": int(mesh.shape["data"]), "model": int(mesh.shape["model"])}}
+            "mesh": {"data": int(mesh.shape["data"]), "model": int(mesh.shape["model"])},
+            "sharding": config.sharding, "precision": config.precision}
     return Run(init_state=init_state, make_step=make_step, evaluate=evaluate, replicated=replicated, info=info,
                hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract,
                state_sharding=state_sharding, data_iterator=data_iterator)

@@ -29,6 +29,7 @@ from vqjax.evals import recommendation as recsys_eval
 from vqjax.train import reports
 from vqjax.train.config import check_positive
 from vqjax.train.core import data_mesh, make_optimizer
+from vqjax.train.sharding import gathering_params, state_shardings
 from vqjax.train.tasks import Run, get_task
 from vqjax.train.tasks import semantic_ids as sid
 
@@ -142,8 +143,10 @@ def setup(config, workdir, *, devices=None, stop=None) -> Run:
         return RecState(jnp.int32(0), params, tx.init(params), jax.random.key_data(k_run))
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    step_fn = jax.jit(functools.partial(parts.step, tx), in_shardings=(replicated, batch_sharding),
-                      out_shardings=(replicated, replicated), donate_argnums=0)
+    state_sharding = state_shardings(abstract, replicated.mesh, config.sharding)
+    step_fn = jax.jit(gathering_params(functools.partial(parts.step, tx), replicated.mesh, config.sharding),
+                      in_shardings=(state_sharding, batch_sharding), out_shardings=(state_sharding, replicated),
+                      donate_argnums=0)
     rank_fn = parts.ranker
     seed, b = int(config.seed), int(config.batch_size)
 
@@ -181,7 +184,8 @@ def setup(config, workdir, *, devices=None, stop=None) -> Run:
     info = {"method": parts.method, "num_params": num_params, "training_windows": int(windows.shape[0]),
             "split": split_info, **parts.info}
     return Run(init_state=init_state, make_step=make_step, evaluate=scores("valid"), replicated=replicated,
-               info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract)
+               info=info, hint="Lower config.optimizer.learning_rate.", test=test, abstract=abstract,
+               state_sharding=state_sharding)
 
 
 def load_ranker(workdir: str, step: int | None = None) -> Callable[[Any], np.ndarray]:

@@ -14,6 +14,7 @@ import optax
 from vqjax.evals import recommendation as recsys_eval
 from vqjax.models.retrieval import SASRec
 from vqjax.train.config import core_config, optimizer_config
+from vqjax.train.sharding import compute_dtype
 from vqjax.train.tasks import Task, register_task
 from vqjax.train.tasks.recommender import (
     PARTS,
@@ -86,7 +87,8 @@ def _sasrec_step(model, tx, loss_kind, state: RecState, window):
 
 def parts(config, splits, workdir, devices=None) -> RecommenderParts:
     m = config.model
-    model = SASRec(splits.num_items, m.dim, m.num_layers, m.num_heads, config.max_items, float(m.dropout))
+    model = SASRec(splits.num_items, m.dim, m.num_layers, m.num_heads, config.max_items, float(m.dropout),
+                   dtype=compute_dtype(config.precision))
 
     def init_params(key):
         return model.init(key, jnp.zeros((1, config.max_items), jnp.int32))["params"]

@@ -56,6 +56,7 @@ from vqjax.tokenizers.items import write_item_ids
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config, plain
 from vqjax.train.core import data_mesh, make_optimizer
+from vqjax.train.sharding import gathering_params, state_shardings
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["ItemIdState", "default_config", "check", "runlocal", "setup", "report", "load_split", "item_features",
@@ -252,8 +253,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                            tx.init(variables["params"]), jax.random.key_data(k_run))
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    step_fn = jax.jit(functools.partial(_train_step, model, tx), in_shardings=(replicated, replicated),
-                      out_shardings=(replicated, replicated), donate_argnums=0)
+    state_sharding = state_shardings(abstract, replicated.mesh, config.sharding)
+    train_model = model_from_spec({**spec_model, "kwargs": {**spec_model["kwargs"], "dtype": config.precision}})
+    step_fn = jax.jit(gathering_params(functools.partial(_train_step, train_model, tx), replicated.mesh,
+                                       config.sharding),
+                      in_shardings=(state_sharding, replicated), out_shardings=(state_sharding, replicated),
+                      donate_argnums=0)
     rows, b, seed = np.arange(warm.size), int(config.batch_size), int(config.seed)
 
     def make_step(start):
@@ -266,7 +271,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return step
 
     def variables_of(state):
-        return {"params": state.params, "vq_stats": state.vq_stats}
+        return jax.device_put({"params": state.params, "vq_stats": state.vq_stats}, replicated)
 
     def evaluate(state, step):
         codes, err = _codes_and_error(model, variables_of(state), train_x)
@@ -334,6 +339,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     info = {"dataset": config.dataset, "num_items": int(splits.num_items), "warm_items": int(warm.size),
             "cold_items": int(splits.cold.sum()), "unseen_items": int(unseen.size), "feature_dim": int(features.shape[1]), "level_sizes": level_sizes}
     return Run(init_state=init_state, make_step=make_step, evaluate=evaluate, replicated=replicated, info=info,
+               state_sharding=state_sharding,
                hint="Lower config.optimizer.learning_rate.", test=test, spec=spec, abstract=abstract)
 
 

@@ -50,6 +50,7 @@ from vqjax.models.sequence import spectral_loss
 from vqjax.train import reports, scaffold
 from vqjax.train.config import (
     add_example_data,
+    add_step_options,
     check_example_data,
     check_positive,
     core_config,
@@ -66,8 +67,8 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field of a sequence-tokenizer experiment. The defaults: scripted Pusher-v5 action chunks (32 steps x 7
     joints at 20 Hz), 4x temporal downsampling, a residual VQ of 4 levels of 256 codes with quantizer dropout
     (so 8 to 32 tokens a chunk), FAST at scales 2 to 20 beside it."""
-    c = add_example_data(core_config("sequence_tokenizer"), "vqjax_timeseries/pusher_actions", batch_size=64,
-                         eval_batch_size=128)
+    c = add_step_options(add_example_data(core_config("sequence_tokenizer"), "vqjax_timeseries/pusher_actions",
+                                          batch_size=64, eval_batch_size=128))
     c.length = 32
     c.model = ml_collections.ConfigDict(dict(channels=32, strides=(2, 2), latent_dim=16, num_residual=1,
                                              transformer_layers=0, scales=(1,)))
@@ -218,17 +219,16 @@ class StepParts:
     time_weight: float
     spectral_weight: float
     spectral_patch: int
+    accum_steps: int = 1
 
 
 def train_step(parts: StepParts, state: scaffold.TokenizerState, signals):
     """One step on normalised signals: time-domain MSE [+ spectral loss] + quantizer loss, through
     :func:`vqjax.train.scaffold.tokenizer_step`."""
-    rng = scaffold.step_key(state)
-    xn = parts.model.apply({"params": state.params}, signals, method=parts.model.normalize)
-
-    def loss_fn(params):
-        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": state.vq_stats}, xn, train=True,
-                                            mutable=["vq_stats"], rngs={"vq": rng})
+    def loss_fn(params, vq_stats, batch, rng, apply_update):
+        xn = parts.model.apply({"params": params}, batch, method=parts.model.normalize)
+        (recon, q), upd = parts.model.apply({"params": params, "vq_stats": vq_stats}, xn, train=True,
+                                            apply_update=apply_update, mutable=["vq_stats"], rngs={"vq": rng})
         aux = {"time_loss": jnp.mean((recon - xn) ** 2), "quantizer_loss": q.loss}
         loss = parts.time_weight * aux["time_loss"] + q.loss
         if parts.spectral_weight > 0:
@@ -236,7 +236,7 @@ def train_step(parts: StepParts, state: scaffold.TokenizerState, signals):
             loss = loss + parts.spectral_weight * aux["spectral_loss"]
         return loss, (upd.get("vq_stats", {}), recon, q, aux)
 
-    return scaffold.tokenizer_step(parts.tx, state, loss_fn, signals)
+    return scaffold.tokenizer_step(parts.tx, state, loss_fn, signals, accum_steps=parts.accum_steps)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -274,9 +274,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     codes_shape, vocab = list(sc.codes_shape), sc.vocab_size
     tokens = int(np.prod(codes_shape))
     levels = model.num_levels
-    train = sc.jit_train(functools.partial(train_step, StepParts(model, sc.tx, float(config.losses.time),
+    train = sc.jit_train(functools.partial(train_step, StepParts(scaffold.training_model(spec_model, config), sc.tx,
+                                                                 float(config.losses.time),
                                                                  float(config.losses.spectral),
-                                                                 int(config.spectral_patch))))
+                                                                 int(config.spectral_patch),
+                                                                 int(config.grad_accum_steps))))
     bands = timeseries_eval.EEG_BANDS if config.band_power else None
 
     per_level = tokens // levels if levels else tokens

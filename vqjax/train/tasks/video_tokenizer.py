@@ -43,6 +43,7 @@ from vqjax.tokenizers import Tokenizer, read_spec
 from vqjax.train import reports, scaffold
 from vqjax.train.config import (
     add_example_data,
+    add_step_options,
     check_example_data,
     check_positive,
     core_config,
@@ -59,7 +60,8 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field of a video-tokenizer experiment. The defaults: Moving MNIST (17 frames of 64x64), 4x in time and
     in space (5 x 16 x 16 latents), FSQ with levels (8, 5, 5, 5) (1000 implicit codes), at a nominal 10 frames per
     second."""
-    c = add_example_data(core_config("video_tokenizer"), "vqjax_moving_mnist", batch_size=8, eval_batch_size=8)
+    c = add_step_options(add_example_data(core_config("video_tokenizer"), "vqjax_moving_mnist", batch_size=8,
+                                          eval_batch_size=8))
     c.frame_rate = 10.0
     c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), temporal_down=(True, True),
                                              num_res_blocks=1, latent_dim=8, patch_size=1))
@@ -289,8 +291,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     seconds = shape[0] / float(config.frame_rate)
     tokens_per_second = tokens_per_clip / seconds
     bits_per_pixel = tokens_per_clip * math.log2(vocab) / (shape[0] * shape[1] * shape[2])
-    train = sc.jit_train(functools.partial(scaffold.pixel_step, scaffold.PixelParts(model, sc.tx, config.recon_loss,
-                                                                                   disc, gan, half)))
+    parts = scaffold.PixelParts(scaffold.training_model(spec_model, config), sc.tx, config.recon_loss, disc, gan, half,
+                                accum_steps=int(config.grad_accum_steps))
+    train = sc.jit_train(functools.partial(scaffold.pixel_step, parts))
     jit_eval = jax.jit(functools.partial(eval_step, model),
                        in_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding),
                        out_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding))

@@ -453,7 +453,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "quantizer": config.quantizer, "train_examples": len(train_source), "eval_examples": len(eval_source)}
     make_step = sc.make_step(config, train_source, train, "audio", random_transform=train_example)
     return Run(init_state=sc.init_state, make_step=make_step, evaluate=run_eval, replicated=sc.replicated, info=info,
-               test=run_test, spec=spec, abstract=sc.abstract)
+               test=run_test, spec=spec, abstract=sc.abstract,
+               state_sharding=sc.state_sharding)
 
 
 def _bucket(length: int, multiple: int) -> int:

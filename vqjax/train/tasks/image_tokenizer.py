@@ -176,7 +176,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "dataset": config.dataset, "video_frames": bool(config.video_frames), "quantizer": config.quantizer,
             **extra_info}
     return Run(init_state=sc.init_state, make_step=sc.make_step(config, train_source, train, "image", feature_params),
-               evaluate=run_eval, replicated=sc.replicated, info=info, spec=spec, abstract=sc.abstract)
+               evaluate=run_eval, replicated=sc.replicated, info=info, spec=spec, abstract=sc.abstract,
+               state_sharding=sc.state_sharding)
 
 
 def report(result: dict, workdir: str) -> str:

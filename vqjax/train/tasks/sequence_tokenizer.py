@@ -317,7 +317,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "train_examples": len(train_source), "eval_examples": len(evaluation["signal"])}
     make_step = sc.make_step(config, train_source, train, "signal", random_transform=_random_crop(length))
     return Run(init_state=sc.init_state, make_step=make_step, evaluate=run_eval, replicated=sc.replicated, info=info,
-               test=run_test, spec=spec, abstract=sc.abstract)
+               test=run_test, spec=spec, abstract=sc.abstract,
+               state_sharding=sc.state_sharding)
 
 
 def _channel_names(config, channels: int) -> list[str]:

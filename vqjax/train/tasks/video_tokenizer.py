@@ -342,7 +342,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
             "quantizer": config.quantizer, "inflated_from": config.inflate_from or None}
     make_step = sc.make_step(config, train_source, train, "video", transform=_to_float)
     return Run(init_state=sc.init_state, make_step=make_step, evaluate=run_eval, replicated=sc.replicated, info=info,
-               test=run_test, spec=spec, abstract=sc.abstract)
+               test=run_test, spec=spec, abstract=sc.abstract,
+               state_sharding=sc.state_sharding)
 
 
 def report(result: dict, workdir: str) -> str:

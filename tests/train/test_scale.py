@@ -129,3 +129,41 @@ def test_bad_scale_fields_are_refused(data_dir, field, value, match):
     c[field] = value
     with pytest.raises(ValueError, match=match):
         get_task(c.task).check_config(c)
+
+
+@pytest.mark.parametrize("mode, gate, embedding", [
+    ("replicated", (None, "model"), ("model", None)),
+    ("fsdp", (None, "data"), ("data", None)),          # the largest axis the data axis divides
+    ("fsdp+model", ("data", "model"), ("model", "data")),
+])
+def test_lm_layouts_put_heads_mlp_and_vocabulary_on_the_model_axis(devices, mode, gate, embedding):
+    import flax.linen as nn
+    import numpy as np_
+
+    from vqjax.lm.model import DecoderLM
+    from vqjax.train.core import make_optimizer
+    from vqjax.train.tasks.lm import LMState, lm_mesh, lm_state_shardings
+
+    model = DecoderLM(vocab_size=300, dim=64, num_layers=1, num_heads=4, mlp_dim=128)
+    tx = make_optimizer(_optimizer(), 10)
+    sample = jnp.zeros((1, 8), jnp.int32)
+    boxed = jax.eval_shape(lambda k: model.init(k, sample, sample)["params"], jax.random.key(0))
+    params = nn.meta.unbox(boxed)
+    abstract = LMState(jax.ShapeDtypeStruct((), jnp.int32), params, jax.eval_shape(tx.init, params))
+    mesh = lm_mesh(np_.asarray(devices), 1 if mode == "fsdp" else 2)
+    shardings = lm_state_shardings(abstract, boxed, tx, mesh, mode)
+
+    def spec(s):
+        return tuple(s.spec) + (None, None)
+
+    assert spec(shardings.params["block_0"]["mlp"]["gate"]["kernel"])[:len(gate)] == gate
+    assert spec(shardings.params["embedding"])[:2] == embedding
+    # Adam's moments follow their parameters
+    mu = shardings.opt_state[1][0].mu
+    assert mu["block_0"]["mlp"]["gate"]["kernel"] == shardings.params["block_0"]["mlp"]["gate"]["kernel"]
+
+
+def _optimizer():
+    from vqjax.train.config import optimizer_config
+
+    return optimizer_config()

@@ -33,6 +33,7 @@ from vqjax.models.vqgan import GAN_LOSSES, GANConfig, decoder_generator_term, di
 from vqjax.train import sharding
 from vqjax.train.config import check_positive
 from vqjax.train.core import data_mesh, make_optimizer
+from vqjax.train.cost import FedStep
 
 __all__ = ["TokenizerState", "GANHalf", "Scaffold", "build", "step_key", "tokenizer_step", "PixelParts", "pixel_step",
            "training_model",
@@ -131,16 +132,16 @@ class Scaffold:
                        out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
 
     def make_step(self, config: ml_collections.ConfigDict, source, jitted: Callable, key: str, *extra,
-                  **pipeline_args) -> Callable[[int], Callable]:
-        """``start -> (state -> (state, metrics))``: ``jitted`` fed with ``batch[key]`` of
-        :func:`vqjax.data.pipeline.train_batches` of ``source`` from step ``start`` (``pipeline_args``: its
-        ``transform`` or ``random_transform``), and ``extra`` arguments."""
+                  **pipeline_args) -> Callable[[int], FedStep]:
+        """``start -> FedStep``: ``jitted`` fed with ``batch[key]`` of :func:`vqjax.data.pipeline.train_batches` of
+        ``source`` from step ``start`` (``pipeline_args``: its ``transform`` or ``random_transform``), and ``extra``
+        arguments (``step(state) -> (state, metrics)``; ``step.lower(state)`` for its compiled cost)."""
         def make(start):
             batches = pipeline.train_batches(source, batch_size=config.batch_size, seed=config.seed,
                                              start_step=start, process_index=jax.process_index(),
                                              process_count=jax.process_count(), worker_count=config.worker_count,
                                              **pipeline_args)
-            return lambda state: jitted(state, self.global_batch(next(batches)[key]), *extra)
+            return FedStep(jitted, lambda: (self.global_batch(next(batches)[key]), *extra))
         return make
 
     def eval_batches(self, config: ml_collections.ConfigDict, source, transform=None):

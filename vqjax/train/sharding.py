@@ -51,7 +51,7 @@ def fsdp_spec(shape: tuple[int, ...], axis_size: int, axis: str = "data", min_si
         return P()
     best = None
     for i, size in enumerate(shape):
-        if size % axis_size == 0 and (best is None or size >= shape[best]):
+        if size > 0 and size % axis_size == 0 and (best is None or size >= shape[best]):
             best = i
     if best is None:
         return P()
@@ -92,7 +92,7 @@ def state_shardings(abstract, mesh: Mesh, mode: str, *, base=None, min_size: int
         if "data" in used:
             return given
         free = tuple(s if p is None else 0 for s, p in zip(leaf.shape, spec))   # axes the base already splits: 0
-        extra = fsdp_spec(free, data, min_size=min_size) if np.prod(leaf.shape, dtype=np.int64) >= min_size else P()
+        extra = fsdp_spec(free, data, min_size=0) if np.prod(leaf.shape, dtype=np.int64) >= min_size else P()
         if not len(extra):
             return given
         axis = len(extra) - 1

@@ -55,7 +55,8 @@ class Run:
     Attributes:
       init_state: ``key -> state`` (pure, jittable); the state is a named pytree with an int32 ``step`` field.
       make_step: ``start -> (state -> (state, metrics))``: the train step fed with its data from step ``start``
-        on; metrics hold ``'loss'``.
+        on; metrics hold ``'loss'``. The built-in tasks return a :class:`vqjax.train.cost.FedStep`, whose
+        ``lower(state)`` gives the compiled step's FLOPs and memory (``benchmarks/bench_train.py``).
       evaluate: ``(state, step) -> dict`` of float metrics (periodic evaluation; also writes the task's figures).
       replicated: the mesh's replicated sharding (the state lives replicated).
       info: what ``run.json`` records about the run (JSON-serialisable).
@@ -65,7 +66,7 @@ class Run:
       spec: the tokenizer artifact's spec (:func:`vqjax.tokenizers.write_spec`) when the run trains a tokenizer.
       abstract: ``jax.eval_shape(init_state, key)`` when the task has already traced it (else the core does).
       state_sharding: the state's shardings (a pytree like ``abstract``) when it is not all ``replicated``
-        (model-parallel parameters); checkpoints restore into it.
+        (``config.sharding`` 'fsdp' or 'fsdp+model', model-parallel parameters); checkpoints restore into it.
       data_iterator: a grain ``DatasetIterator`` that ``make_step`` reads (a stream whose position cannot be
         recomputed from the step); the core saves its state with each checkpoint (``grain.checkpoint``) and
         restores it with the state, so a resumed run reads exactly the batches it would have read.

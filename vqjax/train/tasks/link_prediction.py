@@ -36,6 +36,7 @@ from vqjax.tokenizers.graph import GraphTokenizer
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config
 from vqjax.train.core import data_mesh, make_optimizer, to_host
+from vqjax.train.cost import FedStep
 from vqjax.train.sharding import compute_dtype, gathering_params, state_shardings
 from vqjax.train.tasks import Run, Task, register_task
 
@@ -253,7 +254,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
         return run
 
     def make_step(start):
-        return lambda state: train_step(state, train, tokens, distances)
+        return FedStep(train_step, lambda: (train, tokens, distances))
 
     def test(state, step):
         return {**ranking("test")(state, step), "num_params": num_params}

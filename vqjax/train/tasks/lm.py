@@ -29,6 +29,7 @@ The two built-in corpora are recipes on top of it: ``'kg_text'`` (:mod:`vqjax.tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -71,6 +72,7 @@ from vqjax.train.config import (
     optimizer_config,
 )
 from vqjax.train.core import make_optimizer, to_host
+from vqjax.train.cost import FedStep
 from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_net
 from vqjax.train.sharding import micro_batches, state_shardings
 from vqjax.train.tasks import Run, Task, register_task
@@ -78,7 +80,7 @@ from vqjax.train.tasks.lm_corpus import Corpus
 from vqjax.train.tasks.lm_graph import kg_corpus
 from vqjax.train.tasks.lm_shards import check_corpus, corpus_from_sets, shards_corpus
 
-__all__ = ["TASK", "LMState", "check", "default_config", "lm_mesh", "report", "runlocal", "setup"]
+__all__ = ["TASK", "LMState", "check", "default_config", "lm_mesh", "lm_state_shardings", "report", "runlocal", "setup"]
 
 DOCUMENT_SOURCES = ("mnist_captions", "kg_text", "shards")
 VOCAB_FILE = "vocab.json"
@@ -184,6 +186,22 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 # The parameters' layout under config.sharding='fsdp': nothing on the model axis.
 NO_MODEL_RULES = tuple((name, "data" if name == "batch" else None) for name, _ in LOGICAL_RULES)
+
+
+def lm_state_shardings(abstract: LMState, boxed, tx: optax.GradientTransformation, mesh: Mesh, sharding: str) -> LMState:
+    """The LM state's shardings under ``config.sharding``: the heads, MLP and vocabulary on the ``model`` axis
+    ('replicated' and 'fsdp+model'; :data:`~vqjax.lm.model.LOGICAL_RULES`), none there under 'fsdp'; the
+    optimizer's moments as their parameters, its counters replicated; under 'fsdp' and 'fsdp+model' every array
+    also split over ``data`` (:func:`vqjax.train.sharding.state_shardings`).
+
+    Args:
+      abstract: the state's shapes; boxed: ``jax.eval_shape`` of the model's init (logically partitioned).
+    """
+    replicated = NamedSharding(mesh, P())
+    layout = param_shardings(boxed, mesh, NO_MODEL_RULES if sharding == "fsdp" else LOGICAL_RULES)
+    base = LMState(step=replicated, params=layout, opt_state=optax.tree_map_params(
+        tx, lambda _, s: s, abstract.opt_state, layout, transform_non_params=lambda _: replicated))
+    return state_shardings(abstract, mesh, sharding, base=base)
 
 
 def lm_mesh(devices, model_parallel: int) -> Mesh:
@@ -356,8 +374,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     tx = make_optimizer(config.optimizer, config.num_train_steps)
     sample = jnp.zeros((1, 8), jnp.int32)
     boxed = jax.eval_shape(lambda k: model.init(k, sample, sample)["params"], jax.random.key(0))
-    # The heads, MLP and vocabulary on the model axis ('replicated' and 'fsdp+model'); 'fsdp' adds only the data axis.
-    layout = param_shardings(boxed, mesh, NO_MODEL_RULES if config.sharding == "fsdp" else LOGICAL_RULES)
 
     def init_state(key):
         params = nn.meta.unbox(model.init(key, sample, sample)["params"])
@@ -365,11 +381,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     with jax.set_mesh(mesh):
         abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
-    # The optimizer's per-parameter moments take their parameter's sharding; its counters are replicated. Under
-    # FSDP every large array also splits over the data axis.
-    base = LMState(step=replicated, params=layout, opt_state=optax.tree_map_params(
-        tx, lambda _, sharding: sharding, abstract.opt_state, layout, transform_non_params=lambda _: replicated))
-    state_sharding = state_shardings(abstract, mesh, config.sharding, base=base)
+    state_sharding = lm_state_shardings(abstract, boxed, tx, mesh, config.sharding)
     num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params)))
     kinds = jnp.asarray(vocab.kind_table())
     num_kinds = 1 + len(vocab.modalities)
@@ -380,20 +392,23 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     jit_eval = jax.jit(functools.partial(_eval_sums, model, kinds, num_kinds),
                        in_shardings=(state_sharding.params, batch_shardings), out_shardings=replicated)
 
+    @contextlib.contextmanager
+    def mesh_context():
+        with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
+            yield
+
     def in_mesh(fn):
         def call(*args):
-            with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
+            with mesh_context():
                 return fn(*args)
         return call
 
     def global_batch(local):
         return {k: jax.make_array_from_process_local_data(batch_sharding, np.asarray(v)) for k, v in local.items()}
 
-    train_step = in_mesh(jit_train)
-
     def make_step(start):
         # The stream is positioned at ``start`` by the checkpoint the core restored with the state.
-        return lambda state: train_step(state, global_batch(next(data_iterator)))
+        return FedStep(jit_train, lambda: (global_batch(next(data_iterator)),), context=mesh_context)
 
     names = ("text",) + vocab.modalities
 

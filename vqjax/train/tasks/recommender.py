@@ -29,6 +29,7 @@ from vqjax.evals import recommendation as recsys_eval
 from vqjax.train import reports
 from vqjax.train.config import check_positive
 from vqjax.train.core import data_mesh, make_optimizer
+from vqjax.train.cost import FedStep
 from vqjax.train.sharding import gathering_params, state_shardings
 from vqjax.train.tasks import Run, get_task
 from vqjax.train.tasks import semantic_ids as sid
@@ -153,11 +154,11 @@ def setup(config, workdir, *, devices=None, stop=None) -> Run:
     def make_step(start):
         counter = [start]
 
-        def step(state):
+        def next_batch():
             rows = window_batch(windows, seed, counter[0], b)
             counter[0] += 1
-            return step_fn(state, jax.device_put(jnp.asarray(parts.batch(rows)), batch_sharding))
-        return step
+            return (jax.device_put(jnp.asarray(parts.batch(rows)), batch_sharding),)
+        return FedStep(step_fn, next_batch)
 
     def scores(split):
         def run(state, step):

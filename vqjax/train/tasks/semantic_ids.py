@@ -56,6 +56,7 @@ from vqjax.tokenizers.items import write_item_ids
 from vqjax.train import reports
 from vqjax.train.config import check_positive, core_config, optimizer_config, plain
 from vqjax.train.core import data_mesh, make_optimizer
+from vqjax.train.cost import FedStep
 from vqjax.train.sharding import gathering_params, state_shardings
 from vqjax.train.tasks import Run, Task, register_task
 
@@ -264,11 +265,11 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     def make_step(start):
         counter = [start]
 
-        def step(state):
+        def next_batch():
             idx = window_batch(rows, seed, counter[0], b)         # the items of this step's batch
             counter[0] += 1
-            return step_fn(state, train_x[jnp.asarray(idx)])
-        return step
+            return (train_x[jnp.asarray(idx)],)
+        return FedStep(step_fn, next_batch)
 
     def variables_of(state):
         return jax.device_put({"params": state.params, "vq_stats": state.vq_stats}, replicated)

@@ -3,6 +3,7 @@ configuration."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import resource
@@ -84,3 +85,12 @@ def gemm_gflops(n: int = 1024) -> float:
     a, b = rng.normal(size=(n, n)).astype(np.float32), rng.normal(size=(n, n)).astype(np.float32)
     a @ b
     return round(2 * n ** 3 / timed(lambda: a @ b, 10) / 1e9, 1)
+
+
+def load_experiment(name: str, arg: str | None = None):
+    """``experiments/NAME.py``'s ``get_config(arg)``, as ``--config=experiments/NAME.py[:arg]`` loads it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(f"experiment_{name}", os.path.join(root, "experiments", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)

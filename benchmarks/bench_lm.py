@@ -14,12 +14,15 @@ reads as the fraction of the machine's matmul speed the train step reaches.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import sys
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import load_experiment  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,10 +52,7 @@ class _ImageCodes:
 
 
 def _experiment():
-    spec = importlib.util.spec_from_file_location("exp", os.path.join(ROOT, "experiments", "mnist_captions_lm.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    return load_experiment("mnist_captions_lm")
 
 
 def main(argv=None):

@@ -167,3 +167,34 @@ def _optimizer():
     from vqjax.train.config import optimizer_config
 
     return optimizer_config()
+
+
+def test_remat_keeps_the_parameters_and_gradients():
+    """Rematerialised blocks recompute their activations in the backward pass: same parameter names (checkpoints
+    and exports load either way), same loss and gradients. (The compiled memory it saves is measured by
+    ``benchmarks/bench_train.py``.)"""
+    from vqjax.lm.model import DecoderLM
+    from vqjax.models import image_tokenizer
+
+    x = jax.random.uniform(jax.random.key(1), (2, 8, 8, 1))
+    tokens = jax.random.randint(jax.random.key(1), (2, 8), 0, 50)
+    for build, args in (
+            (lambda r: image_tokenizer(channels=4, channel_mult=(1,), num_res_blocks=2, latent_dim=3,
+                                       image_channels=1, quantizer="fsq", quantizer_kwargs=dict(levels=(5, 5, 5)),
+                                       remat=r), (x,)),
+            (lambda r: DecoderLM(vocab_size=50, dim=16, num_layers=1, num_heads=2, mlp_dim=32, remat=r),
+             (tokens, tokens))):
+        grads = []
+        for remat in (False, True):
+            m = build(remat)
+            params = m.init({"params": jax.random.key(0)}, *args)["params"]
+
+            def loss(p, m=m):
+                out = m.apply({"params": p}, *args)[0]
+                return jnp.mean(out.astype(jnp.float32) ** 2)
+
+            grads.append((jax.tree_util.tree_structure(params), jax.jit(jax.value_and_grad(loss))(params)))
+        (s0, (l0, g0)), (s1, (l1, g1)) = grads
+        assert s0 == s1
+        assert float(l0) == pytest.approx(float(l1), rel=1e-6)
+        _assert_trees_close(g1, g0, rtol=1e-5, atol=1e-7)

@@ -8,7 +8,7 @@ UV := $(PY) -m uv pip install -q --python $(PY) --compile-bytecode
 PYTEST_WORKERS ?= 2
 comma := ,
 
-.PHONY: demo demo-remedies test docs bench e2e speech-deps video-deps spoken-words clean
+.PHONY: demo demo-remedies test docs bench accelerator-check e2e speech-deps video-deps spoken-words clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench: $(VENV)/.installed-bench $(VENV)/.installed-data
 	$(PY) benchmarks/bench_lm.py
 	$(PY) benchmarks/bench_tokenize.py
 	$(PY) benchmarks/bench_compiled.py
+	$(PY) benchmarks/bench_train.py
+
+# The training throughput table and a short training of mnist_vq and speech_codec on the device present.
+accelerator-check: $(VENV)/.installed-data
+	PYTHON=$(PY) bash benchmarks/accelerator_check.sh
 
 # Debian's recorded speech and classical codecs for the speech-codec runs (as root; apt-get update once).
 speech-deps:

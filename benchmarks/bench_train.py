@@ -157,6 +157,44 @@ def table(rows: list[dict], peaks: dict, remat: list[dict], device: str) -> str:
     return "\n".join(lines)
 
 
+def steps_for(bench_json: str, name: str, seconds: float) -> int:
+    """Train steps that fill about ``seconds`` at the float32 replicated step time ``bench_json`` measured for
+    ``name`` (compilation and evaluation come on top), at least 20."""
+    with open(bench_json) as fh:
+        rows = [r for r in json.load(fh)["rows"] if r["task"] == name and "step_ms" in r]
+    if not rows:
+        return 20
+    row = next((r for r in rows if (r["precision"], r["sharding"]) == ("float32", "replicated")), rows[0])
+    return max(20, int(seconds / (row["step_ms"] / 1e3)))
+
+
+# The held-out metrics the report shows per experiment, where the run has them.
+REPORT_METRICS = ("psnr", "ssim", "usage", "perplexity", "stoi", "pesq", "mel_distance", "bits_per_token")
+
+
+def report(folder: str, experiments: list[str]) -> str:
+    """One table: the bench (``folder/bench.json``), then each experiment's training in ``folder/NAME``: steps,
+    wall seconds (start-up, compilation and evaluation included) and its final held-out metrics."""
+    with open(os.path.join(folder, "bench.json")) as fh:
+        bench = json.load(fh)
+    lines = [table(bench["rows"], bench["peaks"], bench["remat"], bench["device"]), "",
+             "| training | steps | seconds | held-out metrics |", "| --- | --- | --- | --- |"]
+    for name in experiments:
+        try:
+            with open(os.path.join(folder, f"{name}.time.json")) as fh:
+                timing = json.load(fh)
+            with open(os.path.join(folder, name, "metrics.jsonl")) as fh:
+                evals = [r for r in map(json.loads, fh) if r.get("split") in ("eval", "test")]
+        except OSError as err:
+            lines.append(f"| {name} | not run ({err.strerror}) | | |")
+            continue
+        last = {k: v for r in evals if r["step"] == evals[-1]["step"] for k, v in r.items()} if evals else {}
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(last.items()) if isinstance(v, (int, float))
+                          and k.rsplit("/", 1)[-1] in REPORT_METRICS and ("/" not in k or k.startswith("vqjax")))
+        lines.append(f"| {name} | {timing['steps']} | {timing['seconds']} | {shown} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS))
@@ -165,7 +203,17 @@ def main():
     parser.add_argument("--cpu_devices", type=int, default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument("--child", nargs="*", default=None)
+    parser.add_argument("--steps_for", nargs=3, default=None, metavar=("BENCH_JSON", "TASK", "SECONDS"),
+                        help="print the train steps that fill SECONDS at TASK's measured step time")
+    parser.add_argument("--report", nargs="+", default=None, metavar=("FOLDER", "EXPERIMENT"),
+                        help="print the accelerator check's table from FOLDER")
     args = parser.parse_args()
+    if args.steps_for:
+        print(steps_for(args.steps_for[0], args.steps_for[1], float(args.steps_for[2])))
+        return
+    if args.report:
+        print(report(args.report[0], args.report[1:]))
+        return
     if args.child is not None:                      # remat TASK [dry]
         _set_cpu_devices(1, MEMORY_SCHEDULER)
         print(json.dumps(remat_child(args.child[1], "dry" in args.child)))

@@ -1,8 +1,7 @@
 """Training at scale on 8 fake CPU devices: FSDP equals the replicated step and stores ~1/8 per device, a sharded
-checkpoint restores on 4 and on 1 device, gradient accumulation equals its large batch, remat saves compiled memory,
-and bf16 trains MNIST tokenizers as well as float32."""
+checkpoint restores on 4 and on 1 device, gradient accumulation equals its large batch, the LM's layouts, and remat
+keeps parameters and gradients (bf16 training: test_bf16.py; remat's memory: benchmarks/bench_train.py)."""
 
-import math
 import shutil
 
 import jax
@@ -85,6 +84,8 @@ def test_fsdp_step_equals_the_replicated_step_and_stores_an_eighth(data_dir, dev
 
 def test_an_fsdp_checkpoint_on_8_devices_resumes_on_4_and_on_1(data_dir, devices, tmp_path):
     c = _config(data_dir, sharding="fsdp")
+    c.quantizer, c.quantizer_kwargs = "fsq", dict(levels=(8, 5, 5, 5))      # quick to compile three times
+    c.model.latent_dim = 4
     whole = train_and_evaluate(c, str(tmp_path / "eight"), devices=devices, progress=False)
     for n in (4, 1):
         workdir = tmp_path / f"on{n}"

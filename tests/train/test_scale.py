@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from experiments_loader import load_experiment
 
+import vqjax
 from vqjax.train import train_and_evaluate
 from vqjax.train.sharding import fsdp_spec, micro_batches, stored_bytes
 from vqjax.train.tasks import get_task
@@ -95,6 +96,10 @@ def test_an_fsdp_checkpoint_on_8_devices_resumes_on_4_and_on_1(data_dir, devices
         assert resumed.keys() == whole.keys()
         for k, v in whole.items():
             assert resumed[k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+    # The tokenizer of a workdir saved on 4 devices loads whole in this 8-device process (any topology to any).
+    tok = vqjax.Tokenizer.load(str(tmp_path / "on4"))
+    images = np.full((2, 28, 28, 1), 0.5, np.float32)
+    np.testing.assert_array_equal(tok.encode(images), vqjax.Tokenizer.load(str(tmp_path / "eight")).encode(images))
 
 
 def test_gradient_accumulation_equals_the_large_batch(data_dir, devices, tmp_path):

@@ -561,14 +561,19 @@ def _restore_checkpoint(path: str, spec: dict, step: int | None):
     ckpt = os.path.join(path, "checkpoints")
     if not os.path.isdir(ckpt):
         raise FileNotFoundError(f"Tokenizer.load: {path!r} has neither {WEIGHTS_FILE} nor checkpoints/")
-    with ocp.CheckpointManager(ckpt) as mgr:
+    with ocp.CheckpointManager(ckpt, item_handlers=ocp.StandardCheckpointHandler()) as mgr:
         step = mgr.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"Tokenizer.load: {path!r} has no checkpoint yet")
         if step not in mgr.all_steps():
             raise FileNotFoundError(f"Tokenizer.load: {path!r} has no checkpoint at step {step}; it has "
                                     f"{sorted(mgr.all_steps())}")
-        restored = mgr.restore(step, args=ocp.args.StandardRestore())
+        # Whatever mesh the run trained on (8 devices, FSDP-sharded), the arrays come back whole on this process's
+        # first device: a tokenizer trained on a pod loads on a laptop.
+        local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=local),
+                              mgr.item_metadata(step))
+        restored = mgr.restore(step, args=ocp.args.StandardRestore(target))
     names = spec.get("weights", {"params": "params"})
     variables = {}
     for collection, entry in names.items():

@@ -204,3 +204,26 @@ def test_remat_keeps_the_parameters_and_gradients():
         assert s0 == s1
         assert float(l0) == pytest.approx(float(l1), rel=1e-6)
         _assert_trees_close(g1, g0, rtol=1e-5, atol=1e-7)
+
+
+def test_lm_gradient_accumulation_equals_the_large_batch():
+    """The LM's weighted loss ``sum(nll w) / sum(w)``: micro-batches' summed gradients over the whole batch's weight
+    are the large batch's gradient, however unevenly the weights fall between micro-batches."""
+    from vqjax.lm.model import DecoderLM
+    from vqjax.train.core import make_optimizer
+    from vqjax.train.tasks.lm import LMState, _train_step
+
+    model = DecoderLM(vocab_size=40, dim=16, num_layers=1, num_heads=2, mlp_dim=32)
+    tokens = jax.random.randint(jax.random.key(0), (8, 12), 1, 40)
+    weights = (jax.random.uniform(jax.random.key(1), (8, 12)) > 0.4).astype(jnp.float32) * jnp.arange(1, 9)[:, None]
+    batch = {"tokens": tokens, "positions": jnp.broadcast_to(jnp.arange(12), (8, 12)),
+             "segment_ids": jnp.ones((8, 12), jnp.int32), "weights": weights}
+    params = model.init(jax.random.key(2), tokens[:1], batch["positions"][:1])["params"]
+    tx = make_optimizer(_optimizer(), 10)
+    state = LMState(jnp.int32(0), params, tx.init(params))
+    kinds = jnp.zeros((40,), jnp.int32)
+    out = [jax.jit(lambda s, b, n=n: _train_step(model, tx, kinds, 1, n, s, b))(state, batch) for n in (1, 4)]
+    (big, big_m), (acc, acc_m) = out
+    assert acc_m["loss"] == pytest.approx(float(big_m["loss"]), rel=1e-6)
+    assert acc_m["grad_norm"] == pytest.approx(float(big_m["grad_norm"]), rel=1e-5)
+    _assert_trees_close(acc.opt_state, big.opt_state, rtol=RTOL, atol=ATOL)

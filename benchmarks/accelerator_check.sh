@@ -8,8 +8,9 @@
 #
 #   bash benchmarks/accelerator_check.sh [--dry] [OUT]      # OUT defaults to runs/accelerator_check
 #
-# --dry: the same steps on tiny settings (runlocal configs, a few steps): checks the script on a CPU in seconds
-# rather than measuring anything (make test runs it this way).
+# --dry: the same steps on tiny settings (runlocal configs, two training steps): checks the script on a CPU rather
+# than measuring anything (make test runs it this way, with EXPERIMENTS=mnist_vq).
+# EXPERIMENTS: the experiments benchmarked and trained (default "mnist_vq speech_codec").
 set -euo pipefail
 
 DRY=0
@@ -20,16 +21,18 @@ fi
 OUT=${1:-runs/accelerator_check}
 PY=${PYTHON:-python}
 TRAIN_SECONDS=${TRAIN_SECONDS:-150}
+EXPERIMENTS=${EXPERIMENTS:-"mnist_vq speech_codec"}
+TASKS=$(echo "$EXPERIMENTS" | tr ' ' ',')
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$OUT"
 
 if [[ $DRY == 1 ]]; then
-  "$PY" "$HERE/bench_train.py" --dry --tasks mnist_vq --json "$OUT/bench.json" > /dev/null
+  "$PY" "$HERE/bench_train.py" --dry --tasks "$TASKS" --json "$OUT/bench.json" > /dev/null
 else
-  "$PY" "$HERE/bench_train.py" --tasks mnist_vq,speech_codec --steps 10 --json "$OUT/bench.json" > /dev/null
+  "$PY" "$HERE/bench_train.py" --tasks "$TASKS" --steps 10 --json "$OUT/bench.json" > /dev/null
 fi
 
-for exp in mnist_vq speech_codec; do
+for exp in $EXPERIMENTS; do
   if [[ $DRY == 1 ]]; then
     steps=2
     config="experiments/$exp.py:runlocal"
@@ -44,4 +47,4 @@ for exp in mnist_vq speech_codec; do
   echo "{\"experiment\": \"$exp\", \"steps\": $steps, \"seconds\": $SECONDS}" > "$OUT/$exp.time.json"
 done
 
-"$PY" "$HERE/bench_train.py" --report "$OUT" mnist_vq speech_codec | tee "$OUT/report.md"
+"$PY" "$HERE/bench_train.py" --report "$OUT" $EXPERIMENTS | tee "$OUT/report.md"

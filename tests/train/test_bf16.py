@@ -8,7 +8,7 @@ from experiments_loader import load_experiment
 
 from vqjax.train.tasks import get_task
 
-STEPS = 60
+STEPS = 40
 
 
 def _trained(experiment, precision, data_dir, workdir, device):
@@ -16,9 +16,10 @@ def _trained(experiment, precision, data_dir, workdir, device):
     c.data_dir, c.precision = data_dir, precision
     c.num_train_steps, c.max_eval_examples, c.eval_batch_size = STEPS, 200, 40
     if experiment == "mnist_vq":
-        # EMA codebook from k-means, 32 codes, no re-seeding: a re-seeded code that the held-out digits have not
-        # reached yet at the last step would move the usage by a code whatever the precision.
-        c.quantizer_kwargs.codebook_size, c.quantizer_kwargs.dead_code_threshold = 32, 0.0
+        # 16 codes with the experiment's remedies (k-means start, EMA, dead-code re-seeding) use every code they can
+        # in either precision; with more codes, which codes the held-out digits reach after a few dozen steps
+        # swings by several codes between seeds in float32 alone, and would hide what the precision does.
+        c.quantizer_kwargs.codebook_size = 16
     task = get_task(c.task)
     task.check_config(c)
     workdir.mkdir()
@@ -36,4 +37,4 @@ def test_bf16_training_keeps_usage_and_psnr(experiment, data_dir, devices, tmp_p
     bf16 = _trained(experiment, "bfloat16", data_dir, tmp_path / "bf16", devices[0])
     assert abs(bf16["usage"] - f32["usage"]) <= 0.05, (bf16["usage"], f32["usage"])
     assert abs(bf16["psnr"] - f32["psnr"]) <= 0.5, (bf16["psnr"], f32["psnr"])
-    assert f32["psnr"] > 13.0                     # trained: 20 steps give about 10 dB
+    assert f32["psnr"] > 12.0                     # trained: an empty reconstruction scores about 10 dB

@@ -66,6 +66,7 @@ class Proj(nn.Module):
     contract: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    out_dtype: Any = None           # accumulate and return in this dtype (the LM head: float32 logits)
 
     @nn.compact
     def __call__(self, x):
@@ -74,7 +75,8 @@ class Proj(nn.Module):
         init = nn.initializers.normal(1.0 / np.sqrt(fan_in))
         kernel = self.param("kernel", nn.with_logical_partitioning(init, self.axes), in_shape + self.out_shape,
                             self.param_dtype)
-        return jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.contract)
+        return jnp.tensordot(x.astype(self.dtype), kernel.astype(self.dtype), axes=self.contract,
+                             preferred_element_type=self.out_dtype)
 
 
 def _dense(features, axes, name, dtype, param_dtype, in_axes=None):
@@ -250,8 +252,8 @@ class DecoderLM(nn.Module):
         if self.tie_embeddings:
             logits = jnp.einsum("btd,vd->btv", x, embed.astype(dtype), preferred_element_type=jnp.float32)
         else:
-            head = _dense(self.padded_vocab, ("embed", "vocab"), "head", dtype, pd)
-            logits = head(x).astype(jnp.float32)
+            head = Proj((self.padded_vocab,), ("embed", "vocab"), 1, dtype, pd, jnp.float32, name="head")
+            logits = head(x)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
         return logits[..., :self.vocab_size], new_cache
 

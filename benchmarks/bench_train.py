@@ -110,7 +110,7 @@ def measure(name: str, precision: str, sharding: str, steps: int, dry: bool, wor
             "loss": float(metrics["loss"])}
 
 
-def remat_child(name: str, dry: bool = False) -> dict:
+def remat_child(name: str) -> dict:
     """In its own process (memory scheduler on CPU): one float32 step's scratch memory with and without remat."""
     import jax
 
@@ -119,7 +119,7 @@ def remat_child(name: str, dry: bool = False) -> dict:
 
     out = {}
     for remat in (False, True):
-        c = experiment(name, dry)
+        c = experiment(name, False)
         c.remat = remat
         task = get_task(c.task)
         with tempfile.TemporaryDirectory() as workdir:
@@ -216,7 +216,7 @@ def main():
         return
     if args.child is not None:                      # remat TASK
         _set_cpu_devices(1, MEMORY_SCHEDULER)
-        print(json.dumps(remat_child(args.child[1], False)))
+        print(json.dumps(remat_child(args.child[1])))
         return
     _set_cpu_devices(args.cpu_devices)
     import jax

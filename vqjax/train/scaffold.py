@@ -91,8 +91,8 @@ class Scaffold:
       codes_shape: the codes of one example of the sample's shape.
       vocab_size: distinct values of one code (the quantizer's own).
       ema_decay: the EMA decay of the weights (0: no EMA).
-      state_sharding: the state's shardings (``config.sharding``, :func:`vqjax.train.sharding.state_shardings`).
-      fsdp: whether parameters are sharded (the step gathers them before it computes).
+      sharding_mode: ``config.sharding``; under 'fsdp'/'fsdp+model' the step gathers the parameters first.
+      state_sharding: the state's shardings (:func:`vqjax.train.sharding.state_shardings` of ``sharding_mode``).
     """
 
     model: Any
@@ -104,15 +104,15 @@ class Scaffold:
     codes_shape: tuple
     vocab_size: int
     ema_decay: float = 0.0
+    sharding_mode: str = "replicated"
     state_sharding: Any = None
-    fsdp: bool = False
 
     def variables(self, state: TokenizerState) -> dict:
         """``{'params', 'vq_stats'}`` the run evaluates and exports: the EMA weights when it keeps them (gathered
         onto every device when the state is sharded)."""
         params = state.ema_params if self.ema_decay > 0 else state.params
         variables = {"params": params, "vq_stats": state.vq_stats}
-        return jax.device_put(variables, self.replicated) if self.fsdp else variables
+        return variables if self.sharding_mode == "replicated" else jax.device_put(variables, self.replicated)
 
     def weights_spec(self) -> dict:
         """The state entries an artifact's weights come from (``spec['weights']``)."""
@@ -127,7 +127,7 @@ class Scaffold:
         the batch sharded and ``len(replicated_args)`` further replicated arguments. Under FSDP the parameters are
         gathered before ``step`` computes (one all-gather), so it computes what the replicated step does."""
         extra = tuple(self.replicated for _ in replicated_args)
-        gathered = sharding.gathering_params(step, self.replicated.mesh, "fsdp" if self.fsdp else "replicated")
+        gathered = sharding.gathering_params(step, self.replicated.mesh, self.sharding_mode)
         return jax.jit(gathered, in_shardings=(self.state_sharding, self.batch_sharding, *extra),
                        out_shardings=(self.state_sharding, self.replicated), donate_argnums=0)
 
@@ -198,8 +198,7 @@ def build(config: ml_collections.ConfigDict, *, model, sample: jax.Array, device
     return Scaffold(model=model, tx=tx, replicated=replicated, batch_sharding=batch_sharding, init_state=init_state,
                     abstract=abstract,
                     codes_shape=tuple(codes.shape[1:]), vocab_size=quantizer_vocab_size(model.quantizer),
-                    ema_decay=float(ema_decay), state_sharding=state_sharding,
-                    fsdp=config.sharding != "replicated")
+                    ema_decay=float(ema_decay), sharding_mode=config.sharding, state_sharding=state_sharding)
 
 
 def training_model(spec_model: dict, config: ml_collections.ConfigDict):

@@ -143,7 +143,7 @@ def build_link_model(config: ml_collections.ConfigDict, workdir: str | None = No
             GraphTokenizer.from_tokens(vocab, node_tokens).export(workdir)
     model = LinkPredictor(splits.num_entities, splits.num_relations, config.dim, config.scorer, config.encoder,
                           vocab_size, config.num_layers, config.num_heads, config.max_distance, float(config.gamma),
-                          dtype=compute_dtype(config.get("precision", "float32")))
+                          dtype=compute_dtype(config.precision))
     return splits, model, tokens, distances
 
 

@@ -53,7 +53,7 @@ from vqjax.models.semantic_ids import (
     item_terms,
 )
 from vqjax.tokenizers.items import write_item_ids
-from vqjax.train import reports
+from vqjax.train import reports, scaffold
 from vqjax.train.config import check_positive, core_config, optimizer_config, plain
 from vqjax.train.core import data_mesh, make_optimizer
 from vqjax.train.cost import FedStep
@@ -255,7 +255,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
 
     abstract = jax.eval_shape(init_state, jax.random.key(config.seed))
     state_sharding = state_shardings(abstract, replicated.mesh, config.sharding)
-    train_model = model_from_spec({**spec_model, "kwargs": {**spec_model["kwargs"], "dtype": config.precision}})
+    train_model = scaffold.training_model(spec_model, config)
     step_fn = jax.jit(gathering_params(functools.partial(_train_step, train_model, tx), replicated.mesh,
                                        config.sharding),
                       in_shardings=(state_sharding, replicated), out_shardings=(state_sharding, replicated),

@@ -40,9 +40,9 @@ class FedStep:
 
 
 def compiled_cost(lowered) -> dict:
-    """XLA's analysis of a lowered step, compiled: ``flops`` (its cost analysis, over all devices of the
-    computation's shards as XLA counts them), ``temp_bytes`` (scratch memory of one device: activations kept for
-    the backward pass and intermediates), ``argument_bytes`` and ``output_bytes`` (per device).
+    """XLA's analysis of a lowered step, compiled, all per device: ``flops`` (the cost analysis of the partitioned
+    computation: a step split over N devices counts 1/N of its FLOPs), ``temp_bytes`` (scratch memory: activations
+    kept for the backward pass and intermediates), ``argument_bytes`` and ``output_bytes``.
 
     On CPU, XLA's default scheduler favours concurrency and may compute a rematerialised block's recomputation
     early, hiding what remat saves; ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` (set

@@ -87,10 +87,15 @@ def gemm_gflops(n: int = 1024) -> float:
     return round(2 * n ** 3 / timed(lambda: a @ b, 10) / 1e9, 1)
 
 
-def load_experiment(name: str, arg: str | None = None):
-    """``experiments/NAME.py``'s ``get_config(arg)``, as ``--config=experiments/NAME.py[:arg]`` loads it."""
+def experiment_module(name: str):
+    """The module ``experiments/NAME.py`` (its ``get_config`` and any other config functions)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location(f"experiment_{name}", os.path.join(root, "experiments", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return module
+
+
+def load_experiment(name: str, arg: str | None = None):
+    """``experiments/NAME.py``'s ``get_config(arg)``, as ``--config=experiments/NAME.py[:arg]`` loads it."""
+    return experiment_module(name).get_config(arg)

@@ -16,11 +16,16 @@ def experiment_names() -> list[str]:
     return sorted(f[:-3] for f in os.listdir(EXPERIMENTS) if f.endswith(".py") and not f.startswith("_"))
 
 
-def load_experiment(name: str, arg: str | None = None):
+def load_module(name: str):
+    """The module ``experiments/NAME.py`` (``get_config`` and any other config functions it has)."""
     spec = importlib.util.spec_from_file_location(f"experiment_{name}", os.path.join(EXPERIMENTS, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return module
+
+
+def load_experiment(name: str, arg: str | None = None):
+    return load_module(name).get_config(arg)
 
 
 def subprocess_env() -> dict:

@@ -29,6 +29,30 @@ def image_tokenizer(seed: int = 0, codebook_size: int = 16, size: int = 8) -> vq
     return vqjax.Tokenizer(spec, model, dict(variables))
 
 
+def image_1d_spec(num_tokens: int = 6, min_tokens: int = 2, size: int = 8, quantizer: str = "fsq",
+                  quantizer_kwargs: dict | None = None, vocab_size: int = 64, levels: int | None = None) -> dict:
+    """The spec of a 1D image tokenizer of ``size x size`` grey images: ``min_tokens..num_tokens`` ordered tokens
+    (FSQ levels (4, 4, 4) = 64 codes by default)."""
+    tail = [] if levels is None else [levels]
+    return {"modality": "image",
+            "model": {"name": "image_1d_tokenizer",
+                      "kwargs": dict(image_size=[size, size], image_channels=1, patch_size=4, num_tokens=num_tokens,
+                                     min_tokens=min_tokens, width=16, encoder_layers=1, decoder_layers=1,
+                                     num_heads=2, latent_dim=4, quantizer=quantizer,
+                                     quantizer_kwargs=quantizer_kwargs or {"levels": [4, 4, 4]})},
+            "input": {"shape": [size, size, 1], "dtype": "float32", "range": [0.0, 1.0]},
+            "codes_shape": [None, *tail], "vocab_size": vocab_size, "token_range": [min_tokens, num_tokens]}
+
+
+def image_1d_tokenizer(seed: int = 0, **kwargs) -> vqjax.Tokenizer:
+    spec = image_1d_spec(**kwargs)
+    model = model_from_spec(spec["model"])
+    size = spec["input"]["shape"][0]
+    variables = jax.jit(model.init)({"params": jax.random.key(seed), "vq": jax.random.key(seed + 1)},
+                                    jnp.zeros((1, size, size, 1)))
+    return vqjax.Tokenizer(spec, model, dict(variables))
+
+
 def audio_tokenizer(causal: bool = True, architecture: str = "seanet") -> vqjax.Tokenizer:
     """A 16 kHz codec of 3 residual levels of 256 codes at 400 frames a second (9.6 kbps)."""
     spec_model = {"name": "audio_codec", "kwargs": {**AUDIO_ARCH[architecture], "architecture": architecture,

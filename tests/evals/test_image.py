@@ -54,3 +54,70 @@ def test_the_registry_finds_each_field_and_refuses_unknown_names():
         evals.get_evaluator("smell")
     with pytest.raises(ValueError, match="'image' is already registered"):
         evals.register_evaluator("image", lambda tok, x: [])
+
+
+# -- the rate-distortion harness: classical codecs at equal bits, 1D prefixes, adaptive mode --------------------
+
+def _photo(size=32, channels=3, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    base = np.stack([np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in range(channels)], -1)
+    return np.clip(127 + 100 * base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "webp"])
+def test_payload_excludes_the_headers(codec):
+    import io
+
+    from PIL import Image
+
+    image = _photo()
+    out, bits = image_eval.pillow_roundtrip(image, codec, 50)
+    assert out.shape == image.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=image_eval.ANCHORS[codec][0], quality=50, **image_eval.ANCHORS[codec][2])
+    data = buf.getvalue()
+    assert bits == 8 * image_eval.payload_bytes(data, codec)
+    # the headers are what a file of 1 image and of 0 payload share: a flat image costs far fewer payload bits
+    flat_bits = image_eval.pillow_roundtrip(np.full_like(image, 128), codec, 50)[1]
+    assert flat_bits < bits < 8 * len(data)
+    header = len(data) - bits // 8
+    assert (header > 150) if codec == "jpeg" else (20 <= header <= 40)   # JPEG: tables; WebP: RIFF + VP8 header
+    with pytest.raises(ValueError, match="codec must be one of"):
+        image_eval.payload_bytes(data, "png")
+
+
+def test_classical_codecs_meet_the_budget_at_their_best_quality():
+    images = np.stack([_photo(seed=s) for s in range(3)])
+    budget = 8 * 300.0
+    decoded, bits = image_eval.classical_at_bits(images, "webp", budget)
+    assert decoded.shape == images.shape and (bits <= budget).all()
+    for image, b in zip(images, bits):             # one quality higher would not fit
+        qualities = [q for q in range(0, 101) if image_eval.pillow_roundtrip(image, "webp", q)[1] <= budget]
+        assert image_eval.pillow_roundtrip(image, "webp", max(qualities))[1] == b
+    # a budget under the lowest quality's payload keeps the lowest quality, just above the budget
+    _, tiny = image_eval.classical_at_bits(images[:1], "jpeg", 8.0)
+    assert tiny[0] == image_eval.pillow_roundtrip(images[0], "jpeg", 1)[1] > 8.0
+
+
+def test_rate_distortion_scores_every_prefix_the_grid_and_the_anchors():
+    from tiny_tokenizers import image_1d_tokenizer
+
+    oned, grid = image_1d_tokenizer(), image_tokenizer()
+    images = np.stack([_photo(8, 1, s) for s in range(4)])
+    rows = image_eval.rate_distortion({"oned": oned, "grid": grid}, images, anchors=("jpeg",),
+                                      qualities={"jpeg": (10, 90)})
+    fixed = [r for r in rows if r["kind"] == "fixed"]
+    assert [(r["codec"], r["tokens"]) for r in fixed] == [("oned", 2), ("oned", 4), ("oned", 6), ("grid", 16)]
+    assert fixed[0]["bits_per_image"] == pytest.approx(2 * 6.0) and fixed[3]["bits_per_image"] == 16 * 4.0
+    reference = images.astype(np.float32) / 255.0
+    want = np.asarray(oned.decode(oned.encode(images, num_tokens=4)))
+    assert fixed[1]["psnr"] == pytest.approx(float(np.mean(image_eval.psnr(reference, want))), abs=1e-4)
+    adaptive = [r for r in rows if r["kind"] == "adaptive"]
+    assert len(adaptive) == 3 and all(2 <= r["tokens"] <= 6 and 0 <= r["met"] <= 1 for r in adaptive)
+    at_bits = [r for r in rows if r["kind"] == "at_bits"]
+    assert sorted(r["budget"] for r in at_bits) == sorted(r["bits_per_image"] for r in fixed)
+    assert [r["quality"] for r in rows if r["kind"] == "sweep"] == [10, 90]
+    assert all(math.isnan(r["feature_distance"]) for r in rows)
+    with pytest.raises(ValueError, match="anchors must be among"):
+        image_eval.rate_distortion({"grid": grid}, images, anchors=("png",))

@@ -75,3 +75,63 @@ def test_constrained_generation_ends_on_whole_frames_within_the_bound(vocab):
     out = generate(model, params, vocab, prompts, max_new_tokens=30, key=jax.random.key(1), temperature=1.0)
     report = span_validity(vocab, out, prompts)
     assert report["spans"] == 8 and report["fraction"] == 1.0
+
+
+# -- a 1D image tokenizer: spans of any length in its token range -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def oned_vocab(text_tok, tmp_path_factory):
+    from tiny_tokenizers import image_1d_tokenizer
+
+    import vqjax
+
+    tok = vqjax.Tokenizer.load(image_1d_tokenizer().export(str(tmp_path_factory.mktemp("oned"))))
+    return MultimodalVocab.build(text=text_tok, modalities={"digit": tok}), tok
+
+
+def test_one_d_image_spans_take_any_length_the_spec_allows(oned_vocab):
+    vocab, tok = oned_vocab
+    assert vocab.variable("digit") and vocab.min_frames("digit") == 2 and vocab.max_frames("digit") == 6
+    assert vocab.span_length("digit") == 6 and vocab.min_span_length("digit") == 2
+    image = np.random.default_rng(0).uniform(0, 1, (8, 8, 1)).astype(np.float32)
+    full = vocab.encode([Media("digit", image)])
+    assert len(full) == 2 + 2 + 6                         # BOS, begin, 6 codes, end, EOS
+    for k in (2, 4, 6):
+        codes = np.asarray(tok.encode(image[None], num_tokens=k))[0]
+        ids = vocab.encode(["a digit", Codes("digit", codes)])
+        seg = [s for s in vocab.decode(ids) if isinstance(s, Media)][0]
+        np.testing.assert_array_equal(seg.codes, codes)
+        np.testing.assert_allclose(seg.data, np.asarray(tok.decode(codes[None]))[0], atol=1e-6)
+    lo, _ = vocab.range("digit")
+    short = np.asarray([vocab.bos_id, vocab.begin_id("digit"), lo, vocab.end_id("digit"), vocab.eos_id])
+    with pytest.raises(ValueError, match="at least 2 and at most 6"):
+        vocab.decode(short)
+    with pytest.raises(ValueError, match=r"\[2..6\]"):
+        vocab.encode([Codes("digit", np.zeros(1, int))])
+    with pytest.raises(ValueError, match=r"\[2..6\]"):
+        vocab.encode([Codes("digit", np.zeros(7, int))])
+
+
+def test_the_bound_may_be_lowered_never_raised(text_tok, oned_vocab):
+    _, tok = oned_vocab
+    assert MultimodalVocab.build(text=text_tok, modalities={"digit": tok},
+                                 max_lengths={"digit": 4}).max_frames("digit") == 4
+    with pytest.raises(ValueError, match=r"length range \[2, 6\]"):
+        MultimodalVocab.build(text=text_tok, modalities={"digit": tok}, max_lengths={"digit": 8})
+
+
+def test_generated_one_d_spans_always_decode(oned_vocab, tmp_path):
+    vocab, tok = oned_vocab
+    tables = constraint_tables(vocab)
+    m = vocab.modalities.index("digit") + 1
+    end = vocab.end_id("digit")
+    mask = np.asarray(allowed_mask(tables, jnp.full(4, m), jnp.asarray([0, 1, 2, 6]), jnp.zeros(4, bool)))
+    assert [bool(mask[i, end]) for i in range(4)] == [False, False, True, True]
+    model = DecoderLM(vocab_size=vocab.size, dim=32, num_layers=1, num_heads=2, num_kv_heads=1, mlp_dim=32)
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32), jnp.zeros((1, 4), jnp.int32))
+    prompts = [np.append(vocab.encode(["draw"], eos=False), vocab.begin_id("digit"))] * 8
+    out = generate(model, params, vocab, prompts, max_new_tokens=12, key=jax.random.key(2), temperature=1.0)
+    report = span_validity(vocab, out, prompts)
+    assert report["spans"] == 8 and report["fraction"] == 1.0
+    again = MultimodalVocab.load(vocab.save(str(tmp_path / "vocab.json")))
+    assert again.min_frames("digit") == 2 and again.max_frames("digit") == 6

@@ -8,7 +8,8 @@ modality span decodes.
 Constraints (``constrained=True``), a small state machine per sequence run inside the sampling loop: outside a
 span, text ids, any modality's begin token and EOS may follow; after ``begin_m`` only modality ``m``'s codes may
 follow, exactly ``span_length(m)`` of them, then only ``end_m`` (a variable-length modality: ``end_m`` may also
-come after any whole number of frames, :meth:`~vqjax.lm.MultimodalVocab.frame_length` codes each); after EOS only PAD. PAD and BOS are never sampled.
+come after any whole number of frames, :meth:`~vqjax.lm.MultimodalVocab.frame_length` codes each, once the span
+holds :meth:`~vqjax.lm.MultimodalVocab.min_span_length` codes); after EOS only PAD. PAD and BOS are never sampled.
 A prompt may end inside an open span (e.g. a caption then ``begin_image``): the state starts where the prompt left.
 A modality whose tokenizer decodes only some code rows (the graph tokenizer: the token rows of existing nodes;
 :meth:`~vqjax.lm.MultimodalVocab.valid_rows`) is constrained further, as a trie: at each position of its span only
@@ -36,7 +37,8 @@ __all__ = ["generate", "span_validity", "ConstraintTables", "constraint_tables",
 
 class ConstraintTables(NamedTuple):
     """Per-modality id ranges (index 0 is "no modality"): ``start``, ``stop``, ``span`` (the most codes),
-    ``frame`` (codes per frame; ``span`` for a fixed-length modality), ``begin``, ``end`` int32 ``[M + 1]``; the valid code rows of restricted modalities as ids, ``rows`` int32 ``[R, S]`` (padded with -1)
+    ``frame`` (codes per frame; ``span`` for a fixed-length modality), ``min_span`` (the fewest codes before
+    ``end``), ``begin``, ``end`` int32 ``[M + 1]``; the valid code rows of restricted modalities as ids, ``rows`` int32 ``[R, S]`` (padded with -1)
     with their modality ``row_mod`` int32 ``[R]`` and ``restricted`` bool ``[M + 1]``; and the vocabulary's
     ``text_size``, ``eos``, ``pad``, ``size`` as Python ints."""
 
@@ -44,6 +46,7 @@ class ConstraintTables(NamedTuple):
     stop: jax.Array
     span: jax.Array
     frame: jax.Array
+    min_span: jax.Array
     begin: jax.Array
     end: jax.Array
     rows: jax.Array
@@ -69,7 +72,8 @@ def constraint_tables(vocab) -> ConstraintTables:
             rows.append(ids)
             row_mod.append(np.full(len(valid), i + 1, np.int32))
     return ConstraintTables(col(lambda n: vocab.range(n)[0]), col(lambda n: vocab.range(n)[1]),
-                            col(vocab.span_length), col(vocab.frame_length), col(vocab.begin_id), col(vocab.end_id),
+                            col(vocab.span_length), col(vocab.frame_length), col(vocab.min_span_length),
+                            col(vocab.begin_id), col(vocab.end_id),
                             jnp.asarray(np.concatenate(rows)), jnp.asarray(np.concatenate(row_mod)),
                             jnp.asarray(restricted), vocab.text_size, vocab.eos_id, vocab.pad_id, vocab.size)
 
@@ -88,8 +92,8 @@ def allowed_mask(tables: ConstraintTables, mode: jax.Array, count: jax.Array, do
     ids = jnp.arange(tables.size)[None, :]
     is_begin = (ids[:, :, None] == tables.begin[None, None, 1:]).any(-1)
     free = (ids < tables.text_size) | is_begin | (ids == tables.eos)
-    start, stop, span, frame, end = (t[mode][:, None] for t in (tables.start, tables.stop, tables.span,
-                                                                 tables.frame, tables.end))
+    start, stop, span, frame, least, end = (t[mode][:, None] for t in (tables.start, tables.stop, tables.span,
+                                                                        tables.frame, tables.min_span, tables.end))
     codes = (ids >= start) & (ids < stop)
     if alive is not None and tables.rows.shape[0]:
         b = mode.shape[0]
@@ -98,7 +102,7 @@ def allowed_mask(tables: ConstraintTables, mode: jax.Array, count: jax.Array, do
         trie = jnp.zeros((b, tables.size), bool).at[jnp.arange(b)[:, None], jnp.maximum(next_ids, 0)].max(live)
         codes = jnp.where(tables.restricted[mode][:, None], codes & trie, codes)
     n = count[:, None]
-    may_end = (n == span) | ((n > 0) & (n % jnp.maximum(frame, 1) == 0))
+    may_end = (n == span) | ((n > 0) & (n >= least) & (n % jnp.maximum(frame, 1) == 0))
     inside = (codes & (n < span)) | ((ids == end) & may_end)
     allowed = jnp.where(mode[:, None] > 0, inside, free)
     return jnp.where(done[:, None], ids == tables.pad, allowed)
@@ -243,7 +247,8 @@ _SAMPLERS: dict = {}
 
 def _sampler(model, tables, steps, temperature, top_k, top_p, constrained, use_cache, guidance):
     key = (model, tables.size, tables.text_size, tuple(np.asarray(tables.begin).tolist()),
-           tuple(np.asarray(tables.span).tolist()), tuple(np.asarray(tables.frame).tolist()), tables.rows.shape, hash(np.asarray(tables.rows).tobytes()),
+           tuple(np.asarray(tables.span).tolist()), tuple(np.asarray(tables.frame).tolist()),
+           tuple(np.asarray(tables.min_span).tolist()), tables.rows.shape, hash(np.asarray(tables.rows).tobytes()),
            steps, temperature, top_k, top_p, constrained, use_cache, guidance)
     if key not in _SAMPLERS:
         _SAMPLERS[key] = jax.jit(lambda *a: _run(model, tables, steps, temperature, top_k, top_p, constrained,

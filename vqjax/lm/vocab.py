@@ -16,7 +16,9 @@ so ids of different modalities can never collide. A modality span is ``begin``, 
 codes of that modality (the example's codes in C order), then ``end``; :meth:`MultimodalVocab.decode` refuses any
 other span (or, with ``strict=False``, returns it as :class:`Invalid`). A tokenizer whose codes have a variable
 leading axis (``codes_shape = (None, *frame)``: audio frames, time-series positions) has variable-length spans:
-``begin``, a whole number ``n`` of frames (``1 <= n <= max_lengths[name]``, each ``prod(frame)`` codes), ``end``. Text never produces special or code ids:
+``begin``, a whole number ``n`` of frames (``1 <= n <= max_lengths[name]``, each ``prod(frame)`` codes), ``end``;
+a tokenizer that states its own bounds (``length_range = (lo, hi)``: a 1D image tokenizer's token range) allows
+``lo <= n <= hi`` (``max_lengths`` may lower ``hi``, never raise it), so every span decodes. Text never produces special or code ids:
 the text tokenizer encodes it alone. (The exported Hugging Face tokenizer, whose added tokens are matched in raw
 text, would turn the literal string ``<|image_5|>`` into that code's id; vqjax's own ``encode`` does not.)
 
@@ -101,6 +103,7 @@ class _Modality:
     begin: int
     end: int
     max_frames: int | None = None             # variable-length spans: at most this many frames
+    min_frames: int = 1                       # ... and at least this many
 
     @property
     def stop(self) -> int:
@@ -114,6 +117,11 @@ class _Modality:
     @property
     def variable(self) -> bool:
         return self.codes_shape[0] is None
+
+    @property
+    def min_span(self) -> int:
+        """The fewest codes in a span (``span`` for a fixed-length one)."""
+        return self.min_frames * self.frame if self.variable else self.span
 
     @property
     def span(self) -> int:
@@ -153,15 +161,25 @@ class MultimodalVocab:
             if size < 1 or not shape or None in fixed or (fixed and min(fixed) < 1):
                 raise ValueError(f"MultimodalVocab: modality {name!r} has vocab_size {size} and codes_shape {shape}; "
                                  "expected both positive (only the first axis may be None)")
-            max_frames = None
+            max_frames, min_frames = None, 1
             if shape[0] is None:
+                bounds = getattr(tok, "length_range", None)
                 max_frames = (max_lengths or {}).get(name)
+                if bounds is not None:
+                    min_frames = int(bounds[0])
+                    if max_frames is None:
+                        max_frames = int(bounds[1])
+                    elif not isinstance(max_frames, bool) and isinstance(max_frames, (int, np.integer)) and \
+                            not min_frames <= max_frames <= int(bounds[1]):
+                        raise ValueError(f"MultimodalVocab: max_lengths[{name!r}] must lie in the tokenizer's length "
+                                         f"range [{bounds[0]}, {bounds[1]}] (longer spans would not decode); got "
+                                         f"{max_frames}")
                 if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
                     raise ValueError(f"MultimodalVocab: modality {name!r} has variable-length codes {shape}; "
                                      f"max_lengths[{name!r}] must bound its frames (an int >= 1); got {max_frames!r}")
                 max_frames = int(max_frames)
             begin = self.text_size + 3 + 2 * i
-            self._mods[name] = _Modality(name, tok, start, size, shape, begin, begin + 1, max_frames)
+            self._mods[name] = _Modality(name, tok, start, size, shape, begin, begin + 1, max_frames, min_frames)
             start += size
         self.size = start
 
@@ -232,6 +250,15 @@ class MultimodalVocab:
         """The most frames of a variable-length modality's span (None for a fixed one)."""
         return self._mod(name).max_frames
 
+    def min_frames(self, name: str) -> int | None:
+        """The fewest frames of a variable-length modality's span (None for a fixed one)."""
+        m = self._mod(name)
+        return m.min_frames if m.variable else None
+
+    def min_span_length(self, name: str) -> int:
+        """The fewest codes between ``begin`` and ``end`` (:meth:`span_length` for a fixed-length modality)."""
+        return self._mod(name).min_span
+
     def codes_shape(self, name: str) -> tuple[int | None, ...]:
         return self._mod(name).codes_shape
 
@@ -279,9 +306,9 @@ class MultimodalVocab:
         m = self._mod(name)
         codes = np.asarray(codes)
         shape_ok = (tuple(codes.shape[1:]) == m.codes_shape[1:] and codes.ndim == len(m.codes_shape) and
-                    1 <= codes.shape[0] <= m.max_frames) if m.variable else tuple(codes.shape) == m.codes_shape
+                    m.min_frames <= codes.shape[0] <= m.max_frames) if m.variable else tuple(codes.shape) == m.codes_shape
         if not np.issubdtype(codes.dtype, np.integer) or not shape_ok:
-            want = (f"[1..{m.max_frames}, {', '.join(map(str, m.codes_shape[1:]))}]" if m.variable
+            want = (f"[{m.min_frames}..{m.max_frames}{''.join(f', {t}' for t in m.codes_shape[1:])}]" if m.variable
                     else str(list(m.codes_shape)))
             raise ValueError(f"MultimodalVocab.encode: codes of {name!r} must be integer {want}; got "
                              f"{codes.dtype} {list(codes.shape)}")
@@ -349,10 +376,12 @@ class MultimodalVocab:
                 while j < n and j - i - 1 < m.span and m.start <= int(ids[j]) < m.stop:
                     j += 1
                 count = j - i - 1
-                whole = count == m.span or (m.variable and count > 0 and count % m.frame == 0)
+                whole = count == m.span or (m.variable and count >= m.min_span and count % m.frame == 0)
                 if not whole:
                     what = "the ids ended" if j >= n else f"id {int(ids[j])} (not a {m.name} code)"
-                    want = f"a whole number of {m.frame}-code frames, at most {m.span}" if m.variable else m.span
+                    least = f"at least {m.min_span} and " if m.min_span > m.frame else ""
+                    want = (f"a whole number of {m.frame}-code frames, {least}at most {m.span}" if m.variable
+                            else m.span)
                     out.append((m.name, i, j, f"{m.name} span holds {count} codes (expected {want}) before {what}"))
                     i = j
                 elif j >= n or int(ids[j]) != m.end:

@@ -3,7 +3,9 @@ autoencoder of Esser et al. 2021 with its GroupNorm/swish residual blocks).
 
 The encoder maps ``[B, H, W, C]`` images in ``[0, 1]`` to ``[B, H / 2^s, W / 2^s, latent_dim]`` with ``s =
 len(channel_mult) - 1`` stride-2 downsamplings; any :mod:`vqjax.nn` quantizer turns each latent vector into tokens;
-the decoder mirrors the encoder (nearest-neighbour upsampling then a convolution).
+the decoder mirrors the encoder (nearest-neighbour upsampling then a convolution). Images whose side the
+downsampling does not divide are padded with zeros at the bottom and right to the next multiple (28x28 digits to
+32x32 for a 1x1 grid), and the decoder, given the ``out_size``, crops its output back.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Images ``[B, H, W, C]`` -> latents ``[B, H / 2^s, W / 2^s, latent_dim]``, ``s = len(channel_mult) - 1``.
+    """Images ``[B, H, W, C]`` -> latents ``[B, ceil(H / 2^s), ceil(W / 2^s), latent_dim]``, ``s =
+    len(channel_mult) - 1`` (a side the factor does not divide is zero-padded at the bottom or right).
 
     Attributes:
       channels: base width; level ``i`` has ``channels * channel_mult[i]``.
@@ -68,6 +71,9 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        factor = 2 ** (len(self.channel_mult) - 1)
+        pad = [(0, 0), (0, -x.shape[1] % factor), (0, -x.shape[2] % factor), (0, 0)]
+        x = jnp.pad(x, pad) if pad[1][1] or pad[2][1] else x
         h = nn.Conv(self.channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(x.astype(self.dtype) * 2.0 - 1.0)
         for level, mult in enumerate(self.channel_mult):
             for _ in range(self.num_res_blocks):
@@ -84,7 +90,8 @@ class Decoder(nn.Module):
     The last layer is explicit: :meth:`last_layer` is the ``nn.Conv`` that maps the final features to images
     (its parameters live under ``LAST_LAYER``), and ``__call__(z, return_features=True)`` also returns the
     features it reads, so a caller can differentiate the output with respect to that layer alone (the VQGAN
-    adaptive weight, :func:`vqjax.models.vqgan.last_layer_grads`).
+    adaptive weight, :func:`vqjax.models.vqgan.last_layer_grads`). With ``out_size = (H, W)`` the output is
+    cropped to it (the images the encoder padded).
     """
 
     channels: int
@@ -94,6 +101,7 @@ class Decoder(nn.Module):
     dtype: jnp.dtype = jnp.float32
     param_dtype: Any = jnp.float32
     remat: bool = False
+    out_size: tuple[int, int] | None = None
 
     def _block(self, channels: int) -> nn.Module:
         return remat_lib.block(ResBlock, self.remat)(channels, dtype=self.dtype, param_dtype=self.param_dtype)
@@ -104,9 +112,10 @@ class Decoder(nn.Module):
         """The final 3x3 convolution (features -> ``out_channels``), in float32."""
         return nn.Conv(self.out_channels, (3, 3), dtype=jnp.float32, param_dtype=self.param_dtype, **kwargs)
 
-    @staticmethod
-    def to_images(out: jax.Array) -> jax.Array:
-        """The last layer's output to images: ``(out + 1) / 2``."""
+    def to_images(self, out: jax.Array) -> jax.Array:
+        """The last layer's output to images: cropped to ``out_size`` (when set), ``(out + 1) / 2``."""
+        if self.out_size is not None:
+            out = out[:, :self.out_size[0], :self.out_size[1]]
         return (out + 1.0) * 0.5
 
     def apply_last_layer(self, last_params, features: jax.Array) -> jax.Array:

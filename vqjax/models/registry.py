@@ -22,12 +22,13 @@ from vqjax.models.audio import (
     STFTEncoder,
 )
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
+from vqjax.models.oned import Image1DTokenizer, TokenDecoder, TokenEncoder
 from vqjax.models.quantizers import make_quantizer, quantizer_vocab_size
 from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
 from vqjax.models.video import VideoAutoencoder, VideoDecoder, VideoEncoder
 
-__all__ = ["MODELS", "register_model", "model_from_spec", "precision", "image_tokenizer", "audio_codec", "check_audio_layout", "video_tokenizer",
+__all__ = ["MODELS", "register_model", "model_from_spec", "precision", "image_tokenizer", "image_1d_tokenizer", "audio_codec", "check_audio_layout", "video_tokenizer",
            "sequence_tokenizer", "rqvae"]
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -71,19 +72,73 @@ def _quantizer(name: str, dim: int, kwargs: Mapping[str, Any], dtypes: dict) -> 
 
 def image_tokenizer(*, channels: int, channel_mult: Sequence[int], num_res_blocks: int, latent_dim: int,
                     image_channels: int, quantizer: str, quantizer_kwargs: Mapping[str, Any], dtype: str = "float32",
-                    param_dtype: str = "float32", remat: bool = False) -> ImageTokenizer:
+                    param_dtype: str = "float32", remat: bool = False,
+                    image_size: Sequence[int] | None = None) -> ImageTokenizer:
     """A convolutional :class:`ImageTokenizer`: encoder and decoder of the given widths around the quantizer
     registered as ``quantizer`` (:func:`vqjax.models.make_quantizer`) on ``latent_dim`` channels; ``dtype`` and
     ``param_dtype`` the compute and storage dtypes (:func:`precision`), ``remat`` recomputes each residual
-    block in the backward pass."""
+    block in the backward pass; ``image_size = (H, W)`` (for sides the downsampling does not divide) crops the
+    decoder's output to the input's size, the encoder padding the input up to the next multiple."""
     mult = tuple(int(m) for m in channel_mult)
     dt = precision(dtype, param_dtype, "image_tokenizer")
+    size = None
+    if image_size is not None:
+        size = tuple(int(v) for v in image_size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"image_tokenizer: image_size must be (H, W) of positive ints; got {tuple(image_size)}")
     return ImageTokenizer(encoder=Encoder(channels, mult, num_res_blocks, latent_dim, **dt, remat=bool(remat)),
                           quantizer=_quantizer(quantizer, latent_dim, quantizer_kwargs, dt),
-                          decoder=Decoder(channels, mult, num_res_blocks, image_channels, **dt, remat=bool(remat)))
+                          decoder=Decoder(channels, mult, num_res_blocks, image_channels, **dt, remat=bool(remat),
+                                          out_size=size))
 
 
 register_model("image_tokenizer", image_tokenizer)
+
+
+def image_1d_tokenizer(*, image_size: Sequence[int], image_channels: int, patch_size: int, num_tokens: int,
+                       width: int, encoder_layers: int, decoder_layers: int, num_heads: int, latent_dim: int,
+                       quantizer: str, quantizer_kwargs: Mapping[str, Any], min_tokens: int = 1,
+                       linear_path: bool = False, dtype: str = "float32", param_dtype: str = "float32",
+                       remat: bool = False) -> Image1DTokenizer:
+    """A 1D :class:`~vqjax.models.oned.Image1DTokenizer`: ``image_size = (H, W)`` images of ``image_channels``
+    channels in ``patch_size`` patches, a Transformer encoder (``encoder_layers`` blocks of ``width`` channels and
+    ``num_heads`` heads) writing ``num_tokens`` latent tokens of ``latent_dim`` channels, the quantizer registered as
+    ``quantizer``, and a Transformer decoder of ``decoder_layers`` blocks; every prefix of ``min_tokens`` to
+    ``num_tokens`` tokens decodes; ``linear_path`` adds linear maps image -> tokens -> image beside the attention
+    (:mod:`vqjax.models.oned`). ``dtype``, ``param_dtype``: compute and storage dtypes (:func:`precision`);
+    ``remat`` recomputes each block in the backward pass.
+
+    Raises:
+      ValueError: a patch size that does not divide the image, a width the heads do not divide, or lengths outside
+        ``1 <= min_tokens <= num_tokens``, naming the argument.
+    """
+    size = tuple(int(v) for v in image_size)
+    ints = dict(image_channels=image_channels, patch_size=patch_size, num_tokens=num_tokens, width=width,
+                encoder_layers=encoder_layers, decoder_layers=decoder_layers, num_heads=num_heads,
+                latent_dim=latent_dim, min_tokens=min_tokens)
+    for name, value in ints.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"image_1d_tokenizer: {name} must be a positive int; got {value!r}")
+    if len(size) != 2 or min(size) < 1 or size[0] % patch_size or size[1] % patch_size:
+        raise ValueError(f"image_1d_tokenizer: image_size must be (H, W) divisible by patch_size ({patch_size}); got "
+                         f"{tuple(image_size)}")
+    if width % num_heads:
+        raise ValueError(f"image_1d_tokenizer: width ({width}) must be a multiple of num_heads ({num_heads})")
+    if min_tokens > num_tokens:
+        raise ValueError(f"image_1d_tokenizer: min_tokens must be <= num_tokens ({num_tokens}); got {min_tokens}")
+    dt = precision(dtype, param_dtype, "image_1d_tokenizer")
+    shared = dict(patch_size=int(patch_size), width=int(width), num_heads=int(num_heads), remat=bool(remat),
+                  linear_path=bool(linear_path), **dt)
+    return Image1DTokenizer(
+        encoder=TokenEncoder(num_tokens=int(num_tokens), num_layers=int(encoder_layers), latent_dim=int(latent_dim),
+                             **shared),
+        quantizer=_quantizer(quantizer, int(latent_dim), quantizer_kwargs, dt),
+        decoder=TokenDecoder(image_size=size, image_channels=int(image_channels), num_layers=int(decoder_layers),
+                             **shared),
+        min_tokens=int(min_tokens))
+
+
+register_model("image_1d_tokenizer", image_1d_tokenizer)
 
 
 AUDIO_ARCHITECTURES = {"seanet": (SEANetEncoder, SEANetDecoder), "stft": (STFTEncoder, ISTFTDecoder)}

@@ -104,7 +104,7 @@ FIELDS: dict[str, tuple[tuple[str, ...] | None, Any]] = {
     "channels": (("timeseries",), list), "normalization": (("timeseries",), dict),
     "level_sizes": (("item",), list), "collisions": (("item",), str), "num_items": (("item",), int),
     "features": (("item",), (dict, list, str, type(None))), "split": (("item",), dict),
-    "num_nodes": (("graph",), int),
+    "num_nodes": (("graph",), int), "token_range": (("image",), list),
 }
 REQUIRED = ("modality", "model", "input", "codes_shape", "vocab_size")
 FILE_FIELDS = ("weights", "table")
@@ -214,6 +214,13 @@ def check_spec(spec: dict, file: str, limits: Limits = Limits(), *, check_model:
     if spec["vocab_size"] < 1:
         raise ArtifactError(file, "vocab_size", f"must be >= 1; got {spec['vocab_size']}")
     _shape(spec["codes_shape"], file, "codes_shape", allow_none=True)
+    if "token_range" in spec:
+        tr, shape = spec["token_range"], spec["codes_shape"]
+        if not (len(tr) == 2 and all(_is(v, int) for v in tr) and 1 <= tr[0] <= tr[1] <= limits.max_int):
+            raise ArtifactError(file, "token_range", f"must be [min, max] ints with 1 <= min <= max; got {tr!r}")
+        if not shape or shape[0] is not None:
+            raise ArtifactError(file, "token_range", f"bounds codes of a variable length, whose codes_shape starts "
+                                                     f"with null; got codes_shape {shape!r}")
     inp = spec["input"]
     unknown = sorted(set(inp) - {"shape", "dtype", "range"})
     if unknown or "shape" not in inp:

@@ -1,9 +1,12 @@
-"""Task ``'image_tokenizer'``: VQ-VAE / VQGAN image tokenizers on tfds + grain input.
+"""Task ``'image_tokenizer'``: VQ-VAE / VQGAN image tokenizers on tfds + grain input, on a 2D grid of tokens
+(``config.architecture='grid'``, :class:`vqjax.models.ImageTokenizer`) or as a 1D sequence of ordered tokens whose
+every prefix decodes (``'1d'``, :class:`vqjax.models.Image1DTokenizer`, trained with nested dropout).
 
 One train step (:func:`vqjax.train.scaffold.pixel_step`) updates the tokenizer (reconstruction + quantizer loss
 + optional perceptual term + optional adversarial term with the adaptive weight), then the discriminator and the EMA
 of the generator weights. Evaluation reports PSNR, SSIM, MSE, codebook usage, perplexity, dead codes and bits per
-image on ``config.eval_split`` and draws ``reconstructions.png``. The run's artifact is an image tokenizer
+image on ``config.eval_split`` and draws ``reconstructions.png``; a 1D tokenizer also reports PSNR and SSIM decoded
+from its first ``k`` tokens, ``k = min_tokens, 2 min_tokens, 4 min_tokens, ... K`` (``psnr_k<k>``, ``ssim_k<k>``). The run's artifact is an image tokenizer
 (:class:`vqjax.tokenizers.ImageTokenizer`) whose spec rebuilds the model through :func:`vqjax.models.model_from_spec`.
 """
 
@@ -39,7 +42,7 @@ from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_n
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["default_config", "check", "runlocal", "setup", "report", "build_model", "model_spec",
-           "check_image_shape", "TASK"]
+           "check_image_shape", "ARCHITECTURES", "TASK"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -48,7 +51,12 @@ def default_config() -> ml_collections.ConfigDict:
     c = add_step_options(add_example_data(core_config("image_tokenizer"), "vqjax_mnist", batch_size=32,
                                           eval_batch_size=250))
     c.video_frames = False     # the dataset holds clips: train and score on their frames (pipeline.VideoFrames)
+    c.architecture = "grid"    # 'grid': convolutional 2D grid of tokens; '1d': ordered 1D tokens (config.model_1d)
     c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, latent_dim=32))
+    c.pad_images = False       # grid: zero-pad images whose side the downsampling does not divide (crop the output)
+    c.model_1d = ml_collections.ConfigDict(dict(patch_size=4, num_tokens=32, min_tokens=1, width=128,
+                                                encoder_layers=4, decoder_layers=4, num_heads=4, latent_dim=16,
+                                                linear_path=False))
     c.quantizer = "vq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(codebook_size=1024))
     c.optimizer = optimizer_config()
@@ -65,6 +73,8 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A tiny model, 20 steps, 100 eval images, a 64-code codebook where the quantizer has one."""
     c.model.channels = 8
     c.model.latent_dim = 8
+    c.model_1d.width, c.model_1d.encoder_layers, c.model_1d.decoder_layers = 32, 1, 1
+    c.model_1d.num_tokens = min(c.model_1d.num_tokens, 8)
     if "codebook_size" in c.quantizer_kwargs:
         c.quantizer_kwargs.codebook_size = 64
     c.batch_size, c.eval_batch_size, c.max_eval_examples = 16, 40, 100
@@ -73,25 +83,58 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
-def model_spec(config: ml_collections.ConfigDict, image_channels: int) -> dict:
-    """The model's explicit constructor arguments (:func:`vqjax.models.image_tokenizer`)."""
+ARCHITECTURES = ("grid", "1d")
+
+
+def model_spec(config: ml_collections.ConfigDict, image_channels: int,
+               image_size: tuple[int, int] | None = None) -> dict:
+    """The model's explicit constructor arguments (:func:`vqjax.models.image_tokenizer` or, for
+    ``config.architecture='1d'``, :func:`vqjax.models.image_1d_tokenizer`) for ``image_size = (H, W)`` images (a
+    grid model records it only where it pads; without it, a 1D model assumes a side of 16 patches)."""
+    quantizer = {"quantizer": config.quantizer, "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}
+    if config.architecture == "1d":
+        m = config.model_1d
+        size = image_size or (16 * int(m.patch_size),) * 2
+        return {"name": "image_1d_tokenizer",
+                "kwargs": {"image_size": [int(v) for v in size], "image_channels": int(image_channels),
+                           **{k: int(m[k]) for k in ("patch_size", "num_tokens", "min_tokens", "width",
+                                                     "encoder_layers", "decoder_layers", "num_heads", "latent_dim")},
+                           "linear_path": bool(m.linear_path), **quantizer}}
     m = config.model
-    return {"name": "image_tokenizer",
-            "kwargs": {"channels": int(m.channels), "channel_mult": [int(v) for v in m.channel_mult],
-                       "num_res_blocks": int(m.num_res_blocks), "latent_dim": int(m.latent_dim),
-                       "image_channels": int(image_channels), "quantizer": config.quantizer,
-                       "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}}
+    kwargs = {"channels": int(m.channels), "channel_mult": [int(v) for v in m.channel_mult],
+              "num_res_blocks": int(m.num_res_blocks), "latent_dim": int(m.latent_dim),
+              "image_channels": int(image_channels), **quantizer}
+    factor = 2 ** (len(m.channel_mult) - 1)
+    if image_size is not None and (image_size[0] % factor or image_size[1] % factor):
+        kwargs["image_size"] = [int(v) for v in image_size]
+    return {"name": "image_tokenizer", "kwargs": kwargs}
 
 
-def build_model(config: ml_collections.ConfigDict, image_channels: int):
-    """The :class:`vqjax.models.ImageTokenizer` a config describes, for images with ``image_channels`` channels."""
-    return model_from_spec(model_spec(config, image_channels))
+def build_model(config: ml_collections.ConfigDict, image_channels: int, image_size: tuple[int, int] | None = None):
+    """The tokenizer module a config describes, for ``image_size`` images with ``image_channels`` channels."""
+    return model_from_spec(model_spec(config, image_channels, image_size))
 
 
 def check(config: ml_collections.ConfigDict) -> None:
     """Refuses a bad image-tokenizer config with a message naming the field, before any data is read."""
     check_example_data(config)
+    if config.architecture not in ARCHITECTURES:
+        raise ValueError(f"config.architecture must be one of {ARCHITECTURES}; got {config.architecture!r}")
+    if config.architecture == "1d":
+        check_positive(config, *(f"model_1d.{k}" for k in ("patch_size", "num_tokens", "min_tokens", "width",
+                                                           "encoder_layers", "decoder_layers", "num_heads",
+                                                           "latent_dim")))
+        if config.model_1d.min_tokens > config.model_1d.num_tokens:
+            raise ValueError(f"config.model_1d.min_tokens must be <= config.model_1d.num_tokens "
+                             f"({config.model_1d.num_tokens}); got {config.model_1d.min_tokens}")
+        if not isinstance(config.model_1d.linear_path, bool):
+            raise ValueError(f"config.model_1d.linear_path must be True or False; got {config.model_1d.linear_path!r}")
+        if config.model_1d.width % config.model_1d.num_heads:
+            raise ValueError(f"config.model_1d.width ({config.model_1d.width}) must be a multiple of "
+                             f"config.model_1d.num_heads ({config.model_1d.num_heads})")
     check_positive(config, "model.channels", "model.num_res_blocks", "model.latent_dim")
+    if not isinstance(config.pad_images, bool):
+        raise ValueError(f"config.pad_images must be True or False; got {config.pad_images!r}")
     if not isinstance(config.video_frames, bool):
         raise ValueError(f"config.video_frames must be True or False; got {config.video_frames!r}")
     if config.recon_loss not in scaffold.LOSSES:
@@ -108,19 +151,32 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 
 def check_image_shape(config: ml_collections.ConfigDict, shape: tuple[int, int, int]) -> None:
-    """The image side must be divisible by the encoder's total downsampling ``2^(len(channel_mult) - 1)``."""
+    """The image side must be divisible by the encoder's total downsampling ``2^(len(channel_mult) - 1)`` (unless
+    ``config.pad_images``), or by ``config.model_1d.patch_size`` for a 1D tokenizer."""
+    if config.architecture == "1d":
+        p = config.model_1d.patch_size
+        if shape[0] % p or shape[1] % p:
+            raise ValueError(f"image size {shape[0]}x{shape[1]} of dataset {config.dataset!r} is not divisible by "
+                             f"config.model_1d.patch_size={p}")
+        return
     factor = 2 ** (len(config.model.channel_mult) - 1)
-    if shape[0] % factor or shape[1] % factor:
+    if (shape[0] % factor or shape[1] % factor) and not config.pad_images:
         raise ValueError(f"image size {shape[0]}x{shape[1]} of dataset {config.dataset!r} is not divisible by the "
-                         f"downsampling factor {factor} of config.model.channel_mult={tuple(config.model.channel_mult)}")
+                         f"downsampling factor {factor} of config.model.channel_mult={tuple(config.model.channel_mult)}"
+                         f" (config.pad_images=True pads it)")
 
 
-def eval_step(model, variables, images, mask):
-    """Masked sums of per-image PSNR, SSIM and MSE, the codes, and the reconstructions."""
+def eval_step(model, variables, images, mask, prefixes=()):
+    """Masked sums of per-image PSNR, SSIM and MSE (and, per prefix length ``k`` of a 1D tokenizer, PSNR and SSIM
+    decoded from the first ``k`` tokens), the codes, and the reconstructions."""
     recon, q = model.apply(variables, images, train=False)
     recon = jnp.clip(recon, 0.0, 1.0)
     per_image = {"psnr": image_eval.psnr(images, recon), "ssim": image_eval.ssim(images, recon),
                  "mse": jnp.mean((images - recon) ** 2, axis=(1, 2, 3))}
+    for k in prefixes:
+        part = jnp.clip(model.apply(variables, q.codes, jnp.full((images.shape[0],), k), method=model.decode), 0, 1)
+        per_image[f"psnr_k{k}"] = image_eval.psnr(images, part)
+        per_image[f"ssim_k{k}"] = image_eval.ssim(images, part)
     return {k: jnp.sum(v * mask) for k, v in per_image.items()}, q.codes, recon
 
 
@@ -132,12 +188,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
     if pipeline.image_shape(eval_source) != shape:
         raise ValueError(f"split {config.eval_split!r} has images of shape {pipeline.image_shape(eval_source)}; "
                          f"split {config.train_split!r} has {shape}")
-    spec_model = model_spec(config, shape[-1])
+    spec_model = model_spec(config, shape[-1], shape[:2])
     model = model_from_spec(spec_model)
     gan, disc, half = scaffold.pixel_gan(config, PatchDiscriminator)
     sc = scaffold.build(config, model=model, sample=jnp.zeros((config.batch_size,) + shape, jnp.float32),
                         devices=devices, gan=half, ema_decay=float(config.ema_decay))
-    levels = sc.codes_shape[-1] if len(sc.codes_shape) == 3 else 1
+    one_d = config.architecture == "1d"
+    levels = sc.codes_shape[-1] if len(sc.codes_shape) == (2 if one_d else 3) else 1
     feature_net, feature_params, extra_info = None, jnp.zeros(()), {}
     if config.perceptual_weight > 0:
         feature_net, feature_params = load_or_train_feature_net(
@@ -149,12 +206,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                                 float(config.ema_decay), float(config.perceptual_weight), feature_net,
                                 accum_steps=int(config.grad_accum_steps))
     train = sc.jit_train(functools.partial(scaffold.pixel_step, parts), 1)
-    jit_eval = jax.jit(functools.partial(eval_step, model),
+    token_range = (int(config.model_1d.min_tokens), int(config.model_1d.num_tokens))
+    prefixes = tuple(image_eval.prefix_lengths(token_range)) if one_d else ()
+    jit_eval = jax.jit(functools.partial(eval_step, model, prefixes=prefixes),
                        in_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding),
                        out_shardings=(sc.replicated, sc.batch_sharding, sc.batch_sharding))
 
     def run_eval(state, step):
-        counter, totals, count, first = CodeCounter(sc.vocab_size, levels), dict(psnr=0.0, ssim=0.0, mse=0.0), 0.0, None
+        totals = dict(psnr=0.0, ssim=0.0, mse=0.0, **{f"{m}_k{k}": 0.0 for k in prefixes for m in ("psnr", "ssim")})
+        counter, count, first = CodeCounter(sc.vocab_size, levels), 0.0, None
         for batch in sc.eval_batches(config, eval_source):
             mask, images = sc.global_batch(batch["mask"]), sc.global_batch(batch["image"])
             sums, codes, recon = jit_eval(sc.variables(state), images, mask)
@@ -171,7 +231,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop
                                          f"step {step}: PSNR {result['psnr']:.2f} dB, usage {100 * result['usage']:.1f}%")
         return result
 
-    spec = sc.spec("image", spec_model, {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0]}, config)
+    extra_spec = {}
+    if one_d:   # ordered 1D codes: any prefix of min_tokens..K tokens is a code sequence
+        extra_spec = {"codes_shape": [None, *sc.codes_shape[1:]],
+                      "token_range": list(token_range)}
+    spec = sc.spec("image", spec_model, {"shape": list(shape), "dtype": "float32", "range": [0.0, 1.0]}, config,
+                   **extra_spec)
     info = {"image_shape": list(shape), "vocab_size": int(sc.vocab_size), "codes_shape": list(sc.codes_shape),
             "dataset": config.dataset, "video_frames": bool(config.video_frames), "quantizer": config.quantizer,
             **extra_info}
@@ -186,6 +251,9 @@ def report(result: dict, workdir: str) -> str:
     rows = [("step", f"{result['step']}"), ("PSNR", f"{result['psnr']:.2f} dB"), ("SSIM", f"{result['ssim']:.4f}"),
             ("codebook usage", f"{100 * result['usage']:.1f}%"), ("perplexity", f"{result['perplexity']:.1f}"),
             ("dead codes", f"{int(result['dead_codes'])}"), ("bits per image", f"{result['bits_per_image']:.0f}")]
+    prefixes = sorted(int(k[6:]) for k in result if k.startswith("psnr_k"))
+    rows += [(f"first {k} tokens", f"{result[f'psnr_k{k}']:.2f} dB, SSIM {result[f'ssim_k{k}']:.4f}")
+             for k in prefixes]
     extra = [f"metrics: {os.path.join(workdir, 'metrics.jsonl')} (TensorBoard: {os.path.join(workdir, 'tensorboard')})",
              f"tokenizer: vqjax.Tokenizer.load({workdir!r})"]
     return reports.result_table("eval metric", rows, ("reconstructions.png", "codebook_usage.png", "loss_curves.png"),

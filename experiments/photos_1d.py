@@ -1,0 +1,52 @@
+"""A 1D tokenizer on 32x32 crops of the bundled scikit-image photos: 4x4 patches, a 3-block Transformer encoder
+(width 96) writing 32 ordered tokens, FSQ levels (8, 5, 5, 5) = 1000 codes per token, a 3-block Transformer
+decoder, trained with nested (tail) dropout so that every prefix of 1..32 tokens decodes.
+
+    python -m vqjax.main --config=experiments/photos_1d.py --workdir=runs/photos_1d
+    python -m vqjax.main --config=experiments/photos_1d.py:runlocal --workdir=/tmp/photos_1d   # a tiny run
+
+It trains on pixels (L2), the loss PSNR scores; the image task's perceptual and adversarial terms apply to it
+as to the grid tokenizers (``config.perceptual_weight``, ``config.gan``). :func:`grid_config` is the 2D grid
+tokenizer it is judged against at ``tokens`` = 1, 4 or 16 (a 1x1, 2x2 or 4x4 grid), on the same terms
+(``benchmarks/bench_image_coding.py``).
+"""
+
+from vqjax.train.config import parse_arg
+from vqjax.train.tasks.image_tokenizer import default_config, runlocal
+
+STEPS = 2000
+
+
+def _shared(c):
+    c.dataset = "vqjax_photo_crops"
+    c.quantizer = "fsq"
+    c.quantizer_kwargs = dict(levels=(8, 5, 5, 5))
+    c.num_train_steps = STEPS
+    c.eval_every_steps = 1000
+    c.checkpoint_every_steps = 1000
+    c.batch_size = 32
+    c.eval_batch_size = 200
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.warmup_steps = 200
+    return c
+
+
+def get_config(arg: str | None = None):
+    c = _shared(default_config())
+    c.architecture = "1d"
+    c.model_1d.update(dict(patch_size=4, num_tokens=32, min_tokens=1, width=96, encoder_layers=3, decoder_layers=3,
+                           num_heads=4, latent_dim=16, linear_path=True))
+    return runlocal(c) if parse_arg(arg) else c
+
+
+def grid_config(tokens: int, arg: str | None = None):
+    """The grid tokenizer of ``tokens`` = 1, 4 or 16 codes (a ``side x side`` grid) on the same terms."""
+    levels = {1: 6, 4: 5, 16: 4}
+    if tokens not in levels:
+        raise ValueError(f"grid_config: tokens must be one of {sorted(levels)} (square grids of a 32x32 image); got "
+                         f"{tokens!r}")
+    c = _shared(default_config())
+    c.model.channels = 32
+    c.model.channel_mult = (1, 2, 2, 4, 4, 4)[:levels[tokens]]
+    c.model.latent_dim = 32
+    return runlocal(c) if parse_arg(arg) else c

@@ -75,6 +75,7 @@ e2e: $(VENV)/.installed-test $(VENV)/.installed-audio speech-deps video-deps
 	$(PY) -m vqjax.main --config=experiments/umls_text_lm.py --workdir=runs/umls_text_lm
 	$(PY) -m vqjax.main --config=experiments/mnist_vq_collapse.py --workdir=runs/mnist_vq_collapse
 	$(PY) -m vqjax.main --config=experiments/photos_vqgan.py --workdir=runs/photos_vqgan
+	$(PY) benchmarks/bench_image_coding.py --train --root runs/image_coding
 	$(PY) benchmarks/bench_link_prediction.py --root runs/link_prediction
 	$(PY) -m vqjax.main --config=experiments/speech_codec.py --workdir=runs/speech_codec
 	$(PY) -m vqjax.main --config=experiments/speech_codec_single.py --workdir=runs/speech_codec_single

@@ -34,8 +34,8 @@ def _shared(c):
 def get_config(arg: str | None = None):
     c = _shared(default_config())
     c.architecture = "1d"
-    c.model_1d.update(dict(patch_size=4, num_tokens=32, min_tokens=1, width=96, encoder_layers=3, decoder_layers=3,
-                           num_heads=4, latent_dim=16, linear_path=True))
+    c.model_1d.update(dict(image_size=(32, 32), patch_size=4, num_tokens=32, min_tokens=1, width=96, encoder_layers=3,
+                           decoder_layers=3, num_heads=4, latent_dim=16, linear_path=True))
     return runlocal(c) if parse_arg(arg) else c
 
 
@@ -43,10 +43,10 @@ def grid_config(tokens: int, arg: str | None = None):
     """The grid tokenizer of ``tokens`` = 1, 4 or 16 codes (a ``side x side`` grid) on the same terms."""
     levels = {1: 6, 4: 5, 16: 4}
     if tokens not in levels:
-        raise ValueError(f"grid_config: tokens must be one of {sorted(levels)} (square grids of a 32x32 image); got "
-                         f"{tokens!r}")
+        raise ValueError(f"grid_config: tokens must be one of {sorted(levels)} (square grids of a 32x32 "
+                         f"image); got {tokens!r}")
     c = _shared(default_config())
-    c.model.channels = 32
+    c.model.channels = 16
     c.model.channel_mult = (1, 2, 2, 4, 4, 4)[:levels[tokens]]
     c.model.latent_dim = 32
     return runlocal(c) if parse_arg(arg) else c

@@ -24,6 +24,8 @@ def run_notebook(name, monkeypatch, tmp_path):
     monkeypatch.setenv("VQJAX_TIMESERIES_STEPS", "150")
     monkeypatch.setenv("VQJAX_RECSYS_STEPS", "60")
     monkeypatch.setenv("VQJAX_RECSYS_SMALL", "1")
+    monkeypatch.setenv("VQJAX_IMAGE1D_STEPS", "300")
+    monkeypatch.setenv("VQJAX_IMAGE1D_SMALL", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("XLA_FLAGS", FAST_COMPILE)
     nb = nbformat.read(path, as_version=4)
@@ -109,8 +111,21 @@ def _assert_quickstart_learned(outputs: str):
     assert used >= 32, used
 
 
+def _assert_image_1d_notebook(outputs: str):
+    """Every prefix decodes with PSNR rising with k; the first k codes are the k-token encoding; the adaptive mode
+    spends fewer tokens than K on average; a vocabulary span of adaptive length decodes; JPEG and WebP scored."""
+    import re
+
+    for line in ("prefix PSNR rises: True", "first 4 codes == 4-token encoding: True", "span decodes: True",
+                 "span lengths allowed: 1 .. 8"):
+        assert line in outputs, (line, outputs[-2000:])
+    found = re.search(r"adaptive: ([0-9.]+) tokens on average", outputs)
+    assert found and float(found.group(1)) < 8, outputs[-2000:]
+    assert "jpeg " in outputs and "webp " in outputs, outputs[-2000:]
+
+
 # Every notebook has its check of what it printed (a notebook without one fails with a KeyError).
 CHECKS = {"quickstart.ipynb": _assert_quickstart_learned, "multimodal_lm.ipynb": _assert_lm_notebook,
           "audio_codec.ipynb": _assert_audio_notebook, "video_tokenizer.ipynb": _assert_video_notebook,
           "timeseries_tokenizer.ipynb": _assert_timeseries_notebook,
-          "semantic_ids.ipynb": _assert_semantic_ids_notebook}
+          "semantic_ids.ipynb": _assert_semantic_ids_notebook, "image_1d_tokenizer.ipynb": _assert_image_1d_notebook}

@@ -3,7 +3,7 @@
 import pytest
 from notebooks import CHECKS, NOTEBOOKS, run_notebook
 
-HERE = ['audio_codec.ipynb', 'multimodal_lm.ipynb', 'quickstart.ipynb']
+HERE = ['audio_codec.ipynb', 'image_1d_tokenizer.ipynb', 'multimodal_lm.ipynb', 'quickstart.ipynb']
 
 
 @pytest.mark.parametrize("name", HERE)

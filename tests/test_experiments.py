@@ -40,13 +40,16 @@ def test_experiment_is_valid(name, arg):
     check_config(c)
     shape = FRAME_SHAPES.get(c.dataset, (32, 32, 3))
     check_image_shape(c, shape)
-    model = build_model(c, shape[-1])
+    model = build_model(c, shape[-1], shape[:2])
     x = jnp.zeros((2,) + shape)
     variables = jax.eval_shape(lambda k: model.init({"params": k, "vq": k}, x), jax.random.key(0))
     recon, q = jax.eval_shape(lambda v: model.apply(v, x), variables)
     assert recon.shape == x.shape
-    factor = 2 ** (len(c.model.channel_mult) - 1)
-    assert q.codes.shape[1:3] == (shape[0] // factor, shape[1] // factor)
+    if c.architecture == "1d":
+        assert q.codes.shape[1] == c.model_1d.num_tokens
+    else:
+        factor = 2 ** (len(c.model.channel_mult) - 1)
+        assert q.codes.shape[1:3] == (-(-shape[0] // factor), -(-shape[1] // factor))
     if arg == "runlocal":
         assert c.num_train_steps <= 50
 

@@ -105,6 +105,11 @@ def test_adaptive_mode_takes_the_fewest_tokens_under_the_bound(tok, images):
         np.testing.assert_array_equal(row[:n], full[:n])
         assert (row[n:] == -1).all()
     assert [len(c) for c in out.split()] == list(out.lengths)
+    codes_only, lengths_only = out                      # unpacks as (codes, lengths)
+    assert codes_only is out.codes and lengths_only is out.lengths
+    np.testing.assert_allclose(np.asarray(tok.decode(out)), np.asarray(tok.decode(out.codes, lengths=out.lengths)))
+    np.testing.assert_allclose(np.asarray(tok.decode(out.split())),                     # ragged per-image codes
+                               np.asarray(tok.decode(out.codes, lengths=out.lengths)), atol=1e-6)
     # the adaptive codes decode, and every image lands at (or, where K misses, nearest) its bound
     decoded = np.asarray(tok.decode(out.codes, lengths=out.lengths))
     mse = np.mean((decoded - images) ** 2, axis=(1, 2, 3))

@@ -36,7 +36,7 @@ from vqjax.tokenizers.safe import ArtifactError, Limits
 
 _CLASSES = {"ImageTokenizer": "image", "AudioTokenizer": "audio", "VideoTokenizer": "video",
             "TimeSeriesTokenizer": "timeseries", "SemanticIdTokenizer": "item", "GraphTokenizer": "graph"}
-_MODULE_NAMES = {"graph_spec": "graph", "write_item_ids": "item", "ITEM_IDS_FILE": "item"}
+_MODULE_NAMES = {"graph_spec": "graph", "write_item_ids": "item", "ITEM_IDS_FILE": "item", "AdaptiveCodes": "image"}
 
 __all__ = ["Tokenizer", "register_tokenizer", "tokenizer_class", "MODALITIES", "read_spec", "write_spec",
            "FORMAT_VERSION", "SPEC_FILE", "WEIGHTS_FILE", "check_codes", "row_table", "decode_rows", "plain_tree",

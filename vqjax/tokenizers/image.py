@@ -18,7 +18,7 @@ dtypes are refused (an int32 image in 0..255 is ambiguous: convert it to uint8 o
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +30,9 @@ from vqjax.tokenizers.base import Tokenizer, register_tokenizer
 __all__ = ["ImageTokenizer", "AdaptiveCodes"]
 
 
-class AdaptiveCodes(NamedTuple):
-    """What :meth:`ImageTokenizer.encode_adaptive` returns.
+@dataclasses.dataclass(frozen=True)
+class AdaptiveCodes:
+    """What :meth:`ImageTokenizer.encode_adaptive` returns; it unpacks as ``codes, lengths = ...``.
 
     Attributes:
       codes: int32 ``[B, K]`` (``[B, K, L]``): image ``b``'s codes in its first ``lengths[b]`` positions, -1 after.
@@ -44,6 +45,9 @@ class AdaptiveCodes(NamedTuple):
     lengths: np.ndarray
     errors: np.ndarray
     met: np.ndarray
+
+    def __iter__(self):
+        return iter((self.codes, self.lengths))
 
     def split(self) -> list[np.ndarray]:
         """One int32 array of ``lengths[b]`` codes per image."""
@@ -133,7 +137,8 @@ class ImageTokenizer(Tokenizer):
     def decode(self, codes, *, lengths=None) -> jax.Array:
         """float32 images ``[B, H, W, C]`` in ``[0, 1]`` from codes ``[B, *codes_shape]``. A 1D tokenizer takes
         ``[B, k]`` codes (``[B, k, L]``) for any ``k`` in its token range; with ``lengths [B]`` each row decodes from
-        its first ``lengths[b]`` codes and the rest (e.g. :meth:`encode_adaptive`'s -1 padding) is ignored.
+        its first ``lengths[b]`` codes and the rest (e.g. :meth:`encode_adaptive`'s -1 padding) is ignored; an
+        :class:`AdaptiveCodes`, or a list of per-image code arrays of different lengths, decodes as such.
 
         Raises:
           ValueError: wrong shape or dtype, a code outside ``[0, vocab_size)``, a length outside the token range,
@@ -148,6 +153,16 @@ class ImageTokenizer(Tokenizer):
 
     def _decode_prefixes(self, codes, lengths) -> jax.Array:
         name = "ImageTokenizer.decode"
+        if isinstance(codes, AdaptiveCodes):
+            codes, lengths = codes.codes, codes.lengths if lengths is None else lengths
+        elif isinstance(codes, (list, tuple)) and lengths is None and codes and \
+                all(hasattr(c, "shape") or isinstance(c, (list, tuple)) for c in codes):
+            rows = [np.asarray(c) for c in codes]
+            if len({r.shape for r in rows}) > 1 and all(r.ndim == 1 + len(self.codes_shape[1:]) for r in rows):
+                lengths = np.asarray([len(r) for r in rows])
+                longest = int(lengths.max())
+                codes = np.stack([np.concatenate([r, np.full((longest - len(r),) + r.shape[1:], -1, r.dtype)])
+                                  for r in rows])
         codes = np.asarray(codes)
         tail = self.codes_shape[1:]
         lo, hi = self.token_range

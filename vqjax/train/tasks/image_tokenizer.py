@@ -54,7 +54,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.architecture = "grid"    # 'grid': convolutional 2D grid of tokens; '1d': ordered 1D tokens (config.model_1d)
     c.model = ml_collections.ConfigDict(dict(channels=16, channel_mult=(1, 2, 2), num_res_blocks=1, latent_dim=32))
     c.pad_images = False       # grid: zero-pad images whose side the downsampling does not divide (crop the output)
-    c.model_1d = ml_collections.ConfigDict(dict(patch_size=4, num_tokens=32, min_tokens=1, width=128,
+    c.model_1d = ml_collections.ConfigDict(dict(image_size=(28, 28), patch_size=4, num_tokens=32, min_tokens=1,
+                                                width=128,
                                                 encoder_layers=4, decoder_layers=4, num_heads=4, latent_dim=16,
                                                 linear_path=False))
     c.quantizer = "vq"
@@ -89,14 +90,13 @@ ARCHITECTURES = ("grid", "1d")
 def model_spec(config: ml_collections.ConfigDict, image_channels: int,
                image_size: tuple[int, int] | None = None) -> dict:
     """The model's explicit constructor arguments (:func:`vqjax.models.image_tokenizer` or, for
-    ``config.architecture='1d'``, :func:`vqjax.models.image_1d_tokenizer`) for ``image_size = (H, W)`` images (a
-    grid model records it only where it pads; without it, a 1D model assumes a side of 16 patches)."""
+    ``config.architecture='1d'``, :func:`vqjax.models.image_1d_tokenizer`, of ``config.model_1d.image_size``) for
+    ``image_size = (H, W)`` images (a grid model records it only where it pads)."""
     quantizer = {"quantizer": config.quantizer, "quantizer_kwargs": plain(config.quantizer_kwargs.to_dict())}
     if config.architecture == "1d":
         m = config.model_1d
-        size = image_size or (16 * int(m.patch_size),) * 2
         return {"name": "image_1d_tokenizer",
-                "kwargs": {"image_size": [int(v) for v in size], "image_channels": int(image_channels),
+                "kwargs": {"image_size": [int(v) for v in m.image_size], "image_channels": int(image_channels),
                            **{k: int(m[k]) for k in ("patch_size", "num_tokens", "min_tokens", "width",
                                                      "encoder_layers", "decoder_layers", "num_heads", "latent_dim")},
                            "linear_path": bool(m.linear_path), **quantizer}}
@@ -124,6 +124,11 @@ def check(config: ml_collections.ConfigDict) -> None:
         check_positive(config, *(f"model_1d.{k}" for k in ("patch_size", "num_tokens", "min_tokens", "width",
                                                            "encoder_layers", "decoder_layers", "num_heads",
                                                            "latent_dim")))
+        size = config.model_1d.image_size
+        if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 or v % config.model_1d.patch_size
+                                 for v in size):
+            raise ValueError(f"config.model_1d.image_size must be (H, W), each a multiple of config.model_1d.patch_size "
+                             f"({config.model_1d.patch_size}); got {tuple(size)}")
         if config.model_1d.min_tokens > config.model_1d.num_tokens:
             raise ValueError(f"config.model_1d.min_tokens must be <= config.model_1d.num_tokens "
                              f"({config.model_1d.num_tokens}); got {config.model_1d.min_tokens}")
@@ -152,12 +157,11 @@ def check(config: ml_collections.ConfigDict) -> None:
 
 def check_image_shape(config: ml_collections.ConfigDict, shape: tuple[int, int, int]) -> None:
     """The image side must be divisible by the encoder's total downsampling ``2^(len(channel_mult) - 1)`` (unless
-    ``config.pad_images``), or by ``config.model_1d.patch_size`` for a 1D tokenizer."""
+    ``config.pad_images``); a 1D tokenizer's images must have ``config.model_1d.image_size``."""
     if config.architecture == "1d":
-        p = config.model_1d.patch_size
-        if shape[0] % p or shape[1] % p:
-            raise ValueError(f"image size {shape[0]}x{shape[1]} of dataset {config.dataset!r} is not divisible by "
-                             f"config.model_1d.patch_size={p}")
+        if tuple(shape[:2]) != tuple(config.model_1d.image_size):
+            raise ValueError(f"images of dataset {config.dataset!r} are {shape[0]}x{shape[1]}; "
+                             f"config.model_1d.image_size is {tuple(config.model_1d.image_size)}")
         return
     factor = 2 ** (len(config.model.channel_mult) - 1)
     if (shape[0] % factor or shape[1] % factor) and not config.pad_images:

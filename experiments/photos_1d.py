@@ -26,6 +26,7 @@ def _shared(c):
     c.checkpoint_every_steps = 1000
     c.batch_size = 32
     c.eval_batch_size = 200
+    c.feature_net_classes = 12   # the photo a crop comes from (the perceptual loss and the benchmark's distance)
     c.optimizer.learning_rate = 1e-3
     c.optimizer.warmup_steps = 200
     return c

@@ -49,3 +49,32 @@ def test_registry_refuses_duplicates_unknown_names_and_fields():
         make_quantizer("vq", 8, dict(codebook_sise=4))
     with pytest.raises(ValueError, match=r"needs field\(s\) \['codebook_size'\]"):
         make_quantizer("vq", 8, {})
+
+
+def test_group_norm_keeps_enough_values_per_group_on_tiny_maps():
+    from vqjax.models.autoencoder import group_count
+
+    # 7x7 and larger maps keep up to 32 groups (trained checkpoints compute as before)
+    assert [group_count(c, positions=p) for c, p in ((16, 784), (64, 49), (128, 49), (64, 16))] == [16, 32, 32, 32]
+    # a 2x2 or 1x1 map: at least 16 values a group, not pairs of numbers normalised to +-1
+    assert group_count(64, positions=4) == 16 and group_count(64, positions=1) == 4 and group_count(8, positions=1) == 1
+
+
+def test_images_the_downsampling_does_not_divide_are_padded_and_cropped():
+    from vqjax.models import image_tokenizer
+
+    model = image_tokenizer(channels=8, channel_mult=(1, 2, 2, 2, 2, 2), num_res_blocks=1, latent_dim=4,
+                            image_channels=1, quantizer="fsq", quantizer_kwargs={"levels": [5, 5, 5, 5]},
+                            image_size=(28, 28))
+    x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+    variables = model.init({"params": jax.random.key(1)}, x)
+    recon, q = model.apply(variables, x)
+    assert recon.shape == x.shape and q.codes.shape == (2, 1, 1)      # 28 -> 32 -> one token
+    z = model.apply(variables, x, method=lambda m, v: m.encoder(v))
+    padded = jnp.pad(x, ((0, 0), (0, 4), (0, 4), (0, 0)))
+    np.testing.assert_allclose(np.asarray(z), np.asarray(model.apply(variables, padded,
+                                                                      method=lambda m, v: m.encoder(v))), atol=1e-6)
+    # the decoder's crop is its last step: the explicit last layer reproduces it
+    (out, _, h) = model.apply(variables, x, return_features=True)
+    last = model.last_layer_params(variables["params"])
+    np.testing.assert_allclose(np.asarray(model.decoder.apply_last_layer(last, h)), np.asarray(out), atol=1e-6)

@@ -21,9 +21,20 @@ from vqjax.models import remat as remat_lib
 __all__ = ["ResBlock", "Encoder", "Decoder", "ImageTokenizer", "group_count"]
 
 
-def group_count(channels: int, max_groups: int = 32) -> int:
-    """The largest divisor of ``channels`` that is at most ``max_groups`` (GroupNorm groups)."""
+def group_count(channels: int, max_groups: int = 32, positions: int | None = None, min_values: int = 16) -> int:
+    """The largest divisor of ``channels`` that is at most ``max_groups`` (GroupNorm groups) and, given the spatial
+    ``positions`` a group's statistics are taken over, leaves each group at least ``min_values`` values (or one
+    group): on a 1x1 or 2x2 map, 32 groups of 2 channels would normalise pairs of numbers to +-1 and erase what
+    they carry. Maps of 7x7 and more keep ``min(channels, 32)``-style groups."""
+    if positions is not None:
+        max_groups = max(1, min(max_groups, channels * positions // min_values))
     return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
+
+
+def _norm(x: jax.Array, dtype, param_dtype) -> nn.GroupNorm:
+    """GroupNorm for the ``[B, H, W, C]`` map ``x`` (:func:`group_count` of its channels and positions)."""
+    return nn.GroupNorm(group_count(x.shape[-1], positions=x.shape[1] * x.shape[2]), dtype=dtype,
+                        param_dtype=param_dtype)
 
 
 class ResBlock(nn.Module):
@@ -35,9 +46,9 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        h = nn.swish(nn.GroupNorm(group_count(x.shape[-1]), dtype=self.dtype, param_dtype=self.param_dtype)(x))
+        h = nn.swish(_norm(x, self.dtype, self.param_dtype)(x))
         h = nn.Conv(self.channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(h)
-        h = nn.swish(nn.GroupNorm(group_count(self.channels), dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        h = nn.swish(_norm(h, self.dtype, self.param_dtype)(h))
         h = nn.Conv(self.channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(h)
         if x.shape[-1] != self.channels:
             x = nn.Conv(self.channels, (1, 1), dtype=self.dtype, param_dtype=self.param_dtype)(x)
@@ -80,7 +91,7 @@ class Encoder(nn.Module):
                 h = self._block(self.channels * mult)(h)
             if level < len(self.channel_mult) - 1:
                 h = nn.Conv(self.channels * mult, (4, 4), strides=(2, 2), dtype=self.dtype, param_dtype=self.param_dtype)(h)
-        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        h = nn.swish(_norm(h, self.dtype, self.param_dtype)(h))
         return nn.Conv(self.latent_dim, (1, 1), dtype=jnp.float32, param_dtype=self.param_dtype)(h)
 
 
@@ -133,7 +144,7 @@ class Decoder(nn.Module):
                 b, hh, ww, c = h.shape
                 h = jax.image.resize(h, (b, hh * 2, ww * 2, c), "nearest")
                 h = nn.Conv(self.channels * mults[level + 1], (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(h)
-        h = nn.swish(nn.GroupNorm(group_count(h.shape[-1]), dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        h = nn.swish(_norm(h, self.dtype, self.param_dtype)(h))
         images = self.to_images(self.last_layer(name=self.LAST_LAYER)(h))
         return (images, h) if return_features else images
 

@@ -29,6 +29,7 @@ from _common import experiment_module  # noqa: E402
 
 import vqjax  # noqa: E402
 from vqjax.evals import image as image_eval  # noqa: E402
+from vqjax.evals.figures import save_image_rows  # noqa: E402
 from vqjax.train import train_and_evaluate  # noqa: E402
 from vqjax.train.config import read_example_splits  # noqa: E402
 from vqjax.train.perceptual import train_feature_net  # noqa: E402
@@ -117,10 +118,21 @@ def main(argv=None) -> None:
         figure = image_eval.plot_rate_distortion(
             os.path.join(a.figures if not a.dry else a.root, f"image_coding_{dataset}.png"), rows,
             f"{dataset}: {len(images)} held-out images")
+        one_d = tokenizers[f"{dataset}_1d"]
+        ks = image_eval.prefix_lengths(one_d.token_range)
+        show = images[:8]
+        rows_img = [show.astype(np.float32) / 255.0 if show.dtype == np.uint8 else show]
+        rows_img += [np.asarray(one_d.decode(one_d.encode(show, num_tokens=k))) for k in ks]
+        rows_img += [np.asarray(tokenizers[f"{dataset}_grid{k}"].decode(tokenizers[f"{dataset}_grid{k}"].encode(show)))
+                     for k in GRIDS]
+        prefixes = save_image_rows(
+            os.path.join(a.figures if not a.dry else a.root, f"image_coding_{dataset}_prefixes.png"), rows_img,
+            ["original"] + [f"1D, {k} tokens" for k in ks] + [f"grid, {k} tokens" for k in GRIDS],
+            f"{dataset}: held-out images decoded from the first k tokens of one 1D tokenizer, and by grid tokenizers")
         print(f"\n## {dataset}: {len(images)} held-out images of {images.shape[1]}x{images.shape[2]}, "
               f"steps {first.num_train_steps} per tokenizer\n")
         print(table(rows))
-        print(f"\nfigure: {figure}")
+        print(f"\nfigures: {figure}, {prefixes}")
 
 
 if __name__ == "__main__":

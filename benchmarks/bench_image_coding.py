@@ -68,21 +68,25 @@ def table(rows: list[dict]) -> str:
     "over budget" where even their lowest quality needs more), and the adaptive mode at its PSNR."""
     one_d = [r for r in rows if r["kind"] == "fixed" and r["codec"].endswith("_1d")]
     head = ("| tokens | bits/px | 1D PSNR / SSIM / feat. | grid PSNR / SSIM / feat. | JPEG PSNR (bits/px) | "
-            "WebP PSNR (bits/px) | adaptive: mean tokens for >= the 1D PSNR (met) |")
-    lines = [head, "|" + " --- |" * 7]
+            "WebP PSNR (bits/px) | adaptive, same mean PSNR: mean tokens | adaptive, each image within the mean "
+            "MSE: mean tokens |")
+    lines = [head, "|" + " --- |" * 8]
     fmt = lambda r: f"{r['psnr']:.2f} / {r['ssim']:.3f} / {r['feature_distance']:.3f}"
     for r in one_d:
         k = r["tokens"]
         grid = [g for g in rows if g["kind"] == "fixed" and "_grid" in g["codec"] and g["tokens"] == k]
         anchors = {a: [x for x in rows if x["kind"] == "at_bits" and x["codec"] == a and x["matched"] == r["codec"]
                        and x["matched_tokens"] == k] for a in ("jpeg", "webp")}
-        ad = [x for x in rows if x["kind"] == "adaptive" and x["codec"] == r["codec"] and x["matched_tokens"] == k]
+        ad = {kind: [x for x in rows if x["kind"] == kind and x["codec"] == r["codec"] and x["matched_tokens"] == k]
+              for kind in ("adaptive", "adaptive_matched")}
         cells = [str(k), f"{r['bits_per_pixel']:.3f}", fmt(r), fmt(grid[0]) if grid else "(no square grid)"]
         for a in ("jpeg", "webp"):
             x = anchors[a][0] if anchors[a] else None
             over = " over budget" if x and x["bits_per_image"] > 1.02 * r["bits_per_image"] else ""
             cells.append(f"{x['psnr']:.2f} ({x['bits_per_pixel']:.3f}{over})" if x else "")
-        cells.append(f"{ad[0]['tokens']:.1f} ({100 * ad[0]['met']:.0f}%, PSNR {ad[0]['psnr']:.2f})" if ad else "")
+        for kind in ("adaptive_matched", "adaptive"):
+            x = ad[kind][0] if ad[kind] else None
+            cells.append(f"{x['tokens']:.1f} ({x['psnr']:.2f} dB)" if x else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -113,8 +113,14 @@ def test_rate_distortion_scores_every_prefix_the_grid_and_the_anchors():
     reference = images.astype(np.float32) / 255.0
     want = np.asarray(oned.decode(oned.encode(images, num_tokens=4)))
     assert fixed[1]["psnr"] == pytest.approx(float(np.mean(image_eval.psnr(reference, want))), abs=1e-4)
-    adaptive = [r for r in rows if r["kind"] == "adaptive"]
-    assert len(adaptive) == 3 and all(2 <= r["tokens"] <= 6 and 0 <= r["met"] <= 1 for r in adaptive)
+    for kind in ("adaptive", "adaptive_matched"):
+        adaptive = [r for r in rows if r["kind"] == kind]
+        assert [r["fixed_tokens"] for r in adaptive] == [2, 4, 6] and all(2 <= r["tokens"] <= 6 for r in adaptive)
+    for r in (r for r in rows if r["kind"] == "adaptive"):          # the bound is the fixed-k mean error
+        assert r["max_error"] == next(f["mse"] for f in fixed if f["tokens"] == r["fixed_tokens"])
+    for r in (r for r in rows if r["kind"] == "adaptive_matched"):  # the same mean PSNR (or as near as lengths go)
+        target = next(f["psnr"] for f in fixed if f["tokens"] == r["fixed_tokens"])
+        assert r["psnr"] >= target - 1e-3 or r["tokens"] == 6
     at_bits = [r for r in rows if r["kind"] == "at_bits"]
     assert sorted(r["budget"] for r in at_bits) == sorted(r["bits_per_image"] for r in fixed)
     assert [r["quality"] for r in rows if r["kind"] == "sweep"] == [10, 90]

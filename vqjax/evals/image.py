@@ -237,6 +237,50 @@ def _decode_all(tok, images: np.ndarray, batch_size: int, num_tokens: int | None
                            for s in range(0, len(images), batch_size)])
 
 
+def _length_errors(tok, images: np.ndarray, reference: np.ndarray, batch_size: int) -> np.ndarray:
+    """float64 ``[N, K - k_min + 1]``: each image's MSE decoded from each length of a 1D tokenizer."""
+    lo, hi = tok.token_range
+    codes = np.concatenate([np.asarray(tok.encode(images[s:s + batch_size]))
+                            for s in range(0, len(images), batch_size)])
+    out = np.zeros((len(images), hi - lo + 1))
+    for j, n in enumerate(range(lo, hi + 1)):
+        for s in range(0, len(images), batch_size):
+            decoded = np.asarray(tok.decode(codes[s:s + batch_size, :n]), np.float64)
+            out[s:s + batch_size, j] = np.mean((decoded - reference[s:s + batch_size]) ** 2, axis=(1, 2, 3))
+    return out
+
+
+def _matching_bound(errors: np.ndarray, target_psnr: float, min_tokens: int) -> float:
+    """The largest per-image MSE bound whose adaptive lengths (the first length within it, else the longest) give
+    a mean PSNR of at least ``target_psnr`` over the images (a bisection over the errors the images reach); 0 (every
+    image spends the longest length) when none does."""
+    candidates = np.unique(errors)
+    best = 0.0
+    lo, hi = 0, len(candidates) - 1
+    while lo <= hi:                                # mean PSNR falls (nearly) monotonically as the bound grows
+        mid = (lo + hi) // 2
+        bound = candidates[mid]
+        ok = errors <= bound
+        pick = np.where(ok.any(1), np.argmax(ok, 1), errors.shape[1] - 1)
+        chosen = errors[np.arange(len(errors)), pick]
+        if np.mean(10 * np.log10(1.0 / np.maximum(chosen, 1e-10))) >= target_psnr:
+            best, lo = float(bound), mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def _adaptive_run(tok, images: np.ndarray, bound: float, batch_size: int, per: int, bits_per_token: float):
+    """``(mean tokens, bits, decoded images)`` of :meth:`encode_adaptive` at ``max_error=bound``."""
+    lengths, decoded = [], []
+    for s in range(0, len(images), batch_size):
+        a = tok.encode_adaptive(images[s:s + batch_size], max_error=float(bound))
+        lengths.append(a.lengths)
+        decoded.append(np.asarray(tok.decode(a.codes, lengths=a.lengths)))
+    mean_tokens = float(np.concatenate(lengths).mean()) * per
+    return mean_tokens, mean_tokens * bits_per_token, np.concatenate(decoded)
+
+
 def rate_distortion(tokenizers: Mapping[str, object], images, *, features: Callable | None = None,
                     anchors: Sequence[str] = ("jpeg", "webp"), qualities: Mapping[str, Sequence[int]] | None = None,
                     adaptive: bool = True, batch_size: int = 250) -> list[dict]:
@@ -249,14 +293,17 @@ def rate_distortion(tokenizers: Mapping[str, object], images, *, features: Calla
       features: a feature network ``x -> [feature maps]`` for ``feature_distance`` (None: NaN).
       anchors: classical codecs of :data:`ANCHORS`.
       qualities: ``{codec: qualities}`` of the sweep (default: 12 settings across the codec's range).
-      adaptive: also score each 1D tokenizer's :meth:`~vqjax.tokenizers.ImageTokenizer.encode_adaptive` at the
-        PSNR of each of its fixed-k rows (``max_error = 10^(-psnr/10)``).
+      adaptive: also score each 1D tokenizer's :meth:`~vqjax.tokenizers.ImageTokenizer.encode_adaptive` against
+        each of its fixed-k rows: ``'adaptive'`` with ``max_error`` the fixed-k mean squared error (every image
+        within the error the fixed budget has on average), ``'adaptive_matched'`` with the largest bound whose mean
+        PSNR still reaches the fixed-k mean PSNR (the same average quality for fewer tokens).
 
     Returns:
       Rows ``{codec, kind, tokens, bits_per_image, bits_per_pixel, psnr, ssim, mse, feature_distance}``: ``kind``
-      ``'fixed'`` (a tokenizer at ``tokens``), ``'adaptive'`` (``tokens`` the mean spent, ``target_psnr``,
-      ``met``: the fraction of images at or above it), ``'at_bits'`` (a classical codec at the bits of the
-      tokenizer row ``matched``, ``quality`` NaN) or ``'sweep'`` (a classical codec at ``quality``).
+      ``'fixed'`` (a tokenizer at ``tokens``), ``'adaptive'`` / ``'adaptive_matched'`` (``tokens`` the mean spent,
+      ``max_error``, the fixed row's ``fixed_tokens`` and ``target_psnr``), ``'at_bits'`` (a classical codec at
+      the bits of the tokenizer row ``matched`` / ``matched_tokens``, within ``budget``) or ``'sweep'`` (a
+      classical codec at ``quality``).
 
     Raises:
       ValueError: no images, a tokenizer that is not an image tokenizer, or an unknown anchor.
@@ -291,18 +338,15 @@ def rate_distortion(tokenizers: Mapping[str, object], images, *, features: Calla
                                  _decode_all(tok, images, batch_size, k)))
             rows += fixed
             if adaptive:
+                table = _length_errors(tok, images, reference, batch_size)
                 for f in fixed:
-                    target = f["psnr"]
-                    lengths, decoded, met = [], [], []
-                    for s in range(0, len(images), batch_size):
-                        a = tok.encode_adaptive(images[s:s + batch_size], max_error=float(10 ** (-target / 10)))
-                        lengths.append(a.lengths)
-                        met.append(a.met)
-                        decoded.append(np.asarray(tok.decode(a.codes, lengths=a.lengths)))
-                    mean_tokens = float(np.concatenate(lengths).mean()) * per
-                    rows.append(row(name, "adaptive", mean_tokens, mean_tokens * bits_per_token,
-                                    np.concatenate(decoded), target_psnr=target, matched_tokens=f["tokens"],
-                                    met=float(np.concatenate(met).mean())))
+                    k = f["tokens"] // per
+                    for kind, bound in (("adaptive", f["mse"]),
+                                        ("adaptive_matched", _matching_bound(table, f["psnr"], tok.token_range[0]))):
+                        rows.append(row(name, kind, *_adaptive_run(tok, images, bound, batch_size, per,
+                                                                   bits_per_token),
+                                        max_error=bound, target_psnr=f["psnr"], matched_tokens=f["tokens"],
+                                        fixed_tokens=k))
         else:
             tokens = math.prod(shape)
             rows.append(row(name, "fixed", tokens, tokens * bits_per_token, _decode_all(tok, images, batch_size)))
@@ -322,16 +366,17 @@ def rate_distortion(tokenizers: Mapping[str, object], images, *, features: Calla
 
 
 def plot_rate_distortion(path: str, rows: Sequence[dict], title: str = "", *, metric: str = "psnr") -> str:
-    """``metric`` against bits per pixel: each tokenizer's fixed-k points as a line, its adaptive points, and each
-    classical codec's quality sweep as a line (:func:`rate_distortion`'s rows)."""
+    """``metric`` against bits per pixel: each tokenizer's fixed-k points as a line, its adaptive points at the
+    fixed-k mean PSNR (``'adaptive_matched'``), and each classical codec's quality sweep as a line
+    (:func:`rate_distortion`'s rows)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     names = list(dict.fromkeys(r["codec"] for r in rows))
     for name in names:
-        for kind, style in (("fixed", "o-"), ("adaptive", "^--"), ("sweep", "s:")):
+        for kind, style in (("fixed", "o-"), ("adaptive_matched", "^--"), ("sweep", "s:")):
             pts = sorted((r["bits_per_pixel"], r[metric]) for r in rows if r["codec"] == name and r["kind"] == kind)
             if pts:
-                label = name if kind != "adaptive" else f"{name} adaptive"
+                label = name if kind != "adaptive_matched" else f"{name} adaptive (same mean PSNR)"
                 ax.plot(*zip(*pts), style, label=label, markersize=4)
     ax.set_xscale("log")
     ax.set_xlabel("bits per pixel (tokens x log2 vocabulary; classical: payload without headers)")

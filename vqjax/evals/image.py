@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import struct
 from typing import Callable, Mapping, Sequence
 
@@ -368,13 +369,16 @@ def rate_distortion(tokenizers: Mapping[str, object], images, *, features: Calla
 def plot_rate_distortion(path: str, rows: Sequence[dict], title: str = "", *, metric: str = "psnr") -> str:
     """``metric`` against bits per pixel: each tokenizer's fixed-k points as a line, its adaptive points at the
     fixed-k mean PSNR (``'adaptive_matched'``), and each classical codec's quality sweep as a line
-    (:func:`rate_distortion`'s rows)."""
+    (:func:`rate_distortion`'s rows); codecs named ``..._grid<k>`` (a grid tokenizer per token count) share one
+    line."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    names = list(dict.fromkeys(r["codec"] for r in rows))
+    series = lambda name: re.sub(r"(grid)\d+$", r"\1", name)      # one grid tokenizer per count: one line
+    names = list(dict.fromkeys(series(r["codec"]) for r in rows))
     for name in names:
         for kind, style in (("fixed", "o-"), ("adaptive_matched", "^--"), ("sweep", "s:")):
-            pts = sorted((r["bits_per_pixel"], r[metric]) for r in rows if r["codec"] == name and r["kind"] == kind)
+            pts = sorted((r["bits_per_pixel"], r[metric]) for r in rows
+                         if series(r["codec"]) == name and r["kind"] == kind)
             if pts:
                 label = name if kind != "adaptive_matched" else f"{name} adaptive (same mean PSNR)"
                 ax.plot(*zip(*pts), style, label=label, markersize=4)

@@ -5,9 +5,11 @@ decoder, trained with nested (tail) dropout so that every prefix of 1..32 tokens
     python -m vqjax.main --config=experiments/photos_1d.py --workdir=runs/photos_1d
     python -m vqjax.main --config=experiments/photos_1d.py:runlocal --workdir=/tmp/photos_1d   # a tiny run
 
-It trains on pixels (L2), the loss PSNR scores; the image task's perceptual and adversarial terms apply to it
-as to the grid tokenizers (``config.perceptual_weight``, ``config.gan``). :func:`grid_config` is the 2D grid
-tokenizer it is judged against at ``tokens`` = 1, 4 or 16 (a 1x1, 2x2 or 4x4 grid), on the same terms
+Lengths are drawn uniformly (``length_sampling='uniform'``), so the long prefixes train as often as the short
+ones (the photos page of ``docs/images.md`` compares the log-uniform draw). It trains on pixels (L2), the loss
+PSNR scores; the image task's perceptual and adversarial terms apply to it as to the grid tokenizers
+(``config.perceptual_weight``, ``config.gan``). :func:`grid_config` is the 2D grid tokenizer it is judged
+against at ``tokens`` = 1, 4 or 16 (a 1x1, 2x2 or 4x4 grid), on the same terms
 (``benchmarks/bench_image_coding.py``).
 """
 
@@ -36,7 +38,8 @@ def get_config(arg: str | None = None):
     c = _shared(default_config())
     c.architecture = "1d"
     c.model_1d.update(dict(image_size=(32, 32), patch_size=4, num_tokens=32, min_tokens=1, width=96, encoder_layers=3,
-                           decoder_layers=3, num_heads=4, latent_dim=16, linear_path=True))
+                           decoder_layers=3, num_heads=4, latent_dim=16, linear_path=True,
+                           length_sampling="uniform"))
     return runlocal(c) if parse_arg(arg) else c
 
 

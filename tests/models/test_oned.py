@@ -68,6 +68,9 @@ def test_nested_dropout_lengths_are_log_uniform_over_the_range():
     octaves = [counts[2:4].sum(), counts[4:8].sum(), counts[8:16].sum(), counts[16:32].sum()]
     np.testing.assert_allclose(np.asarray(octaves) / 20000, 0.25, atol=0.02)
     np.testing.assert_array_equal(np.asarray(prefix_mask(jnp.asarray([0, 2]), 3)), [[0, 0, 0], [1, 1, 0]])
+    flat = np.bincount(np.asarray(sample_lengths(jax.random.key(1), 20000, 2, 31, "uniform")), minlength=32)
+    assert flat[:2].sum() == 0 and flat[32:].sum() == 0
+    np.testing.assert_allclose(flat[2:] / 20000, 1 / 30, atol=0.005)      # every length equally often
 
 
 def test_training_decodes_random_prefixes_and_the_last_layer_is_explicit(setup):
@@ -116,6 +119,7 @@ def test_remat_keeps_the_parameters_and_bf16_runs(setup):
     (dict(width=15), r"width \(15\) must be a multiple of num_heads \(2\)"),
     (dict(min_tokens=7), r"min_tokens must be <= num_tokens \(6\); got 7"),
     (dict(num_tokens=0), "num_tokens must be a positive int; got 0"),
+    (dict(length_sampling="geometric"), r"length_sampling must be one of \('log_uniform', 'uniform'\)"),
 ])
 def test_bad_arguments_are_refused(change, message):
     with pytest.raises(ValueError, match=message):

@@ -9,8 +9,8 @@ of a ``k``-token encoding are the first ``k`` codes of the full one.
 
 The decoder reads the quantized tokens, with every token past the image's length replaced by one learned
 ``dropped`` embedding, together with one learned mask token per patch; a Transformer over both writes each
-patch's pixels from its mask token's output. Training draws each image's length ``k`` from a log-uniform
-distribution on ``[min_tokens, K]`` and decodes from its first ``k`` tokens only (nested or tail dropout, Rippel et
+patch's pixels from its mask token's output. Training draws each image's length ``k`` from a log-uniform (or
+uniform) distribution on ``[min_tokens, K]`` and decodes from its first ``k`` tokens only (nested or tail dropout, Rippel et
 al. 2014; One-D-Piece, FlexTok), so the first tokens learn the coarse picture, later ones the detail, and every
 prefix decodes. The shapes never change with ``k``: one compiled function decodes every length (``lengths [B]``).
 
@@ -56,10 +56,17 @@ def unpatchify(t: jax.Array, patch: int, height: int, width: int) -> jax.Array:
     return t.reshape(b, height, width, c)
 
 
-def sample_lengths(key: jax.Array, batch: int, min_tokens: int, num_tokens: int) -> jax.Array:
-    """int32 ``[batch]`` lengths in ``[min_tokens, num_tokens]``, log-uniform: ``floor(exp(u))`` with ``u`` uniform
-    on ``[log min_tokens, log (num_tokens + 1))``, so every octave of lengths is trained as often (each length is
-    drawn, the short ones most often per length)."""
+LENGTH_SAMPLING = ("log_uniform", "uniform")
+
+
+def sample_lengths(key: jax.Array, batch: int, min_tokens: int, num_tokens: int,
+                   sampling: str = "log_uniform") -> jax.Array:
+    """int32 ``[batch]`` lengths in ``[min_tokens, num_tokens]``. ``'log_uniform'``: ``floor(exp(u))`` with ``u``
+    uniform on ``[log min_tokens, log (num_tokens + 1))``, so every octave of lengths is trained as often (the
+    short prefixes most often per length); ``'uniform'``: every length equally often (the long prefixes get more
+    of the training, as One-D-Piece's tail drop)."""
+    if sampling == "uniform":
+        return jax.random.randint(key, (batch,), min_tokens, num_tokens + 1).astype(jnp.int32)
     u = jax.random.uniform(key, (batch,), minval=np.log(min_tokens), maxval=np.log(num_tokens + 1))
     return jnp.clip(jnp.floor(jnp.exp(u)), min_tokens, num_tokens).astype(jnp.int32)
 
@@ -219,7 +226,7 @@ class Image1DTokenizer(nn.Module):
     """Token encoder -> quantizer -> token decoder, trained with nested dropout (module docstring).
 
     ``__call__(x, train)`` returns ``(reconstruction, Quantized)``: in training each image decodes from its first
-    ``k`` tokens, ``k`` drawn by :func:`sample_lengths` from the ``'vq'`` random stream; otherwise (or with
+    ``k`` tokens, ``k`` drawn by :func:`sample_lengths` (``length_sampling``) from the ``'vq'`` random stream; otherwise (or with
     ``lengths`` given) from the first ``lengths[b]``, all ``K`` by default. ``encode(x)`` returns the int32 codes
     ``[B, K]`` (``[B, K, L]`` for multi-codebook quantizers), whose first ``k`` are the ``k``-token encoding;
     ``decode(codes, lengths)`` the images from each row's first ``lengths[b]`` codes (the rest are ignored).
@@ -227,12 +234,14 @@ class Image1DTokenizer(nn.Module):
     Attributes:
       encoder, quantizer, decoder: the halves and any :mod:`vqjax.nn` quantizer of width ``encoder.latent_dim``.
       min_tokens: the shortest prefix trained (and decodable); ``encoder.num_tokens`` the longest.
+      length_sampling: how training draws each image's length (:func:`sample_lengths`).
     """
 
     encoder: TokenEncoder
     quantizer: nn.Module
     decoder: TokenDecoder
     min_tokens: int = 1
+    length_sampling: str = "log_uniform"
 
     @property
     def num_tokens(self) -> int:
@@ -242,7 +251,7 @@ class Image1DTokenizer(nn.Module):
         if lengths is not None:
             return jnp.broadcast_to(jnp.asarray(lengths, jnp.int32), (batch,))
         if train:
-            return sample_lengths(self.make_rng("vq"), batch, self.min_tokens, self.num_tokens)
+            return sample_lengths(self.make_rng("vq"), batch, self.min_tokens, self.num_tokens, self.length_sampling)
         return jnp.full((batch,), self.num_tokens, jnp.int32)
 
     def __call__(self, x: jax.Array, *, train: bool = False, return_features: bool = False,

@@ -22,7 +22,7 @@ from vqjax.models.audio import (
     STFTEncoder,
 )
 from vqjax.models.autoencoder import Decoder, Encoder, ImageTokenizer
-from vqjax.models.oned import Image1DTokenizer, TokenDecoder, TokenEncoder
+from vqjax.models.oned import LENGTH_SAMPLING, Image1DTokenizer, TokenDecoder, TokenEncoder
 from vqjax.models.quantizers import make_quantizer, quantizer_vocab_size
 from vqjax.models.semantic_ids import RQVAE
 from vqjax.models.sequence import MultiScaleResidual, SequenceTokenizer
@@ -98,13 +98,14 @@ register_model("image_tokenizer", image_tokenizer)
 def image_1d_tokenizer(*, image_size: Sequence[int], image_channels: int, patch_size: int, num_tokens: int,
                        width: int, encoder_layers: int, decoder_layers: int, num_heads: int, latent_dim: int,
                        quantizer: str, quantizer_kwargs: Mapping[str, Any], min_tokens: int = 1,
-                       linear_path: bool = False, dtype: str = "float32", param_dtype: str = "float32",
-                       remat: bool = False) -> Image1DTokenizer:
+                       linear_path: bool = False, length_sampling: str = "log_uniform", dtype: str = "float32",
+                       param_dtype: str = "float32", remat: bool = False) -> Image1DTokenizer:
     """A 1D :class:`~vqjax.models.oned.Image1DTokenizer`: ``image_size = (H, W)`` images of ``image_channels``
     channels in ``patch_size`` patches, a Transformer encoder (``encoder_layers`` blocks of ``width`` channels and
     ``num_heads`` heads) writing ``num_tokens`` latent tokens of ``latent_dim`` channels, the quantizer registered as
     ``quantizer``, and a Transformer decoder of ``decoder_layers`` blocks; every prefix of ``min_tokens`` to
-    ``num_tokens`` tokens decodes; ``linear_path`` adds linear maps image -> tokens -> image beside the attention
+    ``num_tokens`` tokens decodes (training draws lengths by ``length_sampling``, 'log_uniform' or 'uniform');
+    ``linear_path`` adds linear maps image -> tokens -> image beside the attention
     (:mod:`vqjax.models.oned`). ``dtype``, ``param_dtype``: compute and storage dtypes (:func:`precision`);
     ``remat`` recomputes each block in the backward pass.
 
@@ -124,6 +125,9 @@ def image_1d_tokenizer(*, image_size: Sequence[int], image_channels: int, patch_
                          f"{tuple(image_size)}")
     if width % num_heads:
         raise ValueError(f"image_1d_tokenizer: width ({width}) must be a multiple of num_heads ({num_heads})")
+    if length_sampling not in LENGTH_SAMPLING:
+        raise ValueError(f"image_1d_tokenizer: length_sampling must be one of {LENGTH_SAMPLING}; got "
+                         f"{length_sampling!r}")
     if min_tokens > num_tokens:
         raise ValueError(f"image_1d_tokenizer: min_tokens must be <= num_tokens ({num_tokens}); got {min_tokens}")
     dt = precision(dtype, param_dtype, "image_1d_tokenizer")
@@ -135,7 +139,7 @@ def image_1d_tokenizer(*, image_size: Sequence[int], image_channels: int, patch_
         quantizer=_quantizer(quantizer, int(latent_dim), quantizer_kwargs, dt),
         decoder=TokenDecoder(image_size=size, image_channels=int(image_channels), num_layers=int(decoder_layers),
                              **shared),
-        min_tokens=int(min_tokens))
+        min_tokens=int(min_tokens), length_sampling=length_sampling)
 
 
 register_model("image_1d_tokenizer", image_1d_tokenizer)

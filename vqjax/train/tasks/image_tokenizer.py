@@ -57,7 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.model_1d = ml_collections.ConfigDict(dict(image_size=(28, 28), patch_size=4, num_tokens=32, min_tokens=1,
                                                 width=128,
                                                 encoder_layers=4, decoder_layers=4, num_heads=4, latent_dim=16,
-                                                linear_path=False))
+                                                linear_path=False, length_sampling="log_uniform"))
     c.quantizer = "vq"
     c.quantizer_kwargs = ml_collections.ConfigDict(dict(codebook_size=1024))
     c.optimizer = optimizer_config()
@@ -99,7 +99,8 @@ def model_spec(config: ml_collections.ConfigDict, image_channels: int,
                 "kwargs": {"image_size": [int(v) for v in m.image_size], "image_channels": int(image_channels),
                            **{k: int(m[k]) for k in ("patch_size", "num_tokens", "min_tokens", "width",
                                                      "encoder_layers", "decoder_layers", "num_heads", "latent_dim")},
-                           "linear_path": bool(m.linear_path), **quantizer}}
+                           "linear_path": bool(m.linear_path), "length_sampling": str(m.length_sampling),
+                           **quantizer}}
     m = config.model
     kwargs = {"channels": int(m.channels), "channel_mult": [int(v) for v in m.channel_mult],
               "num_res_blocks": int(m.num_res_blocks), "latent_dim": int(m.latent_dim),

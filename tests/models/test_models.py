@@ -63,18 +63,32 @@ def test_group_norm_keeps_enough_values_per_group_on_tiny_maps():
 def test_images_the_downsampling_does_not_divide_are_padded_and_cropped():
     from vqjax.models import image_tokenizer
 
-    model = image_tokenizer(channels=8, channel_mult=(1, 2, 2, 2, 2, 2), num_res_blocks=1, latent_dim=4,
+    model = image_tokenizer(channels=4, channel_mult=(1, 2, 2), num_res_blocks=1, latent_dim=4,
                             image_channels=1, quantizer="fsq", quantizer_kwargs={"levels": [5, 5, 5, 5]},
-                            image_size=(28, 28))
-    x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+                            image_size=(14, 14))
+    x = jax.random.uniform(jax.random.key(0), (2, 14, 14, 1))
     variables = model.init({"params": jax.random.key(1)}, x)
     recon, q = model.apply(variables, x)
-    assert recon.shape == x.shape and q.codes.shape == (2, 1, 1)      # 28 -> 32 -> one token
+    assert recon.shape == x.shape and q.codes.shape == (2, 4, 4)      # 14 -> 16 -> a 4x4 grid
     z = model.apply(variables, x, method=lambda m, v: m.encoder(v))
-    padded = jnp.pad(x, ((0, 0), (0, 4), (0, 4), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), (0, 2), (0, 2), (0, 0)))
     np.testing.assert_allclose(np.asarray(z), np.asarray(model.apply(variables, padded,
                                                                       method=lambda m, v: m.encoder(v))), atol=1e-6)
     # the decoder's crop is its last step: the explicit last layer reproduces it
     (out, _, h) = model.apply(variables, x, return_features=True)
     last = model.last_layer_params(variables["params"])
     np.testing.assert_allclose(np.asarray(model.decoder.apply_last_layer(last, h)), np.asarray(out), atol=1e-6)
+    # as an artifact: the spec's image_size rebuilds the crop, codes round trip through export and load
+    import vqjax
+
+    spec = {"modality": "image", "input": {"shape": [14, 14, 1], "dtype": "float32", "range": [0.0, 1.0]},
+            "model": {"name": "image_tokenizer", "kwargs": dict(
+                channels=4, channel_mult=[1, 2, 2], num_res_blocks=1, latent_dim=4, image_channels=1, quantizer="fsq",
+                quantizer_kwargs={"levels": [5, 5, 5, 5]}, image_size=[14, 14])},
+            "codes_shape": [4, 4], "vocab_size": 625}
+    import tempfile
+
+    tok = vqjax.Tokenizer.load(vqjax.Tokenizer(spec, model, dict(variables)).export(tempfile.mkdtemp()))
+    codes = tok.encode(np.asarray(x))
+    np.testing.assert_array_equal(np.asarray(codes), np.asarray(q.codes))
+    assert np.asarray(tok.decode(codes)).shape == (2, 14, 14, 1)

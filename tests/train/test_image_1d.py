@@ -70,19 +70,15 @@ def test_perceptual_and_adversarial_terms_apply(data_dir, devices, tmp_path):
     assert np.isfinite(train["disc_loss"]) and train["adaptive_weight"] > 0, train
 
 
-def test_grid_tokenizers_of_a_matching_token_count_on_padded_digits(data_dir, devices, tmp_path):
-    c = load_module("mnist_1d").grid_config(16, "runlocal")
-    c.data_dir = data_dir
-    c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 2, 2, 2
-    c.max_eval_examples, c.eval_batch_size = 40, 40
-    train_and_evaluate(c, str(tmp_path), devices=devices[:1], progress=False)
-    tok = vqjax.Tokenizer.load(str(tmp_path))
-    assert tok.codes_shape == (4, 4) and tok.token_range is None      # 28x28 padded to 32x32, 8x downsampled
-    assert tok.spec["model"]["kwargs"]["image_size"] == [28, 28]
-    x = np.zeros((2, 28, 28, 1), np.float32)
-    assert np.asarray(tok.decode(tok.encode(x))).shape == (2, 28, 28, 1)
+def test_grid_configs_of_each_matching_token_count():
+    module = load_module("mnist_1d")
+    for k, grid in ((1, (1, 1)), (4, (2, 2)), (16, (4, 4))):
+        c = module.grid_config(k)
+        assert c.pad_images and c.num_train_steps == module.get_config().num_train_steps
+        factor = 2 ** (len(c.model.channel_mult) - 1)
+        assert (-(-28 // factor),) * 2 == grid
     with pytest.raises(ValueError, match="tokens must be one of"):
-        load_module("mnist_1d").grid_config(2)
+        module.grid_config(2)
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -11,7 +11,7 @@ steps (``benchmarks/bench_image_coding.py``).
 """
 
 from vqjax.train.config import parse_arg
-from vqjax.train.tasks.image_tokenizer import default_config, runlocal
+from vqjax.train.tasks.image_tokenizer import default_config, grid_for_tokens, runlocal
 
 STEPS = 2000
 
@@ -38,14 +38,10 @@ def get_config(arg: str | None = None):
 
 
 def grid_config(tokens: int, arg: str | None = None):
-    """The grid tokenizer of ``tokens`` = 1, 4 or 16 codes (a ``side x side`` grid) on the same terms."""
-    levels = {1: 6, 4: 5, 16: 4}
-    if tokens not in levels:
-        raise ValueError(f"grid_config: tokens must be one of {sorted(levels)} (square grids of a 32x32 "
-                         f"image); got {tokens!r}")
+    """The grid tokenizer of ``tokens`` = 1, 4 or 16 codes (a ``side x side`` grid) on the same terms
+    (:func:`vqjax.train.tasks.image_tokenizer.grid_for_tokens`)."""
     c = _shared(default_config())
-    c.pad_images = True
     c.model.channels = 16
-    c.model.channel_mult = (1, 2, 2, 4, 4, 4)[:levels[tokens]]
     c.model.latent_dim = 32
+    c = grid_for_tokens(c, tokens, (28, 28))
     return runlocal(c) if parse_arg(arg) else c

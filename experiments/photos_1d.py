@@ -14,7 +14,7 @@ against at ``tokens`` = 1, 4 or 16 (a 1x1, 2x2 or 4x4 grid), on the same terms
 """
 
 from vqjax.train.config import parse_arg
-from vqjax.train.tasks.image_tokenizer import default_config, runlocal
+from vqjax.train.tasks.image_tokenizer import default_config, grid_for_tokens, runlocal
 
 STEPS = 2000
 
@@ -44,13 +44,10 @@ def get_config(arg: str | None = None):
 
 
 def grid_config(tokens: int, arg: str | None = None):
-    """The grid tokenizer of ``tokens`` = 1, 4 or 16 codes (a ``side x side`` grid) on the same terms."""
-    levels = {1: 6, 4: 5, 16: 4}
-    if tokens not in levels:
-        raise ValueError(f"grid_config: tokens must be one of {sorted(levels)} (square grids of a 32x32 "
-                         f"image); got {tokens!r}")
+    """The grid tokenizer of ``tokens`` = 1, 4 or 16 codes (a ``side x side`` grid) on the same terms
+    (:func:`vqjax.train.tasks.image_tokenizer.grid_for_tokens`)."""
     c = _shared(default_config())
     c.model.channels = 16
-    c.model.channel_mult = (1, 2, 2, 4, 4, 4)[:levels[tokens]]
     c.model.latent_dim = 32
+    c = grid_for_tokens(c, tokens, (32, 32))
     return runlocal(c) if parse_arg(arg) else c

@@ -42,7 +42,7 @@ from vqjax.train.perceptual import feature_net_accuracy, load_or_train_feature_n
 from vqjax.train.tasks import Run, Task, register_task
 
 __all__ = ["default_config", "check", "runlocal", "setup", "report", "build_model", "model_spec",
-           "check_image_shape", "ARCHITECTURES", "TASK"]
+           "check_image_shape", "grid_for_tokens", "ARCHITECTURES", "GRID_MULT", "TASK"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -85,6 +85,33 @@ def runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 ARCHITECTURES = ("grid", "1d")
+GRID_MULT = (1, 2, 2, 4, 4, 4, 4, 4)     # channel multipliers of grid_for_tokens, finest level first
+
+
+def grid_for_tokens(config: ml_collections.ConfigDict, tokens: int,
+                    image_size: tuple[int, int]) -> ml_collections.ConfigDict:
+    """``config`` as the grid tokenizer of ``tokens`` codes (a ``side x side`` grid, ``side`` a power of two) on
+    ``image_size`` images: as many stride-2 levels as bring the side, padded to a power of two, down to ``side``
+    (widths :data:`GRID_MULT`), ``pad_images`` where the side is not already a power of two; everything else
+    (data, quantizer, loss, optimizer, steps) kept, so a 1D tokenizer is judged against it on equal terms.
+
+    Raises:
+      ValueError: ``tokens`` not the square of a power of two no larger than the image.
+    """
+    side = int(round(tokens ** 0.5)) if isinstance(tokens, int) and tokens > 0 else 0
+    padded = 1 << (max(image_size) - 1).bit_length()
+    if side * side != tokens or side & (side - 1) or side > padded:
+        raise ValueError(f"grid_for_tokens: tokens must be one of {[4 ** i for i in range(padded.bit_length())]} "
+                         f"(square grids of a {image_size[0]}x{image_size[1]} image); got {tokens!r}")
+    levels = (padded // side).bit_length()
+    if levels > len(GRID_MULT):
+        raise ValueError(f"grid_for_tokens: {levels} levels for {tokens} tokens of a {image_size[0]}x{image_size[1]} "
+                         f"image; GRID_MULT has {len(GRID_MULT)}")
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.architecture = "grid"
+    c.pad_images = tuple(image_size) != (padded, padded)
+    c.model.channel_mult = GRID_MULT[:levels]
+    return c
 
 
 def model_spec(config: ml_collections.ConfigDict, image_channels: int,
